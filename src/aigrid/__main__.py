@@ -1,0 +1,3 @@
+from aigrid.cli.main import main
+
+main()

@@ -1,0 +1,148 @@
+"""The server's configuration: models, their deployments and server-wide settings, from TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Backend = Literal["openai", "embedded"]
+Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
+Tier = Literal["edge", "cloud"]
+
+EMBEDDED_MODEL_NAME = "smollm2-135m"
+EMBEDDED_MODEL_ALIAS = "local"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used, with a message for the person who wrote it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploymentConfig(_Strict):
+    """One plant that can serve a model: a backend, its upstream name, prices, context and tier."""
+
+    backend: Backend
+    name: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    upstream_model: str | None = None
+    model_path: str | None = None
+    input_price_per_mtok: Decimal = Decimal(0)
+    cached_input_price_per_mtok: Decimal | None = None
+    output_price_per_mtok: Decimal = Decimal(0)
+    context_length: int = Field(default=8192, gt=0)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    tier: Tier = "cloud"
+    timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_connections: int = Field(default=256, gt=0)
+    threads: int | None = Field(default=None, gt=0)
+    queue_size: int = Field(default=64, gt=0)
+
+    @model_validator(mode="after")
+    def _check_backend_fields(self) -> DeploymentConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("an 'openai' deployment needs base_url")
+        if self.backend == "openai" and not self.upstream_model:
+            raise ValueError("an 'openai' deployment needs upstream_model")
+        return self
+
+    @property
+    def output_reservation(self) -> int:
+        """Tokens reserved for the answer when a request sets no max_tokens."""
+        return self.max_output_tokens or min(self.context_length, 8192)
+
+
+class ModelConfig(_Strict):
+    """A model name clients ask for, with the deployments that serve it and how to choose."""
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    policy: Policy = "failover"
+    deployments: list[DeploymentConfig]
+
+    @field_validator("deployments")
+    @classmethod
+    def _at_least_one(cls, v: list[DeploymentConfig]) -> list[DeploymentConfig]:
+        if not v:
+            raise ValueError("a model needs at least one deployment")
+        return v
+
+
+class BreakerConfig(_Strict):
+    """How a failing deployment is cooled down."""
+
+    cooldown_s: float = Field(default=5.0, gt=0)
+    max_cooldown_s: float = Field(default=300.0, gt=0)
+
+
+class LedgerConfig(_Strict):
+    """How the meter writes: 'normal' survives a killed process, 'full' also a lost machine."""
+
+    sync: Literal["normal", "full"] = "normal"
+    max_batch: int = Field(default=512, gt=0)
+
+
+class ServerConfig(_Strict):
+    """Everything the config file declares."""
+
+    database_url: str | None = None
+    models: list[ModelConfig] = Field(default_factory=list)
+    breaker: BreakerConfig = BreakerConfig()
+    ledger: LedgerConfig = LedgerConfig()
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServerConfig:
+        seen: set[str] = set()
+        for model in self.models:
+            for name in (model.name, *model.aliases):
+                if name in seen:
+                    raise ValueError(f"model name '{name}' is declared twice")
+                seen.add(name)
+        return self
+
+
+def default_embedded_model() -> ModelConfig:
+    """The model served when no config file names any: the embedded SmolLM2."""
+    return ModelConfig(
+        name=EMBEDDED_MODEL_NAME,
+        aliases=[EMBEDDED_MODEL_ALIAS],
+        deployments=[
+            DeploymentConfig(
+                backend="embedded",
+                name="embedded-smollm2",
+                upstream_model=EMBEDDED_MODEL_NAME,
+                context_length=8192,
+                tier="edge",
+            )
+        ],
+    )
+
+
+def load_config(path: Path | None) -> ServerConfig:
+    """Read and validate a TOML config; without a path, serve the embedded model alone."""
+    if path is None:
+        return ServerConfig(models=[default_embedded_model()])
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        config = ServerConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
+    if not config.models:
+        config = config.model_copy(update={"models": [default_embedded_model()]})
+    return config

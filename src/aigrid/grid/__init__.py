@@ -1,0 +1,1 @@
+"""The grid: backends (plants), the router, the meter and the OpenAI-compatible API."""

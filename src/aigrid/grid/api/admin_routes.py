@@ -1,0 +1,199 @@
+"""The admin API under /admin/: tenants, keys, budgets, rate limits and deployment health."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from aigrid.errors import bad_request
+from aigrid.grid.api.auth import api_error_for
+from aigrid.grid.api.openai_routes import json_response
+from aigrid.grid.api.state import AppState, state_of
+from aigrid.store.accounts import AccountError, Principal, digest
+
+Kind = Literal["tokens", "cost"]
+Period = Literal["day", "month", "total"]
+
+
+def _admin(request: Request) -> AppState:
+    state = state_of(request)
+    state.keyring.require_admin(request)
+    return state
+
+
+Admin = Annotated[AppState, Depends(_admin)]
+router = APIRouter(prefix="/admin")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantIn(_Body):
+    """A tenant to create."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
+
+
+class KeyIn(_Body):
+    """A key to create for a tenant."""
+
+    tenant: str
+    name: str | None = Field(default=None, max_length=128)
+
+
+class BudgetIn(_Body):
+    """A budget: tokens, or a cost in currency units as a decimal string."""
+
+    tenant: str
+    period: Period
+    tokens: int | None = Field(default=None, gt=0)
+    cost: str | None = None
+
+
+class LimitsIn(_Body):
+    """Rate limits; null removes one."""
+
+    tenant: str
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+
+async def _run(fn: Any, *args: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except AccountError as exc:
+        raise api_error_for(exc.status, exc.message) from exc
+
+
+@router.post("/tenants", status_code=201)
+async def create_tenant(body: TenantIn, state: Admin) -> Response:
+    """Create a tenant."""
+    return json_response(await _run(state.accounts.create_tenant, body.name), status=201)
+
+
+@router.get("/tenants")
+async def list_tenants(state: Admin) -> Response:
+    """List tenants."""
+    return json_response({"object": "list", "data": await _run(state.accounts.list_tenants)})
+
+
+@router.post("/keys", status_code=201)
+async def create_key(body: KeyIn, state: Admin) -> Response:
+    """Create a key; its secret is in the answer and nowhere else."""
+    new = await _run(state.accounts.create_key, body.tenant, body.name)
+    state.keyring.add(digest(new.secret), Principal(new.tenant_id, new.tenant, new.id))
+    return json_response(
+        {
+            "id": new.id,
+            "key": new.secret,
+            "tenant": new.tenant,
+            "prefix": new.prefix,
+            "name": new.name,
+            "created_at_us": new.created_at_us,
+        },
+        status=201,
+    )
+
+
+@router.get("/keys")
+async def list_keys(state: Admin, tenant: str | None = None) -> Response:
+    """List keys without their secrets."""
+    return json_response({"object": "list", "data": await _run(state.accounts.list_keys, tenant)})
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, state: Admin) -> Response:
+    """Revoke a key at once."""
+    key_digest = await _run(state.accounts.revoke_key, key_id)
+    state.keyring.remove(key_digest)
+    return json_response({"id": key_id, "revoked": True})
+
+
+def _parse_cost(text: str) -> int:
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise bad_request(f"'cost' must be a decimal amount, not {text!r}.", param="cost") from exc
+    if not value.is_finite() or value <= 0:
+        raise bad_request("'cost' must be a positive amount.", param="cost")
+    return int((value * 1_000_000).to_integral_value())
+
+
+def _budget_view(tenant: str, view: dict[str, object]) -> dict[str, object]:
+    return {"tenant": tenant, **view}
+
+
+@router.put("/budgets")
+async def set_budget(body: BudgetIn, state: Admin) -> Response:
+    """Add or replace a tenant's budget for a period."""
+    if (body.tokens is None) == (body.cost is None):
+        raise bad_request("Give exactly one of 'tokens' or 'cost'.", param="tokens")
+    kind, limit = (
+        ("tokens", body.tokens) if body.tokens is not None else ("cost", _parse_cost(body.cost or ""))
+    )
+    assert limit is not None
+    await state.grid.ledger.flush()
+    tenant_id, spent = await _run(state.accounts.set_budget, body.tenant, kind, body.period, limit)
+    budget = state.grid.admission.set_budget(tenant_id, kind, body.period, limit, spent)
+    return json_response(_budget_view(body.tenant, budget.view()))
+
+
+@router.get("/budgets")
+async def list_budgets(state: Admin, tenant: str | None = None) -> Response:
+    """Budgets with what is spent and reserved in the current period."""
+    names = await _run(state.accounts.tenant_names)
+    if tenant is not None and tenant not in names.values():
+        raise api_error_for(404, f"No tenant named '{tenant}'.")
+    data = [
+        _budget_view(name, b.view())
+        for tid, name in sorted(names.items())
+        if tenant is None or name == tenant
+        for b in state.grid.admission.budgets(tid)
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+@router.delete("/budgets")
+async def remove_budget(
+    state: Admin, tenant: str, kind: Annotated[Kind, Query()], period: Annotated[Period, Query()]
+) -> Response:
+    """Remove a budget."""
+    tenant_id = await _run(state.accounts.remove_budget, tenant, kind, period)
+    state.grid.admission.remove_budget(tenant_id, kind, period)
+    return json_response({"tenant": tenant, "kind": kind, "period": period, "removed": True})
+
+
+@router.put("/limits")
+async def set_limits(body: LimitsIn, state: Admin) -> Response:
+    """Set a tenant's requests and tokens per minute."""
+    tenant_id = await _run(state.accounts.set_rate_limits, body.tenant, body.rpm, body.tpm)
+    state.grid.admission.set_rate_limits(tenant_id, body.rpm, body.tpm)
+    return json_response({"tenant": body.tenant, "rpm": body.rpm, "tpm": body.tpm})
+
+
+@router.get("/limits")
+async def list_limits(state: Admin, tenant: str | None = None) -> Response:
+    """Rate limits of every tenant that has one."""
+    names = await _run(state.accounts.tenant_names)
+    rows = await _run(state.accounts.all_rate_limits)
+    data = [
+        {"tenant": names.get(tid), "rpm": rpm, "tpm": tpm}
+        for tid, rpm, tpm in rows
+        if tenant is None or names.get(tid) == tenant
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+@router.get("/deployments")
+async def deployments(state: Admin) -> Response:
+    """Every deployment's health, load and speed."""
+    data = [
+        {"model": route.name, **d.health()} for route in state.grid.router.routes for d in route.deployments
+    ]
+    return json_response({"object": "list", "data": data})

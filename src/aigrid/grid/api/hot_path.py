@@ -1,0 +1,135 @@
+"""The request path that carries tokens, as a bare ASGI app.
+
+Chat, completions and embeddings are most of the traffic, and each layer of framework middleware
+costs more than the work aigrid itself does per request, so these three routes are served here
+and everything else falls through to the FastAPI app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
+
+from aigrid.errors import APIError, bad_request, internal_error
+from aigrid.grid.api.state import AppState
+from aigrid.grid.backends.base import Completion, Endpoint
+from aigrid.grid.service import CallMeta, MeteredStream
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+_JSON = (b"content-type", b"application/json")
+_SSE = (b"content-type", b"text/event-stream")
+_NO_CACHE = (b"cache-control", b"no-cache")
+_INTERNAL = APIError(
+    500, "The server failed to process the request.", type="server_error", code="internal_error"
+)
+
+
+class HotPath:
+    """Serves the token endpoints directly and hands every other request to ``app``."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self._serve(endpoint, scope, receive, send)
+        except APIError as exc:
+            await _send_error(send, exc)
+        except Exception:
+            log.exception("unhandled error on %s", scope.get("path"))
+            await _send_error(send, internal_error())
+
+    async def _serve(self, endpoint: Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        state: AppState = self.app.state.aigrid
+        headers = dict(scope["headers"])
+        principal = state.keyring.authenticate_header(headers.get(b"authorization"))
+        raw = await _read_body(receive)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"The request body is not valid JSON: {exc}") from exc
+        agent = headers.get(b"x-aigrid-agent")
+        process = headers.get(b"x-aigrid-process")
+        meta = CallMeta(
+            agent=agent.decode("latin-1") if agent else None,
+            process_id=process.decode("latin-1") if process else None,
+        )
+        request_id, result = await state.grid.request(principal, endpoint, body, meta)
+        rid = (b"x-request-id", request_id.encode())
+        if isinstance(result, Completion):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [_JSON, (b"content-length", str(len(result.body)).encode()), rid],
+                }
+            )
+            await send({"type": "http.response.body", "body": result.body})
+            return
+        await _stream(result, [_SSE, _NO_CACHE, rid], receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    while message.get("more_body"):
+        message = await receive()
+        body += message.get("body", b"")
+    return body
+
+
+async def _stream(
+    stream: MeteredStream, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send
+) -> None:
+    """Send a stream, and stop producing it the moment the client goes away."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        message: Message = await receive()
+        while message["type"] != "http.disconnect":
+            message = await receive()
+        gone.set()
+        task.cancel()
+
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    watcher = asyncio.ensure_future(watch())
+    try:
+        async for frame in stream:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        watcher.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        task.uncancel()
+    except Exception:
+        # The status line is already sent: all that is left is to end the body.
+        log.exception("stream failed")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        watcher.cancel()
+        stream.abandon()
+
+
+async def _send_error(send: Send, exc: APIError) -> None:
+    body = exc.to_json()
+    headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

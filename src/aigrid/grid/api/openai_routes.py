@@ -1,0 +1,115 @@
+"""The OpenAI-compatible endpoints besides the token ones (see hot_path): models, usage, health."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigrid.errors import APIError, bad_request, not_found
+from aigrid.grid.api.state import state_of
+from aigrid.store.usage import GROUPS, INTERVALS, UsageQuery, query_usage
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response serialized with orjson."""
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+def _model_objects(request: Request) -> list[dict[str, Any]]:
+    models = []
+    for route in state_of(request).grid.router.routes:
+        tiers = sorted({d.backend.config.tier for d in route.deployments})
+        for name in (route.config.name, *route.config.aliases):
+            models.append({"id": name, "object": "model", "created": 0, "owned_by": "aigrid", "tiers": tiers})
+    return models
+
+
+async def list_models(request: Request) -> Response:
+    """GET /v1/models."""
+    state_of(request).keyring.authenticate(request)
+    return json_response({"object": "list", "data": _model_objects(request)})
+
+
+async def get_model(request: Request) -> Response:
+    """GET /v1/models/{model}."""
+    state_of(request).keyring.authenticate(request)
+    name = request.path_params["model"]
+    for obj in _model_objects(request):
+        if obj["id"] == name:
+            return json_response(obj)
+    raise not_found(f"The model '{name}' does not exist.", code="model_not_found", param="model")
+
+
+def parse_time(value: str | None, param: str) -> int | None:
+    """An ISO 8601 time (naive means UTC) or epoch seconds, as integer microseconds."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(float(value) * 1_000_000)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise bad_request(
+            f"'{param}' must be an ISO 8601 time or epoch seconds, not {value!r}.", param=param
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1_000_000)
+
+
+async def usage(request: Request) -> Response:
+    """GET /v1/usage: the caller's usage (the admin's: everyone's), grouped and bucketed."""
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
+    params = request.query_params
+    group_by = tuple(g.strip() for g in (params.get("group_by") or "").split(",") if g.strip())
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        raise bad_request(
+            f"Unknown group_by field(s) {', '.join(unknown)}; use {', '.join(GROUPS)}.", param="group_by"
+        )
+    interval = params.get("interval") or None
+    if interval is not None and interval not in INTERVALS:
+        raise bad_request(f"'interval' must be one of {', '.join(INTERVALS)}.", param="interval")
+    tenant_id: int | None = principal.tenant_id
+    tenant_name = params.get("tenant")
+    if principal.is_admin:
+        tenant_id = None
+        if tenant_name:
+            names = await asyncio.to_thread(state.accounts.tenant_names)
+            ids = [tid for tid, name in names.items() if name == tenant_name]
+            if not ids:
+                raise not_found(f"No tenant named '{tenant_name}'.", param="tenant")
+            tenant_id = ids[0]
+    elif tenant_name and tenant_name != principal.tenant:
+        raise APIError(403, "A tenant key can only read its own usage.", type="permission_error")
+    query = UsageQuery(
+        group_by=group_by,
+        interval=interval,
+        since_us=parse_time(params.get("since"), "since"),
+        until_us=parse_time(params.get("until"), "until"),
+        tenant_id=tenant_id,
+    )
+    await state.grid.ledger.flush()
+    return json_response(await asyncio.to_thread(query_usage, state.engine, query))
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: the server is up."""
+    return json_response({"status": "ok"})
+
+
+routes = [
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+    Route("/v1/usage", usage, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

@@ -1,0 +1,32 @@
+"""The objects one running server shares between its routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from starlette.requests import HTTPConnection
+
+from aigrid.config import ServerConfig
+from aigrid.grid.api.auth import KeyRing
+from aigrid.grid.service import Grid
+from aigrid.store.accounts import AccountStore
+
+
+@dataclass
+class AppState:
+    """Everything a route needs: the grid, the key ring, the account store and the database."""
+
+    config: ServerConfig
+    data_dir: Path
+    engine: Engine
+    accounts: AccountStore
+    keyring: KeyRing
+    grid: Grid
+
+
+def state_of(conn: HTTPConnection) -> AppState:
+    """The server state behind a request."""
+    state: AppState = conn.app.state.aigrid
+    return state

@@ -1,0 +1,185 @@
+"""Assembly of a server: database, accounts, backends, router, meter and the HTTP routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route as HTTPRoute
+
+from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
+from aigrid.errors import APIError, internal_error
+from aigrid.grid.api import admin_routes, openai_routes
+from aigrid.grid.api.auth import KeyRing
+from aigrid.grid.api.hot_path import HotPath
+from aigrid.grid.api.state import AppState, state_of
+from aigrid.grid.backends.base import Backend
+from aigrid.grid.limits import Admission
+from aigrid.grid.meter import Metrics
+from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
+from aigrid.grid.service import Grid
+from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
+from aigrid.store.db import make_engine, migrate, sqlite_url
+from aigrid.store.ledger import Ledger, recover_interrupted
+
+log = logging.getLogger(__name__)
+ADMIN_KEY_FILE = "admin_key"
+
+
+def admin_key(data_dir: Path) -> str:
+    """The admin key: from AIGRID_ADMIN_KEY, else the one stored in the data dir, else a new one."""
+    from_env = os.environ.get("AIGRID_ADMIN_KEY")
+    if from_env:
+        return from_env
+    path = data_dir / ADMIN_KEY_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    key = "sk-aigrid-admin-" + secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def build_backend(name: str, config: DeploymentConfig) -> Backend:
+    """The backend for a deployment's kind."""
+    if config.backend == "openai":
+        from aigrid.grid.backends.openai_upstream import OpenAIUpstream
+
+        return OpenAIUpstream(name, config)
+    from aigrid.grid.backends.embedded import EmbeddedBackend
+
+    return EmbeddedBackend(name, config)
+
+
+def build_routes(models: list[ModelConfig], config: ServerConfig) -> list[Route]:
+    """One route per model, each deployment named uniquely."""
+    routes: list[Route] = []
+    used: set[str] = set()
+    for model in models:
+        route = Route(model)
+        for index, dep in enumerate(model.deployments):
+            name = dep.name or f"{model.name}/{dep.upstream_model or dep.backend}"
+            if name in used:
+                name = f"{name}#{index}"
+            used.add(name)
+            route.deployments.append(Deployment(build_backend(name, dep), CircuitBreaker(config.breaker)))
+        routes.append(route)
+    return routes
+
+
+def _error_response(exc: APIError) -> Response:
+    return Response(exc.to_json(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+async def _on_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return _error_response(exc)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+    param = ".".join(str(p) for p in first if p != "body") or None
+    return _error_response(APIError(400, "Invalid request: " + "; ".join(problems), param=param))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return _error_response(APIError(exc.status_code, str(exc.detail), code=code))
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _error_response(internal_error())
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics in Prometheus format (admin key)."""
+    state = state_of(request)
+    state.keyring.require_admin(request)
+    return Response(generate_latest(state.grid.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@dataclass
+class _Store:
+    engine: Engine
+    accounts: AccountStore
+    keyring: KeyRing
+    admission: Admission
+
+
+def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
+    """Migrate the database, close what a killed server left open, and load accounts and limits."""
+    key = admin_key(data_dir)
+    engine = make_engine(config.database_url or sqlite_url(data_dir), sync=config.ledger.sync)
+    migrate(engine)
+    recovered = recover_interrupted(engine)
+    if recovered:
+        log.warning("recorded %d request(s) cut off by the last shutdown as interrupted", recovered)
+    accounts = AccountStore(engine)
+    admin_tenant = accounts.ensure_tenant(ADMIN_TENANT)
+    keyring = KeyRing(key, Principal(admin_tenant, ADMIN_TENANT, None, is_admin=True))
+    keyring.load(accounts.active_keys())
+    admission = Admission()
+    for tenant_id, kind, period, limit, spent in accounts.all_budgets():
+        admission.set_budget(tenant_id, kind, period, limit, spent)
+    for tenant_id, rpm, tpm in accounts.all_rate_limits():
+        admission.set_rate_limits(tenant_id, rpm, tpm)
+    return _Store(engine, accounts, keyring, admission)
+
+
+def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
+    """A server for a config and a data directory; everything starts in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await asyncio.to_thread(_open_store, config, data_dir)
+        routes = build_routes(config.models, config)
+        router = Router(routes)
+        ledger = Ledger(store.engine, max_batch=config.ledger.max_batch)
+        ledger.start()
+        grid = Grid(
+            router, store.admission, ledger, Metrics(lambda: [d.health() for d in router.deployments()])
+        )
+        started: list[Backend] = []
+        try:
+            for d in router.deployments():
+                await d.backend.start()
+                started.append(d.backend)
+            app.state.aigrid = AppState(config, data_dir, store.engine, store.accounts, store.keyring, grid)
+            yield
+        finally:
+            for backend in started:
+                await backend.close()
+            await asyncio.to_thread(ledger.stop)
+            store.engine.dispose()
+
+    app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.router.routes.extend(openai_routes.routes)
+    app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))
+    app.include_router(admin_routes.router)
+    app.add_exception_handler(APIError, _on_api_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_crash)
+    return HotPath(app)

@@ -1,0 +1,1 @@
+"""Backends: the plants a deployment draws tokens from."""

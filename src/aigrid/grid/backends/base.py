@@ -1,0 +1,120 @@
+"""The contract every backend honours, and the values that cross it."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aigrid.config import DeploymentConfig
+
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts of one request; cached tokens are part of the prompt tokens."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streamed) answer: the JSON bytes for the client and the usage inside them."""
+
+    body: bytes
+    usage: Usage
+
+
+@dataclass(slots=True)
+class StreamProgress:
+    """What a stream has produced so far; read by the meter while the stream runs."""
+
+    usage: Usage = field(default_factory=Usage)
+    first_token_at: float | None = None
+    finished: bool = False
+
+    def mark_token(self) -> None:
+        """Note the time of the first produced token."""
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+
+class StreamSession(ABC):
+    """An open stream: server-sent-event frames ready to forward, with progress alongside."""
+
+    def __init__(self) -> None:
+        self.progress = StreamProgress()
+
+    @abstractmethod
+    def frames(self) -> AsyncIterator[bytes]:
+        """SSE frames (``data: ...\\n\\n``) to send, without the closing ``data: [DONE]``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop producing and free what the stream holds; safe to call more than once."""
+
+
+class BackendError(Exception):
+    """A deployment could not answer. Retryable errors move the request to the next deployment."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, status: int = 502, body: bytes | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.body = body
+
+
+class Backend(ABC):
+    """A plant: answers chat, completion and embedding requests for one deployment."""
+
+    def __init__(self, name: str, config: DeploymentConfig) -> None:
+        self.name = name
+        self.config = config
+
+    async def start(self) -> None:
+        """Acquire what the backend needs (connections, a loaded model)."""
+
+    async def close(self) -> None:
+        """Release what the backend holds."""
+
+    def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
+        """The exact prompt size when the backend can tell cheaply, else None."""
+        return None
+
+    @abstractmethod
+    async def complete(self, endpoint: Endpoint, body: dict[str, Any], model: str) -> Completion:
+        """Answer a whole request; ``model`` is the name the client asked for."""
+
+    @abstractmethod
+    async def open_stream(
+        self, endpoint: Endpoint, body: dict[str, Any], model: str, include_usage: bool
+    ) -> StreamSession:
+        """Start a stream; errors before the first frame raise BackendError so the router can fail over."""
+
+
+_ID_PREFIX = secrets.token_hex(6)
+_ids = itertools.count(1)
+
+
+def new_id(prefix: str, sep: str = "-") -> str:
+    """A unique id in OpenAI's style, such as ``chatcmpl-...``.
+
+    A random per-process prefix and a counter: unique across restarts without asking the
+    kernel for randomness on every request, which is slow on some virtual machines.
+    """
+    return f"{prefix}{sep}{_ID_PREFIX}{next(_ids):010x}"

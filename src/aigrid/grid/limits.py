@@ -1,0 +1,215 @@
+"""Admission control: rate limits and budgets that hold under concurrency.
+
+A request reserves its worst case (prompt plus answer cap) before it is forwarded and settles to
+the real count when it ends. Everything here runs on the event loop thread, so a check and its
+reservation happen without another request in between.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aigrid.errors import insufficient_quota, rate_limited
+
+PERIODS = ("day", "month", "total")
+KINDS = ("tokens", "cost")
+
+
+def period_start_us(period: str, now_us: int) -> int:
+    """The start (UTC, microseconds) of the budget period that contains ``now_us``."""
+    if period == "total":
+        return 0
+    now = datetime.fromtimestamp(now_us / 1e6, tz=UTC)
+    if period == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif period == "month":
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    else:
+        raise ValueError(f"unknown period {period!r}")
+    return int(start.timestamp() * 1_000_000)
+
+
+def now_us() -> int:
+    """Wall-clock time in integer microseconds."""
+    return time.time_ns() // 1000
+
+
+class TokenBucket:
+    """A bucket refilled continuously at ``capacity`` per minute; it may go negative on settlement."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.level = float(per_minute)
+        self._rate = per_minute / 60.0
+        self._clock = clock
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self.level = min(self.capacity, self.level + (now - self._at) * self._rate)
+        self._at = now
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` can be taken; 0 when it can be taken now."""
+        self._refill()
+        amount = min(amount, self.capacity)
+        missing = amount - self.level
+        return 0.0 if missing <= 0 else missing / self._rate
+
+    def take(self, amount: float) -> None:
+        """Take ``amount`` (after ``wait_for`` said yes)."""
+        self._refill()
+        self.level -= amount
+
+    def give_back(self, amount: float) -> None:
+        """Return what a settled request did not use (or take more if it used more)."""
+        self._refill()
+        self.level = min(self.capacity, self.level + amount)
+
+
+@dataclass
+class BudgetState:
+    """One budget's limit with what is spent in the current period and what is reserved."""
+
+    kind: str
+    period: str
+    limit: int
+    spent: int = 0
+    reserved: int = 0
+    period_start: int = 0
+
+    def roll(self, now: int) -> None:
+        """Start a new period's count when the period has turned."""
+        start = period_start_us(self.period, now)
+        if start != self.period_start:
+            self.period_start = start
+            self.spent = 0
+
+    def view(self) -> dict[str, object]:
+        """The budget as the API shows it."""
+        return {
+            "kind": self.kind,
+            "period": self.period,
+            "limit": self.limit,
+            "spent": self.spent,
+            "reserved": self.reserved,
+            "remaining": max(0, self.limit - self.spent - self.reserved),
+            "period_start_us": self.period_start,
+        }
+
+
+@dataclass
+class TenantLimits:
+    """What is enforced for one tenant."""
+
+    rpm: TokenBucket | None = None
+    tpm: TokenBucket | None = None
+    budgets: list[BudgetState] = field(default_factory=list)
+
+
+@dataclass
+class Reservation:
+    """What a request holds until it settles."""
+
+    tenant_id: int
+    tokens: int
+    cost: int
+    budgets: list[BudgetState]
+    tpm: TokenBucket | None
+    settled: bool = False
+
+
+class Admission:
+    """Checks and reserves rate limits and budgets per tenant."""
+
+    def __init__(self, clock: Callable[[], int] = now_us) -> None:
+        self._tenants: dict[int, TenantLimits] = {}
+        self._clock = clock
+
+    def limits(self, tenant_id: int) -> TenantLimits:
+        """The tenant's enforced limits (created empty on first use)."""
+        found = self._tenants.get(tenant_id)
+        if found is None:
+            found = self._tenants[tenant_id] = TenantLimits()
+        return found
+
+    def set_rate_limits(self, tenant_id: int, rpm: int | None, tpm: int | None) -> None:
+        """Replace a tenant's request and token rates."""
+        lim = self.limits(tenant_id)
+        lim.rpm = TokenBucket(rpm) if rpm else None
+        lim.tpm = TokenBucket(tpm) if tpm else None
+
+    def set_budget(self, tenant_id: int, kind: str, period: str, limit: int, spent: int) -> BudgetState:
+        """Add or replace a budget, with what the ledger says is spent in the current period."""
+        lim = self.limits(tenant_id)
+        lim.budgets = [b for b in lim.budgets if not (b.kind == kind and b.period == period)]
+        now = self._clock()
+        state = BudgetState(kind, period, limit, spent=spent, period_start=period_start_us(period, now))
+        lim.budgets.append(state)
+        return state
+
+    def remove_budget(self, tenant_id: int, kind: str, period: str) -> bool:
+        """Drop a budget; returns whether there was one."""
+        lim = self.limits(tenant_id)
+        before = len(lim.budgets)
+        lim.budgets = [b for b in lim.budgets if not (b.kind == kind and b.period == period)]
+        return len(lim.budgets) != before
+
+    def budgets(self, tenant_id: int) -> list[BudgetState]:
+        """A tenant's budgets, rolled to the current period."""
+        now = self._clock()
+        lim = self.limits(tenant_id)
+        for b in lim.budgets:
+            b.roll(now)
+        return list(lim.budgets)
+
+    def reserve(self, tenant_id: int, tokens: int, cost: int) -> Reservation:
+        """Admit a request whose worst case is ``tokens`` and ``cost``, or raise a 429."""
+        lim = self._tenants.get(tenant_id)
+        if lim is None:
+            return Reservation(tenant_id, tokens, cost, [], None)
+        now = self._clock()
+        for b in lim.budgets:
+            b.roll(now)
+            need = tokens if b.kind == "tokens" else cost
+            if b.spent + b.reserved + need > b.limit:
+                unit = "tokens" if b.kind == "tokens" else "micro-CNY"
+                raise insufficient_quota(
+                    f"The tenant's {b.period} {b.kind} budget is spent: {b.spent} of {b.limit} {unit} "
+                    f"used, {b.reserved} reserved by requests in flight, and this request may need {need}."
+                )
+        if lim.rpm is not None:
+            wait = lim.rpm.wait_for(1)
+            if wait > 0:
+                raise rate_limited(f"Rate limit reached: {int(lim.rpm.capacity)} requests per minute.", wait)
+        if lim.tpm is not None:
+            wait = lim.tpm.wait_for(tokens)
+            if wait > 0:
+                raise rate_limited(
+                    f"Rate limit reached: {int(lim.tpm.capacity)} tokens per minute "
+                    f"(this request may use {tokens}).",
+                    wait,
+                )
+        if lim.rpm is not None:
+            lim.rpm.take(1)
+        if lim.tpm is not None:
+            lim.tpm.take(tokens)
+        for b in lim.budgets:
+            b.reserved += tokens if b.kind == "tokens" else cost
+        return Reservation(tenant_id, tokens, cost, list(lim.budgets), lim.tpm)
+
+    def settle(self, reservation: Reservation, tokens: int, cost: int) -> None:
+        """Replace a reservation with what the request really used."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        now = self._clock()
+        for b in reservation.budgets:
+            b.reserved -= reservation.tokens if b.kind == "tokens" else reservation.cost
+            b.roll(now)
+            b.spent += tokens if b.kind == "tokens" else cost
+        if reservation.tpm is not None:
+            reservation.tpm.give_back(reservation.tokens - tokens)

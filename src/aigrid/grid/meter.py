@@ -1,0 +1,109 @@
+"""Pricing and Prometheus metrics: what a request costs and how the grid is doing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import ROUND_HALF_UP, Decimal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from aigrid.config import DeploymentConfig
+from aigrid.grid.backends.base import Usage
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def cost_micro(config: DeploymentConfig, usage: Usage) -> int:
+    """Cost in micro-units of currency; prices are per million tokens, so one token costs ``price`` micro."""
+    cached_price = config.cached_input_price_per_mtok
+    if cached_price is None:
+        cached_price = config.input_price_per_mtok
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    total = (
+        (usage.prompt_tokens - cached) * config.input_price_per_mtok
+        + cached * cached_price
+        + usage.completion_tokens * config.output_price_per_mtok
+    )
+    return int(total.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def worst_cost_micro(configs: Iterable[DeploymentConfig], prompt_tokens: int, output_tokens: int) -> int:
+    """The most a request could cost on any of the given deployments."""
+    worst = Decimal(0)
+    for cfg in configs:
+        price = prompt_tokens * cfg.input_price_per_mtok + output_tokens * cfg.output_price_per_mtok
+        worst = max(worst, price)
+    return int(worst.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+class Metrics:
+    """The grid's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self, deployments: Callable[[], list[dict[str, object]]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aigrid_requests",
+            "Requests by tenant, model and status",
+            ["tenant", "model", "status"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "aigrid_tokens", "Tokens by tenant, model and kind", ["tenant", "model", "kind"], registry=r
+        )
+        self.cost = Counter(
+            "aigrid_cost_micro", "Cost in micro-units of currency", ["tenant", "model"], registry=r
+        )
+        self.latency = Histogram(
+            "aigrid_request_seconds", "Request latency", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "aigrid_time_to_first_token_seconds",
+            "Time to first token of streams",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("aigrid_in_flight", "Requests in flight", ["model"], registry=r)
+        r.register(_DeploymentCollector(deployments))
+
+    def record(
+        self, tenant: str, model: str, status: str, usage: Usage, cost: int, latency_s: float | None
+    ) -> None:
+        """Count one finished request."""
+        self.requests.labels(tenant, model, status).inc()
+        if usage.prompt_tokens:
+            self.tokens.labels(tenant, model, "prompt").inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self.tokens.labels(tenant, model, "completion").inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            self.tokens.labels(tenant, model, "cached").inc(usage.cached_tokens)
+        if cost:
+            self.cost.labels(tenant, model).inc(cost)
+        if latency_s is not None:
+            self.latency.labels(model).observe(latency_s)
+
+
+class _DeploymentCollector(Collector):
+    """Reads deployment health at scrape time, so it is never stale."""
+
+    def __init__(self, deployments: Callable[[], list[dict[str, object]]]) -> None:
+        self._deployments = deployments
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        healthy = GaugeMetricFamily(
+            "aigrid_deployment_healthy", "1 when the deployment's breaker is closed", labels=["deployment"]
+        )
+        busy = GaugeMetricFamily(
+            "aigrid_deployment_in_flight", "Requests in flight per deployment", labels=["deployment"]
+        )
+        for d in self._deployments():
+            name = str(d["name"])
+            healthy.add_metric([name], 1.0 if d["healthy"] else 0.0)
+            in_flight = d["in_flight"]
+            busy.add_metric([name], float(in_flight) if isinstance(in_flight, int) else 0.0)
+        yield healthy
+        yield busy

@@ -1,0 +1,202 @@
+"""Routing: which deployment answers a model name, failover between them, and circuit breakers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeVar
+
+from aigrid.config import BreakerConfig, ModelConfig
+from aigrid.errors import APIError, model_not_found, upstream_failed
+from aigrid.grid.backends.base import Backend, BackendError
+
+T = TypeVar("T")
+_EWMA_WEIGHT = 0.2
+
+
+class CircuitBreaker:
+    """Keeps a failing deployment out of rotation, with a cool-down that doubles on each failure."""
+
+    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._config = config
+        self._clock = clock
+        self.consecutive_failures = 0
+        self.open_until = 0.0
+        self._probing = False
+        self.last_error: str | None = None
+
+    @property
+    def state(self) -> str:
+        """``closed`` (healthy), ``open`` (cooling down) or ``half-open`` (one probe allowed)."""
+        if self.consecutive_failures == 0:
+            return "closed"
+        return "open" if self._clock() < self.open_until else "half-open"
+
+    def allows(self) -> bool:
+        """Whether a request may go to this deployment now."""
+        state = self.state
+        if state == "closed":
+            return True
+        return state == "half-open" and not self._probing
+
+    def on_attempt(self) -> None:
+        """Note that a request was sent (a half-open breaker lets only one through)."""
+        if self.state == "half-open":
+            self._probing = True
+
+    def on_success(self) -> None:
+        """Close the breaker."""
+        self.consecutive_failures = 0
+        self._probing = False
+        self.last_error = None
+
+    def on_failure(self, error: str) -> None:
+        """Open the breaker for a cool-down that grows with consecutive failures."""
+        self.consecutive_failures += 1
+        self._probing = False
+        self.last_error = error
+        cooldown = min(
+            self._config.cooldown_s * 2 ** (self.consecutive_failures - 1), self._config.max_cooldown_s
+        )
+        self.open_until = self._clock() + cooldown
+
+    def cooldown_left(self) -> float:
+        """Seconds until the deployment is tried again."""
+        return max(0.0, self.open_until - self._clock())
+
+
+@dataclass(eq=False)
+class Deployment:
+    """A backend in service, with its health and the figures the policies use."""
+
+    backend: Backend
+    breaker: CircuitBreaker
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0
+    seconds_per_token: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The deployment's name, as metered."""
+        return self.backend.name
+
+    def observe_speed(self, seconds: float, tokens: int) -> None:
+        """Fold one request's time per output token into the moving average."""
+        if tokens <= 0:
+            return
+        sample = seconds / tokens
+        if self.seconds_per_token is None:
+            self.seconds_per_token = sample
+        else:
+            self.seconds_per_token += _EWMA_WEIGHT * (sample - self.seconds_per_token)
+
+    def unit_price(self) -> Decimal:
+        """Price of a typical request's mix of tokens, for the cheapest policy."""
+        cfg = self.backend.config
+        return cfg.input_price_per_mtok + cfg.output_price_per_mtok
+
+    def health(self) -> dict[str, object]:
+        """What the admin API shows about this deployment."""
+        cfg = self.backend.config
+        return {
+            "name": self.name,
+            "backend": cfg.backend,
+            "upstream_model": cfg.upstream_model,
+            "tier": cfg.tier,
+            "state": self.breaker.state,
+            "healthy": self.breaker.state == "closed",
+            "consecutive_failures": self.breaker.consecutive_failures,
+            "cooldown_left_s": round(self.breaker.cooldown_left(), 3),
+            "last_error": self.breaker.last_error,
+            "in_flight": self.in_flight,
+            "requests": self.requests,
+            "failures": self.failures,
+            "seconds_per_output_token": self.seconds_per_token,
+        }
+
+
+@dataclass(eq=False)
+class Route:
+    """A model name and the deployments that serve it."""
+
+    config: ModelConfig
+    deployments: list[Deployment] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The model's canonical name."""
+        return self.config.name
+
+    def ordered(self) -> list[Deployment]:
+        """Deployments in the order the model's policy prefers, healthy ones only."""
+        policy = self.config.policy
+        candidates = [d for d in self.deployments if d.breaker.allows()]
+        if policy == "least-busy":
+            candidates.sort(key=lambda d: d.in_flight)
+        elif policy == "cheapest":
+            candidates.sort(key=lambda d: d.unit_price())
+        elif policy == "fastest":
+            # An unmeasured deployment goes first so that it gets measured.
+            candidates.sort(key=lambda d: d.seconds_per_token or 0.0)
+        return candidates
+
+
+class Router:
+    """Maps model names to routes and runs a call with failover across a route's deployments."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+        self._by_name: dict[str, Route] = {}
+        for route in routes:
+            for name in (route.config.name, *route.config.aliases):
+                self._by_name[name] = route
+
+    def resolve(self, model: object) -> Route:
+        """The route for a model name, or a 404."""
+        if not isinstance(model, str) or not model:
+            raise APIError(400, "'model' is required and must be a string.", param="model")
+        route = self._by_name.get(model)
+        if route is None:
+            raise model_not_found(model)
+        return route
+
+    def knows(self, model: str) -> bool:
+        """Whether a model name (canonical or alias) is served."""
+        return model in self._by_name
+
+    def deployments(self) -> list[Deployment]:
+        """Every deployment once."""
+        return [d for route in self.routes for d in route.deployments]
+
+    async def call(self, route: Route, attempt: Callable[[Deployment], Awaitable[T]]) -> tuple[T, Deployment]:
+        """Run ``attempt`` on deployments in policy order until one succeeds."""
+        candidates = route.ordered()
+        if not candidates:
+            wait = min(d.breaker.cooldown_left() for d in route.deployments)
+            raise upstream_failed(
+                f"Every deployment of '{route.name}' is cooling down after failures; retry in {wait:.1f}s.",
+                status=503,
+            )
+        errors: list[str] = []
+        for deployment in candidates:
+            deployment.breaker.on_attempt()
+            deployment.in_flight += 1
+            deployment.requests += 1
+            try:
+                result = await attempt(deployment)
+            except BackendError as exc:
+                if not exc.retryable:
+                    deployment.breaker.on_success()
+                    raise
+                deployment.failures += 1
+                deployment.breaker.on_failure(exc.message)
+                errors.append(exc.message)
+                continue
+            finally:
+                deployment.in_flight -= 1
+            deployment.breaker.on_success()
+            return result, deployment
+        raise upstream_failed(f"Every deployment of '{route.name}' failed: " + "; ".join(errors), status=502)

@@ -1,0 +1,1 @@
+"""Durable state: the database schema, migrations and the stores over them."""

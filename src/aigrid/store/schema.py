@@ -1,0 +1,88 @@
+"""The ORM schema. Times are integer microseconds since the epoch (UTC); money is integer micro-units."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every aigrid table."""
+
+
+class Tenant(Base):
+    """An account that owns keys, budgets and usage."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiKey(Base):
+    """A tenant's API key; only a SHA-256 digest of the secret is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    revoked_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Budget(Base):
+    """A spending cap for a tenant over a period, in tokens or in cost micro-units."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("tenant_id", "kind", "period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    period: Mapped[str] = mapped_column(String(8))
+    limit_value: Mapped[int] = mapped_column(BigInteger)
+
+
+class RateLimit(Base):
+    """Requests and tokens per minute allowed to a tenant."""
+
+    __tablename__ = "rate_limits"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class LedgerEntry(Base):
+    """One metered request: who, which plant, how many tokens, what it cost, how it ended."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        Index("ix_ledger_tenant_time", "tenant_id", "created_at_us"),
+        Index("ix_ledger_time", "created_at_us"),
+        Index("ix_ledger_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    tenant_id: Mapped[int] = mapped_column(Integer)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    process_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    deployment: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ttft_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
