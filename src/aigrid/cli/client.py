@@ -1,0 +1,197 @@
+"""The HTTP client the CLI's commands use to talk to a running aigrid server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+DEFAULT_DATA_DIR = ".aigrid"
+TIMEOUT_S = 30.0
+
+
+class CLIError(Exception):
+    """A failure the CLI reports as `error: <message>` before exiting with `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def server_url() -> str:
+    """The server's base URL: AIGRID_URL, or the address `aigrid serve` listens on by default."""
+    return (os.environ.get("AIGRID_URL") or DEFAULT_URL).rstrip("/")
+
+
+def admin_key() -> str:
+    """The admin key from AIGRID_ADMIN_KEY, else from the admin_key file the server writes in its data dir."""
+    key = os.environ.get("AIGRID_ADMIN_KEY", "").strip()
+    if key:
+        return key
+    path = Path(os.environ.get("AIGRID_DATA_DIR") or DEFAULT_DATA_DIR) / "admin_key"
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        key = ""
+    if not key:
+        raise CLIError(
+            f"no admin key: set AIGRID_ADMIN_KEY, or AIGRID_DATA_DIR to the server's data dir "
+            f"(no key found in {path})",
+            exit_code=2,
+        )
+    return key
+
+
+def connect(transport: httpx.BaseTransport | None = None) -> AdminClient:
+    """A client for the server at AIGRID_URL with the admin key; `transport` replaces the network."""
+    return AdminClient(server_url(), admin_key(), transport=transport)
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        if isinstance(message, str):
+            return message
+    snippet = response.text.strip()[:200]
+    return f"HTTP {response.status_code} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
+
+
+class AdminClient:
+    """Typed calls to aigrid's admin and usage API: one method per endpoint, each returning its JSON."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=timeout_s,
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:
+            raise CLIError(f"not a usable server URL {self.base_url!r}: {exc}", exit_code=2) from exc
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying connections."""
+        self._http.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | None] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, params=query, json=body)
+        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+            raise CLIError(f"cannot reach aigrid at {self.base_url} (is 'aigrid serve' running?)") from exc
+        except httpx.HTTPError as exc:
+            raise CLIError(f"request to aigrid at {self.base_url} failed: {exc}") from exc
+        if response.is_error:
+            raise CLIError(_error_message(response))
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise CLIError(f"aigrid at {self.base_url} answered {method} {path} with invalid JSON") from exc
+        if not isinstance(data, dict):
+            raise CLIError(f"aigrid at {self.base_url} answered {method} {path} with a non-object JSON value")
+        return data
+
+    def create_tenant(self, name: str) -> dict[str, Any]:
+        """POST /admin/tenants."""
+        return self._request("POST", "/admin/tenants", body={"name": name})
+
+    def list_tenants(self) -> dict[str, Any]:
+        """GET /admin/tenants."""
+        return self._request("GET", "/admin/tenants")
+
+    def create_key(self, tenant: str, name: str | None) -> dict[str, Any]:
+        """POST /admin/keys; the answer holds the secret, shown this once."""
+        return self._request("POST", "/admin/keys", body={"tenant": tenant, "name": name})
+
+    def list_keys(self, tenant: str | None) -> dict[str, Any]:
+        """GET /admin/keys, optionally of one tenant."""
+        return self._request("GET", "/admin/keys", params={"tenant": tenant})
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """DELETE /admin/keys/{id}."""
+        return self._request("DELETE", f"/admin/keys/{quote(key_id, safe='')}")
+
+    def set_budget(self, tenant: str, period: str, *, tokens: int | None, cost: str | None) -> dict[str, Any]:
+        """PUT /admin/budgets with a token limit or a cost limit (a decimal string in CNY)."""
+        limit: dict[str, Any] = {"tokens": tokens} if tokens is not None else {"cost": cost}
+        return self._request("PUT", "/admin/budgets", body={"tenant": tenant, "period": period, **limit})
+
+    def list_budgets(self, tenant: str | None) -> dict[str, Any]:
+        """GET /admin/budgets, optionally of one tenant."""
+        return self._request("GET", "/admin/budgets", params={"tenant": tenant})
+
+    def remove_budget(self, tenant: str, kind: str, period: str) -> dict[str, Any]:
+        """DELETE /admin/budgets."""
+        return self._request(
+            "DELETE", "/admin/budgets", params={"tenant": tenant, "kind": kind, "period": period}
+        )
+
+    def set_limits(self, tenant: str, rpm: int | None, tpm: int | None) -> dict[str, Any]:
+        """PUT /admin/limits; None removes a limit."""
+        return self._request("PUT", "/admin/limits", body={"tenant": tenant, "rpm": rpm, "tpm": tpm})
+
+    def list_limits(self, tenant: str | None) -> dict[str, Any]:
+        """GET /admin/limits, optionally of one tenant."""
+        return self._request("GET", "/admin/limits", params={"tenant": tenant})
+
+    def usage(
+        self,
+        *,
+        group_by: str,
+        interval: str | None,
+        since: str | None,
+        until: str | None,
+        tenant: str | None,
+    ) -> dict[str, Any]:
+        """GET /v1/usage, grouped and bucketed as asked."""
+        params = {
+            "group_by": group_by,
+            "interval": interval,
+            "since": since,
+            "until": until,
+            "tenant": tenant,
+        }
+        return self._request("GET", "/v1/usage", params=params)
+
+    def deployments(self) -> dict[str, Any]:
+        """GET /admin/deployments."""
+        return self._request("GET", "/admin/deployments")

@@ -1,0 +1,266 @@
+"""The `aigrid` command: serve the grid, and administer a running one over its HTTP API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console, RenderableType
+from rich.text import Text
+
+from aigrid import __version__
+from aigrid.cli import render
+from aigrid.cli.client import AdminClient, CLIError, connect
+
+
+class Period(StrEnum):
+    """How often a budget starts over."""
+
+    DAY = "day"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+class BudgetKind(StrEnum):
+    """What a budget limits."""
+
+    TOKENS = "tokens"
+    COST = "cost"
+
+
+class Interval(StrEnum):
+    """The width of a usage time bucket."""
+
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+tenant_app = typer.Typer(no_args_is_help=True, help="Create and list tenants.")
+key_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
+budget_app = typer.Typer(no_args_is_help=True, help="Set, list and remove token and cost budgets.")
+limits_app = typer.Typer(no_args_is_help=True, help="Set and show requests- and tokens-per-minute limits.")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(key_app, name="key")
+app.add_typer(budget_app, name="budget")
+app.add_typer(limits_app, name="limits")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer and nothing else.")]
+Tenant = Annotated[str, typer.Option("--tenant", help="The tenant's name.")]
+TenantFilter = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
+
+
+def _fail(message: str, exit_code: int) -> NoReturn:
+    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    raise typer.Exit(exit_code)
+
+
+def _call(
+    as_json: bool,
+    request: Callable[[AdminClient], dict[str, Any]],
+    show: Callable[[dict[str, Any]], RenderableType],
+) -> None:
+    """Make one API call and print its answer as JSON or through `show`; report failures, no traceback."""
+    try:
+        with connect() as admin:
+            result = request(admin)
+    except CLIError as exc:
+        _fail(exc.message, exc.exit_code)
+    console = Console()
+    if as_json:
+        console.out(json.dumps(result, indent=2, ensure_ascii=False), highlight=False)
+    else:
+        console.print(show(result))
+
+
+def _version(value: bool) -> None:
+    if value:
+        Console().print(f"aigrid {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """aigrid: a metered, OpenAI-compatible LLM gateway; admin commands use AIGRID_URL, AIGRID_ADMIN_KEY."""
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML file declaring models and deployments.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8700,
+    data_dir: Annotated[Path, typer.Option(help="Where the database and admin key live.")] = Path(".aigrid"),
+) -> None:
+    """Run the gateway until interrupted."""
+    from aigrid.config import ConfigError
+    from aigrid.grid.server import serve as run_server
+
+    try:
+        run_server(config, host, port, data_dir)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: Annotated[str, typer.Argument(help="The new tenant's name.")], as_json: JsonFlag = False
+) -> None:
+    """Create a tenant."""
+    _call(
+        as_json,
+        lambda c: c.create_tenant(name),
+        lambda r: Text(f"Created tenant {r['name']} (id {r['id']})."),
+    )
+
+
+@tenant_app.command("list")
+def tenant_list(as_json: JsonFlag = False) -> None:
+    """List tenants."""
+    _call(as_json, lambda c: c.list_tenants(), render.tenants)
+
+
+@key_app.command("create")
+def key_create(
+    tenant: Tenant,
+    name: Annotated[str | None, typer.Option("--name", help="A label for the key.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key for a tenant; its secret is shown only once."""
+    _call(as_json, lambda c: c.create_key(tenant, name), render.created_key)
+
+
+@key_app.command("list")
+def key_list(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
+    """List API keys (never their secrets)."""
+    _call(as_json, lambda c: c.list_keys(tenant), render.keys)
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id.")], as_json: JsonFlag = False
+) -> None:
+    """Revoke an API key at once."""
+    _call(as_json, lambda c: c.revoke_key(key_id), lambda r: Text(f"Revoked key {key_id}."))
+
+
+def _positive_amount(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{value!r} is not a decimal amount.") from None
+    if not amount.is_finite() or amount <= 0:
+        raise typer.BadParameter("the amount must be positive.")
+    return format(amount, "f")
+
+
+@budget_app.command("set")
+def budget_set(
+    tenant: Tenant,
+    period: Annotated[Period, typer.Option(help="When the budget starts over.")],
+    tokens: Annotated[int | None, typer.Option(min=1, help="Limit on prompt plus completion tokens.")] = None,
+    cost: Annotated[
+        str | None,
+        typer.Option(metavar="CNY", callback=_positive_amount, help="Limit on cost, in CNY (e.g. 12.50)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add or replace a tenant's token or cost budget for a period."""
+    if (tokens is None) == (cost is None):
+        _fail("give exactly one of --tokens or --cost.", 2)
+    _call(as_json, lambda c: c.set_budget(tenant, period.value, tokens=tokens, cost=cost), render.budgets)
+
+
+@budget_app.command("list")
+def budget_list(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
+    """List budgets with what is spent and reserved this period."""
+    _call(as_json, lambda c: c.list_budgets(tenant), render.budgets)
+
+
+@budget_app.command("remove")
+def budget_remove(
+    tenant: Tenant,
+    kind: Annotated[BudgetKind, typer.Option(help="Which budget: tokens or cost.")],
+    period: Annotated[Period, typer.Option(help="The budget's period.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove a tenant's budget."""
+    _call(
+        as_json,
+        lambda c: c.remove_budget(tenant, kind.value, period.value),
+        lambda r: Text(f"Removed the {period.value} {kind.value} budget of {tenant}."),
+    )
+
+
+@limits_app.command("set")
+def limits_set(
+    tenant: Tenant,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute; omit for no limit.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute; omit for no limit.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Set a tenant's rate limits; a limit left out is removed."""
+    _call(as_json, lambda c: c.set_limits(tenant, rpm, tpm), render.limits)
+
+
+@limits_app.command("show")
+def limits_show(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
+    """Show the rate limits of every tenant that has one."""
+    _call(as_json, lambda c: c.list_limits(tenant), render.limits)
+
+
+@app.command()
+def usage(
+    group_by: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: tenant, model, deployment, agent, process, key, endpoint, status."
+        ),
+    ] = "tenant,model",
+    interval: Annotated[Interval | None, typer.Option(help="Bucket usage by time.")] = None,
+    since: Annotated[
+        str | None, typer.Option(metavar="T", help="From this ISO 8601 date/time (UTC if no zone).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(metavar="T", help="Up to this ISO 8601 date/time (exclusive).")
+    ] = None,
+    tenant: TenantFilter = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show usage and cost as a bill, grouped and optionally bucketed by time."""
+    _call(
+        as_json,
+        lambda c: c.usage(
+            group_by=group_by,
+            interval=interval.value if interval else None,
+            since=since,
+            until=until,
+            tenant=tenant,
+        ),
+        render.usage,
+    )
+
+
+@app.command()
+def deployments(as_json: JsonFlag = False) -> None:
+    """Show every deployment's health, load and speed."""
+    _call(as_json, lambda c: c.deployments(), render.deployments)
+
+
+def main() -> None:
+    """Run the aigrid command line."""
+    app(prog_name="aigrid")

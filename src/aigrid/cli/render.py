@@ -1,0 +1,194 @@
+"""Rich renderings of the API's answers: tables for lists, short lines for single changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+NONE = "—"
+_USAGE_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
+_USAGE_HEADERS = ("requests", "prompt", "completion", "cached", "total tokens")
+_NUMBER: dict[str, Any] = {"justify": "right", "no_wrap": True}  # numbers are never cut or wrapped
+_WORDS: dict[str, Any] = {"overflow": "fold"}  # text wraps, and long words fold, rather than being cut
+
+
+def when(us: int | None) -> str:
+    """A microsecond timestamp as UTC date and time."""
+    if not us:
+        return NONE
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def count(n: int | None) -> str:
+    """A whole number with thousands separators."""
+    return NONE if n is None else f"{n:,}"
+
+
+def cny(micro: int) -> str:
+    """Micro-CNY as CNY with thousands separators and at least two decimals."""
+    whole, _, fraction = f"{Decimal(micro) / 1_000_000:,.6f}".partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def text(value: object) -> Text:
+    """Any value as plain text (never Rich markup); None as a dash."""
+    return Text(NONE if value is None else str(value))
+
+
+def _new_table(title: str, *, show_footer: bool = False) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE,
+        show_edge=False,
+        show_footer=show_footer,
+        collapse_padding=True,
+    )
+
+
+def _table(
+    title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], *, numeric: int = 0
+) -> Table:
+    """A table whose last `numeric` columns are right-aligned and never wrapped."""
+    names = list(columns)
+    table = _new_table(title)
+    for i, name in enumerate(names):
+        is_number = i >= len(names) - numeric
+        table.add_column(name, **_NUMBER if is_number else _WORDS)
+    for row in rows:
+        table.add_row(*(text(cell) for cell in row))
+    return table
+
+
+def tenants(result: dict[str, Any]) -> Table:
+    """GET /admin/tenants as a table."""
+    rows = ((t["name"], t["id"], when(t.get("created_at_us"))) for t in result["data"])
+    return _table("tenants", ("name", "id", "created (UTC)"), rows)
+
+
+def created_key(result: dict[str, Any]) -> RenderableType:
+    """A new key, its secret shown prominently with the warning that it is shown only once."""
+    label = f" ({result['name']})" if result.get("name") else ""
+    return Group(
+        Text(f"Created key {result['id']} for tenant {result['tenant']}{label}:"),
+        Text(""),
+        Text(f"  {result['key']}", style="bold green", no_wrap=True, overflow="ignore"),
+        Text(""),
+        Text("This is the only time the key is shown; store it now.", style="bold yellow"),
+    )
+
+
+def keys(result: dict[str, Any]) -> Table:
+    """GET /admin/keys as a table."""
+    rows = (
+        (
+            k["id"],
+            k["tenant"],
+            k.get("name"),
+            f"{k['prefix']}…",
+            when(k.get("created_at_us")),
+            "revoked" if k.get("revoked") else "active",
+        )
+        for k in result["data"]
+    )
+    return _table("keys", ("id", "tenant", "name", "prefix", "created (UTC)", "status"), rows)
+
+
+def _budget_amount(kind: str, amount: int | None) -> str:
+    if amount is None:
+        return NONE
+    return cny(amount) if kind == "cost" else count(amount)
+
+
+def budgets(result: dict[str, Any]) -> Table:
+    """A list of budgets (or one, as PUT /admin/budgets answers) as a table; costs in CNY."""
+    items = result.get("data", [result])
+    rows = (
+        (
+            b["tenant"],
+            "cost (CNY)" if b["kind"] == "cost" else b["kind"],
+            b["period"],
+            when(b.get("period_start_us"))[:10] if b["period"] != "total" else NONE,
+            *(_budget_amount(b["kind"], b.get(f)) for f in ("limit", "spent", "reserved", "remaining")),
+        )
+        for b in items
+    )
+    columns = ("tenant", "kind", "period", "since (UTC)", "limit", "spent", "reserved", "remaining")
+    return _table("budgets", columns, rows, numeric=4)
+
+
+def limits(result: dict[str, Any]) -> Table:
+    """Rate limits (a list, or one as PUT /admin/limits answers) as a table."""
+    items = result.get("data", [result])
+    rows = ((r["tenant"], count(r.get("rpm")), count(r.get("tpm"))) for r in items)
+    return _table("rate limits", ("tenant", "requests/min", "tokens/min"), rows, numeric=2)
+
+
+def usage(result: dict[str, Any]) -> Table:
+    """GET /v1/usage as a bill: one row per bucket and group, totals in the footer; costs in CNY."""
+    labels = (["start"] if result.get("interval") else []) + list(result.get("group_by") or [])
+    totals = result["totals"]
+    title = "usage" + (f" per {result['interval']}" if result.get("interval") else "")
+    table = _new_table(title, show_footer=True)
+    for i, label in enumerate(labels or [""]):
+        table.add_column(
+            "start (UTC)" if label == "start" else label, footer="total" if i == 0 else "", **_WORDS
+        )
+    for field, header in zip(_USAGE_SUMS, _USAGE_HEADERS, strict=True):
+        table.add_column(header, **_NUMBER, footer=count(totals[field]))
+    table.add_column("cost CNY", **_NUMBER, footer=cny(totals["cost_micro"]))
+    for row in result["data"]:
+        cells = [
+            row["start"].replace("T", " ").removesuffix("Z") if label == "start" else row.get(label)
+            for label in labels
+        ] or [""]
+        table.add_row(
+            *(text(c) for c in cells),
+            *(Text(count(row[f])) for f in _USAGE_SUMS),
+            Text(cny(row["cost_micro"])),
+        )
+    return table
+
+
+def _health(d: dict[str, Any]) -> Text:
+    if d.get("healthy"):
+        return Text("ok", style="green")
+    details = [str(d.get("state"))]
+    if d.get("cooldown_left_s"):
+        details.append(f"retry in {d['cooldown_left_s']:.0f}s")
+    if d.get("consecutive_failures"):
+        details.append(f"{d['consecutive_failures']} failures in a row")
+    return Text(", ".join(details), style="red")
+
+
+def deployments(result: dict[str, Any]) -> RenderableType:
+    """GET /admin/deployments as a table of health, load and speed, then each deployment's last error."""
+    table = _new_table("deployments")
+    for name in ("model", "deployment", "upstream", "tier", "health"):
+        table.add_column(name, **_WORDS)
+    for name in ("in flight", "requests", "failures", "ms/token"):
+        table.add_column(name, **_NUMBER)
+    for d in result["data"]:
+        speed = d.get("seconds_per_output_token")
+        table.add_row(
+            text(d.get("model")),
+            text(d["name"]),
+            text(f"{d['backend']}:{d['upstream_model']}" if d.get("upstream_model") else d["backend"]),
+            text(d.get("tier")),
+            _health(d),
+            *(Text(count(d.get(f))) for f in ("in_flight", "requests", "failures")),
+            Text(f"{speed * 1000:,.1f}" if speed else NONE),
+        )
+    errors = [
+        Text.assemble((f"{d['name']}: ", "bold"), ("last error: ", "red"), str(d["last_error"]))
+        for d in result["data"]
+        if d.get("last_error")
+    ]
+    return Group(table, *errors)
