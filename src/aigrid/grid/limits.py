@@ -185,6 +185,12 @@ class Admission:
             wait = lim.rpm.wait_for(1)
             if wait > 0:
                 raise rate_limited(f"Rate limit reached: {int(lim.rpm.capacity)} requests per minute.", wait)
+        if lim.tpm is not None and tokens > lim.tpm.capacity:
+            raise rate_limited(
+                f"Request too large: it may use {tokens} tokens, more than the "
+                f"{int(lim.tpm.capacity)} tokens per minute allowed. Lower max_tokens or the prompt.",
+                60,
+            )
         if lim.tpm is not None:
             wait = lim.tpm.wait_for(tokens)
             if wait > 0:

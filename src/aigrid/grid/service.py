@@ -134,7 +134,7 @@ class Grid:
         asked = requested_max_tokens(body)
         limit = max(cfg.context_length for cfg in configs)
         # An estimate overcounts on purpose; only a sure overflow is refused before forwarding.
-        floor = exact if exact is not None else prompt * 3 // 4
+        floor = exact if exact is not None else prompt // 2
         if endpoint != "embeddings" and floor + (asked or 0) > limit:
             raise context_length_exceeded(floor + (asked or 0), limit)
         output = 0 if endpoint == "embeddings" else asked or max(c.output_reservation for c in configs)

@@ -1,8 +1,9 @@
 """Token estimates for requests whose backend cannot count exactly before answering.
 
-Reservations must not undercount: an estimate of one token per three UTF-8 bytes is above the
-real count for English (about four characters a token) and about right for Chinese (one
-character, three bytes, about a token).
+Reservations must not undercount, or concurrent requests could overspend a budget: one token per
+two UTF-8 bytes is above the real count for English (about four characters a token) and for
+Chinese (three bytes a character, about a character a token), and every message is charged
+the most a chat template adds around it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 import orjson
 
-_PER_MESSAGE = 4
+_PER_MESSAGE = 8
+_PER_REQUEST = 8
 
 
 def _text_bytes(value: Any) -> int:
@@ -29,16 +31,14 @@ def estimate_prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
     if endpoint == "chat":
         messages = body.get("messages") or []
         size = sum(
-            _text_bytes(m.get("content")) + _text_bytes(m.get("tool_calls")) + _PER_MESSAGE * 3
-            for m in messages
-            if isinstance(m, dict)
+            _text_bytes(m.get("content")) + _text_bytes(m.get("tool_calls")) for m in messages if isinstance(m, dict)
         )
         if body.get("tools"):
             size += len(orjson.dumps(body["tools"]))
-        return size // 3 + 3
+        return (size + 1) // 2 + _PER_MESSAGE * len(messages) + _PER_REQUEST
     if endpoint == "embeddings":
-        return _text_bytes(body.get("input")) // 3 + 1
-    return _text_bytes(body.get("prompt")) // 3 + 1
+        return (_text_bytes(body.get("input")) + 1) // 2 + 1
+    return (_text_bytes(body.get("prompt")) + 1) // 2 + 1
 
 
 def estimate_completion_tokens(payload: Any) -> int:

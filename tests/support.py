@@ -1,0 +1,202 @@
+"""Helpers for tests: ports, a recording test-double upstream, and a live aigrid server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai import OpenAI
+
+ADMIN_KEY = "sk-aigrid-admin-test"
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    """Block until something accepts connections on ``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class RecordingUpstream:
+    """A test double OpenAI upstream: records each request body, answers with a fixed status."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                outer.requests.append(body)
+                if status != 200:
+                    payload = json.dumps({"error": {"message": "upstream exploded", "type": "server_error"}})
+                    self._send(status, "application/json", payload.encode())
+                    return
+                usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+                if body.get("stream"):
+                    chunk = {
+                        "id": "c1",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "delta": {"role": "assistant", "content": "hi"},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                    }
+                    tail = {**chunk, "choices": [], "usage": usage}
+                    data = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(tail)}\n\ndata: [DONE]\n\n"
+                    self._send(200, "text/event-stream", data.encode())
+                    return
+                reply = {
+                    "id": "c1",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "hi"},
+                        }
+                    ],
+                    "usage": usage,
+                }
+                self._send(200, "application/json", json.dumps(reply).encode())
+
+            def _send(self, code: int, ctype: str, data: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class LiveServer:
+    """An ``aigrid serve`` process on a free port, driven through its HTTP API."""
+
+    def __init__(self, data_dir: Path, config: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.config_text = config
+        self.extra_env = env or {}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "server.log"
+
+    def start(self, timeout: float = 90.0) -> LiveServer:
+        """Start the process and wait until /healthz answers."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "aigrid",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        if self.config_text is not None:
+            cfg = self.data_dir / "config.toml"
+            cfg.write_text(self.config_text)
+            args += ["--config", str(cfg)]
+        env = {**os.environ, "AIGRID_ADMIN_KEY": ADMIN_KEY, **self.extra_env}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"aigrid exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"aigrid did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        """What the server printed."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop gracefully."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def openai(self, key: str = ADMIN_KEY) -> OpenAI:
+        """The official client with strict response validation."""
+        return OpenAI(
+            base_url=self.url + "/v1",
+            api_key=key,
+            max_retries=0,
+            timeout=60,
+            _strict_response_validation=True,
+        )
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A call to the admin API with the admin key."""
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def new_tenant_key(self, tenant: str) -> str:
+        """Create a tenant and return a fresh key of it."""
+        assert self.admin("POST", "/admin/tenants", json={"name": tenant}).status_code == 201
+        created = self.admin("POST", "/admin/keys", json={"tenant": tenant})
+        assert created.status_code == 201, created.text
+        return str(created.json()["key"])
