@@ -42,7 +42,7 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 class RecordingUpstream:
     """A test double OpenAI upstream: records each request body, answers with a fixed status."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, stream_chunks: int = 1, chunk_delay_s: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
         outer = self
 
@@ -62,22 +62,7 @@ class RecordingUpstream:
                     return
                 usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
                 if body.get("stream"):
-                    chunk = {
-                        "id": "c1",
-                        "object": "chat.completion.chunk",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {"role": "assistant", "content": "hi"},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                    }
-                    tail = {**chunk, "choices": [], "usage": usage}
-                    data = f"data: {json.dumps(chunk)}\n\ndata: {json.dumps(tail)}\n\ndata: [DONE]\n\n"
-                    self._send(200, "text/event-stream", data.encode())
+                    self._stream(body["model"], usage)
                     return
                 reply = {
                     "id": "c1",
@@ -94,6 +79,31 @@ class RecordingUpstream:
                     "usage": usage,
                 }
                 self._send(200, "application/json", json.dumps(reply).encode())
+
+            def _stream(self, model: str, usage: dict[str, int]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                base = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": model}
+                events: list[dict[str, Any]] = [
+                    {**base, "choices": [{"index": 0, "delta": {"content": "hi "}, "finish_reason": None}]}
+                    for _ in range(stream_chunks)
+                ]
+                events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+                events.append({**base, "choices": [], "usage": {**usage, "completion_tokens": stream_chunks}})
+                try:
+                    for event in events:
+                        self._chunk(f"data: {json.dumps(event)}\n\n".encode())
+                        time.sleep(chunk_delay_s)
+                    self._chunk(b"data: [DONE]\n\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                except OSError:
+                    return
+
+            def _chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
 
             def _send(self, code: int, ctype: str, data: bytes) -> None:
                 self.send_response(code)
