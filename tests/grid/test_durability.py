@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from tests.support import LiveServer, RecordingUpstream
 
 pytestmark = pytest.mark.slow
