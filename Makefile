@@ -37,5 +37,9 @@ pytest: install
 
 test: lint typecheck pytest
 
+bench: install
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/embedded.py
+
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -31,7 +31,9 @@ def estimate_prompt_tokens(endpoint: str, body: dict[str, Any]) -> int:
     if endpoint == "chat":
         messages = body.get("messages") or []
         size = sum(
-            _text_bytes(m.get("content")) + _text_bytes(m.get("tool_calls")) for m in messages if isinstance(m, dict)
+            _text_bytes(m.get("content")) + _text_bytes(m.get("tool_calls"))
+            for m in messages
+            if isinstance(m, dict)
         )
         if body.get("tools"):
             size += len(orjson.dumps(body["tools"]))

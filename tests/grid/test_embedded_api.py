@@ -1,0 +1,114 @@
+"""The embedded model served by `aigrid serve` with no config, through the official openai client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import openai
+import pytest
+from tests.support import LiveServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path_factory.mktemp("embedded")).start()
+    yield srv
+    srv.stop()
+
+
+def test_models_lists_the_embedded_model_and_its_alias(server: LiveServer) -> None:
+    ids = {m.id for m in server.openai().models.list()}
+    assert {"smollm2-135m", "local"} <= ids
+
+
+def test_chat_and_stream(server: LiveServer) -> None:
+    client = server.openai()
+    messages = [{"role": "user", "content": "Name a colour."}]
+    reply = client.chat.completions.create(model="local", messages=messages, max_tokens=8, temperature=0)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content and reply.model == "smollm2-135m"
+    assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 8
+    chunks = list(
+        client.chat.completions.create(
+            model="local",
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-2].choices[0].finish_reason in ("stop", "length")
+    final = chunks[-1].usage
+    assert final is not None and 0 < final.completion_tokens <= 8
+    assert final.prompt_tokens == reply.usage.prompt_tokens
+
+
+def test_json_schema_and_tool_calls_are_well_formed(server: LiveServer) -> None:
+    client = server.openai()
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+    reply = client.chat.completions.create(
+        model="local",
+        messages=[{"role": "user", "content": "Plan 3 days in Rome as JSON."}],
+        max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "trip", "schema": schema}},
+    )
+    parsed = json.loads(reply.choices[0].message.content or "")
+    assert isinstance(parsed["city"], str) and isinstance(parsed["days"], int)
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    called = client.chat.completions.create(
+        model="local",
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice="required",
+        max_tokens=40,
+    )
+    call = called.choices[0].message.tool_calls
+    assert called.choices[0].finish_reason == "tool_calls" and call
+    assert call[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert isinstance(json.loads(call[0].function.arguments)["city"], str)  # type: ignore[union-attr]
+
+
+def test_completions_and_embeddings(server: LiveServer) -> None:
+    client = server.openai()
+    done = client.completions.create(model="local", prompt="One, two,", max_tokens=4, temperature=0)
+    assert done.choices[0].text and done.usage is not None
+    vectors = client.embeddings.create(model="local", input=["a cat", "a dog"])
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) > 100
+
+
+def test_prompt_beyond_the_context_is_refused_exactly(server: LiveServer) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        server.openai().chat.completions.create(
+            model="local", messages=[{"role": "user", "content": "lorem ipsum " * 6000}], max_tokens=8
+        )
+    assert err.value.code == "context_length_exceeded"
+
+
+def test_the_ledger_meters_the_embedded_model(server: LiveServer) -> None:
+    usage = server.admin("GET", "/v1/usage", params={"group_by": "model,endpoint"}).json()
+    endpoints = {(r["model"], r["endpoint"]) for r in usage["data"]}
+    assert {("smollm2-135m", "chat"), ("smollm2-135m", "embeddings")} <= endpoints
+    assert usage["totals"]["completion_tokens"] > 0
