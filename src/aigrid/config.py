@@ -84,10 +84,9 @@ class BreakerConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
-    """How the meter writes: 'normal' survives a killed process, 'full' also a lost machine."""
+    """How the meter's journal writes: 'normal' survives a killed process, 'full' also a lost machine."""
 
     sync: Literal["normal", "full"] = "normal"
-    max_batch: int = Field(default=512, gt=0)
 
 
 class ServerConfig(_Strict):

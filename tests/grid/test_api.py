@@ -335,6 +335,7 @@ def test_usage_series_and_bad_parameters(server: LiveServer) -> None:
 
 def test_metrics_need_the_admin_key_and_count_tokens(server: LiveServer) -> None:
     assert httpx.get(server.url + "/metrics").status_code == 401
+    server.openai().chat.completions.create(model="mock", messages=MESSAGES)  # type: ignore[arg-type]
     text = server.admin("GET", "/metrics").text
     assert 'aigrid_requests_total{model="mock",status="ok",tenant="admin"}' in text
     assert "aigrid_tokens_total" in text and "aigrid_deployment_healthy" in text

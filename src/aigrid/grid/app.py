@@ -33,10 +33,11 @@ from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.db import make_engine, migrate, sqlite_url
-from aigrid.store.ledger import Ledger, recover_interrupted
+from aigrid.store.ledger import Ledger, recover_interrupted, replay_journal
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_FILE = "admin_key"
+JOURNAL_DIR = "journal"
 
 
 def admin_key(data_dir: Path) -> str:
@@ -131,8 +132,11 @@ class _Store:
 def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     """Migrate the database, close what a killed server left open, and load accounts and limits."""
     key = admin_key(data_dir)
-    engine = make_engine(config.database_url or sqlite_url(data_dir), sync=config.ledger.sync)
+    engine = make_engine(config.database_url or sqlite_url(data_dir))
     migrate(engine)
+    replayed = replay_journal(engine, data_dir / JOURNAL_DIR)
+    if replayed:
+        log.warning("applied %d ledger operation(s) the last server journaled but did not store", replayed)
     recovered = recover_interrupted(engine)
     if recovered:
         log.warning("recorded %d request(s) cut off by the last shutdown as interrupted", recovered)
@@ -156,7 +160,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
         store = await asyncio.to_thread(_open_store, config, data_dir)
         routes = build_routes(config.models, config)
         router = Router(routes)
-        ledger = Ledger(store.engine, max_batch=config.ledger.max_batch)
+        ledger = Ledger(store.engine, data_dir / JOURNAL_DIR, sync=config.ledger.sync)
         ledger.start()
         grid = Grid(
             router, store.admission, ledger, Metrics(lambda: [d.health() for d in router.deployments()])
@@ -171,7 +175,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
         finally:
             for backend in started:
                 await backend.close()
-            await asyncio.to_thread(ledger.stop)
+            await ledger.aclose()
             store.engine.dispose()
 
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -68,23 +69,46 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("aigrid_in_flight", "Requests in flight", ["model"], registry=r)
+        self._series: dict[tuple[str, str, str], _Series] = {}
         r.register(_DeploymentCollector(deployments))
 
     def record(
         self, tenant: str, model: str, status: str, usage: Usage, cost: int, latency_s: float | None
     ) -> None:
         """Count one finished request."""
-        self.requests.labels(tenant, model, status).inc()
+        series = self._series.get((tenant, model, status))
+        if series is None:
+            series = self._series[(tenant, model, status)] = _Series(
+                self.requests.labels(tenant, model, status),
+                self.tokens.labels(tenant, model, "prompt"),
+                self.tokens.labels(tenant, model, "completion"),
+                self.tokens.labels(tenant, model, "cached"),
+                self.cost.labels(tenant, model),
+                self.latency.labels(model),
+            )
+        series.requests.inc()
         if usage.prompt_tokens:
-            self.tokens.labels(tenant, model, "prompt").inc(usage.prompt_tokens)
+            series.prompt.inc(usage.prompt_tokens)
         if usage.completion_tokens:
-            self.tokens.labels(tenant, model, "completion").inc(usage.completion_tokens)
+            series.completion.inc(usage.completion_tokens)
         if usage.cached_tokens:
-            self.tokens.labels(tenant, model, "cached").inc(usage.cached_tokens)
+            series.cached.inc(usage.cached_tokens)
         if cost:
-            self.cost.labels(tenant, model).inc(cost)
+            series.cost.inc(cost)
         if latency_s is not None:
-            self.latency.labels(model).observe(latency_s)
+            series.latency.observe(latency_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """The labelled children one (tenant, model, status) updates; ``labels()`` is slow per call."""
+
+    requests: Counter
+    prompt: Counter
+    completion: Counter
+    cached: Counter
+    cost: Counter
+    latency: Histogram
 
 
 class _DeploymentCollector(Collector):

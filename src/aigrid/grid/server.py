@@ -33,5 +33,6 @@ def serve(config_path: Path | None, host: str, port: int, data_dir: Path) -> Non
         access_log=False,
         log_level="warning",
         backlog=4096,
+        proxy_headers=False,
         timeout_keep_alive=30,
     )

@@ -114,13 +114,12 @@ class Grid:
             reservation = self._admit(principal, route, endpoint, body, stream)
         except APIError as exc:
             row.update(status="rejected", http_status=exc.status, error_code=exc.code, latency_us=0)
-            self.ledger.open(row)
+            self.ledger.add(row)
             # An unknown model name is the client's text: keep it out of metric labels.
             label = row["model"] if self.router.knows(row["model"]) else "unknown"
             self.metrics.record(principal.tenant, label, "rejected", Usage(), 0, None)
             raise
-        self.ledger.open(row)
-        call = _Call(self, principal, route, endpoint, body, request_id, started, reservation)
+        call = _Call(self, principal, route, endpoint, body, row, started, reservation)
         if stream:
             return request_id, await call.stream()
         return request_id, await call.complete()
@@ -152,7 +151,7 @@ class _Call:
         route: Route,
         endpoint: Endpoint,
         body: dict[str, Any],
-        request_id: str,
+        row: dict[str, Any],
         started: float,
         reservation: Reservation,
     ) -> None:
@@ -161,7 +160,8 @@ class _Call:
         self.route = route
         self.endpoint = endpoint
         self.body = body
-        self.request_id = request_id
+        self.row = row
+        self.request_id: str = row["id"]
         self.started = started
         self.reservation = reservation
 
@@ -186,7 +186,7 @@ class _Call:
             latency_us=int((time.monotonic() - self.started) * 1e6),
         )
         self.grid.metrics.record(self.principal.tenant, self.route.name, "error", Usage(), 0, None)
-        await self.grid.ledger.close(self.request_id, values)
+        await self.grid.ledger.write({**self.row, **values})
         return error
 
     async def complete(self) -> Completion:
@@ -213,7 +213,9 @@ class _Call:
             self.grid.metrics.record(
                 self.principal.tenant, model, "ok", completion.usage, values["cost_micro"], elapsed
             )
-            await self.grid.ledger.close(self.request_id, values)
+            # A whole answer is recorded once, when it is known: one insert, committed before
+            # the client gets a byte of it.
+            await self.grid.ledger.write({**self.row, **values})
             return completion
         finally:
             in_flight.dec()
@@ -234,6 +236,14 @@ class _Call:
         except Exception as exc:
             log.exception("request %s failed", self.request_id)
             raise await self._fail(internal_error(), None) from exc
+        # A stream's row is committed before its first frame leaves, so a server killed
+        # mid-stream still finds it at restart and records it as interrupted.
+        try:
+            await self.grid.ledger.write({**self.row, "deployment": deployment.name})
+        except BaseException:
+            session.close()
+            self.grid.admission.settle(self.reservation, 0, 0)
+            raise
         return MeteredStream(self, session, deployment)
 
 

@@ -17,22 +17,21 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'aigrid.db'}"
 
 
-def make_engine(url: str, *, sync: str = "normal") -> Engine:
+def make_engine(url: str) -> Engine:
     """An engine with the settings aigrid relies on (WAL and busy waits on SQLite)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         # WAL lets readers run beside the ledger writer; synchronous=NORMAL keeps a committed
-        # transaction through a killed process without a disk flush per commit.
+        # transaction through a killed process without a disk flush per commit (the ledger's
+        # own durability comes from its journal, see ledger.py).
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
-            # The ledger's checkpoint thread does this off the request path (see ledger.py).
-            cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         return engine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -64,7 +64,13 @@ class LedgerEntry(Base):
     __table_args__ = (
         Index("ix_ledger_tenant_time", "tenant_id", "created_at_us"),
         Index("ix_ledger_time", "created_at_us"),
-        Index("ix_ledger_status", "status"),
+        # Only rows still in progress are looked up by status (at restart), so only they are indexed.
+        Index(
+            "ix_ledger_in_progress",
+            "status",
+            sqlite_where=text("status = 'in_progress'"),
+            postgresql_where=text("status = 'in_progress'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -49,8 +49,9 @@ class _Exchange:
 class _Connection(asyncio.Protocol):
     """A keep-alive connection carrying one exchange at a time."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, loop: asyncio.AbstractEventLoop) -> None:
         self._pool = pool
+        self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._exchange: _Exchange | None = None
@@ -130,8 +131,7 @@ class _Connection(asyncio.Protocol):
         assert self._transport is not None
         self.used = True
         self._exchange = exchange
-        loop = asyncio.get_running_loop()
-        exchange.watchdog = loop.call_later(timeout, self._check_idle, exchange, timeout)
+        exchange.watchdog = self._loop.call_later(timeout, self._check_idle, exchange, timeout)
         self._transport.write(data)
 
     def _check_idle(self, exchange: _Exchange, timeout: float) -> None:
@@ -143,8 +143,7 @@ class _Connection(asyncio.Protocol):
             self._fail(HTTPError(f"no data from upstream for {timeout:g}s"))
             self.abort()
             return
-        loop = asyncio.get_running_loop()
-        exchange.watchdog = loop.call_later(timeout - idle, self._check_idle, exchange, timeout)
+        exchange.watchdog = self._loop.call_later(timeout - idle, self._check_idle, exchange, timeout)
 
     def _fail(self, exc: Exception) -> None:
         exchange, self._exchange = self._exchange, None
@@ -226,6 +225,7 @@ class ConnectionPool:
         self._open: set[_Connection] = set()
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _request_bytes(self, path: str, body: bytes, headers: list[tuple[str, str]]) -> bytes:
         lines = [
@@ -241,7 +241,9 @@ class ConnectionPool:
     ) -> Response:
         """POST and wait for the response head; ``idle_timeout`` bounds every silence from upstream."""
         data = self._request_bytes(path, body, headers)
-        loop = asyncio.get_running_loop()
+        # Looked up once: on Python 3.11 every get_running_loop() costs a getpid() system call.
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
         for attempt in range(2):
             conn = await self._acquire()
             reused = conn.used
@@ -268,7 +270,8 @@ class ConnectionPool:
                     return conn
             if len(self._open) < self._limit:
                 return await self._connect()
-            waiter = asyncio.get_running_loop().create_future()
+            assert self._loop is not None
+            waiter = self._loop.create_future()
             self._waiters.append(waiter)
             try:
                 await waiter
@@ -277,8 +280,8 @@ class ConnectionPool:
                     self._waiters.remove(waiter)
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        conn = _Connection(self)
+        loop = self._loop or asyncio.get_running_loop()
+        conn = _Connection(self, loop)
         self._open.add(conn)
         try:
             await asyncio.wait_for(
