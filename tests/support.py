@@ -128,8 +128,15 @@ class RecordingUpstream:
 class LiveServer:
     """An ``aigrid serve`` process on a free port, driven through its HTTP API."""
 
-    def __init__(self, data_dir: Path, config: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        config: str | None = None,
+        env: dict[str, str] | None = None,
+        admin_key: bool = True,
+    ) -> None:
         self.data_dir = data_dir
+        self.admin_key_in_env = admin_key
         self.config_text = config
         self.extra_env = env or {}
         self.port = free_port()
@@ -155,6 +162,8 @@ class LiveServer:
             cfg.write_text(self.config_text)
             args += ["--config", str(cfg)]
         env = {**os.environ, "AIGRID_ADMIN_KEY": ADMIN_KEY, **self.extra_env}
+        if not self.admin_key_in_env:
+            del env["AIGRID_ADMIN_KEY"]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,9 @@ Backend = Literal["openai", "embedded"]
 Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
 Tier = Literal["edge", "cloud"]
 
+# Prices are kept as integers of a millionth of a micro-unit per token, so costs are integer sums.
+PRICE_SCALE = 1_000_000
+PRICE_QUANTUM = Decimal("0.000001")
 EMBEDDED_MODEL_NAME = "smollm2-135m"
 EMBEDDED_MODEL_ALIAS = "local"
 
@@ -45,6 +49,27 @@ class DeploymentConfig(_Strict):
     max_connections: int = Field(default=256, gt=0)
     threads: int | None = Field(default=None, gt=0)
     queue_size: int = Field(default=64, gt=0)
+
+    @field_validator("input_price_per_mtok", "cached_input_price_per_mtok", "output_price_per_mtok")
+    @classmethod
+    def _price(cls, v: Decimal | None) -> Decimal | None:
+        if v is None:
+            return v
+        if v < 0:
+            raise ValueError("a price cannot be negative")
+        if v != v.quantize(PRICE_QUANTUM):
+            raise ValueError("a price may have at most 6 decimal places")
+        return v
+
+    @cached_property
+    def scaled_prices(self) -> tuple[int, int, int]:
+        """Input, cached input and output prices in millionths of a micro-unit per token."""
+        cached = self.cached_input_price_per_mtok
+        return (
+            int(self.input_price_per_mtok * PRICE_SCALE),
+            int((self.input_price_per_mtok if cached is None else cached) * PRICE_SCALE),
+            int(self.output_price_per_mtok * PRICE_SCALE),
+        )
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> DeploymentConfig:

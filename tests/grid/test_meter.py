@@ -72,3 +72,10 @@ def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_prices_with_more_than_six_decimals_or_below_zero_are_refused() -> None:
+    with pytest.raises(ValueError, match="6 decimal places"):
+        _dep(input_price_per_mtok="0.0000001")
+    with pytest.raises(ValueError, match="negative"):
+        _dep(output_price_per_mtok="-1")

@@ -4,40 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from aigrid.config import DeploymentConfig
+from aigrid.config import PRICE_SCALE, DeploymentConfig
 from aigrid.grid.backends.base import Usage
 
 disable_created_metrics()  # type: ignore[no-untyped-call]
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+def _to_micro(scaled: int) -> int:
+    """Round half up from millionths of a micro-unit to micro-units (costs are never negative)."""
+    return (scaled + PRICE_SCALE // 2) // PRICE_SCALE
+
+
 def cost_micro(config: DeploymentConfig, usage: Usage) -> int:
     """Cost in micro-units of currency; prices are per million tokens, so one token costs ``price`` micro."""
-    cached_price = config.cached_input_price_per_mtok
-    if cached_price is None:
-        cached_price = config.input_price_per_mtok
+    input_price, cached_price, output_price = config.scaled_prices
     cached = min(usage.cached_tokens, usage.prompt_tokens)
-    total = (
-        (usage.prompt_tokens - cached) * config.input_price_per_mtok
+    return _to_micro(
+        (usage.prompt_tokens - cached) * input_price
         + cached * cached_price
-        + usage.completion_tokens * config.output_price_per_mtok
+        + usage.completion_tokens * output_price
     )
-    return int(total.to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def worst_cost_micro(configs: Iterable[DeploymentConfig], prompt_tokens: int, output_tokens: int) -> int:
     """The most a request could cost on any of the given deployments."""
-    worst = Decimal(0)
+    worst = 0
     for cfg in configs:
-        price = prompt_tokens * cfg.input_price_per_mtok + output_tokens * cfg.output_price_per_mtok
-        worst = max(worst, price)
-    return int(worst.to_integral_value(rounding=ROUND_HALF_UP))
+        input_price, _, output_price = cfg.scaled_prices
+        worst = max(worst, prompt_tokens * input_price + output_tokens * output_price)
+    return _to_micro(worst)
 
 
 class Metrics:
@@ -70,7 +71,15 @@ class Metrics:
         )
         self.in_flight = Gauge("aigrid_in_flight", "Requests in flight", ["model"], registry=r)
         self._series: dict[tuple[str, str, str], _Series] = {}
+        self._in_flight: dict[str, Gauge] = {}
         r.register(_DeploymentCollector(deployments))
+
+    def in_flight_of(self, model: str) -> Gauge:
+        """The in-flight gauge of a model (children are cached: ``labels()`` is slow per call)."""
+        gauge = self._in_flight.get(model)
+        if gauge is None:
+            gauge = self._in_flight[model] = self.in_flight.labels(model)
+        return gauge
 
     def record(
         self, tenant: str, model: str, status: str, usage: Usage, cost: int, latency_s: float | None

@@ -196,7 +196,7 @@ class _Call:
         async def attempt(d: Deployment) -> Completion:
             return await d.backend.complete(self.endpoint, self.body, model)
 
-        in_flight = self.grid.metrics.in_flight.labels(model)
+        in_flight = self.grid.metrics.in_flight_of(model)
         in_flight.inc()
         try:
             try:
@@ -261,7 +261,7 @@ class MeteredStream:
         grid = call.grid
         progress = self._session.progress
         model = call.route.name
-        in_flight = grid.metrics.in_flight.labels(model)
+        in_flight = grid.metrics.in_flight_of(model)
         in_flight.inc()
         self._deployment.in_flight += 1
         next_progress = time.monotonic() + _PROGRESS_EVERY_S

@@ -1,0 +1,116 @@
+"""The CLI against a live server, as a person would use it after `make run`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from openai import OpenAI
+from tests.support import LiveServer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, mock_upstream: str) -> Iterator[LiveServer]:
+    config = f"""
+[[models]]
+name = "mock"
+[[models.deployments]]
+backend = "openai"
+base_url = "{mock_upstream}"
+upstream_model = "mock"
+input_price_per_mtok = 0.8
+output_price_per_mtok = 2.0
+"""
+    srv = LiveServer(tmp_path_factory.mktemp("cli"), config).start()
+    yield srv
+    srv.stop()
+
+
+def aigrid(
+    server: LiveServer, *args: str, key_from_data_dir: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the aigrid command the way a user's shell would."""
+    env = {**os.environ, "AIGRID_URL": server.url, "COLUMNS": "200"}
+    env.pop("AIGRID_ADMIN_KEY", None)
+    if key_from_data_dir:
+        env["AIGRID_DATA_DIR"] = str(server.data_dir)
+    else:
+        env["AIGRID_ADMIN_KEY"] = "sk-aigrid-admin-test"
+    return subprocess.run(
+        [sys.executable, "-m", "aigrid", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_tenant_key_budget_limits_and_the_bill(server: LiveServer) -> None:
+    assert aigrid(server, "tenant", "create", "shop").returncode == 0
+    created = aigrid(server, "key", "create", "--tenant", "shop", "--json")
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)["key"]
+    budget = aigrid(
+        server, "budget", "set", "--tenant", "shop", "--cost", "1.5", "--period", "month", "--json"
+    )
+    assert json.loads(budget.stdout)["limit"] == 1_500_000
+    limits = aigrid(server, "limits", "set", "--tenant", "shop", "--rpm", "100", "--tpm", "50000", "--json")
+    assert json.loads(limits.stdout) == {"tenant": "shop", "rpm": 100, "tpm": 50000}
+
+    client = OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    for _ in range(3):
+        client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}])
+
+    bill = aigrid(server, "usage", "--group-by", "tenant,model", "--json")
+    rows = {r["tenant"]: r for r in json.loads(bill.stdout)["data"]}
+    assert rows["shop"]["requests"] == 3 and rows["shop"]["total_tokens"] == 84
+    table = aigrid(server, "usage")
+    assert table.returncode == 0 and "shop" in table.stdout and "84" in table.stdout
+    spent = json.loads(aigrid(server, "budget", "list", "--tenant", "shop", "--json").stdout)["data"][0]
+    assert spent["spent"] == 3 * 42  # 12 x 0.8 + 16 x 2.0 = 41.6 micro-CNY, rounded, per request
+    assert "mock" in aigrid(server, "deployments").stdout
+
+
+def test_a_generated_admin_key_is_stored_printed_and_kept(tmp_path: Path, mock_upstream: str) -> None:
+    server = LiveServer(tmp_path, admin_key=False).start()
+    try:
+        key = (tmp_path / "admin_key").read_text().strip()
+        assert key.startswith("sk-aigrid-admin-") and key in server.log()
+        assert (tmp_path / "admin_key").stat().st_mode & 0o077 == 0, "only its owner may read the key"
+        listed = aigrid(server, "tenant", "list", "--json", key_from_data_dir=True)
+        assert listed.returncode == 0 and "admin" in listed.stdout
+    finally:
+        server.stop()
+    server.start()
+    try:
+        assert (tmp_path / "admin_key").read_text().strip() == key
+    finally:
+        server.stop()
+
+
+def test_errors_are_messages_not_tracebacks(server: LiveServer, tmp_path: Path) -> None:
+    missing = aigrid(server, "key", "create", "--tenant", "nobody")
+    assert missing.returncode == 1 and "No tenant named 'nobody'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    both = aigrid(
+        server, "budget", "set", "--tenant", "shop", "--tokens", "5", "--cost", "1", "--period", "day"
+    )
+    assert both.returncode == 2 and "Traceback" not in both.stderr
+    bad_config = tmp_path / "bad.toml"
+    bad_config.write_text("[[models]]\nname = 1\n")
+    serve = subprocess.run(
+        [sys.executable, "-m", "aigrid", "serve", "--config", str(bad_config), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert serve.returncode == 2 and "models.0.name" in serve.stderr and "Traceback" not in serve.stderr
