@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -34,11 +33,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import orjson
+
+from processes import signals_raise, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "bench" / ".work"
@@ -247,31 +247,8 @@ def started_aigrid(log: Path, config: str | None) -> Iterator[tuple[str, str, su
                 time.sleep(0.2)
             yield base, key, proc
         finally:
-            if proc.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    with suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+            stop_process_group(proc)
             shutil.rmtree(data_dir, ignore_errors=True)
-
-
-@contextmanager
-def signals_raise() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so that the server is stopped."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,14 +29,15 @@ import sys
 import tempfile
 import time
 import venv
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import httpx
+
+from processes import signals_raise, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "bench" / ".work"
@@ -113,41 +113,10 @@ class Processes:
 
     def stop_all(self) -> None:
         for name, proc, log in reversed(self._running):
-            _stop(proc)
+            stop_process_group(proc)
             log.close()
             print(f"  stopped {name} (pid {proc.pid}, exit {proc.returncode})", file=sys.stderr)
         self._running.clear()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        # The child leads its own process group (start_new_session), so this reaches its workers too.
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    # Workers a server left behind in its group.
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-@contextmanager
-def signals_raise() -> Iterator[None]:
-    """Turn SIGTERM and SIGHUP into an exception, so that cleanup runs as it does for Ctrl-C."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def wait_until(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -27,6 +27,7 @@ from aigrid.store.accounts import Principal
 from aigrid.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _DONE_FRAME = b"data: [DONE]\n\n"
 # Streams write their progress to the ledger this often, so a killed server loses little.
@@ -189,6 +190,16 @@ class _Call:
         await self.grid.ledger.write({**self.row, **values})
         return error
 
+    async def _route(self, attempt: Callable[[Deployment], Awaitable[T]]) -> tuple[T, Deployment]:
+        """Run the attempt through the router; a failure is recorded before it is raised."""
+        try:
+            return await self.grid.router.call(self.route, attempt)
+        except (APIError, BackendError) as exc:
+            raise await self._fail(exc, None) from exc
+        except Exception as exc:
+            log.exception("request %s failed", self.request_id)
+            raise await self._fail(internal_error(), None) from exc
+
     async def complete(self) -> Completion:
         """A whole answer, committed to the ledger before it is returned."""
         model = self.route.name
@@ -199,13 +210,7 @@ class _Call:
         in_flight = self.grid.metrics.in_flight_of(model)
         in_flight.inc()
         try:
-            try:
-                completion, deployment = await self.grid.router.call(self.route, attempt)
-            except (APIError, BackendError) as exc:
-                raise await self._fail(exc, None) from exc
-            except Exception as exc:
-                log.exception("request %s failed", self.request_id)
-                raise await self._fail(internal_error(), None) from exc
+            completion, deployment = await self._route(attempt)
             elapsed = time.monotonic() - self.started
             deployment.observe_speed(elapsed, completion.usage.completion_tokens)
             values = self._settle(deployment, completion.usage)
@@ -229,13 +234,7 @@ class _Call:
         async def attempt(d: Deployment) -> StreamSession:
             return await d.backend.open_stream(self.endpoint, self.body, model, include_usage)
 
-        try:
-            session, deployment = await self.grid.router.call(self.route, attempt)
-        except (APIError, BackendError) as exc:
-            raise await self._fail(exc, None) from exc
-        except Exception as exc:
-            log.exception("request %s failed", self.request_id)
-            raise await self._fail(internal_error(), None) from exc
+        session, deployment = await self._route(attempt)
         # A stream's row is committed before its first frame leaves, so a server killed
         # mid-stream still finds it at restart and records it as interrupted.
         try:

@@ -159,15 +159,17 @@ class AccountStore:
             )
             return [(d, Principal(tid, tname, kid)) for d, kid, tid, tname in rows]
 
+    @staticmethod
+    def _budget(session: Session, tenant_id: int, kind: str, period: str) -> Budget | None:
+        return session.scalar(
+            select(Budget).where(Budget.tenant_id == tenant_id, Budget.kind == kind, Budget.period == period)
+        )
+
     def set_budget(self, tenant: str, kind: str, period: str, limit: int) -> tuple[int, int]:
         """Add or replace a budget; returns (tenant id, amount spent in the current period)."""
         with Session(self._engine) as session, session.begin():
             owner = self._tenant(session, tenant)
-            found = session.scalar(
-                select(Budget).where(
-                    Budget.tenant_id == owner.id, Budget.kind == kind, Budget.period == period
-                )
-            )
+            found = self._budget(session, owner.id, kind, period)
             if found is None:
                 session.add(Budget(tenant_id=owner.id, kind=kind, period=period, limit_value=limit))
             else:
@@ -178,11 +180,7 @@ class AccountStore:
         """Delete a budget; returns the tenant id."""
         with Session(self._engine) as session, session.begin():
             owner = self._tenant(session, tenant)
-            found = session.scalar(
-                select(Budget).where(
-                    Budget.tenant_id == owner.id, Budget.kind == kind, Budget.period == period
-                )
-            )
+            found = self._budget(session, owner.id, kind, period)
             if found is None:
                 raise AccountError(404, f"Tenant '{tenant}' has no {period} {kind} budget.")
             session.delete(found)
