@@ -18,6 +18,7 @@ def serve(config_path: Path | None, host: str, port: int, data_dir: Path) -> Non
     data_dir.mkdir(parents=True, exist_ok=True)
     key = admin_key(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     console = Console(stderr=True)
     names = ", ".join(n for m in config.models for n in (m.name, *m.aliases))
     console.print(f"[bold]aigrid[/bold] serving {names}")

@@ -1,0 +1,103 @@
+"""The grid on PostgreSQL: a real server started for the test, when its binaries are installed."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.support import LiveServer, free_port
+
+pytestmark = pytest.mark.slow
+
+_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+def _as_postgres(*args: str) -> None:
+    """PostgreSQL refuses to run as root, so its tools run as the postgres user when we are root."""
+    command = list(args)
+    if os.geteuid() == 0:
+        command = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(args)]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    if not _BIN or (os.geteuid() == 0 and not _has_user("postgres")):
+        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
+    bin_dir = _BIN[-1]
+    root = Path(tempfile.mkdtemp(prefix="aigrid-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    port = free_port()
+    _as_postgres(f"{bin_dir}/initdb", "-D", str(data), "-U", "aigrid", "--auth=trust")
+    _as_postgres(
+        f"{bin_dir}/pg_ctl",
+        "-D",
+        str(data),
+        "-w",
+        "-l",
+        str(root / "log"),
+        "-o",
+        f"'-p {port} -k {root} -c listen_addresses=127.0.0.1'",
+        "start",
+    )
+    try:
+        _as_postgres(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "aigrid", "grid")
+        yield f"postgresql+psycopg://aigrid@127.0.0.1:{port}/grid"
+    finally:
+        _as_postgres(f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def test_the_grid_meters_into_postgresql_and_survives_a_kill(
+    postgres_url: str, mock_upstream: str, tmp_path: Path
+) -> None:
+    config = f"""
+database_url = "{postgres_url}"
+[[models]]
+name = "mock"
+[[models.deployments]]
+backend = "openai"
+base_url = "{mock_upstream}"
+upstream_model = "mock"
+input_price_per_mtok = 1
+output_price_per_mtok = 2
+"""
+    server = LiveServer(tmp_path, config).start()
+    key = server.new_tenant_key("pg")
+    assert server.admin(
+        "PUT", "/admin/budgets", json={"tenant": "pg", "period": "day", "tokens": 10_000}
+    ).is_success
+    client = server.openai(key)
+    for _ in range(3):
+        client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}])
+    stream = client.chat.completions.create(
+        model="mock", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert list(stream)
+    server.kill()
+    server.start()
+    try:
+        usage = server.admin("GET", "/v1/usage", params={"tenant": "pg", "group_by": "model"}).json()
+        assert usage["totals"]["requests"] == 4 and usage["totals"]["total_tokens"] == 4 * 28
+        assert usage["totals"]["cost_micro"] == 4 * (12 + 32)
+        budget = server.admin("GET", "/admin/budgets", params={"tenant": "pg"}).json()["data"][0]
+        assert budget["spent"] == 4 * 28
+    finally:
+        server.stop()
