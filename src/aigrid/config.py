@@ -33,7 +33,7 @@ class DeploymentConfig(_Strict):
     """One plant that can serve a model: a backend, its upstream name, prices, context and tier."""
 
     backend: Backend
-    name: str | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=100)
     base_url: str | None = None
     api_key_env: str | None = None
     upstream_model: str | None = None
@@ -88,7 +88,7 @@ class DeploymentConfig(_Strict):
 class ModelConfig(_Strict):
     """A model name clients ask for, with the deployments that serve it and how to choose."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=128)
     aliases: list[str] = Field(default_factory=list)
     policy: Policy = "failover"
     deployments: list[DeploymentConfig]

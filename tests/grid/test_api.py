@@ -353,3 +353,15 @@ def test_admin_api_rejects_bad_bodies_in_the_openai_shape(server: LiveServer) ->
     assert dup.status_code == 409
     missing = server.admin("GET", "/admin/nothing-here")
     assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_oversized_bodies_and_headers_are_refused(server: LiveServer) -> None:
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    huge = b'{"model": "mock", "messages": [{"role": "user", "content": "' + b"x" * (33 * 2**20) + b'"}]}'
+    resp = httpx.post(server.url + "/v1/chat/completions", content=huge, headers=headers, timeout=60)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+    long_agent = {**headers, "X-Aigrid-Agent": "a" * 129}
+    resp = httpx.post(
+        server.url + "/v1/chat/completions", json={"model": "mock", "messages": MESSAGES}, headers=long_agent
+    )
+    assert resp.status_code == 400 and "x-aigrid-agent" in resp.json()["error"]["message"]

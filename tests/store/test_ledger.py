@@ -139,3 +139,18 @@ def test_recover_marks_rows_left_in_progress_as_interrupted(engine: Engine) -> N
     assert recover_interrupted(engine) == 1
     assert _rows(engine)["x"].status == "interrupted" and _rows(engine)["x"].completion_tokens == 7
     assert recover_interrupted(engine) == 0
+
+
+async def test_an_operation_the_database_refuses_is_set_aside_not_blocking(
+    engine: Engine, tmp_path: Path
+) -> None:
+    ledger = Ledger(engine, tmp_path / "journal")
+    ledger.start()
+    ledger.add({"id": "poison", "created_at_us": 1})  # no tenant, no model: NOT NULL refuses it
+    await ledger.write(_row("good", "ok"))
+    await ledger.flush()
+    await ledger.write(_row("later", "ok"))
+    await ledger.flush()
+    assert set(_rows(engine)) == {"good", "later"}
+    assert b'"poison"' in (tmp_path / "journal" / "rejected.jsonl").read_bytes()
+    await ledger.aclose()

@@ -183,7 +183,7 @@ class _Call:
         values.update(
             status="error",
             http_status=error.status,
-            error_code=error.code,
+            error_code=error.code[:64] if error.code else None,
             latency_us=int((time.monotonic() - self.started) * 1e6),
         )
         self.grid.metrics.record(self.principal.tenant, self.route.name, "error", Usage(), 0, None)
@@ -214,7 +214,9 @@ class _Call:
             elapsed = time.monotonic() - self.started
             deployment.observe_speed(elapsed, completion.usage.completion_tokens)
             values = self._settle(deployment, completion.usage)
-            values.update(status="ok", http_status=200, latency_us=int(elapsed * 1e6))
+            # A whole answer's first token reaches the client with its last.
+            latency_us = int(elapsed * 1e6)
+            values.update(status="ok", http_status=200, latency_us=latency_us, ttft_us=latency_us)
             self.grid.metrics.record(
                 self.principal.tenant, model, "ok", completion.usage, values["cost_micro"], elapsed
             )

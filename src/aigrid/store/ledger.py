@@ -52,6 +52,7 @@ _DEFAULTS: Row = {
     "error_code": None,
 }
 _SEGMENT_BYTES = 16 * 1024 * 1024
+REJECTED_FILE = "rejected.jsonl"
 _RETRY_S = 0.5
 # The database is only for readers (who wait for it with flush), so the writer thread wakes at
 # most this often: fewer, larger transactions and less contention for the interpreter lock.
@@ -322,18 +323,17 @@ class Ledger:
             ops = [op for _, part, _ in batch for op in part]
             try:
                 conn = conn or self._engine.raw_connection()
-                cursor = conn.cursor()
-                try:
-                    self._statements.apply(cursor, ops)
-                finally:
-                    cursor.close()
-                conn.commit()
-            except Exception:
-                log.exception("applying the ledger journal to the database failed; retrying")
+                self._apply(conn, ops)
+            except Exception as exc:
                 _discard(conn)
                 conn = None
-                time.sleep(_RETRY_S)
-                continue
+                if _transient(exc):
+                    log.exception("the database is unavailable; the ledger journal keeps the readings")
+                    time.sleep(_RETRY_S)
+                    continue
+                # A batch the database refuses for its content would block the ledger forever;
+                # apply it one operation at a time and set aside what cannot be stored.
+                self._apply_one_by_one(ops)
             with self._cond:
                 for _ in batch:
                     self._applying.popleft()
@@ -344,11 +344,36 @@ class Ledger:
             self._drop_segments_before(min(newest, batch[-1][0]))
         _discard(conn)
 
+    def _apply(self, conn: Any, ops: list[Op]) -> None:
+        cursor = conn.cursor()
+        try:
+            self._statements.apply(cursor, ops)
+        finally:
+            cursor.close()
+        conn.commit()
+
+    def _apply_one_by_one(self, ops: list[Op]) -> None:
+        for op in ops:
+            conn = self._engine.raw_connection()
+            try:
+                self._apply(conn, [op])
+            except Exception:
+                log.exception("the database refused a ledger operation; it is kept in %s", REJECTED_FILE)
+                with (self._journal_dir / REJECTED_FILE).open("ab") as fh:
+                    fh.write(orjson.dumps(op) + b"\n")
+            finally:
+                _discard(conn)
+
     def _drop_segments_before(self, segment: int) -> None:
         while self._first_kept < segment:
             path = self._journal_dir / f"segment-{self._first_kept:012d}.jsonl"
             path.unlink(missing_ok=True)
             self._first_kept += 1
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a database error means "try again later" (PEP 249's operational errors)."""
+    return type(exc).__name__ in ("OperationalError", "InterfaceError") or isinstance(exc, OSError)
 
 
 def _discard(conn: Any) -> None:

@@ -26,6 +26,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
+MAX_BODY_BYTES = 32 * 2**20
+# The ledger's column widths (store/schema.py).
+AGENT_MAX = 128
+PROCESS_MAX = 64
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 _NO_CACHE = (b"cache-control", b"no-cache")
@@ -57,16 +61,14 @@ class HotPath:
         state: AppState = self.app.state.aigrid
         headers = dict(scope["headers"])
         principal = state.keyring.authenticate_header(headers.get(b"authorization"))
-        raw = await _read_body(receive)
+        raw = await _read_body(receive, MAX_BODY_BYTES)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"The request body is not valid JSON: {exc}") from exc
-        agent = headers.get(b"x-aigrid-agent")
-        process = headers.get(b"x-aigrid-process")
         meta = CallMeta(
-            agent=agent.decode("latin-1") if agent else None,
-            process_id=process.decode("latin-1") if process else None,
+            agent=_header(headers, b"x-aigrid-agent", AGENT_MAX),
+            process_id=_header(headers, b"x-aigrid-process", PROCESS_MAX),
         )
         request_id, result = await state.grid.request(principal, endpoint, body, meta)
         rid = (b"x-request-id", request_id.encode())
@@ -83,13 +85,29 @@ class HotPath:
         await _stream(result, [_SSE, _NO_CACHE, rid], receive, send)
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
-    body: bytes = message.get("body", b"")
+    parts = [message.get("body", b"")]
+    size = len(parts[0])
     while message.get("more_body"):
         message = await receive()
-        body += message.get("body", b"")
-    return body
+        parts.append(message.get("body", b""))
+        size += len(parts[-1])
+        if size > limit:
+            raise APIError(
+                413, f"The request body is larger than {limit // 2**20} MiB.", code="request_too_large"
+            )
+    return b"".join(parts)
+
+
+def _header(headers: dict[bytes, bytes], name: bytes, limit: int) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    text = value.decode("latin-1")
+    if len(text) > limit:
+        raise bad_request(f"The {name.decode()} header must be at most {limit} characters.")
+    return text
 
 
 async def _stream(
