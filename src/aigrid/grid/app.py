@@ -33,7 +33,7 @@ from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.db import make_engine, migrate, sqlite_url
-from aigrid.store.ledger import Ledger, recover_interrupted, replay_journal
+from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_FILE = "admin_key"
@@ -107,6 +107,18 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     return _error_response(APIError(exc.status_code, str(exc.detail), code=code))
+
+
+async def _on_ledger_behind(request: Request, exc: Exception) -> Response:
+    return _error_response(
+        APIError(
+            503,
+            f"Usage figures are not available right now: {exc}. Try again shortly.",
+            type="api_error",
+            code="ledger_unavailable",
+            headers={"Retry-After": "5"},
+        )
+    )
 
 
 async def _on_crash(request: Request, exc: Exception) -> Response:
@@ -185,5 +197,6 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(LedgerUnavailable, _on_ledger_behind)
     app.add_exception_handler(Exception, _on_crash)
     return HotPath(app)
