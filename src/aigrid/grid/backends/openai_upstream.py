@@ -130,14 +130,16 @@ class _UpstreamStream(StreamSession):
 
     async def frames(self) -> AsyncIterator[bytes]:
         buffer = b""
+        done = False
         try:
             async for block in self._resp.iter_chunks():
+                if done:
+                    # Read to the end of the body after [DONE], so the connection can be reused.
+                    continue
                 buffer += block
                 out, buffer, done = self._take_events(buffer)
                 if out:
                     yield out
-                if done:
-                    break
         except HTTPError as exc:
             raise BackendError(f"{self._name}: stream broke off: {exc}", retryable=False) from exc
         self.progress.finished = True
