@@ -41,7 +41,7 @@ def test_chat_and_stream(server: LiveServer) -> None:
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.strip()
+    assert text == reply.choices[0].message.content, "temperature 0 streams what it answered whole"
     assert chunks[-2].choices[0].finish_reason in ("stop", "length")
     final = chunks[-1].usage
     assert final is not None and 0 < final.completion_tokens <= 8
@@ -112,3 +112,18 @@ def test_the_ledger_meters_the_embedded_model(server: LiveServer) -> None:
     endpoints = {(r["model"], r["endpoint"]) for r in usage["data"]}
     assert {("smollm2-135m", "chat"), ("smollm2-135m", "embeddings")} <= endpoints
     assert usage["totals"]["completion_tokens"] > 0
+
+
+def test_temperature_zero_answers_the_same_whatever_came_before(server: LiveServer) -> None:
+    client = server.openai()
+
+    def ask(text: str) -> str | None:
+        reply = client.chat.completions.create(
+            model="local", messages=[{"role": "user", "content": text}], max_tokens=12, temperature=0
+        )
+        return reply.choices[0].message.content
+
+    first = ask("Who wrote Hamlet?")
+    assert ask("Who wrote Hamlet?") == first, "the cached prompt must not change the answer"
+    ask("Describe the sea.")
+    assert ask("Who wrote Hamlet?") == first

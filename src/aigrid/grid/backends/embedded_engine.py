@@ -31,6 +31,7 @@ _MIN_P = 0.05
 # Pooled embeddings need the whole input in one micro-batch, whose buffers grow with its size.
 _EMBED_CONTEXT = 2048
 _PIECE_BUFFER = 256
+_REEVALUATE = 4
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -291,6 +292,11 @@ def _generate(llm: Any, job: Job, request: GenerateRequest) -> None:
     text, sent, produced = "", 0, 0
     reason: FinishReason = "length"
     cut = False
+    # llama.cpp reuses the cached prefix of the last prompt; re-evaluating only the final prompt
+    # token (batch of one) takes another kernel path than a whole prompt, and at temperature 0
+    # the same request could then answer differently. Re-evaluating a few tokens keeps it on the
+    # batched path.
+    llm.n_tokens = min(llm.n_tokens, max(0, len(request.prompt_tokens) - _REEVALUATE))
     tokens = llm.generate(
         request.prompt_tokens,
         top_k=_TOP_K,
