@@ -341,7 +341,7 @@ def test_usage_passes_filters_through_and_shows_buckets(fake_server: FakeServer)
         "tenant": "acme",
     }
     assert "start" in result.stdout
-    assert "2025-03-01 00:00:00" in result.stdout
+    assert "2025-03-01 00:00" in result.stdout
     assert json.loads(run("usage", "--json").stdout) == answer
 
 

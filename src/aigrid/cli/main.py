@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -42,6 +43,7 @@ class Interval(StrEnum):
     MONTH = "month"
 
 
+_PIPED_WIDTH = 160
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 tenant_app = typer.Typer(no_args_is_help=True, help="Create and list tenants.")
 key_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -62,6 +64,14 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise typer.Exit(exit_code)
 
 
+def _console() -> Console:
+    """The terminal's width on a terminal; piped or redirected, tables are not squeezed to 80 columns."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=_PIPED_WIDTH)
+    return console
+
+
 def _call(
     as_json: bool,
     request: Callable[[AdminClient], dict[str, Any]],
@@ -73,7 +83,7 @@ def _call(
             result = request(admin)
     except CLIError as exc:
         _fail(exc.message, exc.exit_code)
-    console = Console()
+    console = _console()
     if as_json:
         console.out(json.dumps(result, indent=2, ensure_ascii=False), highlight=False)
     else:

@@ -14,7 +14,7 @@ from rich.text import Text
 
 NONE = "—"
 _USAGE_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens")
-_USAGE_HEADERS = ("requests", "prompt", "completion", "cached", "total tokens")
+_USAGE_HEADERS = ("requests", "prompt", "completion", "cached", "total")
 _NUMBER: dict[str, Any] = {"justify": "right", "no_wrap": True}  # numbers are never cut or wrapped
 _WORDS: dict[str, Any] = {"overflow": "fold"}  # text wraps, and long words fold, rather than being cut
 
@@ -143,11 +143,10 @@ def usage(result: dict[str, Any]) -> Table:
         )
     for field, header in zip(_USAGE_SUMS, _USAGE_HEADERS, strict=True):
         table.add_column(header, **_NUMBER, footer=count(totals[field]))
-    table.add_column("cost CNY", **_NUMBER, footer=cny(totals["cost_micro"]))
+    table.add_column("CNY", **_NUMBER, footer=cny(totals["cost_micro"]))
     for row in result["data"]:
         cells = [
-            row["start"].replace("T", " ").removesuffix("Z") if label == "start" else row.get(label)
-            for label in labels
+            row["start"].replace("T", " ")[:16] if label == "start" else row.get(label) for label in labels
         ] or [""]
         table.add_row(
             *(text(c) for c in cells),
