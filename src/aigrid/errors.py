@@ -105,3 +105,8 @@ def internal_error() -> APIError:
     return APIError(
         500, "The server failed to process the request.", type="server_error", code="internal_error"
     )
+
+
+def overloaded_error(message: str) -> APIError:
+    """A 503 for a grid at capacity: nothing failed, the client should retry shortly."""
+    return APIError(503, message, type="api_error", code="overloaded", headers={"Retry-After": "1"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -127,3 +128,42 @@ def test_temperature_zero_answers_the_same_whatever_came_before(server: LiveServ
     assert ask("Who wrote Hamlet?") == first, "the cached prompt must not change the answer"
     ask("Describe the sea.")
     assert ask("Who wrote Hamlet?") == first
+
+
+def test_a_full_queue_answers_503_overloaded_and_nobody_hangs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    config = """
+[[models]]
+name = "tiny-queue"
+[[models.deployments]]
+backend = "embedded"
+context_length = 1024
+threads = 1
+queue_size = 1
+"""
+    srv = LiveServer(tmp_path_factory.mktemp("queue"), config).start()
+    try:
+        client = srv.openai()
+
+        def ask(_: int) -> str:
+            try:
+                client.chat.completions.create(
+                    model="tiny-queue",
+                    messages=[{"role": "user", "content": "Count to twenty."}],
+                    max_tokens=24,
+                )
+            except openai.APIStatusError as exc:
+                assert exc.status_code == 503 and exc.code == "overloaded", exc.message
+                assert exc.response.headers["retry-after"] == "1"
+                return "overloaded"
+            return "ok"
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(ask, range(8)))
+        assert "ok" in outcomes and "overloaded" in outcomes
+        health = srv.admin("GET", "/admin/deployments").json()["data"][0]
+        assert health["healthy"], "a busy deployment is not a broken one"
+        assert ask(0) == "ok"
+    finally:
+        srv.stop()

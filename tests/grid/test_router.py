@@ -26,7 +26,9 @@ class FakeClock:
 class FakeBackend(Backend):
     """A backend double that fails a set number of times, then answers."""
 
-    def __init__(self, name: str, *, failures: int = 0, retryable: bool = True, price: int = 1) -> None:
+    def __init__(
+        self, name: str, *, failures: int = 0, retryable: bool = True, price: int = 1, busy: bool = False
+    ) -> None:
         cfg = DeploymentConfig(
             backend="openai",
             base_url="http://fake.invalid/v1",
@@ -36,10 +38,13 @@ class FakeBackend(Backend):
         super().__init__(name, cfg)
         self.failures = failures
         self.retryable = retryable
+        self.busy = busy
         self.calls = 0
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any], model: str) -> Completion:
         self.calls += 1
+        if self.busy:
+            raise BackendError(f"{self.name} is full", retryable=True, status=503, overloaded=True)
         if self.failures:
             self.failures -= 1
             raise BackendError(
@@ -147,3 +152,22 @@ def test_resolve_names_aliases_and_rejects_bad_names() -> None:
     with pytest.raises(APIError) as bad:
         router.resolve(None)
     assert bad.value.status == 400
+
+
+async def test_a_full_deployment_is_skipped_without_opening_its_breaker() -> None:
+    full, spare = FakeBackend("full", busy=True), FakeBackend("spare")
+    route = _route("failover", full, spare)
+    router = Router([route])
+    assert await _call(router, route) == "spare"
+    assert route.deployments[0].breaker.state == "closed"
+    assert await _call(router, route) == "spare"
+    assert full.calls == 2, "a full deployment is tried again at once: it is busy, not broken"
+
+
+async def test_every_deployment_full_is_503_overloaded_with_retry_after() -> None:
+    route = _route("failover", FakeBackend("a", busy=True), FakeBackend("b", busy=True))
+    with pytest.raises(APIError) as err:
+        await _call(Router([route]), route)
+    assert err.value.status == 503 and err.value.code == "overloaded"
+    assert err.value.headers["Retry-After"] == "1"
+    assert all(d.breaker.state == "closed" for d in route.deployments)

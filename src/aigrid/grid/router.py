@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from aigrid.config import BreakerConfig, ModelConfig
-from aigrid.errors import APIError, model_not_found, upstream_failed
+from aigrid.errors import APIError, model_not_found, overloaded_error, upstream_failed
 from aigrid.grid.backends.base import Backend, BackendError
 
 T = TypeVar("T")
@@ -45,6 +45,10 @@ class CircuitBreaker:
         """Note that a request was sent (a half-open breaker lets only one through)."""
         if self.state == "half-open":
             self._probing = True
+
+    def release_probe(self) -> None:
+        """Let another request probe a half-open breaker (this one was turned away, not failed)."""
+        self._probing = False
 
     def on_success(self) -> None:
         """Close the breaker."""
@@ -181,6 +185,7 @@ class Router:
                 status=503,
             )
         errors: list[str] = []
+        overloaded = 0
         for deployment in candidates:
             deployment.breaker.on_attempt()
             deployment.in_flight += 1
@@ -188,6 +193,11 @@ class Router:
             try:
                 result = await attempt(deployment)
             except BackendError as exc:
+                if exc.overloaded:
+                    deployment.breaker.release_probe()
+                    overloaded += 1
+                    errors.append(exc.message)
+                    continue
                 if not exc.retryable:
                     deployment.breaker.on_success()
                     raise
@@ -199,4 +209,6 @@ class Router:
                 deployment.in_flight -= 1
             deployment.breaker.on_success()
             return result, deployment
+        if overloaded == len(candidates):
+            raise overloaded_error(f"Every deployment of '{route.name}' is at capacity: {'; '.join(errors)}.")
         raise upstream_failed(f"Every deployment of '{route.name}' failed: " + "; ".join(errors), status=502)

@@ -70,13 +70,21 @@ class BackendError(Exception):
     """A deployment could not answer. Retryable errors move the request to the next deployment."""
 
     def __init__(
-        self, message: str, *, retryable: bool, status: int = 502, body: bytes | None = None
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int = 502,
+        body: bytes | None = None,
+        overloaded: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.retryable = retryable
+        self.retryable = retryable or overloaded
         self.status = status
         self.body = body
+        # A full queue is load, not a fault: the next deployment is tried, but no breaker opens.
+        self.overloaded = overloaded
 
 
 class Backend(ABC):

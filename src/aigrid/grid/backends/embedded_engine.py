@@ -220,6 +220,7 @@ class LlamaWorker:
                     f"{self._name}: the embedded model is busy ({self._limit} requests already waiting)",
                     retryable=True,
                     status=503,
+                    overloaded=True,
                 )
             self._waiting.add(job)
         self._queue.put(job)
