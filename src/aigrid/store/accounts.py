@@ -97,11 +97,6 @@ class AccountStore:
         with Session(self._engine) as session:
             return [_tenant_view(t) for t in session.scalars(select(Tenant).order_by(Tenant.id))]
 
-    def get_tenant(self, name: str) -> dict[str, object]:
-        """One tenant by name."""
-        with Session(self._engine) as session:
-            return _tenant_view(self._tenant(session, name))
-
     def create_key(self, tenant: str, name: str | None = None) -> NewKey:
         """A new key for a tenant; the secret is returned once and only its digest is kept."""
         secret = KEY_PREFIX + secrets.token_urlsafe(32)

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from aigrid.errors import bad_request
-from aigrid.grid.api.auth import api_error_for
+from aigrid.errors import APIError, bad_request
 from aigrid.grid.api.openai_routes import json_response
 from aigrid.grid.api.state import AppState, state_of
 from aigrid.store.accounts import AccountError, Principal, digest
@@ -62,6 +61,12 @@ class LimitsIn(_Body):
     tenant: str
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
+
+
+def api_error_for(status: int, message: str) -> APIError:
+    """An account error in the OpenAI shape."""
+    codes = {404: "not_found", 409: "conflict"}
+    return APIError(status, message, code=codes.get(status))
 
 
 async def _run(fn: Any, *args: Any) -> Any:

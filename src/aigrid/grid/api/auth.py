@@ -6,7 +6,7 @@ import hmac
 
 from starlette.requests import HTTPConnection
 
-from aigrid.errors import APIError, forbidden, unauthorized
+from aigrid.errors import forbidden, unauthorized
 from aigrid.store.accounts import Principal, digest
 
 
@@ -56,9 +56,3 @@ class KeyRing:
         if not principal.is_admin:
             raise forbidden("This endpoint needs the admin key.")
         return principal
-
-
-def api_error_for(status: int, message: str) -> APIError:
-    """An account error in the OpenAI shape."""
-    codes = {404: "not_found", 409: "conflict"}
-    return APIError(status, message, code=codes.get(status))
