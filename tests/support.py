@@ -39,6 +39,20 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
+def mock_config(url: str, *, input_price: str = "0.8", output_price: str = "2.0", extra: str = "") -> str:
+    """A config serving model `mock` from one OpenAI-compatible deployment at ``url``."""
+    return f"""{extra}
+[[models]]
+name = "mock"
+[[models.deployments]]
+backend = "openai"
+base_url = "{url}"
+upstream_model = "mock"
+input_price_per_mtok = {input_price}
+output_price_per_mtok = {output_price}
+"""
+
+
 class RecordingUpstream:
     """A test double OpenAI upstream: records each request body, answers with a fixed status."""
 

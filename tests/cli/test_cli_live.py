@@ -11,24 +11,14 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
-from tests.support import LiveServer
+from tests.support import LiveServer, mock_config
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, mock_upstream: str) -> Iterator[LiveServer]:
-    config = f"""
-[[models]]
-name = "mock"
-[[models.deployments]]
-backend = "openai"
-base_url = "{mock_upstream}"
-upstream_model = "mock"
-input_price_per_mtok = 0.8
-output_price_per_mtok = 2.0
-"""
-    srv = LiveServer(tmp_path_factory.mktemp("cli"), config).start()
+    srv = LiveServer(tmp_path_factory.mktemp("cli"), mock_config(mock_upstream)).start()
     yield srv
     srv.stop()
 

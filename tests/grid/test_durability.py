@@ -11,22 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support import LiveServer, RecordingUpstream
+from tests.support import LiveServer, RecordingUpstream, mock_config
 
 pytestmark = pytest.mark.slow
-
-
-def _config(url: str) -> str:
-    return f"""
-[[models]]
-name = "mock"
-[[models.deployments]]
-backend = "openai"
-base_url = "{url}"
-upstream_model = "mock"
-input_price_per_mtok = 1
-output_price_per_mtok = 2
-"""
 
 
 def _ledger(data_dir: Path) -> dict[str, tuple[str, int]]:
@@ -46,7 +33,7 @@ def trickle() -> Iterator[RecordingUpstream]:
 def test_client_disconnect_mid_stream_is_recorded_as_interrupted(
     tmp_path: Path, trickle: RecordingUpstream
 ) -> None:
-    server = LiveServer(tmp_path, _config(trickle.url)).start()
+    server = LiveServer(tmp_path, mock_config(trickle.url)).start()
     try:
         key = server.new_tenant_key("quitter")
         body = {"model": "mock", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -77,7 +64,7 @@ def test_client_disconnect_mid_stream_is_recorded_as_interrupted(
 def test_sigkill_under_load_loses_no_reading_and_counts_none_twice(
     tmp_path: Path, mock_upstream: str
 ) -> None:
-    server = LiveServer(tmp_path, _config(mock_upstream)).start()
+    server = LiveServer(tmp_path, mock_config(mock_upstream)).start()
     key = server.new_tenant_key("load")
     received: set[str] = set()
     cut_off: set[str] = set()

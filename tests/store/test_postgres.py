@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import LiveServer, free_port
+from tests.support import LiveServer, free_port, mock_config
 
 pytestmark = pytest.mark.slow
 
@@ -68,17 +68,9 @@ def _has_user(name: str) -> bool:
 def test_the_grid_meters_into_postgresql_and_survives_a_kill(
     postgres_url: str, mock_upstream: str, tmp_path: Path
 ) -> None:
-    config = f"""
-database_url = "{postgres_url}"
-[[models]]
-name = "mock"
-[[models.deployments]]
-backend = "openai"
-base_url = "{mock_upstream}"
-upstream_model = "mock"
-input_price_per_mtok = 1
-output_price_per_mtok = 2
-"""
+    config = mock_config(
+        mock_upstream, input_price="1", output_price="2", extra=f'database_url = "{postgres_url}"'
+    )
     server = LiveServer(tmp_path, config).start()
     key = server.new_tenant_key("pg")
     assert server.admin(
