@@ -444,8 +444,9 @@ def aigrid_server(args: argparse.Namespace) -> Iterator[tuple[str, str, subproce
         yield base, key, proc
 
 
-def embedded_config(model: str, threads: int, context: int) -> str:
+def embedded_config(model: str, threads: int, context: int, queue_size: int | None = None) -> str:
     """aigrid's default embedded deployment, with the thread count and context of the direct run."""
+    queue = f"queue_size = {queue_size}\n" if queue_size is not None else ""
     return f"""\
 [[models]]
 name = "{model}"
@@ -457,7 +458,7 @@ upstream_model = "smollm2-135m"
 context_length = {context}
 threads = {threads}
 tier = "edge"
-"""
+{queue}"""
 
 
 def served_threads(log: Path) -> int | None:

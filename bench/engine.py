@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import orjson
 
-from embedded import model_path, served_threads, started_aigrid
+from embedded import embedded_config, model_path, served_threads, started_aigrid
 from processes import signals_raise, stop_process_group
 
 REPO = Path(__file__).resolve().parent.parent
@@ -632,25 +632,11 @@ async def measure_crowd(client: httpx.AsyncClient, args: argparse.Namespace) -> 
     return CrowdResult(CROWD, dict(counts), retry_after, slowest, examples)
 
 
-def aigrid_config(threads: int) -> str:
-    return f"""\
-[[models]]
-name = "{MODEL}"
-[[models.deployments]]
-backend = "embedded"
-name = "embedded-smollm2"
-upstream_model = "{MODEL}"
-context_length = {BENCH_CONTEXT}
-threads = {threads}
-queue_size = {QUEUE_SIZE}
-tier = "edge"
-"""
-
-
 def run_aigrid(args: argparse.Namespace) -> AigridResult:
     result = AigridResult()
     log = LOGS / "aigrid-engine.log"
-    with started_aigrid(log, aigrid_config(args.threads)) as (base, key, _proc):
+    config = embedded_config(MODEL, args.threads, BENCH_CONTEXT, QUEUE_SIZE)
+    with started_aigrid(log, config) as (base, key, _proc):
         result.threads_logged = served_threads(log)
         print(f"  aigrid ready on {base}", file=sys.stderr)
         asyncio.run(measure_aigrid(base, key, args, result))
