@@ -83,6 +83,15 @@ class _Statements:
             return tuple(row[name] for name in compiled.positiontup)
         return row
 
+    def commit(self, conn: Any, ops: list[Op]) -> None:
+        """Apply operations on a driver connection and commit them as one transaction."""
+        cursor = conn.cursor()
+        try:
+            self.apply(cursor, ops)
+        finally:
+            cursor.close()
+        conn.commit()
+
     def apply(self, cursor: Any, ops: list[Op]) -> None:
         """Run a sequence of journal operations on a cursor (the caller commits)."""
         inserts: dict[str, Row] = {}
@@ -135,12 +144,7 @@ def _commit(engine: Engine, statements: _Statements, ops: list[Op]) -> None:
     """Apply operations in one transaction on a connection of their own."""
     conn = engine.raw_connection()
     try:
-        cursor = conn.cursor()
-        try:
-            statements.apply(cursor, ops)
-        finally:
-            cursor.close()
-        conn.commit()
+        statements.commit(conn, ops)
     finally:
         conn.close()
 
@@ -323,7 +327,7 @@ class Ledger:
             ops = [op for _, part, _ in batch for op in part]
             try:
                 conn = conn or self._engine.raw_connection()
-                self._apply(conn, ops)
+                self._statements.commit(conn, ops)
             except Exception as exc:
                 _discard(conn)
                 conn = None
@@ -344,25 +348,14 @@ class Ledger:
             self._drop_segments_before(min(newest, batch[-1][0]))
         _discard(conn)
 
-    def _apply(self, conn: Any, ops: list[Op]) -> None:
-        cursor = conn.cursor()
-        try:
-            self._statements.apply(cursor, ops)
-        finally:
-            cursor.close()
-        conn.commit()
-
     def _apply_one_by_one(self, ops: list[Op]) -> None:
         for op in ops:
-            conn = self._engine.raw_connection()
             try:
-                self._apply(conn, [op])
+                _commit(self._engine, self._statements, [op])
             except Exception:
                 log.exception("the database refused a ledger operation; it is kept in %s", REJECTED_FILE)
                 with (self._journal_dir / REJECTED_FILE).open("ab") as fh:
                     fh.write(orjson.dumps(op) + b"\n")
-            finally:
-                _discard(conn)
 
     def _drop_segments_before(self, segment: int) -> None:
         while self._first_kept < segment:

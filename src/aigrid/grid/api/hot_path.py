@@ -18,6 +18,7 @@ from aigrid.errors import APIError, bad_request, internal_error
 from aigrid.grid.api.state import AppState
 from aigrid.grid.backends.base import Completion, Endpoint
 from aigrid.grid.service import CallMeta, MeteredStream
+from aigrid.store.schema import LedgerEntry
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/embeddings": "embeddings",
 }
 MAX_BODY_BYTES = 32 * 2**20
-# The ledger's column widths (store/schema.py).
-AGENT_MAX = 128
-PROCESS_MAX = 64
+# The ledger's column widths.
+AGENT_MAX: int = LedgerEntry.__table__.c.agent.type.length  # type: ignore[attr-defined]
+PROCESS_MAX: int = LedgerEntry.__table__.c.process_id.type.length  # type: ignore[attr-defined]
 _JSON = (b"content-type", b"application/json")
 _SSE = (b"content-type", b"text/event-stream")
 _NO_CACHE = (b"cache-control", b"no-cache")
