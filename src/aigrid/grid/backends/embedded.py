@@ -1,4 +1,4 @@
-"""The ``embedded`` backend: a GGUF model run in-process by llama.cpp, one request at a time."""
+"""The ``embedded`` backend: a GGUF model run in-process by llama.cpp's batched engine."""
 
 from __future__ import annotations
 
@@ -22,21 +22,20 @@ from aigrid.grid.backends.base import (
     Usage,
     new_id,
 )
-from aigrid.grid.backends.embedded_engine import (
+from aigrid.grid.backends.embedded_prompt import GenerateRequest, Plan, RequestReader
+from aigrid.grid.backends.embedded_tools import assistant_message, is_call
+from aigrid.grid.engine.engine import BatchEngine
+from aigrid.grid.engine.jobs import (
     Embeddings,
     EmbedRequest,
     Failed,
     Finished,
     FinishReason,
     Job,
-    LlamaWorker,
-    ModelSpec,
+    Started,
     Tokens,
-    default_model_path,
-    default_threads,
 )
-from aigrid.grid.backends.embedded_prompt import GenerateRequest, Plan, RequestReader
-from aigrid.grid.backends.embedded_tools import assistant_message, is_call
+from aigrid.grid.engine.model import ModelSpec, default_model_path, default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +45,12 @@ class EmbeddedBackend(Backend):
 
     def __init__(self, name: str, config: DeploymentConfig) -> None:
         super().__init__(name, config)
-        self._worker: LlamaWorker | None = None
+        self._engine: BatchEngine | None = None
         self._vocab: Any = None
         self._reader: RequestReader | None = None
 
     async def start(self) -> None:
-        """Load the model on the worker thread; a missing model file fails here, naming the path."""
+        """Load the model on the engine thread; a missing model file fails here, naming the path."""
         path = Path(self.config.model_path) if self.config.model_path else default_model_path()
         if path is None:
             raise FileNotFoundError(
@@ -60,7 +59,13 @@ class EmbeddedBackend(Backend):
             )
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: model file not found: {path}")
-        spec = ModelSpec(path, self.config.context_length, self.config.threads or default_threads())
+        spec = ModelSpec(
+            path,
+            self.config.context_length,
+            self.config.threads or default_threads(),
+            parallel=self.config.parallel,
+            cache_sequences=self.config.cache_sequences,
+        )
         self._vocab = await asyncio.to_thread(spec.load_vocab)
         self._reader = RequestReader(
             self._vocab,
@@ -68,18 +73,24 @@ class EmbeddedBackend(Backend):
             max_output_tokens=self.config.max_output_tokens,
             embed_context=spec.embed_context,
         )
-        worker = LlamaWorker(spec, self.config.queue_size, self.name)
-        await worker.start()
-        self._worker = worker
+        engine = BatchEngine(spec, self.config.queue_size, self.name)
+        await engine.start()
+        self._engine = engine
         logger.info(
-            "%s: loaded %s (context %d, %d threads)", self.name, path, spec.context_length, spec.threads
+            "%s: loaded %s (context %d, %d threads, %d parallel sequences, %d cached)",
+            self.name,
+            path,
+            spec.context_length,
+            spec.threads,
+            spec.parallel,
+            spec.cache_sequences,
         )
 
     async def close(self) -> None:
-        """Stop the worker and free the models."""
-        if self._worker is not None:
-            await self._worker.stop()
-            self._worker = None
+        """Stop the engine and free the models."""
+        if self._engine is not None:
+            await self._engine.stop()
+            self._engine = None
         self._reader = None
         if self._vocab is not None:
             self._vocab.close()
@@ -96,7 +107,7 @@ class EmbeddedBackend(Backend):
         plan = self._started().plan(endpoint, body)
         job = self._submit(plan.request)
         parts: list[str] = []
-        produced = 0
+        produced = cached = 0
         reason: FinishReason = "length"
         try:
             async for batch in job.batches():
@@ -104,6 +115,8 @@ class EmbeddedBackend(Backend):
                     if isinstance(event, Tokens):
                         parts.append(event.text)
                         produced += event.count
+                    elif isinstance(event, Started):
+                        cached = event.cached_tokens
                     elif isinstance(event, Finished):
                         reason = event.reason
                     elif isinstance(event, Failed):
@@ -112,7 +125,7 @@ class EmbeddedBackend(Backend):
             job.cancel()
         if reason == "cancelled":
             raise BackendError(f"{self.name}: the embedded model stopped", retryable=True, status=503)
-        usage = Usage(prompt_tokens=len(plan.request.prompt_tokens), completion_tokens=produced)
+        usage = Usage(len(plan.request.prompt_tokens), produced, cached)
         text = "".join(parts)
         choice: dict[str, Any]
         if endpoint == "chat":
@@ -147,9 +160,9 @@ class EmbeddedBackend(Backend):
         return self._reader
 
     def _submit(self, request: GenerateRequest | EmbedRequest) -> Job:
-        if self._worker is None:
+        if self._engine is None:
             raise BackendError(f"{self.name}: the embedded model is not started", retryable=True, status=503)
-        return self._worker.submit(request)
+        return self._engine.submit(request)
 
     async def _embeddings(self, body: dict[str, Any], model: str) -> Completion:
         job = self._submit(EmbedRequest(self._started().embedding_texts(body)))
@@ -186,11 +199,12 @@ def _failure(name: str, error: Exception) -> BackendError:
     return BackendError(f"{name}: the embedded model failed: {error}", retryable=False, status=500)
 
 
-def _usage_json(usage: Usage) -> dict[str, int]:
+def _usage_json(usage: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 
@@ -215,7 +229,7 @@ class _GenerationStream(StreamSession):
         }
         self.progress.usage.prompt_tokens = len(plan.request.prompt_tokens)
 
-    def _frame(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+    def _frame(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
         chunk = {**self._base, "choices": choices}
         if self._include_usage:
             chunk["usage"] = usage
@@ -248,6 +262,9 @@ class _GenerationStream(StreamSession):
                         raise _failure(self._name, event.error)
                     if isinstance(event, Finished):
                         reason = event.reason
+                        continue
+                    if isinstance(event, Started):
+                        self.progress.usage.cached_tokens = event.cached_tokens
                         continue
                     if not isinstance(event, Tokens):
                         continue
@@ -285,5 +302,5 @@ class _GenerationStream(StreamSession):
         self.progress.finished = True
 
     def close(self) -> None:
-        """Cancel the job: the worker stops it at its next token."""
+        """Cancel the job: the engine drops it at its next step."""
         self._job.cancel()

@@ -1,0 +1,1 @@
+"""The embedded engine: llama.cpp decoding many sequences in one batch, with a prefix cache."""

