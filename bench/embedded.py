@@ -444,9 +444,12 @@ def aigrid_server(args: argparse.Namespace) -> Iterator[tuple[str, str, subproce
         yield base, key, proc
 
 
-def embedded_config(model: str, threads: int, context: int, queue_size: int | None = None) -> str:
+def embedded_config(
+    model: str, threads: int, context: int, queue_size: int | None = None, parallel: int | None = None
+) -> str:
     """aigrid's default embedded deployment, with the thread count and context of the direct run."""
     queue = f"queue_size = {queue_size}\n" if queue_size is not None else ""
+    queue += f"parallel = {parallel}\n" if parallel is not None else ""
     return f"""\
 [[models]]
 name = "{model}"
@@ -463,7 +466,7 @@ tier = "edge"
 
 def served_threads(log: Path) -> int | None:
     """The thread count aigrid's embedded backend logged when it loaded the model, if it did."""
-    found = re.findall(r"\(context \d+, (\d+) threads?\)", log.read_text(errors="replace"))
+    found = re.findall(r"\(context \d+, (\d+) threads?[,)]", log.read_text(errors="replace"))
     return int(found[-1]) if found else None
 
 

@@ -167,3 +167,62 @@ queue_size = 1
         assert ask(0) == "ok"
     finally:
         srv.stop()
+
+
+def test_cached_prompt_tokens_are_reported_and_billed_at_the_cached_price(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    config = """
+[[models]]
+name = "priced"
+[[models.deployments]]
+backend = "embedded"
+context_length = 2048
+threads = 1
+input_price_per_mtok = 1000
+cached_input_price_per_mtok = 100
+output_price_per_mtok = 2000
+"""
+    srv = LiveServer(tmp_path_factory.mktemp("cached"), config).start()
+    try:
+        client = srv.openai()
+        system = "You answer questions about the town library, its books and its opening hours. " * 10
+
+        def ask(question: str) -> tuple[int, int, int, int]:
+            reply = client.chat.completions.create(
+                model="priced",
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+                max_tokens=8,
+                temperature=0,
+            )
+            usage = reply.usage
+            assert usage is not None and usage.prompt_tokens_details is not None
+            cost = srv.admin("GET", "/v1/usage").json()["totals"]["cost_micro"]
+            return (
+                usage.prompt_tokens,
+                usage.prompt_tokens_details.cached_tokens or 0,
+                usage.completion_tokens,
+                cost,
+            )
+
+        prompt, cached, completion, cost = ask("When does it open?")
+        assert cached == 0 and cost == prompt * 1000 + completion * 2000
+        prompt, cached, completion, total = ask("Can I borrow films?")
+        assert cached > 100, "the system prompt came from the cache"
+        assert total - cost == (prompt - cached) * 1000 + cached * 100 + completion * 2000
+        streamed = list(
+            client.chat.completions.create(
+                model="priced",
+                messages=[{"role": "system", "content": system}, {"role": "user", "content": "Is it free?"}],
+                max_tokens=4,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        final = streamed[-1].usage
+        assert final is not None and final.prompt_tokens_details is not None
+        assert (final.prompt_tokens_details.cached_tokens or 0) > 100
+        rows = srv.admin("GET", "/v1/usage").json()["totals"]
+        assert rows["cached_tokens"] == cached + (final.prompt_tokens_details.cached_tokens or 0)
+    finally:
+        srv.stop()

@@ -24,7 +24,7 @@ from aigrid.grid.backends.base import (
 )
 from aigrid.grid.backends.embedded_prompt import GenerateRequest, Plan, RequestReader
 from aigrid.grid.backends.embedded_tools import assistant_message, is_call
-from aigrid.grid.engine.engine import BatchEngine
+from aigrid.grid.engine.engine import BatchEngine, EngineStats
 from aigrid.grid.engine.jobs import (
     Embeddings,
     EmbedRequest,
@@ -95,6 +95,10 @@ class EmbeddedBackend(Backend):
         if self._vocab is not None:
             self._vocab.close()
             self._vocab = None
+
+    def stats(self) -> EngineStats | None:
+        """The engine's running, waiting and cached sequences; None before it starts."""
+        return self._engine.stats() if self._engine is not None else None
 
     def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
         """The exact prompt size, from the model's own template and tokenizer; None if malformed."""
@@ -196,6 +200,8 @@ class EmbeddedBackend(Backend):
 
 
 def _failure(name: str, error: Exception) -> BackendError:
+    if isinstance(error, BackendError):  # the engine's own refusals, such as shutting down
+        return error
     return BackendError(f"{name}: the embedded model failed: {error}", retryable=False, status=500)
 
 

@@ -15,13 +15,23 @@ import llama_cpp
 
 from aigrid.grid.backends.base import BackendError
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
-from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Started
+from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Outbox, Started
 from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
 from aigrid.grid.engine.sampler import build_sampler
 from aigrid.grid.engine.streams import StreamTable
 from aigrid.grid.engine.text import TextOutput
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """What the engine holds now: running and waiting requests, and prompts kept for reuse."""
+
+    running: int
+    waiting: int
+    cached_sequences: int
+    cached_tokens: int
 
 
 @dataclass(slots=True)
@@ -55,6 +65,7 @@ class BatchEngine:
         self._waiting: deque[Job] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._state: _DecodeLoop | None = None
         self._closed = False
 
     async def start(self) -> None:
@@ -82,6 +93,17 @@ class BatchEngine:
             self._waiting.append(job)
             self._wake.notify()
         return job
+
+    def stats(self) -> EngineStats:
+        """A snapshot for metrics and tests; read without stopping the engine."""
+        state = self._state
+        idle = [] if state is None else [s for s in state.table.streams if not s.busy and s.tokens]
+        return EngineStats(
+            running=0 if state is None else state.running,
+            waiting=len(self._waiting),
+            cached_sequences=len(idle),
+            cached_tokens=sum(len(s.tokens) for s in idle),
+        )
 
     def _withdraw(self, job: Job) -> None:
         # A cancelled job that still waits gives its place up at once; a running one is dropped
@@ -113,12 +135,13 @@ class BatchEngine:
             ready.set_exception(exc)
             return
         ready.set_result(None)
-        loop = _DecodeLoop(model, self._spec)
+        loop = self._state = _DecodeLoop(model, self._spec)
         try:
             while (jobs := self._next_jobs(loop)) is not None:
                 for job in jobs:
                     loop.admit(job)
                 loop.step()
+                loop.outbox.flush()
         except Exception:
             logger.exception("%s: the engine stopped", self._name)
         finally:
@@ -148,11 +171,12 @@ class _DecodeLoop:
     def __init__(self, model: LoadedModel, spec: ModelSpec) -> None:
         self._model = model
         self._spec = spec
-        self._table = StreamTable(spec.sequences)
+        self.table = StreamTable(spec.sequences)
         self._running: dict[int, _Sequence] = {}
         self._capacity = PREFILL_TOKENS + spec.parallel
         self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
         self._embedder: Any = None
+        self.outbox = Outbox()
 
     @property
     def running(self) -> int:
@@ -170,22 +194,22 @@ class _DecodeLoop:
                 return
             if len(request.prompt_tokens) + request.max_tokens > self._spec.sequence_cells:
                 raise ValueError("the prompt and max_tokens do not fit the context of a sequence")
-            sampler = build_sampler(self._model.vocab, request)
+            sampler = build_sampler(self._model.vocab.handle, request)
         except Exception as exc:
             logger.exception("a request failed inside the model")
-            job.emit(Failed(exc))
+            self.outbox.put(job, Failed(exc))
             return
-        placement = self._table.place(request.prompt_tokens)
+        placement = self.table.place(request.prompt_tokens)
         memory = self._model.memory
         if placement.source is not None:
             # Across streams llama.cpp copies a whole stream, then the tail past the prefix goes.
             llama_cpp.llama_memory_seq_cp(memory, placement.source, placement.stream, -1, -1)
         llama_cpp.llama_memory_seq_rm(memory, placement.stream, placement.reused, -1)
-        output = TextOutput(job, request, self._model.vocab)
+        output = TextOutput(job, request, self._model.vocab, self.outbox)
         self._running[placement.stream] = _Sequence(
             job, request.prompt_tokens, placement.stream, placement.reused, sampler, output
         )
-        job.emit(Started(placement.reused))
+        self.outbox.put(job, Started(placement.reused))
 
     def step(self) -> None:
         """Decode one batch: a token of every generating sequence and a slice of prompts."""
@@ -210,7 +234,7 @@ class _DecodeLoop:
             else:
                 tokens = [sequence.next_token]
                 last = True
-            position = len(self._table.streams[stream].tokens)
+            position = len(self.table.streams[stream].tokens)
             for offset, token in enumerate(tokens):
                 batch.token[count] = token
                 batch.pos[count] = position + offset
@@ -226,15 +250,15 @@ class _DecodeLoop:
         if status != 0:
             self._fail_batch(fed, RuntimeError(f"llama_decode failed with status {status}"))
             return
-        vocab = self._model.vocab
+        ends = self._model.vocab.ends
         for sequence, tokens, index in fed:
-            self._table.streams[sequence.stream].tokens += tokens
+            self.table.streams[sequence.stream].tokens += tokens
             if sequence.prefilling:
                 sequence.fed += len(tokens)
             if index < 0:
                 continue
             token = llama_cpp.llama_sampler_sample(sequence.sampler, self._model.context, index)
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
+            if ends(token):
                 self._end(sequence, "stop")
                 continue
             reason = sequence.output.push(token)
@@ -250,15 +274,15 @@ class _DecodeLoop:
     def _release(self, sequence: _Sequence) -> None:
         llama_cpp.llama_sampler_free(sequence.sampler)
         del self._running[sequence.stream]
-        self._table.release(sequence.stream)
+        self.table.release(sequence.stream)
 
     def _fail_batch(self, fed: list[tuple[_Sequence, list[int], int]], error: Exception) -> None:
         """A failed decode leaves its streams' cells unknown: clear them and fail their requests."""
         logger.error("%s", error)
         for sequence, _, _ in fed:
             llama_cpp.llama_memory_seq_rm(self._model.memory, sequence.stream, -1, -1)
-            self._table.forget(sequence.stream)
-            sequence.job.emit(Failed(error))
+            self.table.forget(sequence.stream)
+            self.outbox.put(sequence.job, Failed(error))
             self._release(sequence)
 
     def _embed(self, job: Job, request: EmbedRequest) -> None:
@@ -267,13 +291,14 @@ class _DecodeLoop:
         vectors, count = self._embedder.embed(
             request.texts, normalize=True, truncate=False, return_count=True
         )
-        job.emit(Embeddings(vectors, int(count)))
+        self.outbox.put(job, Embeddings(vectors, int(count)))
 
     def close(self, error: Exception) -> None:
         """Fail the running requests and free the batch, the samplers and the embedder."""
         for sequence in list(self._running.values()):
-            sequence.job.emit(Failed(error))
+            self.outbox.put(sequence.job, Failed(error))
             self._release(sequence)
+        self.outbox.flush()
         llama_cpp.llama_batch_free(self._batch)
         if self._embedder is not None:
             self._embedder.close()

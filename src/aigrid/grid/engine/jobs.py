@@ -71,7 +71,7 @@ class Job:
         on_cancel: Callable[[Job], None],
     ) -> None:
         self.request = request
-        self._loop = loop
+        self.loop = loop
         self._on_cancel = on_cancel
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._cancelled = threading.Event()
@@ -90,9 +90,13 @@ class Job:
     def emit(self, event: Event) -> None:
         """Hand an event to the event loop; called on the engine's thread."""
         try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+            self.loop.call_soon_threadsafe(self._events.put_nowait, event)
         except RuntimeError:  # the loop is closed, so nobody is left to read
             self._cancelled.set()
+
+    def deliver(self, event: Event) -> None:
+        """Put an event in the queue; runs on the event loop."""
+        self._events.put_nowait(event)
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Events as they come, several at once when the reader fell behind; ends with the last."""
@@ -103,3 +107,38 @@ class Job:
             yield batch
             if isinstance(batch[-1], _LAST):
                 return
+
+
+class Outbox:
+    """The events of one engine step, handed to each event loop in one call.
+
+    One wake-up of the loop per step instead of one per token: the loop then does its work while
+    the engine is inside llama_decode, which releases the GIL.
+    """
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Job, Event]] = []
+
+    def put(self, job: Job, event: Event) -> None:
+        """Keep an event for the next flush."""
+        self._items.append((job, event))
+
+    def flush(self) -> None:
+        """Send what was kept."""
+        if not self._items:
+            return
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+        for job, event in items:
+            by_loop.setdefault(job.loop, []).append((job, event))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the loop is closed, so nobody is left to read
+                for job, _ in batch:
+                    job.cancel()
+
+
+def _deliver(batch: list[tuple[Job, Event]]) -> None:
+    for job, event in batch:
+        job.deliver(event)

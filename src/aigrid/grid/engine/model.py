@@ -123,13 +123,40 @@ class LoadedModel:
                 f"llama.cpp could not make a context of {spec.sequences} sequences × "
                 f"{spec.sequence_cells} tokens for {spec.path} (out of memory?)"
             )
-        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.vocab = Vocabulary(llama_cpp.llama_model_get_vocab(self.model))
         self.memory = llama_cpp.llama_get_memory(self.context)
 
     def close(self) -> None:
         """Free the context and the weights."""
         llama_cpp.llama_free(self.context)
         llama_cpp.llama_model_free(self.model)
+
+
+class Vocabulary:
+    """A model's tokens as bytes and end-of-generation flags, remembered once looked up.
+
+    Every ctypes call lets other threads take the GIL, and the engine makes several per token;
+    a dictionary lookup keeps the engine thread off the lock.
+    """
+
+    def __init__(self, vocab: Any) -> None:
+        self.handle = vocab
+        self._pieces: dict[int, bytes] = {}
+        self._ends: dict[int, bool] = {}
+
+    def piece(self, token: int) -> bytes:
+        """The bytes of ``token``."""
+        found = self._pieces.get(token)
+        if found is None:
+            found = self._pieces[token] = token_piece(self.handle, token)
+        return found
+
+    def ends(self, token: int) -> bool:
+        """Whether ``token`` ends a generation (end of turn, end of text)."""
+        found = self._ends.get(token)
+        if found is None:
+            found = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self.handle, token))
+        return found
 
 
 def token_piece(vocab: Any, token: int) -> bytes:

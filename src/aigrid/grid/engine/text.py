@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import codecs
-from typing import Any
 
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
-from aigrid.grid.engine.jobs import Finished, FinishReason, Job, Tokens
-from aigrid.grid.engine.model import token_piece
+from aigrid.grid.engine.jobs import Event, Finished, FinishReason, Job, Outbox, Tokens
+from aigrid.grid.engine.model import Vocabulary
 
 
 class TextOutput:
     """Decodes tokens incrementally and sends text, holding back what may start a stop sequence."""
 
-    def __init__(self, job: Job, request: GenerateRequest, vocab: Any) -> None:
+    def __init__(self, job: Job, request: GenerateRequest, vocab: Vocabulary, outbox: Outbox) -> None:
         self._job = job
+        self._outbox = outbox
         self._vocab = vocab
         self._max_tokens = request.max_tokens
         self._exempt = request.stop_exempt
@@ -30,17 +30,17 @@ class TextOutput:
         """Add a generated (non end-of-generation) token; the reason to stop, if it is the last."""
         self._produced += 1
         start = max(0, len(self._text) - self._reach)
-        self._text += self._decoder.decode(token_piece(self._vocab, token))
+        self._text += self._decoder.decode(self._vocab.piece(token))
         text, stops = self._text, self._stops
         if stops and self._exempt and text.startswith(self._exempt):
             stops = self._stops = ()
         end = _stop_index(text, stops, start)
         if end is not None:
-            self._job.emit(Tokens(text[self._sent : end], 1))
+            self._send(Tokens(text[self._sent : end], 1))
             self._cut = True
             return "stop"
         safe = max(self._sent, len(text) - _held(text, stops))
-        self._job.emit(Tokens(text[self._sent : safe], 1))
+        self._send(Tokens(text[self._sent : safe], 1))
         self._sent = safe
         return "length" if self._produced >= self._max_tokens else None
 
@@ -49,8 +49,11 @@ class TextOutput:
         if reason != "cancelled" and not self._cut:
             rest = self._text[self._sent :] + self._decoder.decode(b"", final=True)
             if rest:
-                self._job.emit(Tokens(rest, 0))
-        self._job.emit(Finished(reason))
+                self._send(Tokens(rest, 0))
+        self._send(Finished(reason))
+
+    def _send(self, event: Event) -> None:
+        self._outbox.put(self._job, event)
 
 
 def _stop_index(text: str, stops: tuple[str, ...], start: int) -> int | None:
