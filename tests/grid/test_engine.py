@@ -106,6 +106,15 @@ async def test_a_running_request_shares_its_prefix_with_a_new_one(backend: Embed
         running.close()
 
 
+async def test_requests_arriving_together_compute_their_shared_prefix_once(backend: EmbeddedBackend) -> None:
+    system = "Bicycles! " + SYSTEM.replace("hardware", "bicycle")
+    questions = ["Do you sell bells?", "Do you sell tyres?", "When do you close?", "Are you open Sunday?"]
+    answers = await asyncio.gather(*(ask(backend, chat(q, system)) for q in questions))
+    cached = sorted(cached_tokens(a) for a in answers)
+    # The first computes the system prompt; the others wait for it and copy its cells.
+    assert cached[0] < 10 and all(c > 150 for c in cached[1:]), cached
+
+
 async def test_cancelling_frees_the_sequence(backend: EmbeddedBackend) -> None:
     streams = [
         await backend.open_stream(

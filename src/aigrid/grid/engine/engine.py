@@ -18,7 +18,7 @@ from aigrid.grid.backends.embedded_prompt import GenerateRequest
 from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Outbox, Started
 from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
 from aigrid.grid.engine.sampler import build_sampler
-from aigrid.grid.engine.streams import StreamTable
+from aigrid.grid.engine.streams import MIN_COPY, REEVALUATE, StreamTable, common_prefix
 from aigrid.grid.engine.text import TextOutput
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,8 @@ class _DecodeLoop:
         self._spec = spec
         self.table = StreamTable(spec.sequences)
         self._running: dict[int, _Sequence] = {}
+        # Requests waiting for a running prompt that shares their prefix to get past it.
+        self._deferred: list[Job] = []
         self._capacity = PREFILL_TOKENS + spec.parallel
         self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
         self._embedder: Any = None
@@ -180,14 +182,21 @@ class _DecodeLoop:
 
     @property
     def running(self) -> int:
-        """How many sequences hold a stream."""
-        return len(self._running)
+        """How many requests hold a place: a stream, or a turn after the prompt they share."""
+        return len(self._running) + len(self._deferred)
 
     def admit(self, job: Job) -> None:
-        """Give a job a stream (from the prefix cache if it can), or answer an embedding at once."""
+        """Give a job a stream (from the prefix cache if it can), or answer an embedding at once.
+
+        A prompt that shares a long prefix with one still being decoded waits for it and then
+        copies its cells, rather than computing the same prefix twice at the same time.
+        """
         if job.cancelled:
             return
         request = job.request
+        if isinstance(request, GenerateRequest) and self._shares_pending_prefix(request.prompt_tokens):
+            self._deferred.append(job)
+            return
         try:
             if isinstance(request, EmbedRequest):
                 self._embed(job, request)
@@ -211,8 +220,20 @@ class _DecodeLoop:
         )
         self.outbox.put(job, Started(placement.reused))
 
+    def _shares_pending_prefix(self, prompt: list[int]) -> bool:
+        limit = len(prompt) - REEVALUATE
+        for sequence in self._running.values():
+            if sequence.prefilling:
+                shared = min(common_prefix(sequence.prompt, prompt), limit)
+                if shared - sequence.fed >= MIN_COPY:
+                    return True
+        return False
+
     def step(self) -> None:
         """Decode one batch: a token of every generating sequence and a slice of prompts."""
+        deferred, self._deferred = self._deferred, []
+        for job in deferred:
+            self.admit(job)
         for sequence in [s for s in self._running.values() if s.job.cancelled]:
             self._end(sequence, "cancelled")
         if not self._running:
@@ -298,6 +319,8 @@ class _DecodeLoop:
         for sequence in list(self._running.values()):
             self.outbox.put(sequence.job, Failed(error))
             self._release(sequence)
+        for job in self._deferred:
+            self.outbox.put(job, Failed(error))
         self.outbox.flush()
         llama_cpp.llama_batch_free(self._batch)
         if self._embedder is not None:
