@@ -102,3 +102,16 @@ def test_every_stream_busy_is_an_error() -> None:
     table.place([1] * 10)
     with pytest.raises(RuntimeError):
         table.place([2] * 10)
+
+
+def test_a_short_match_does_not_overwrite_a_long_cached_prompt() -> None:
+    table = StreamTable(3)
+    template = [1, 2, 3]  # every chat prompt starts alike
+    long_prompt = [*template, *SYSTEM]
+    placed = table.place(long_prompt)
+    table.streams[placed.stream].tokens = long_prompt
+    table.release(placed.stream)
+    other = table.place([*template, 7, 7, 7, 7, 7, 7])
+    assert other.stream != placed.stream and other.reused == 0
+    table.release(other.stream)
+    assert table.place([*long_prompt, 9, 9, 9, 9, 9]).reused == len(long_prompt)

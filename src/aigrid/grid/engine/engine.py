@@ -17,7 +17,7 @@ from aigrid.grid.backends.base import BackendError
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
 from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Outbox, Started
 from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
-from aigrid.grid.engine.sampler import build_sampler
+from aigrid.grid.engine.sampler import Sampler
 from aigrid.grid.engine.streams import MIN_COPY, REEVALUATE, StreamTable, common_prefix
 from aigrid.grid.engine.text import TextOutput
 
@@ -42,7 +42,7 @@ class _Sequence:
     prompt: list[int]
     stream: int
     fed: int
-    sampler: Any
+    sampler: Sampler
     output: TextOutput
     next_token: int = -1
 
@@ -203,7 +203,7 @@ class _DecodeLoop:
                 return
             if len(request.prompt_tokens) + request.max_tokens > self._spec.sequence_cells:
                 raise ValueError("the prompt and max_tokens do not fit the context of a sequence")
-            sampler = build_sampler(self._model.vocab.handle, request)
+            sampler = Sampler(self._model.vocab.handle, request)
         except Exception as exc:
             logger.exception("a request failed inside the model")
             self.outbox.put(job, Failed(exc))
@@ -278,7 +278,7 @@ class _DecodeLoop:
                 sequence.fed += len(tokens)
             if index < 0:
                 continue
-            token = llama_cpp.llama_sampler_sample(sequence.sampler, self._model.context, index)
+            token = sequence.sampler.sample(self._model.context, index)
             if ends(token):
                 self._end(sequence, "stop")
                 continue
@@ -293,7 +293,7 @@ class _DecodeLoop:
         self._release(sequence)
 
     def _release(self, sequence: _Sequence) -> None:
-        llama_cpp.llama_sampler_free(sequence.sampler)
+        sequence.sampler.close()
         del self._running[sequence.stream]
         self.table.release(sequence.stream)
 

@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
 
@@ -16,8 +17,38 @@ _MIN_P = 0.05
 _PENALTY_WINDOW = 64
 
 
-def build_sampler(vocab: Any, request: GenerateRequest) -> Any:
-    """A sampler chain for one sequence; free it with ``llama_sampler_free``."""
+class Sampler:
+    """Picks a sequence's next token from the logits of its last decoded position."""
+
+    def __init__(self, vocab: Any, request: GenerateRequest) -> None:
+        sampling = request.sampling
+        self._greedy = (
+            sampling.temperature <= 0
+            and not request.grammar
+            and not sampling.frequency_penalty
+            and not sampling.presence_penalty
+        )
+        self._vocab_size = llama_cpp.llama_vocab_n_tokens(vocab)
+        # Plain greedy decoding is an argmax; llama.cpp's chain would first copy every logit
+        # into a candidate array, a sixtieth of a decode step for this model.
+        self._chain = None if self._greedy else _chain(vocab, request)
+
+    def sample(self, context: Any, index: int) -> int:
+        """The next token, from the logits at batch position ``index``."""
+        if self._chain is None:
+            logits = llama_cpp.llama_get_logits_ith(context, index)
+            return int(np.ctypeslib.as_array(logits, shape=(self._vocab_size,)).argmax())
+        return int(llama_cpp.llama_sampler_sample(self._chain, context, index))
+
+    def close(self) -> None:
+        """Free the llama.cpp chain."""
+        if self._chain is not None:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None
+
+
+def _chain(vocab: Any, request: GenerateRequest) -> Any:
+    """A llama.cpp sampler chain for one sequence."""
     sampling = request.sampling
     params = llama_cpp.llama_sampler_chain_default_params()
     params.no_perf = True

@@ -3,7 +3,7 @@
 Every sequence of the KV cache is a stream that remembers the tokens whose keys and values it
 holds. A new prompt starts from the longest prefix any stream already has: in place when that
 stream is idle, or copied into a free stream when a running request owns it. Idle streams are
-the prefix cache; the least recently used one is overwritten first.
+the prefix cache; an empty one is taken before a cached one, the least recently used first.
 """
 
 from __future__ import annotations
@@ -70,14 +70,17 @@ class StreamTable:
             # On a tie an idle stream wins: it can be taken over without a copy.
             if length > best_length or (length == best_length and best is not None and best.busy):
                 best, best_length = stream, length
-        if best is not None and best_length > 0 and not best.busy:
+        if best is not None and best_length >= MIN_COPY and not best.busy:
             placement = Placement(best.index, None, best_length)
         else:
+            # A short match is not worth overwriting a stream that holds a long cached prompt: the
+            # request goes where the least is lost, and reuses whatever that stream shares.
             target = self._free_stream()
             if best is not None and best_length >= MIN_COPY:
                 placement = Placement(target.index, best.index, best_length)
             else:
-                placement = Placement(target.index, None, 0)
+                own = min(common_prefix(target.tokens, prompt), limit)
+                placement = Placement(target.index, None, own)
         chosen = self.streams[placement.stream]
         chosen.tokens = list(prompt[: placement.reused])
         chosen.busy = True
