@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httptools
 import httpx
 import orjson
 
@@ -284,18 +285,39 @@ def run_batched_bench(
     return argv, settings.group(0) if settings else "", rows
 
 
-def measure_llama(args: argparse.Namespace, model: Path) -> LlamaResult:
-    binary = ensure_batched_bench(args.skip_build)
-    help_text = subprocess.run(
-        [str(binary), "--help"], capture_output=True, text=True, timeout=60, check=False
-    ).stdout
-    # 1 and STREAMS sequences, the compared figures, run --reps times each (best taken, as for aigrid).
-    npl = (1,) * args.reps + (STREAMS,) * args.reps + (16,)
-    argv, settings, rows = run_batched_bench(binary, model, args, npl, shared=False)
-    result = LlamaResult(str(binary), argv, settings, rows)
-    if "-pps" in help_text:
-        result.shared_rows = run_batched_bench(binary, model, args, (STREAMS, 16), shared=True)[2]
-    return result
+class LlamaSide:
+    """llama-batched-bench, run one repetition at a time so that aigrid's runs can go between."""
+
+    def __init__(self, args: argparse.Namespace, model: Path) -> None:
+        self.args = args
+        self.model = model
+        self.binary = ensure_batched_bench(args.skip_build)
+        self.result: LlamaResult | None = None
+
+    def run_rep(self, _rep: int = 0) -> None:
+        """1 and STREAMS sequences once: the compared figures (best over the repetitions)."""
+        argv, settings, rows = run_batched_bench(
+            self.binary, self.model, self.args, (1, STREAMS), shared=False
+        )
+        if self.result is None:
+            self.result = LlamaResult(str(self.binary), argv, settings, rows)
+        else:
+            self.result.rows += rows
+
+    def run_extras(self) -> LlamaResult:
+        """16 sequences, and 8 and 16 with one shared prompt (-pps): shown, not compared."""
+        if self.result is None:
+            self.run_rep()
+        assert self.result is not None
+        self.result.rows += run_batched_bench(self.binary, self.model, self.args, (16,), shared=False)[2]
+        help_text = subprocess.run(
+            [str(self.binary), "--help"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+        if "-pps" in help_text:
+            self.result.shared_rows = run_batched_bench(
+                self.binary, self.model, self.args, (STREAMS, 16), shared=True
+            )[2]
+        return self.result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,35 +420,84 @@ async def send(client: httpx.AsyncClient, body: dict[str, Any], timeout_s: float
     return answer
 
 
-async def read_stream(client: httpx.AsyncClient, body: dict[str, Any], answer: Answer) -> None:
-    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        answer.status = r.status_code
-        if r.status_code != 200:
-            raw = await r.aread()
-            answer.t_end = time.perf_counter()
-            answer.error_shape = is_error_shape(raw)
-            answer.retry_after = "retry-after" in r.headers
-            answer.problem = raw[:300].decode(errors="replace")
+class _StreamParser:
+    """httptools callbacks for one streamed chat completion: SSE lines as the bytes arrive.
+
+    The measuring client must cost the server's machine little: httpx's line iterator took about
+    0.4 ms of CPU a token, taken from llama.cpp's two threads on a 2-core machine. This reads
+    each frame with a bytes search and parses JSON only for usage and errors.
+    """
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.pending = b""
+        self.body = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.complete = False
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_headers_complete(self) -> None:
+        self.answer.status = self.parser.get_status_code()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, data: bytes) -> None:
+        answer = self.answer
+        if answer.status != 200:
+            self.body += data
             return
-        async for line in r.aiter_lines():
-            if not line.startswith("data:"):
+        now = time.perf_counter()
+        lines = (self.pending + data).split(b"\n")
+        self.pending = lines.pop()
+        for line in lines:
+            if not line.startswith(b"data:"):
                 continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
                 answer.done = True
-                continue
-            event = orjson.loads(data)
-            if "error" in event:
-                answer.problem = f"error event in a 200 stream: {data[:300]}"
-            for choice in event.get("choices") or ():
-                if (choice.get("delta") or {}).get("content"):
-                    answer.token_times.append(time.perf_counter())
-                    if answer.t_first is None:
-                        answer.t_first = answer.token_times[0]
-            take_usage(answer, event.get("usage"))
-        answer.t_end = time.perf_counter()
-        if not answer.done and answer.problem is None:
-            answer.problem = "stream ended without [DONE]"
+            elif b'"content":"' in payload and b'"content":""' not in payload:
+                answer.token_times.append(now)
+                if answer.t_first is None:
+                    answer.t_first = now
+            elif b'"usage":{' in payload or b'"error"' in payload:
+                event = orjson.loads(payload)
+                if "error" in event:
+                    answer.problem = f"error event in a 200 stream: {payload[:300]!r}"
+                take_usage(answer, event.get("usage"))
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def read_stream(client: httpx.AsyncClient, body: dict[str, Any], answer: Answer) -> None:
+    """POST a streamed chat completion on a connection of its own, read with `_StreamParser`."""
+    url = client.base_url
+    host, port = url.host, url.port or 80
+    payload = orjson.dumps(body)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Authorization: {client.headers['authorization']}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head + payload)
+        parser_state = _StreamParser(answer)
+        while not parser_state.complete:
+            data = await reader.read(65536)
+            if not data:
+                break
+            parser_state.parser.feed_data(data)
+    finally:
+        writer.close()
+    answer.t_end = time.perf_counter()
+    if answer.status != 200:
+        answer.error_shape = is_error_shape(parser_state.body)
+        answer.retry_after = b"retry-after" in parser_state.headers
+        answer.problem = parser_state.body[:300].decode(errors="replace")
+    elif not answer.done and answer.problem is None:
+        answer.problem = "stream ended without [DONE]"
 
 
 def checked(answer: Answer, what: str) -> Answer:
@@ -535,7 +606,9 @@ def overlap_stats(answers: list[Answer]) -> tuple[int, float]:
     return most, max(0.0, together)
 
 
-async def measure_aigrid(base: str, key: str, args: argparse.Namespace, result: AigridResult) -> None:
+async def measure_aigrid(
+    base: str, key: str, args: argparse.Namespace, result: AigridResult, llama: LlamaSide | None
+) -> None:
     limits = httpx.Limits(max_connections=CROWD * 2, max_keepalive_connections=CROWD * 2)
     timeout = httpx.Timeout(args.hang_timeout, connect=10.0)
     headers = {"Authorization": f"Bearer {key}"}
@@ -549,6 +622,10 @@ async def measure_aigrid(base: str, key: str, args: argparse.Namespace, result: 
             return chat_body(prompt_text(secrets.token_hex(4), words, GENERATE_TASK), args.ntg, stream=True)
 
         for i in range(args.reps):
+            if llama is not None:
+                # Interleaved: each repetition runs llama.cpp's side, then aigrid's, so that a
+                # machine that slows down or speeds up during the run affects both alike.
+                await asyncio.to_thread(llama.run_rep, i)
             one = checked(await send(client, generate_body(), limit), "single stream")
             result.single.append(one.decode_tps)
             result.single_tokens.append(int(one.completion_tokens or 0))
@@ -558,8 +635,6 @@ async def measure_aigrid(base: str, key: str, args: argparse.Namespace, result: 
                 f" {one.decode_tps:.1f} tok/s, ttft {one.ttft_s * 1000:.0f} ms",
                 file=sys.stderr,
             )
-
-        for i in range(args.reps):
             answers = await asyncio.gather(*(send(client, generate_body(), limit) for _ in range(STREAMS)))
             for a in answers:
                 checked(a, f"{STREAMS} streams")
@@ -654,14 +729,14 @@ async def measure_crowd(client: httpx.AsyncClient, args: argparse.Namespace) -> 
     return CrowdResult(CROWD, dict(counts), retry_after, slowest, examples)
 
 
-def run_aigrid(args: argparse.Namespace) -> AigridResult:
+def run_aigrid(args: argparse.Namespace, llama: LlamaSide | None) -> AigridResult:
     result = AigridResult()
     log = LOGS / "aigrid-engine.log"
     config = embedded_config(MODEL, args.threads, BENCH_CONTEXT, QUEUE_SIZE, parallel=STREAMS)
     with started_aigrid(log, config) as (base, key, _proc):
         result.threads_logged = served_threads(log)
         print(f"  aigrid ready on {base}", file=sys.stderr)
-        asyncio.run(measure_aigrid(base, key, args, result))
+        asyncio.run(measure_aigrid(base, key, args, result, llama))
         result.threads_logged = served_threads(log) or result.threads_logged
     return result
 
@@ -715,15 +790,15 @@ def report(args: argparse.Namespace, llama: LlamaResult | None, grid: AigridResu
         "",
         f"engine benchmark (issue 3): {model_path().name}, {args.threads} threads,"
         f" npp {args.npp}, ntg {args.ntg}",
-        f"load average at start: {args.load_at_start}; before llama-batched-bench:"
-        f" {args.load_llama or '-'}; before aigrid: {args.load_aigrid or '-'}",
+        f"load average at start: {args.load_at_start}; at the end: {load_average()}",
     ]
     if llama:
         shown = [Path(llama.argv[0]).name, *llama.argv[1:]]
         lines.append(f"llama-batched-bench: {shlex.join(shown)}")
         lines.append(f"  {llama.settings}")
         lines.append(
-            f"  best of {llama.runs(1)} runs for 1 sequence and of {llama.runs(STREAMS)} for {STREAMS};"
+            f"  best of {llama.runs(1)} runs for 1 sequence and of {llama.runs(STREAMS)} for {STREAMS},"
+            " each run before aigrid's run of the same repetition;"
             f" S_TG = sequences × ntg ÷ generation time, S_PP = sequences × npp ÷ prompt time"
         )
     if grid:
@@ -826,7 +901,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", choices=("llama", "aigrid"), help="run one side only")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument(
-        "--reps", type=int, default=3, help="runs of each measurement: best tok/s, median ttft (3)"
+        "--reps", type=int, default=5, help="runs of each measurement: best tok/s, median ttft (5)"
     )
     p.add_argument("--prefix-tokens", type=int, default=1000, help="prompt tokens of the ttft test (1000)")
     p.add_argument("--crowd-tokens", type=int, default=16, help="max_tokens of the 64 clients (16)")
@@ -853,7 +928,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.load_at_start = load_average()
-    args.load_llama = args.load_aigrid = None
     model = model_path()
     LOGS.mkdir(parents=True, exist_ok=True)
     print(f"model {model}; {args.threads} threads; load average {args.load_at_start}", file=sys.stderr)
@@ -861,15 +935,16 @@ def main(argv: list[str] | None = None) -> int:
     grid: AigridResult | None = None
     try:
         with signals_raise():
-            # One side after the other: each has the machine's cores to itself.
-            if args.only in (None, "llama"):
-                args.load_llama = load_average()
-                llama = measure_llama(args, model)
+            # Never both at once: each side has the machine's cores to itself while it runs. With
+            # both, their repetitions alternate (aigrid's server idles during llama's turns).
+            side = LlamaSide(args, model) if args.only in (None, "llama") else None
             if args.only in (None, "aigrid"):
-                if llama is not None:
-                    time.sleep(3)  # let the cores settle after llama-batched-bench's threads
-                args.load_aigrid = load_average()
-                grid = run_aigrid(args)
+                grid = run_aigrid(args, side)
+            elif side is not None:
+                for i in range(args.reps):
+                    side.run_rep(i)
+            if side is not None:
+                llama = side.run_extras()
         text = report(args, llama, grid)
         print(text)
         if args.json:
