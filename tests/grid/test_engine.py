@@ -115,6 +115,22 @@ async def test_requests_arriving_together_compute_their_shared_prefix_once(backe
     assert cached[0] < 10 and all(c > 150 for c in cached[1:]), cached
 
 
+async def test_a_sequence_moved_to_close_a_gap_answers_as_if_it_had_not_moved() -> None:
+    small = EmbeddedBackend("embedded-gap", CONFIG.model_copy(update={"parallel": 3, "cache_sequences": 0}))
+    await small.start()
+    try:
+        long_a = chat("Describe a forest in detail.", max_tokens=60)
+        short = chat("Say yes.", max_tokens=2)
+        long_c = chat("Describe the ocean in detail.", max_tokens=60)
+        # Fresh streams fill in order: 0, 1, 2. The short one ends first and leaves a gap.
+        _, _, moved = await asyncio.gather(ask(small, long_a), ask(small, short), ask(small, long_c))
+        assert (small.stats() or _none()).moves >= 1
+        alone = await ask(small, long_c)
+        assert moved.choices[0].message.content == alone.choices[0].message.content
+    finally:
+        await small.close()
+
+
 async def test_cancelling_frees_the_sequence(backend: EmbeddedBackend) -> None:
     streams = [
         await backend.open_stream(

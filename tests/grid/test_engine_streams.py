@@ -115,3 +115,24 @@ def test_a_short_match_does_not_overwrite_a_long_cached_prompt() -> None:
     assert other.stream != placed.stream and other.reused == 0
     table.release(other.stream)
     assert table.place([*long_prompt, 9, 9, 9, 9, 9]).reused == len(long_prompt)
+
+
+def test_a_gap_between_running_streams_is_closed_by_moving_the_last_one() -> None:
+    table = StreamTable(6)
+    for i in range(4):
+        placed = table.place([i] * 40)
+        table.streams[placed.stream].tokens = [i] * 40
+    table.release(1)
+    assert table.gap_move() == (3, 1)
+    table.move(3, 1)
+    assert [s.busy for s in table.streams[:4]] == [True, True, True, False]
+    assert table.streams[1].tokens == [3] * 40, "the request's cells moved with it"
+    assert table.place([3] * 40 + [5] * 8).reused == 40, "the old stream stays cached"
+    assert table.gap_move() is None
+
+
+def test_adjacent_running_streams_need_no_move() -> None:
+    table = StreamTable(4)
+    for i in range(2):
+        table.place([i] * 40)
+    assert table.gap_move() is None

@@ -23,6 +23,10 @@ from aigrid.grid.engine.text import TextOutput
 
 logger = logging.getLogger(__name__)
 
+# A move copies a whole KV stream, about the cost of a few decode steps; a sequence that may end
+# sooner than this many tokens is left where it is.
+_MOVE_WORTH = 16
+
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
@@ -32,6 +36,7 @@ class EngineStats:
     waiting: int
     cached_sequences: int
     cached_tokens: int
+    moves: int
 
 
 @dataclass(slots=True)
@@ -103,6 +108,7 @@ class BatchEngine:
             waiting=len(self._waiting),
             cached_sequences=len(idle),
             cached_tokens=sum(len(s.tokens) for s in idle),
+            moves=0 if state is None else state.moves,
         )
 
     def _withdraw(self, job: Job) -> None:
@@ -175,6 +181,7 @@ class _DecodeLoop:
         self._running: dict[int, _Sequence] = {}
         # Requests waiting for a running prompt that shares their prefix to get past it.
         self._deferred: list[Job] = []
+        self.moves = 0
         self._capacity = PREFILL_TOKENS + spec.parallel
         self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
         self._embedder: Any = None
@@ -238,6 +245,7 @@ class _DecodeLoop:
             self._end(sequence, "cancelled")
         if not self._running:
             return
+        self._close_gap()
         batch = self._batch
         count = 0
         budget = PREFILL_TOKENS
@@ -287,6 +295,26 @@ class _DecodeLoop:
                 self._end(sequence, reason)
             else:
                 sequence.next_token = token
+
+    def _close_gap(self) -> None:
+        """Move one running sequence into a gap between running streams.
+
+        llama.cpp decodes a run of adjacent KV streams in one pass over the weights and splits a
+        batch at every gap, so scattered sequences would cost a pass each.
+        """
+        move = self.table.gap_move()
+        if move is None:
+            return
+        source, target = move
+        sequence = self._running[source]
+        if not sequence.prefilling and sequence.output.remaining < _MOVE_WORTH:
+            return
+        llama_cpp.llama_memory_seq_cp(self._model.memory, source, target, -1, -1)
+        self.table.move(source, target)
+        del self._running[source]
+        sequence.stream = target
+        self._running[target] = sequence
+        self.moves += 1
 
     def _end(self, sequence: _Sequence, reason: FinishReason) -> None:
         sequence.output.finish(reason)

@@ -93,6 +93,25 @@ class StreamTable:
         stream.busy = False
         stream.used_at = self._tick
 
+    def gap_move(self) -> tuple[int, int] | None:
+        """A move (from, to) that brings the running streams closer together, if there is a gap.
+
+        The last running stream goes to an idle one below it: an empty one first, then the least
+        recently used.
+        """
+        busy = [s.index for s in self.streams if s.busy]
+        if len(busy) < 2 or busy[-1] - busy[0] + 1 == len(busy):
+            return None
+        holes = [s for s in self.streams[busy[0] : busy[-1]] if not s.busy]
+        target = min(holes, key=lambda s: (bool(s.tokens), s.used_at))
+        return busy[-1], target.index
+
+    def move(self, source: int, target: int) -> None:
+        """The request of ``source`` runs in ``target`` now; ``source`` keeps a cached copy."""
+        self.streams[target].tokens = list(self.streams[source].tokens)
+        self.streams[target].busy = True
+        self.release(source)
+
     def forget(self, index: int) -> None:
         """The stream's cells were cleared."""
         self.streams[index].tokens = []

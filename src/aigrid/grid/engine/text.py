@@ -26,6 +26,11 @@ class TextOutput:
         self._produced = 0
         self._cut = False
 
+    @property
+    def remaining(self) -> int:
+        """Tokens the sequence may still generate."""
+        return self._max_tokens - self._produced
+
     def push(self, token: int) -> FinishReason | None:
         """Add a generated (non end-of-generation) token; the reason to stop, if it is the last."""
         self._produced += 1
