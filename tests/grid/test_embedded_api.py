@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import openai
 import pytest
@@ -130,20 +131,30 @@ def test_temperature_zero_answers_the_same_whatever_came_before(server: LiveServ
     assert ask("Who wrote Hamlet?") == first
 
 
+@contextmanager
+def embedded_server(
+    tmp_path_factory: pytest.TempPathFactory, model: str, fields: str
+) -> Iterator[LiveServer]:
+    """A server of its own with one embedded deployment of one thread and these extra fields."""
+    config = f"""
+[[models]]
+name = "{model}"
+[[models.deployments]]
+backend = "embedded"
+threads = 1
+{fields}
+"""
+    srv = LiveServer(tmp_path_factory.mktemp(model), config).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 def test_a_full_queue_answers_503_overloaded_and_nobody_hangs(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    config = """
-[[models]]
-name = "tiny-queue"
-[[models.deployments]]
-backend = "embedded"
-context_length = 1024
-threads = 1
-queue_size = 1
-"""
-    srv = LiveServer(tmp_path_factory.mktemp("queue"), config).start()
-    try:
+    with embedded_server(tmp_path_factory, "tiny-queue", "context_length = 1024\nqueue_size = 1") as srv:
         client = srv.openai()
 
         def ask(_: int) -> str:
@@ -165,26 +176,13 @@ queue_size = 1
         health = srv.admin("GET", "/admin/deployments").json()["data"][0]
         assert health["healthy"], "a busy deployment is not a broken one"
         assert ask(0) == "ok"
-    finally:
-        srv.stop()
 
 
 def test_cached_prompt_tokens_are_reported_and_billed_at_the_cached_price(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    config = """
-[[models]]
-name = "priced"
-[[models.deployments]]
-backend = "embedded"
-context_length = 2048
-threads = 1
-input_price_per_mtok = 1000
-cached_input_price_per_mtok = 100
-output_price_per_mtok = 2000
-"""
-    srv = LiveServer(tmp_path_factory.mktemp("cached"), config).start()
-    try:
+    prices = "input_price_per_mtok = 1000\ncached_input_price_per_mtok = 100\noutput_price_per_mtok = 2000"
+    with embedded_server(tmp_path_factory, "priced", prices) as srv:
         client = srv.openai()
         system = "You answer questions about the town library, its books and its opening hours. " * 10
 
@@ -224,5 +222,3 @@ output_price_per_mtok = 2000
         assert (final.prompt_tokens_details.cached_tokens or 0) > 100
         rows = srv.admin("GET", "/v1/usage").json()["totals"]
         assert rows["cached_tokens"] == cached + (final.prompt_tokens_details.cached_tokens or 0)
-    finally:
-        srv.stop()
