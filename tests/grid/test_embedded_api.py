@@ -222,3 +222,19 @@ def test_cached_prompt_tokens_are_reported_and_billed_at_the_cached_price(
         assert (final.prompt_tokens_details.cached_tokens or 0) > 100
         rows = srv.admin("GET", "/v1/usage").json()["totals"]
         assert rows["cached_tokens"] == cached + (final.prompt_tokens_details.cached_tokens or 0)
+
+
+def test_the_engine_shows_its_sequences_in_the_admin_api_and_metrics(server: LiveServer) -> None:
+    system = "You are a patient tutor of geography who answers in one sentence. " * 6
+    client = server.openai()
+    client.chat.completions.create(
+        model="local",
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Name a river."}],
+        max_tokens=4,
+    )
+    engine = server.admin("GET", "/admin/deployments").json()["data"][0]["engine"]
+    assert engine["running"] == 0 and engine["waiting"] == 0
+    assert engine["cached_sequences"] >= 1 and engine["cached_tokens"] > 60
+    metrics = server.admin("GET", "/metrics").text
+    assert 'aigrid_engine_sequences{deployment="embedded-smollm2",state="cached"}' in metrics
+    assert 'aigrid_engine_cached_tokens{deployment="embedded-smollm2"}' in metrics

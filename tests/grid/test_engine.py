@@ -124,7 +124,7 @@ async def test_a_sequence_moved_to_close_a_gap_answers_as_if_it_had_not_moved() 
         long_c = chat("Describe the ocean in detail.", max_tokens=60)
         # Fresh streams fill in order: 0, 1, 2. The short one ends first and leaves a gap.
         _, _, moved = await asyncio.gather(ask(small, long_a), ask(small, short), ask(small, long_c))
-        assert (small.stats() or _none()).moves >= 1
+        assert (small.engine_stats() or _none()).moves >= 1
         alone = await ask(small, long_c)
         assert moved.choices[0].message.content == alone.choices[0].message.content
     finally:
@@ -141,10 +141,10 @@ async def test_cancelling_frees_the_sequence(backend: EmbeddedBackend) -> None:
     readers = [s.frames() for s in streams]
     for r in readers:
         await anext(r)
-    await eventually(lambda: (backend.stats() or _none()).running == CONFIG.parallel, "all running")
+    await eventually(lambda: (backend.engine_stats() or _none()).running == CONFIG.parallel, "all running")
     for s in streams:
         s.close()
-    await eventually(lambda: (backend.stats() or _none()).running == 0, "cancelled sequences leave")
+    await eventually(lambda: (backend.engine_stats() or _none()).running == 0, "cancelled sequences leave")
     short = await ask(backend, chat("Name a fruit.", max_tokens=4))
     assert short.choices[0].finish_reason in ("stop", "length")
 
@@ -198,7 +198,7 @@ async def test_a_full_queue_is_a_retryable_503_and_a_cancelled_wait_frees_its_pl
         running = await small.open_stream("chat", body, MODEL, include_usage=False)
         frames = running.frames()
         await anext(frames)
-        await eventually(lambda: (small.stats() or _none()).running == 1, "the first one runs")
+        await eventually(lambda: (small.engine_stats() or _none()).running == 1, "the first one runs")
         waiting = await small.open_stream("chat", body, MODEL, include_usage=False)
         with pytest.raises(BackendError) as info:
             await small.complete("chat", body, MODEL)
@@ -208,7 +208,7 @@ async def test_a_full_queue_is_a_retryable_503_and_a_cancelled_wait_frees_its_pl
         third = await small.open_stream("chat", body, MODEL, include_usage=False)
         third.close()
         running.close()
-        await eventually(lambda: (small.stats() or _none()).running == 0, "the first one stops")
+        await eventually(lambda: (small.engine_stats() or _none()).running == 0, "the first one stops")
         short = await ask(small, chat("Hi", max_tokens=2))
         assert short.usage is not None and short.usage.completion_tokens <= 2
     finally:
@@ -219,7 +219,7 @@ async def test_closing_the_backend_fails_what_runs_and_waits() -> None:
     small = EmbeddedBackend("embedded-closing", CONFIG.model_copy(update={"queue_size": 2, "parallel": 1}))
     await small.start()
     runs = asyncio.create_task(ask(small, chat("Count to a thousand.", max_tokens=1000)))
-    await eventually(lambda: (small.stats() or _none()).running == 1, "it runs")
+    await eventually(lambda: (small.engine_stats() or _none()).running == 1, "it runs")
     waits = asyncio.create_task(ask(small, chat("Hi", max_tokens=4)))
     await asyncio.sleep(0)
     await small.close()

@@ -133,10 +133,32 @@ class _DeploymentCollector(Collector):
         busy = GaugeMetricFamily(
             "aigrid_deployment_in_flight", "Requests in flight per deployment", labels=["deployment"]
         )
+        sequences = GaugeMetricFamily(
+            "aigrid_engine_sequences",
+            "Requests in an in-process engine: running, waiting for a sequence, and finished prompts"
+            " kept for prefix reuse (cached)",
+            labels=["deployment", "state"],
+        )
+        cached_tokens = GaugeMetricFamily(
+            "aigrid_engine_cached_tokens",
+            "Prompt tokens kept in an engine's prefix cache",
+            labels=["deployment"],
+        )
         for d in self._deployments():
             name = str(d["name"])
             healthy.add_metric([name], 1.0 if d["healthy"] else 0.0)
             in_flight = d["in_flight"]
             busy.add_metric([name], float(in_flight) if isinstance(in_flight, int) else 0.0)
+            engine = d.get("engine")
+            if isinstance(engine, dict):
+                for state, key in (
+                    ("running", "running"),
+                    ("waiting", "waiting"),
+                    ("cached", "cached_sequences"),
+                ):
+                    sequences.add_metric([name, state], float(engine[key]))
+                cached_tokens.add_metric([name], float(engine["cached_tokens"]))
         yield healthy
         yield busy
+        yield sequences
+        yield cached_tokens

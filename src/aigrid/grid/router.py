@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import TypeVar
 
@@ -119,6 +119,7 @@ class Deployment:
             "requests": self.requests,
             "failures": self.failures,
             "seconds_per_output_token": self.seconds_per_token,
+            "engine": None if (stats := self.backend.engine_stats()) is None else asdict(stats),
         }
 
 

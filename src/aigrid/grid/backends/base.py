@@ -87,6 +87,17 @@ class BackendError(Exception):
         self.overloaded = overloaded
 
 
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """What an in-process engine holds now: running and waiting requests, prompts kept for reuse."""
+
+    running: int
+    waiting: int
+    cached_sequences: int
+    cached_tokens: int
+    moves: int
+
+
 class Backend(ABC):
     """A plant: answers chat, completion and embedding requests for one deployment."""
 
@@ -102,6 +113,10 @@ class Backend(ABC):
 
     def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
         """The exact prompt size when the backend can tell cheaply, else None."""
+        return None
+
+    def engine_stats(self) -> EngineStats | None:
+        """The in-process engine's state; None for a remote plant or before the engine starts."""
         return None
 
     @abstractmethod

@@ -18,13 +18,14 @@ from aigrid.grid.backends.base import (
     BackendError,
     Completion,
     Endpoint,
+    EngineStats,
     StreamSession,
     Usage,
     new_id,
 )
 from aigrid.grid.backends.embedded_prompt import GenerateRequest, Plan, RequestReader
 from aigrid.grid.backends.embedded_tools import assistant_message, is_call
-from aigrid.grid.engine.engine import BatchEngine, EngineStats
+from aigrid.grid.engine.engine import BatchEngine
 from aigrid.grid.engine.jobs import (
     Embeddings,
     EmbedRequest,
@@ -96,7 +97,7 @@ class EmbeddedBackend(Backend):
             self._vocab.close()
             self._vocab = None
 
-    def stats(self) -> EngineStats | None:
+    def engine_stats(self) -> EngineStats | None:
         """The engine's running, waiting and cached sequences; None before it starts."""
         return self._engine.stats() if self._engine is not None else None
 

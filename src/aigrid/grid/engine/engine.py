@@ -13,7 +13,7 @@ from typing import Any
 
 import llama_cpp
 
-from aigrid.grid.backends.base import BackendError
+from aigrid.grid.backends.base import BackendError, EngineStats
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
 from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Outbox, Started
 from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
@@ -26,17 +26,6 @@ logger = logging.getLogger(__name__)
 # A move copies a whole KV stream, about the cost of a few decode steps; a sequence that may end
 # sooner than this many tokens is left where it is.
 _MOVE_WORTH = 16
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """What the engine holds now: running and waiting requests, and prompts kept for reuse."""
-
-    running: int
-    waiting: int
-    cached_sequences: int
-    cached_tokens: int
-    moves: int
 
 
 @dataclass(slots=True)
