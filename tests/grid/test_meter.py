@@ -55,6 +55,11 @@ def test_no_config_serves_the_embedded_model() -> None:
             "policy",
         ),
         ('[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "embedded"\ncolour = 1\n', "colour"),
+        ('[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "embedded"\nparallel = 0\n', "parallel"),
+        (
+            '[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "embedded"\ncache_sequences = -1\n',
+            "cache_sequences",
+        ),
         (
             '[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "embedded"\n'
             '[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "embedded"\n',
