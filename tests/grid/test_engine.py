@@ -231,3 +231,24 @@ async def test_closing_the_backend_fails_what_runs_and_waits() -> None:
 
 def _none() -> Any:
     raise AssertionError("the engine has not started")
+
+
+async def test_generation_goes_on_while_a_large_embedding_request_is_computed(
+    backend: EmbeddedBackend,
+) -> None:
+    texts = [f"Sentence number {i} about the weather." for i in range(400)]
+    finished: list[str] = []
+
+    async def embed() -> None:
+        done = await backend.complete("embeddings", {"input": texts}, MODEL)
+        assert len(orjson.loads(done.body)["data"]) == len(texts)
+        finished.append("embeddings")
+
+    async def generate() -> None:
+        await ask(backend, chat("Name a fruit.", max_tokens=4))
+        finished.append("chat")
+
+    embedding = asyncio.create_task(embed())
+    await asyncio.sleep(0.05)
+    await asyncio.gather(generate(), embedding)
+    assert finished == ["chat", "embeddings"], "the chat waited for all 400 inputs"

@@ -9,13 +9,13 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import llama_cpp
 
 from aigrid.grid.backends.base import BackendError, EngineStats
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
-from aigrid.grid.engine.jobs import Embeddings, EmbedRequest, Failed, FinishReason, Job, Outbox, Started
+from aigrid.grid.engine.embed import EmbeddingQueue
+from aigrid.grid.engine.jobs import EmbedRequest, Failed, FinishReason, Job, Outbox, Started
 from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
 from aigrid.grid.engine.sampler import Sampler
 from aigrid.grid.engine.streams import MIN_COPY, REEVALUATE, StreamTable, common_prefix
@@ -146,7 +146,7 @@ class BatchEngine:
     def _next_jobs(self, loop: _DecodeLoop) -> list[Job] | None:
         """The waiting jobs that fit now, after waiting for one if nothing runs; None to stop."""
         with self._wake:
-            while not self._closed and not self._waiting and not loop.running:
+            while not self._closed and not self._waiting and not loop.busy:
                 self._wake.wait()
             if self._closed:
                 return None
@@ -173,16 +173,21 @@ class _DecodeLoop:
         self.moves = 0
         self._capacity = PREFILL_TOKENS + spec.parallel
         self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
-        self._embedder: Any = None
         self.outbox = Outbox()
+        self._embeddings = EmbeddingQueue(spec, self.outbox)
 
     @property
     def running(self) -> int:
         """How many requests hold a place: a stream, or a turn after the prompt they share."""
         return len(self._running) + len(self._deferred)
 
+    @property
+    def busy(self) -> bool:
+        """Whether a step has work: sequences to decode or inputs to embed."""
+        return self.running > 0 or self._embeddings.busy
+
     def admit(self, job: Job) -> None:
-        """Give a job a stream (from the prefix cache if it can), or answer an embedding at once.
+        """Give a job a stream (from the prefix cache if it can), or queue an embedding.
 
         A prompt that shares a long prefix with one still being decoded waits for it and then
         copies its cells, rather than computing the same prefix twice at the same time.
@@ -190,13 +195,13 @@ class _DecodeLoop:
         if job.cancelled:
             return
         request = job.request
-        if isinstance(request, GenerateRequest) and self._shares_pending_prefix(request.prompt_tokens):
+        if isinstance(request, EmbedRequest):
+            self._embeddings.add(job, request)
+            return
+        if self._shares_pending_prefix(request.prompt_tokens):
             self._deferred.append(job)
             return
         try:
-            if isinstance(request, EmbedRequest):
-                self._embed(job, request)
-                return
             if len(request.prompt_tokens) + request.max_tokens > self._spec.sequence_cells:
                 raise ValueError("the prompt and max_tokens do not fit the context of a sequence")
             sampler = Sampler(self._model.vocab.handle, request)
@@ -230,6 +235,7 @@ class _DecodeLoop:
         deferred, self._deferred = self._deferred, []
         for job in deferred:
             self.admit(job)
+        self._embeddings.work()
         for sequence in [s for s in self._running.values() if s.job.cancelled]:
             self._end(sequence, "cancelled")
         if not self._running:
@@ -323,22 +329,13 @@ class _DecodeLoop:
             self.outbox.put(sequence.job, Failed(error))
             self._release(sequence)
 
-    def _embed(self, job: Job, request: EmbedRequest) -> None:
-        if self._embedder is None:
-            self._embedder = self._spec.load_embedder()
-        vectors, count = self._embedder.embed(
-            request.texts, normalize=True, truncate=False, return_count=True
-        )
-        self.outbox.put(job, Embeddings(vectors, int(count)))
-
     def close(self, error: Exception) -> None:
-        """Fail the running requests and free the batch, the samplers and the embedder."""
+        """Fail the running and queued requests and free the batch, samplers and embedder."""
         for sequence in list(self._running.values()):
             self.outbox.put(sequence.job, Failed(error))
             self._release(sequence)
         for job in self._deferred:
             self.outbox.put(job, Failed(error))
+        self._embeddings.close(error)
         self.outbox.flush()
         llama_cpp.llama_batch_free(self._batch)
-        if self._embedder is not None:
-            self._embedder.close()
