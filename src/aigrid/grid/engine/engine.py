@@ -173,6 +173,16 @@ class _DecodeLoop:
         self.moves = 0
         self._capacity = PREFILL_TOKENS + spec.parallel
         self._batch = llama_cpp.llama_batch_init(self._capacity, 0, 1)
+        # Every read of a ctypes struct's pointer field makes a new object, so the batch's arrays
+        # are fetched once; each token belongs to one sequence.
+        self._tokens = self._batch.token
+        self._positions = self._batch.pos
+        self._logits = self._batch.logits
+        self._seq_ids = [self._batch.seq_id[i] for i in range(self._capacity)]
+        for i in range(self._capacity):
+            self._batch.n_seq_id[i] = 1
+            self._logits[i] = False
+        self._gaps_possible = False
         self.outbox = Outbox()
         self._embeddings = EmbeddingQueue(spec, self.outbox)
 
@@ -210,6 +220,7 @@ class _DecodeLoop:
             self.outbox.put(job, Failed(exc))
             return
         placement = self.table.place(request.prompt_tokens)
+        self._gaps_possible = True
         memory = self._model.memory
         if placement.source is not None:
             # Across streams llama.cpp copies a whole stream, then the tail past the prefix goes.
@@ -241,7 +252,7 @@ class _DecodeLoop:
         if not self._running:
             return
         self._close_gap()
-        batch = self._batch
+        batch_tokens, positions, logits, seq_ids = self._tokens, self._positions, self._logits, self._seq_ids
         count = 0
         budget = PREFILL_TOKENS
         # (sequence, tokens fed, index of its logits in the batch or -1)
@@ -260,17 +271,18 @@ class _DecodeLoop:
                 last = True
             position = len(self.table.streams[stream].tokens)
             for offset, token in enumerate(tokens):
-                batch.token[count] = token
-                batch.pos[count] = position + offset
-                batch.n_seq_id[count] = 1
-                batch.seq_id[count][0] = stream
-                batch.logits[count] = False
+                batch_tokens[count] = token
+                positions[count] = position + offset
+                seq_ids[count][0] = stream
                 count += 1
             if last:
-                batch.logits[count - 1] = True
+                logits[count - 1] = True
             fed.append((sequence, tokens, count - 1 if last else -1))
-        batch.n_tokens = count
-        status = llama_cpp.llama_decode(self._model.context, batch)
+        self._batch.n_tokens = count
+        status = llama_cpp.llama_decode(self._model.context, self._batch)
+        for _, _, index in fed:
+            if index >= 0:
+                logits[index] = False
         if status != 0:
             self._fail_batch(fed, RuntimeError(f"llama_decode failed with status {status}"))
             return
@@ -297,8 +309,11 @@ class _DecodeLoop:
         llama.cpp decodes a run of adjacent KV streams in one pass over the weights and splits a
         batch at every gap, so scattered sequences would cost a pass each.
         """
+        if not self._gaps_possible:
+            return
         move = self.table.gap_move()
         if move is None:
+            self._gaps_possible = False
             return
         source, target = move
         sequence = self._running[source]
@@ -319,6 +334,7 @@ class _DecodeLoop:
         sequence.sampler.close()
         del self._running[sequence.stream]
         self.table.release(sequence.stream)
+        self._gaps_possible = True
 
     def _fail_batch(self, fed: list[tuple[_Sequence, list[int], int]], error: Exception) -> None:
         """A failed decode leaves its streams' cells unknown: clear them and fail their requests."""
