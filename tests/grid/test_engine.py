@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletion
 from aigrid.config import DeploymentConfig
 from aigrid.grid.backends.base import BackendError
 from aigrid.grid.backends.embedded import EmbeddedBackend
+from aigrid.grid.engine.sampler import Sampler
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -252,3 +253,23 @@ async def test_generation_goes_on_while_a_large_embedding_request_is_computed(
     await asyncio.sleep(0.05)
     await asyncio.gather(generate(), embedding)
     assert finished == ["chat", "embeddings"], "the chat waited for all 400 inputs"
+
+
+async def test_a_fault_inside_a_step_fails_those_requests_and_the_engine_goes_on(
+    backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Sampler.sample
+    faults = [RuntimeError("a fault for the test")]
+
+    def failing_once(self: Sampler, context: Any, index: int) -> int:
+        if faults:
+            raise faults.pop()
+        return original(self, context, index)
+
+    monkeypatch.setattr(Sampler, "sample", failing_once)
+    with pytest.raises(BackendError) as info:
+        await ask(backend, chat("Name a fruit.", max_tokens=4))
+    assert info.value.status == 500 and "a fault for the test" in info.value.message
+    answer = await ask(backend, chat("Name a fruit.", max_tokens=4))
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert (backend.engine_stats() or _none()).running == 0

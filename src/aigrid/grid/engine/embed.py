@@ -68,11 +68,14 @@ class EmbeddingQueue:
             self._pending.popleft()
             self._outbox.put(pending.job, Embeddings(pending.vectors, pending.tokens))
 
-    def close(self, error: Exception) -> None:
-        """Fail what is left and free the embedding model."""
+    def fail(self, error: Exception) -> None:
+        """Fail what is left."""
         for pending in self._pending:
             self._outbox.put(pending.job, Failed(error))
         self._pending.clear()
+
+    def close(self) -> None:
+        """Free the embedding model."""
         if self._model is not None:
             self._model.close()
             self._model = None

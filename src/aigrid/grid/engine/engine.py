@@ -133,14 +133,19 @@ class BatchEngine:
         loop = self._state = _DecodeLoop(model, self._spec)
         try:
             while (jobs := self._next_jobs(loop)) is not None:
-                for job in jobs:
-                    loop.admit(job)
-                loop.step()
+                try:
+                    for job in jobs:
+                        loop.admit(job)
+                    loop.step()
+                except Exception as exc:
+                    # A fault of the engine's own: the requests in hand fail, the engine goes on,
+                    # and nothing that arrives later waits for a thread that is gone.
+                    logger.exception("%s: the engine failed a step", self._name)
+                    loop.fail_all(exc)
                 loop.outbox.flush()
-        except Exception:
-            logger.exception("%s: the engine stopped", self._name)
         finally:
-            loop.close(self._shutting_down())
+            loop.fail_all(self._shutting_down())
+            loop.close()
             model.close()
 
     def _next_jobs(self, loop: _DecodeLoop) -> list[Job] | None:
@@ -337,21 +342,27 @@ class _DecodeLoop:
         self._gaps_possible = True
 
     def _fail_batch(self, fed: list[tuple[_Sequence, list[int], int]], error: Exception) -> None:
-        """A failed decode leaves its streams' cells unknown: clear them and fail their requests."""
         logger.error("%s", error)
-        for sequence, _, _ in fed:
+        self._fail([sequence for sequence, _, _ in fed], error)
+
+    def _fail(self, sequences: list[_Sequence], error: Exception) -> None:
+        """Fail requests whose cells are in doubt, clearing their streams."""
+        for sequence in sequences:
             llama_cpp.llama_memory_seq_rm(self._model.memory, sequence.stream, -1, -1)
             self.table.forget(sequence.stream)
             self.outbox.put(sequence.job, Failed(error))
             self._release(sequence)
 
-    def close(self, error: Exception) -> None:
-        """Fail the running and queued requests and free the batch, samplers and embedder."""
-        for sequence in list(self._running.values()):
-            self.outbox.put(sequence.job, Failed(error))
-            self._release(sequence)
+    def fail_all(self, error: Exception) -> None:
+        """Fail every request in hand: running, waiting for a shared prefix, or embedding."""
+        self._fail(list(self._running.values()), error)
         for job in self._deferred:
             self.outbox.put(job, Failed(error))
-        self._embeddings.close(error)
+        self._deferred.clear()
+        self._embeddings.fail(error)
         self.outbox.flush()
+
+    def close(self) -> None:
+        """Free the batch and the embedding model."""
+        self._embeddings.close()
         llama_cpp.llama_batch_free(self._batch)

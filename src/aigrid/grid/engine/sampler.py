@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import random
 from typing import Any
 
@@ -28,7 +29,9 @@ class Sampler:
             and not sampling.frequency_penalty
             and not sampling.presence_penalty
         )
-        self._vocab_size = llama_cpp.llama_vocab_n_tokens(vocab)
+        # numpy's ctypeslib.as_array builds a new array type at every call (tens of µs); a row
+        # type made once and read in place costs a microsecond.
+        self._row = ctypes.c_float * llama_cpp.llama_vocab_n_tokens(vocab)
         # Plain greedy decoding is an argmax; llama.cpp's chain would first copy every logit
         # into a candidate array, a sixtieth of a decode step for this model.
         self._chain = None if self._greedy else _chain(vocab, request)
@@ -36,8 +39,10 @@ class Sampler:
     def sample(self, context: Any, index: int) -> int:
         """The next token, from the logits at batch position ``index``."""
         if self._chain is None:
-            logits = llama_cpp.llama_get_logits_ith(context, index)
-            return int(np.ctypeslib.as_array(logits, shape=(self._vocab_size,)).argmax())
+            address = ctypes.cast(llama_cpp.llama_get_logits_ith(context, index), ctypes.c_void_p).value
+            if address is None:
+                raise RuntimeError(f"llama.cpp has no logits at batch position {index}")
+            return int(np.frombuffer(self._row.from_address(address), dtype=np.float32).argmax())
         return int(llama_cpp.llama_sampler_sample(self._chain, context, index))
 
     def close(self) -> None:
