@@ -50,7 +50,7 @@ class DeploymentConfig(_Strict):
     threads: int | None = Field(default=None, gt=0)
     queue_size: int = Field(default=64, gt=0)
     parallel: int = Field(default=4, gt=0, le=64)
-    cache_sequences: int = Field(default=4, ge=0, le=192)
+    cache_sequences: int = Field(default=2, ge=0, le=192)
 
     @field_validator("input_price_per_mtok", "cached_input_price_per_mtok", "output_price_per_mtok")
     @classmethod
