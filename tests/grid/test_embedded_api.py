@@ -21,6 +21,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     srv.stop()
 
 
+def test_llama_cpp_chatter_stays_out_of_the_server_log(server: LiveServer) -> None:
+    assert "n_ctx_train" not in server.log() and "llama_context" not in server.log()
+
+
 def test_models_lists_the_embedded_model_and_its_alias(server: LiveServer) -> None:
     ids = {m.id for m in server.openai().models.list()}
     assert {"smollm2-135m", "local"} <= ids

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
-from llama_cpp._logger import set_verbose
 
 # Pooled embeddings need the whole input in one micro-batch, whose buffers grow with its size.
 _EMBED_CONTEXT = 2048
@@ -19,6 +19,22 @@ _PIECE_BUFFER = 256
 _CELL_PAD = 256
 # Prompt tokens decoded in one step, besides one token per generating sequence: one micro-batch.
 PREFILL_TOKENS = 512
+
+_llama_log = logging.getLogger("llama.cpp")
+# ggml's levels (none, debug, info, warn, error; 5 continues the last line). llama-cpp-python's own
+# callback reads an older numbering: it printed warnings as errors (a false "training context
+# overflow" at every start) and hid errors. Warnings here are load-time chatter, so debug.
+_LOG_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.DEBUG, 4: logging.ERROR}
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _route_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    line = text.decode("utf-8", errors="replace").rstrip()
+    if line:
+        _llama_log.log(_LOG_LEVELS.get(level, logging.DEBUG), "%s", line)
+
+
+llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
 
 
 def default_model_path() -> Path | None:
@@ -101,7 +117,6 @@ class LoadedModel:
     """
 
     def __init__(self, spec: ModelSpec) -> None:
-        set_verbose(False)
         model_params = llama_cpp.llama_model_default_params()
         self.model = llama_cpp.llama_model_load_from_file(str(spec.path).encode(), model_params)
         if not self.model:
