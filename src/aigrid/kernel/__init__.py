@@ -1,0 +1,1 @@
+"""The agent kernel: agent specs run as durable processes, tools as system calls."""
