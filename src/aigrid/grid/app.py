@@ -32,6 +32,7 @@ from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
 from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
+from aigrid.kernel import api as agent_routes
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.db import make_engine, migrate, sqlite_url
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
@@ -196,6 +197,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
 
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(openai_routes.routes)
+    app.router.routes.extend(agent_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))
     app.include_router(admin_routes.router)
     app.add_exception_handler(APIError, _on_api_error)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from aigrid.errors import APIError, bad_request
+from aigrid.errors import bad_request
 from aigrid.grid.api.openai_routes import json_response
+from aigrid.grid.api.scope import api_error_for, call_store
 from aigrid.grid.api.state import AppState, state_of
-from aigrid.store.accounts import AccountError, Principal, digest
+from aigrid.store.accounts import Principal, digest
 
 Kind = Literal["tokens", "cost"]
 Period = Literal["day", "month", "total"]
@@ -63,35 +63,22 @@ class LimitsIn(_Body):
     tpm: int | None = Field(default=None, gt=0)
 
 
-def api_error_for(status: int, message: str) -> APIError:
-    """An account error in the OpenAI shape."""
-    codes = {404: "not_found", 409: "conflict"}
-    return APIError(status, message, code=codes.get(status))
-
-
-async def _run(fn: Any, *args: Any) -> Any:
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except AccountError as exc:
-        raise api_error_for(exc.status, exc.message) from exc
-
-
 @router.post("/tenants", status_code=201)
 async def create_tenant(body: TenantIn, state: Admin) -> Response:
     """Create a tenant."""
-    return json_response(await _run(state.accounts.create_tenant, body.name), status=201)
+    return json_response(await call_store(state.accounts.create_tenant, body.name), status=201)
 
 
 @router.get("/tenants")
 async def list_tenants(state: Admin) -> Response:
     """List tenants."""
-    return json_response({"object": "list", "data": await _run(state.accounts.list_tenants)})
+    return json_response({"object": "list", "data": await call_store(state.accounts.list_tenants)})
 
 
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyIn, state: Admin) -> Response:
     """Create a key; its secret is in the answer and nowhere else."""
-    new = await _run(state.accounts.create_key, body.tenant, body.name)
+    new = await call_store(state.accounts.create_key, body.tenant, body.name)
     state.keyring.add(digest(new.secret), Principal(new.tenant_id, new.tenant, new.id))
     return json_response(
         {
@@ -109,13 +96,13 @@ async def create_key(body: KeyIn, state: Admin) -> Response:
 @router.get("/keys")
 async def list_keys(state: Admin, tenant: str | None = None) -> Response:
     """List keys without their secrets."""
-    return json_response({"object": "list", "data": await _run(state.accounts.list_keys, tenant)})
+    return json_response({"object": "list", "data": await call_store(state.accounts.list_keys, tenant)})
 
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, state: Admin) -> Response:
     """Revoke a key at once."""
-    key_digest = await _run(state.accounts.revoke_key, key_id)
+    key_digest = await call_store(state.accounts.revoke_key, key_id)
     state.keyring.remove(key_digest)
     return json_response({"id": key_id, "revoked": True})
 
@@ -144,7 +131,7 @@ async def set_budget(body: BudgetIn, state: Admin) -> Response:
     )
     assert limit is not None
     await state.grid.ledger.flush()
-    tenant_id, spent = await _run(state.accounts.set_budget, body.tenant, kind, body.period, limit)
+    tenant_id, spent = await call_store(state.accounts.set_budget, body.tenant, kind, body.period, limit)
     budget = state.grid.admission.set_budget(tenant_id, kind, body.period, limit, spent)
     return json_response(_budget_view(body.tenant, budget.view()))
 
@@ -152,7 +139,7 @@ async def set_budget(body: BudgetIn, state: Admin) -> Response:
 @router.get("/budgets")
 async def list_budgets(state: Admin, tenant: str | None = None) -> Response:
     """Budgets with what is spent and reserved in the current period."""
-    names = await _run(state.accounts.tenant_names)
+    names = await call_store(state.accounts.tenant_names)
     if tenant is not None and tenant not in names.values():
         raise api_error_for(404, f"No tenant named '{tenant}'.")
     data = [
@@ -169,7 +156,7 @@ async def remove_budget(
     state: Admin, tenant: str, kind: Annotated[Kind, Query()], period: Annotated[Period, Query()]
 ) -> Response:
     """Remove a budget."""
-    tenant_id = await _run(state.accounts.remove_budget, tenant, kind, period)
+    tenant_id = await call_store(state.accounts.remove_budget, tenant, kind, period)
     state.grid.admission.remove_budget(tenant_id, kind, period)
     return json_response({"tenant": tenant, "kind": kind, "period": period, "removed": True})
 
@@ -177,7 +164,7 @@ async def remove_budget(
 @router.put("/limits")
 async def set_limits(body: LimitsIn, state: Admin) -> Response:
     """Set a tenant's requests and tokens per minute."""
-    tenant_id = await _run(state.accounts.set_rate_limits, body.tenant, body.rpm, body.tpm)
+    tenant_id = await call_store(state.accounts.set_rate_limits, body.tenant, body.rpm, body.tpm)
     state.grid.admission.set_rate_limits(tenant_id, body.rpm, body.tpm)
     return json_response({"tenant": body.tenant, "rpm": body.rpm, "tpm": body.tpm})
 
@@ -185,8 +172,8 @@ async def set_limits(body: LimitsIn, state: Admin) -> Response:
 @router.get("/limits")
 async def list_limits(state: Admin, tenant: str | None = None) -> Response:
     """Rate limits of every tenant that has one."""
-    names = await _run(state.accounts.tenant_names)
-    rows = await _run(state.accounts.all_rate_limits)
+    names = await call_store(state.accounts.tenant_names)
+    rows = await call_store(state.accounts.all_rate_limits)
     data = [
         {"tenant": names.get(tid), "rpm": rpm, "tpm": tpm}
         for tid, rpm, tpm in rows

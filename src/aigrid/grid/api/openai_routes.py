@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import APIError, bad_request, not_found
+from aigrid.errors import bad_request, not_found
+from aigrid.grid.api.scope import tenant_scope
 from aigrid.grid.api.state import state_of
 from aigrid.store.usage import GROUPS, INTERVALS, UsageQuery, query_usage
 
@@ -79,18 +80,7 @@ async def usage(request: Request) -> Response:
     interval = params.get("interval") or None
     if interval is not None and interval not in INTERVALS:
         raise bad_request(f"'interval' must be one of {', '.join(INTERVALS)}.", param="interval")
-    tenant_id: int | None = principal.tenant_id
-    tenant_name = params.get("tenant")
-    if principal.is_admin:
-        tenant_id = None
-        if tenant_name:
-            names = await asyncio.to_thread(state.accounts.tenant_names)
-            ids = [tid for tid, name in names.items() if name == tenant_name]
-            if not ids:
-                raise not_found(f"No tenant named '{tenant_name}'.", param="tenant")
-            tenant_id = ids[0]
-    elif tenant_name and tenant_name != principal.tenant:
-        raise APIError(403, "A tenant key can only read its own usage.", type="permission_error")
+    tenant_id = await tenant_scope(state, principal, params.get("tenant"), "usage")
     query = UsageQuery(
         group_by=group_by,
         interval=interval,

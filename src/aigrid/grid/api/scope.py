@@ -1,0 +1,45 @@
+"""Whom a request acts for, and store calls off the event loop with their errors in the API's shape."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from aigrid.errors import APIError, not_found
+from aigrid.grid.api.state import AppState
+from aigrid.store.accounts import AccountError, Principal
+
+T = TypeVar("T")
+
+
+def api_error_for(status: int, message: str) -> APIError:
+    """An account error in the OpenAI shape."""
+    codes = {404: "not_found", 409: "conflict"}
+    return APIError(status, message, code=codes.get(status))
+
+
+async def call_store(fn: Callable[..., T], *args: object) -> T:
+    """Run a blocking store call on a worker thread; its refusals become API errors."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except AccountError as exc:
+        raise api_error_for(exc.status, exc.message) from exc
+
+
+async def tenant_scope(state: AppState, principal: Principal, tenant: str | None, what: str) -> int | None:
+    """The tenant a request acts for: a tenant key's own; the admin's named tenant, or None for all.
+
+    A tenant key that names another tenant gets a 403 saying it can only reach its own ``what``.
+    """
+    if not principal.is_admin:
+        if tenant and tenant != principal.tenant:
+            raise APIError(403, f"A tenant key can only reach its own {what}.", type="permission_error")
+        return principal.tenant_id
+    if not tenant:
+        return None
+    names = await asyncio.to_thread(state.accounts.tenant_names)
+    ids = [tid for tid, name in names.items() if name == tenant]
+    if not ids:
+        raise not_found(f"No tenant named '{tenant}'.", param="tenant")
+    return ids[0]
