@@ -104,3 +104,39 @@ def test_errors_are_messages_not_tracebacks(server: LiveServer, tmp_path: Path) 
         timeout=60,
     )
     assert serve.returncode == 2 and "models.0.name" in serve.stderr and "Traceback" not in serve.stderr
+
+
+def test_agent_specs_from_files(server: LiveServer, tmp_path: Path) -> None:
+    assert aigrid(server, "tenant", "create", "agents-co").returncode == 0
+    spec = tmp_path / "shopper.toml"
+    spec.write_text('name = "shopper"\ninstructions = "Buy the cheapest."\ntools = ["shop.*"]\n')
+    saved = aigrid(server, "agent", "save", str(spec), "--tenant", "agents-co")
+    assert saved.returncode == 0 and "version 1" in saved.stdout, saved.stderr
+    spec.write_text('name = "shopper"\ninstructions = "Buy the cheapest."\nmax_steps = 4\n')
+    assert "version 2" in aigrid(server, "agent", "save", str(spec), "--tenant", "agents-co").stdout
+    listed = aigrid(server, "agent", "list", "--tenant", "agents-co")
+    assert "shopper" in listed.stdout and "agents-co" in listed.stdout
+    shown = json.loads(
+        aigrid(server, "agent", "show", "shopper", "--tenant", "agents-co", "--version", "1", "--json").stdout
+    )
+    assert shown["spec"]["tools"] == ["shop.*"]
+    versions = json.loads(
+        aigrid(server, "agent", "versions", "shopper", "--tenant", "agents-co", "--json").stdout
+    )
+    assert [v["version"] for v in versions["data"]] == [1, 2]
+
+
+def test_bad_agent_files_and_specs_are_clear_errors(server: LiveServer, tmp_path: Path) -> None:
+    assert aigrid(server, "tenant", "create", "files-co").returncode == 0
+    missing = aigrid(server, "agent", "save", str(tmp_path / "none.json"), "--tenant", "files-co")
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{nope")
+    bad_json = aigrid(server, "agent", "save", str(broken), "--tenant", "files-co")
+    assert bad_json.returncode == 2 and "not valid JSON" in bad_json.stderr
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"name": "Bad Name", "instructions": "x"}))
+    refused = aigrid(server, "agent", "save", str(wrong), "--tenant", "files-co")
+    assert refused.returncode == 1 and "name" in refused.stderr and "Traceback" not in refused.stderr
+    unknown = aigrid(server, "agent", "show", "nobody", "--tenant", "files-co")
+    assert unknown.returncode == 1 and "No agent named 'nobody'" in unknown.stderr

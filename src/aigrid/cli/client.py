@@ -195,3 +195,20 @@ class AdminClient:
     def deployments(self) -> dict[str, Any]:
         """GET /admin/deployments."""
         return self._request("GET", "/admin/deployments")
+
+    def save_agent(self, spec: Mapping[str, Any], tenant: str) -> dict[str, Any]:
+        """POST /v1/agents: the spec as the agent's next version."""
+        return self._request("POST", "/v1/agents", body={**spec, "tenant": tenant})
+
+    def list_agents(self, tenant: str | None) -> dict[str, Any]:
+        """GET /v1/agents: the newest version of each agent, optionally of one tenant."""
+        return self._request("GET", "/v1/agents", params={"tenant": tenant})
+
+    def get_agent(self, name: str, tenant: str, version: int | None) -> dict[str, Any]:
+        """GET /v1/agents/{name}, the newest version or the one asked for."""
+        params = {"tenant": tenant, "version": None if version is None else str(version)}
+        return self._request("GET", f"/v1/agents/{quote(name, safe='')}", params=params)
+
+    def agent_versions(self, name: str, tenant: str) -> dict[str, Any]:
+        """GET /v1/agents/{name}/versions."""
+        return self._request("GET", f"/v1/agents/{quote(name, safe='')}/versions", params={"tenant": tenant})

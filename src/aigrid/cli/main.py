@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -53,6 +54,8 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
 app.add_typer(budget_app, name="budget")
 app.add_typer(limits_app, name="limits")
+agent_app = typer.Typer(no_args_is_help=True, help="Store agent specs and read their versions.")
+app.add_typer(agent_app, name="agent")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer and nothing else.")]
 Tenant = Annotated[str, typer.Option("--tenant", help="The tenant's name.")]
@@ -274,3 +277,54 @@ def deployments(as_json: JsonFlag = False) -> None:
 def main() -> None:
     """Run the aigrid command line."""
     app(prog_name="aigrid")
+
+
+def _spec_file(path: Path) -> dict[str, Any]:
+    """An agent spec from a JSON or TOML file; a clear error and exit 2 otherwise."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}", 2)
+    try:
+        spec = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _fail(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}", 2)
+    if not isinstance(spec, dict):
+        _fail(f"{path} must hold one agent spec (an object)", 2)
+    return spec
+
+
+@agent_app.command("save")
+def agent_save(
+    file: Annotated[Path, typer.Argument(help="The spec, as JSON or TOML (.toml).")],
+    tenant: Tenant,
+    as_json: JsonFlag = False,
+) -> None:
+    """Store a spec as its agent's next version (nothing changes if it equals the newest)."""
+    spec = _spec_file(file)
+    _call(as_json, lambda c: c.save_agent(spec, tenant), render.saved_agent)
+
+
+@agent_app.command("list")
+def agent_list(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
+    """List agents, the newest version of each."""
+    _call(as_json, lambda c: c.list_agents(tenant), render.agents)
+
+
+@agent_app.command("show")
+def agent_show(
+    name: Annotated[str, typer.Argument(help="The agent's name.")],
+    tenant: Tenant,
+    version: Annotated[int | None, typer.Option(min=1, help="This version, not the newest.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show an agent's spec."""
+    _call(as_json, lambda c: c.get_agent(name, tenant, version), render.agent)
+
+
+@agent_app.command("versions")
+def agent_versions(
+    name: Annotated[str, typer.Argument(help="The agent's name.")], tenant: Tenant, as_json: JsonFlag = False
+) -> None:
+    """List every version of an agent."""
+    _call(as_json, lambda c: c.agent_versions(name, tenant), render.agents)

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
+from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
@@ -191,3 +192,33 @@ def deployments(result: dict[str, Any]) -> RenderableType:
         if d.get("last_error")
     ]
     return Group(table, *errors)
+
+
+def agents(result: dict[str, Any]) -> Table:
+    """GET /v1/agents (or an agent's versions) as a table."""
+    rows = (
+        (
+            a["name"],
+            a.get("tenant"),
+            a["version"],
+            a["spec"]["model"],
+            a["spec"]["priority"],
+            ", ".join(a["spec"]["tools"]) or NONE,
+            when(a["created_at"] * 1_000_000),
+        )
+        for a in result["data"]
+    )
+    return _table(
+        "agents", ("name", "tenant", "version", "model", "priority", "tools", "created (UTC)"), rows
+    )
+
+
+def agent(result: dict[str, Any]) -> RenderableType:
+    """One version of an agent: a heading, then its spec as JSON."""
+    heading = Text(f"{result['name']} v{result['version']} of tenant {result.get('tenant')}", style="bold")
+    return Group(heading, JSON.from_data(result["spec"]))
+
+
+def saved_agent(result: dict[str, Any]) -> Text:
+    """What POST /v1/agents did."""
+    return Text(f"Agent {result['name']} of tenant {result.get('tenant')} is at version {result['version']}.")
