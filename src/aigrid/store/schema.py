@@ -106,3 +106,44 @@ class AgentSpecVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     spec: Mapped[str] = mapped_column(Text)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ProcessRow(Base):
+    """One run of an agent spec: its state, its counters and, once done, its answer."""
+
+    __tablename__ = "processes"
+    __table_args__ = (
+        Index("ix_processes_tenant_state", "tenant_id", "state"),
+        Index("ix_processes_state", "state"),
+    )
+
+    pid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(64))
+    agent_version: Mapped[int] = mapped_column(Integer)
+    parent_pid: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    input: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    priority: Mapped[str] = mapped_column(String(16))
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class JournalEntry(Base):
+    """One step of a process, written before the next begins: the process's durable memory."""
+
+    __tablename__ = "process_journal"
+    __table_args__ = (UniqueConstraint("pid", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pid: Mapped[str] = mapped_column(ForeignKey("processes.pid", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(24))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,244 @@
+"""Processes and their step journal: every step is committed before the next begins.
+
+Blocking calls (run them off the event loop). Workers keep nothing that is not here, so a step can
+be taken by any worker, on this machine or another, and a restarted server goes on from the
+journal.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import orjson
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aigrid.grid.limits import now_us
+from aigrid.store.accounts import AccountError
+from aigrid.store.agents import StoredSpec
+from aigrid.store.schema import JournalEntry, ProcessRow
+
+ProcessState = Literal[
+    "ready",
+    "running",
+    "waiting_tool",
+    "waiting_approval",
+    "sleeping",
+    "suspended",
+    "done",
+    "failed",
+    "killed",
+]
+STATES: tuple[str, ...] = get_args(ProcessState)
+FINAL_STATES = frozenset({"done", "failed", "killed"})
+StepKind = Literal[
+    "model_request", "model_response", "tool_call", "tool_result", "approval", "signal", "note"
+]
+STEP_KINDS: tuple[str, ...] = get_args(StepKind)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """A process as stored."""
+
+    pid: str
+    tenant_id: int
+    agent: str
+    agent_version: int
+    parent_pid: str | None
+    input: str
+    state: str
+    reason: str | None
+    priority: str
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micro: int
+    result: str | None
+    created_at_us: int
+    updated_at_us: int
+
+    @property
+    def finished(self) -> bool:
+        """Whether the process has ended (done, failed or killed) and can change no more."""
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One journaled step of a process."""
+
+    pid: str
+    seq: int
+    kind: str
+    payload: dict[str, Any]
+    created_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepUsage:
+    """Tokens and cost a step used, added to the process's counters with the step."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micro: int = 0
+
+
+def _record(row: ProcessRow) -> ProcessRecord:
+    return ProcessRecord(
+        row.pid,
+        row.tenant_id,
+        row.agent,
+        row.agent_version,
+        row.parent_pid,
+        row.input,
+        row.state,
+        row.reason,
+        row.priority,
+        row.steps,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.cost_micro,
+        row.result,
+        row.created_at_us,
+        row.updated_at_us,
+    )
+
+
+def _step(row: JournalEntry) -> Step:
+    return Step(row.pid, row.seq, row.kind, orjson.loads(row.payload), row.created_at_us)
+
+
+class ProcessStore:
+    """Creates processes, journals their steps and moves them between states."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def create(
+        self, tenant_id: int, agent: StoredSpec, input_text: str, parent_pid: str | None = None
+    ) -> ProcessRecord:
+        """A new process of ``agent`` on ``input_text``, ready to run."""
+        now = now_us()
+        row = ProcessRow(
+            pid="p-" + secrets.token_hex(8),
+            tenant_id=tenant_id,
+            agent=agent.spec.name,
+            agent_version=agent.version,
+            parent_pid=parent_pid,
+            input=input_text,
+            state="ready",
+            priority=agent.spec.priority,
+            steps=0,
+            prompt_tokens=0,
+            completion_tokens=0,
+            cost_micro=0,
+            created_at_us=now,
+            updated_at_us=now,
+        )
+        with Session(self._engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            return _record(row)
+
+    def get(self, pid: str, tenant_id: int | None = None) -> ProcessRecord:
+        """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
+        with Session(self._engine) as session:
+            return _record(self._row(session, pid, tenant_id))
+
+    def find(
+        self, tenant_id: int | None = None, states: Collection[str] | None = None, limit: int = 100
+    ) -> list[ProcessRecord]:
+        """Processes, newest first; of one tenant and in some states if asked."""
+        query = select(ProcessRow)
+        if tenant_id is not None:
+            query = query.where(ProcessRow.tenant_id == tenant_id)
+        if states is not None:
+            query = query.where(ProcessRow.state.in_(list(states)))
+        query = query.order_by(ProcessRow.created_at_us.desc(), ProcessRow.pid).limit(limit)
+        with Session(self._engine) as session:
+            return [_record(r) for r in session.scalars(query)]
+
+    def unfinished(self) -> list[ProcessRecord]:
+        """Every process that has not ended, oldest first: what a restarted server resumes."""
+        query = select(ProcessRow).where(ProcessRow.state.not_in(list(FINAL_STATES)))
+        with Session(self._engine) as session:
+            return [_record(r) for r in session.scalars(query.order_by(ProcessRow.created_at_us))]
+
+    def append(
+        self, pid: str, kind: StepKind, payload: dict[str, Any], usage: StepUsage | None = None
+    ) -> Step:
+        """Journal the next step of a live process, with the tokens and cost it used, in one commit."""
+        if kind not in STEP_KINDS:
+            raise ValueError(f"unknown step kind {kind!r}")
+        body = orjson.dumps(payload).decode()
+        try:
+            with Session(self._engine) as session, session.begin():
+                row = self._row(session, pid, None)
+                if row.state in FINAL_STATES:
+                    raise AccountError(409, f"Process {pid} has ended ({row.state}); it takes no more steps.")
+                last = session.scalar(select(func.max(JournalEntry.seq)).where(JournalEntry.pid == pid))
+                entry = JournalEntry(
+                    pid=pid, seq=(last or 0) + 1, kind=kind, payload=body, created_at_us=now_us()
+                )
+                session.add(entry)
+                row.steps += 1
+                if usage is not None:
+                    row.prompt_tokens += usage.prompt_tokens
+                    row.completion_tokens += usage.completion_tokens
+                    row.cost_micro += usage.cost_micro
+                row.updated_at_us = entry.created_at_us
+                session.flush()
+                return _step(entry)
+        except IntegrityError as exc:  # another worker journaled this process's step first
+            raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
+
+    def journal(self, pid: str, after: int = 0) -> list[Step]:
+        """The steps of a process after step ``after``, in order."""
+        query = (
+            select(JournalEntry)
+            .where(JournalEntry.pid == pid, JournalEntry.seq > after)
+            .order_by(JournalEntry.seq)
+        )
+        with Session(self._engine) as session:
+            return [_step(r) for r in session.scalars(query)]
+
+    def set_state(
+        self,
+        pid: str,
+        state: ProcessState,
+        *,
+        reason: str | None = None,
+        result: str | None = None,
+        expect: Collection[str] | None = None,
+    ) -> ProcessRecord:
+        """Move a process to ``state``; 409 if it has ended, or is not in one of the ``expect`` states."""
+        if state not in STATES:
+            raise ValueError(f"unknown process state {state!r}")
+        with Session(self._engine) as session, session.begin():
+            row = self._row(session, pid, None, lock=True)
+            if row.state in FINAL_STATES:
+                raise AccountError(409, f"Process {pid} has ended ({row.state}).")
+            if expect is not None and row.state not in expect:
+                raise AccountError(409, f"Process {pid} is {row.state}, not {' or '.join(sorted(expect))}.")
+            row.state = state
+            row.reason = reason[:512] if reason else None
+            if result is not None:
+                row.result = result
+            row.updated_at_us = now_us()
+            session.flush()
+            return _record(row)
+
+    @staticmethod
+    def _row(session: Session, pid: str, tenant_id: int | None, lock: bool = False) -> ProcessRow:
+        query = select(ProcessRow).where(ProcessRow.pid == pid)
+        if lock:
+            query = query.with_for_update()
+        row = session.scalar(query)
+        if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+            raise AccountError(404, f"No process {pid}.")
+        return row

@@ -1,0 +1,102 @@
+"""The process store: states, the step journal, counters, and what an ended process refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigrid.kernel.spec import AgentSpec
+from aigrid.store.accounts import AccountError, AccountStore
+from aigrid.store.agents import AgentStore, StoredSpec
+from aigrid.store.db import make_engine, migrate
+from aigrid.store.processes import ProcessStore, StepUsage
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[ProcessStore, int, StoredSpec]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    migrate(engine)
+    tenant = AccountStore(engine).ensure_tenant("acme")
+    spec = AgentSpec.model_validate({"name": "shopper", "instructions": "Buy.", "priority": "background"})
+    stored, _ = AgentStore(engine).save(tenant, spec)
+    return ProcessStore(engine), tenant, stored
+
+
+def test_a_new_process_is_ready_with_its_agent_version(setup: tuple[ProcessStore, int, StoredSpec]) -> None:
+    store, tenant, agent = setup
+    proc = store.create(tenant, agent, "find a lamp")
+    assert (proc.state, proc.agent, proc.agent_version, proc.priority) == (
+        "ready",
+        "shopper",
+        1,
+        "background",
+    )
+    assert store.get(proc.pid, tenant) == proc
+    assert proc.pid.startswith("p-") and not proc.finished
+
+
+def test_steps_are_numbered_in_order_and_add_their_usage(setup: tuple[ProcessStore, int, StoredSpec]) -> None:
+    store, tenant, agent = setup
+    pid = store.create(tenant, agent, "find a lamp").pid
+    store.append(pid, "model_request", {"messages": 2})
+    store.append(pid, "model_response", {"content": "calling"}, StepUsage(100, 20, 7))
+    store.append(pid, "tool_call", {"tool": "shop.search", "key": f"{pid}:3"})
+    store.append(pid, "tool_result", {"ok": True}, StepUsage(0, 0, 1))
+    steps = store.journal(pid)
+    assert [(s.seq, s.kind) for s in steps] == [
+        (1, "model_request"),
+        (2, "model_response"),
+        (3, "tool_call"),
+        (4, "tool_result"),
+    ]
+    assert steps[2].payload == {"tool": "shop.search", "key": f"{pid}:3"}
+    assert [s.seq for s in store.journal(pid, after=2)] == [3, 4]
+    proc = store.get(pid)
+    assert (proc.steps, proc.prompt_tokens, proc.completion_tokens, proc.cost_micro) == (4, 100, 20, 8)
+
+
+def test_states_move_and_an_ended_process_changes_no_more(
+    setup: tuple[ProcessStore, int, StoredSpec],
+) -> None:
+    store, tenant, agent = setup
+    pid = store.create(tenant, agent, "x").pid
+    store.set_state(pid, "running", expect={"ready"})
+    with pytest.raises(AccountError) as info:
+        store.set_state(pid, "running", expect={"ready"})
+    assert info.value.status == 409, "a compare-and-set loses when another worker moved it first"
+    store.set_state(pid, "suspended", reason="budget spent")
+    assert store.get(pid).reason == "budget spent"
+    done = store.set_state(pid, "done", result="a lamp for 12.50")
+    assert done.finished and done.result == "a lamp for 12.50" and done.reason is None
+    for change in (lambda: store.set_state(pid, "running"), lambda: store.append(pid, "note", {})):
+        with pytest.raises(AccountError) as info:
+            change()
+        assert info.value.status == 409
+
+
+def test_listing_unfinished_and_tenants_apart(
+    setup: tuple[ProcessStore, int, StoredSpec], tmp_path: Path
+) -> None:
+    store, tenant, agent = setup
+    first = store.create(tenant, agent, "one").pid
+    second = store.create(tenant, agent, "two").pid
+    store.set_state(first, "killed", reason="by the owner")
+    assert [p.pid for p in store.unfinished()] == [second]
+    assert {p.pid for p in store.find(tenant)} == {first, second}
+    assert [p.pid for p in store.find(tenant, states={"killed"})] == [first]
+    assert store.find(tenant + 1) == []
+    with pytest.raises(AccountError) as info:
+        store.get(first, tenant + 1)
+    assert info.value.status == 404
+
+
+def test_unknown_processes_kinds_and_states_are_refused(setup: tuple[ProcessStore, int, StoredSpec]) -> None:
+    store, tenant, agent = setup
+    pid = store.create(tenant, agent, "x").pid
+    with pytest.raises(AccountError):
+        store.get("p-nope")
+    with pytest.raises(ValueError, match="step kind"):
+        store.append(pid, "dance", {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="process state"):
+        store.set_state(pid, "asleep")  # type: ignore[arg-type]
