@@ -1,0 +1,147 @@
+"""Running a process one step at a time, from its journal, so that any worker can take the next step.
+
+A step is one model call or one tool call. What the process has done is read back from the journal
+before every step; nothing else is kept between steps, so a restarted server (or another worker)
+goes on where the journal ends. A tool call is journaled before it runs and its result after: a
+call whose result is journaled never runs again, and one cut off mid-flight runs again with the
+same idempotency key (``pid:seq``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from aigrid.kernel.spec import AgentSpec
+from aigrid.kernel.tools import CallContext, ToolOutcome, ToolRegistry
+from aigrid.store.agents import AgentStore
+from aigrid.store.processes import ProcessRecord, ProcessStore, Step, StepUsage
+
+
+class ModelClient(Protocol):
+    """Calls a chat model for a process and says what the call used."""
+
+    async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
+        """The assistant message the model answered with, and its usage."""
+
+
+@dataclass(slots=True)
+class _Replay:
+    """A process's conversation and position, rebuilt from its journal."""
+
+    messages: list[dict[str, Any]]
+    model_turns: int = 0
+    pending: list[dict[str, Any]] = field(default_factory=list)  # tool calls still without a result
+    started: dict[str, int] = field(default_factory=dict)  # call id -> seq of its tool_call step
+    answer: str | None = None  # the final answer, when the last model turn called no tool
+
+
+def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Replay:
+    """The conversation so far: instructions, the input, and every journaled turn and result."""
+    state = _Replay(
+        [{"role": "system", "content": spec.instructions}, {"role": "user", "content": process.input}]
+    )
+    for step in steps:
+        payload = step.payload
+        if step.kind == "model_response":
+            message = payload["message"]
+            state.messages.append(message)
+            state.model_turns += 1
+            state.pending = list(message.get("tool_calls") or [])
+            state.started = {}
+            state.answer = None if state.pending else str(message.get("content") or "")
+        elif step.kind == "tool_call":
+            state.started[payload["id"]] = step.seq
+        elif step.kind == "tool_result":
+            state.messages.append(
+                {"role": "tool", "tool_call_id": payload["id"], "content": payload["content"]}
+            )
+            state.pending = [c for c in state.pending if c.get("id") != payload["id"]]
+    return state
+
+
+class Runner:
+    """Takes processes' steps: model calls through a ModelClient, tool calls through the registry."""
+
+    def __init__(
+        self, model: ModelClient, processes: ProcessStore, agents: AgentStore, tools: ToolRegistry
+    ) -> None:
+        self._model = model
+        self._processes = processes
+        self._agents = agents
+        self._tools = tools
+
+    async def run(self, pid: str) -> ProcessRecord:
+        """Take steps until the process ends."""
+        process = await asyncio.to_thread(self._processes.get, pid)
+        if process.state != "running" and not process.finished:
+            process = await asyncio.to_thread(self._processes.set_state, pid, "running")
+        while not process.finished:
+            process = await self.step(pid)
+        return process
+
+    async def step(self, pid: str) -> ProcessRecord:
+        """Take the process's next step: a pending tool call, the final answer, or a model call."""
+        process = await asyncio.to_thread(self._processes.get, pid)
+        stored = await asyncio.to_thread(
+            self._agents.get, process.tenant_id, process.agent, process.agent_version
+        )
+        spec = stored.spec
+        steps = await asyncio.to_thread(self._processes.journal, pid)
+        state = replay(spec, process, steps)
+        if state.pending:
+            await self._tool_step(process, spec, state)
+        elif state.answer is not None:
+            return await asyncio.to_thread(self._processes.set_state, pid, "done", result=state.answer)
+        elif state.model_turns >= spec.max_steps:
+            reason = f"the agent took its {spec.max_steps} steps without a final answer"
+            return await asyncio.to_thread(self._processes.set_state, pid, "failed", reason=reason)
+        else:
+            await self._model_step(process, spec, state)
+        return await asyncio.to_thread(self._processes.get, pid)
+
+    async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> None:
+        body: dict[str, Any] = {"model": spec.model, "messages": state.messages}
+        tools = self._tools.granted(spec)
+        if tools:
+            body["tools"] = [t.schema() for t in tools]
+        await asyncio.to_thread(
+            self._processes.append, process.pid, "model_request", {"messages": len(state.messages)}
+        )
+        message, usage = await self._model.chat(process, body)
+        await asyncio.to_thread(
+            self._processes.append, process.pid, "model_response", {"message": message}, usage
+        )
+
+    async def _tool_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> None:
+        call = state.pending[0]
+        call_id = str(call.get("id"))
+        function = call.get("function") or {}
+        name = str(function.get("name"))
+        seq = state.started.get(call_id)
+        if seq is None:
+            started = await asyncio.to_thread(
+                self._processes.append, process.pid, "tool_call", {"id": call_id, "tool": name}
+            )
+            seq = started.seq
+        outcome = await self._call(process, spec, name, function.get("arguments"), f"{process.pid}:{seq}")
+        result = {"id": call_id, "tool": name, "ok": outcome.ok, "content": outcome.content}
+        await asyncio.to_thread(self._processes.append, process.pid, "tool_result", result)
+
+    async def _call(
+        self, process: ProcessRecord, spec: AgentSpec, name: str, raw_arguments: Any, key: str
+    ) -> ToolOutcome:
+        # The capability check stands whatever the model or a tool's result asked for.
+        tool = self._tools.get(name)
+        if tool is None or not spec.grants(name):
+            return ToolOutcome(False, f"refused: agent '{spec.name}' is not granted the tool '{name}'")
+        try:
+            arguments = orjson.loads(raw_arguments) if isinstance(raw_arguments, str) else raw_arguments or {}
+        except orjson.JSONDecodeError as exc:
+            return ToolOutcome(False, f"error: the arguments are not valid JSON: {exc}")
+        if not isinstance(arguments, dict):
+            return ToolOutcome(False, "error: the arguments must be a JSON object")
+        return await self._tools.call(tool, arguments, CallContext(process.pid, process.tenant_id, key))
