@@ -223,6 +223,7 @@ class _Call:
             # A whole answer is recorded once, when it is known: one insert, committed before
             # the client gets a byte of it.
             await self.grid.ledger.write({**self.row, **values})
+            completion.cost_micro = values["cost_micro"]
             return completion
         finally:
             in_flight.dec()

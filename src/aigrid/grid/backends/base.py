@@ -31,10 +31,12 @@ class Usage:
 
 @dataclass(slots=True)
 class Completion:
-    """A whole (non-streamed) answer: the JSON bytes for the client and the usage inside them."""
+    """A whole (non-streamed) answer: the JSON bytes for the client, the usage inside them, and
+    (set by the grid's meter) what it cost."""
 
     body: bytes
     usage: Usage
+    cost_micro: int = 0
 
 
 @dataclass(slots=True)

@@ -1,0 +1,33 @@
+"""The kernel's model calls: the grid in-process, metered to the process's tenant, agent and pid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aigrid.grid.backends.base import Completion
+from aigrid.grid.service import CallMeta, Grid
+from aigrid.store.accounts import Principal
+from aigrid.store.processes import ProcessRecord, StepUsage
+
+
+class GridModelClient:
+    """A ModelClient over the grid: admission, budgets, routing and the ledger apply as to any client."""
+
+    def __init__(self, grid: Grid, tenant_name: Callable[[int], str]) -> None:
+        self._grid = grid
+        self._tenant_name = tenant_name
+
+    async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
+        """The assistant message of a whole (not streamed) chat completion, and what it cost."""
+        principal = Principal(process.tenant_id, self._tenant_name(process.tenant_id), None)
+        _, answer = await self._grid.request(
+            principal, "chat", {**body, "stream": False}, CallMeta(process.agent, process.pid)
+        )
+        if not isinstance(answer, Completion):  # a whole answer was asked for
+            raise TypeError("the grid answered a whole chat completion with a stream")
+        message = orjson.loads(answer.body)["choices"][0]["message"]
+        usage = answer.usage
+        return message, StepUsage(usage.prompt_tokens, usage.completion_tokens, answer.cost_micro)
