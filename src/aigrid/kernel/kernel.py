@@ -1,0 +1,140 @@
+"""The kernel: processes started, stepped by workers in the scheduler's order, signalled, recovered.
+
+Workers are asyncio tasks, at most ``workers`` at once (a step is mostly waiting on a model or a
+tool). Everything a worker needs is read from the database at each step, so workers elsewhere (Ray
+actors, later) can take the same steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Literal
+
+from aigrid.kernel.runner import Runner
+from aigrid.kernel.scheduler import FairScheduler, Runnable
+from aigrid.store.accounts import AccountError
+from aigrid.store.agents import AgentStore
+from aigrid.store.processes import ProcessRecord, ProcessStore
+
+logger = logging.getLogger(__name__)
+
+Signal = Literal["pause", "resume", "kill"]
+# States whose process waits for its next step in the scheduler.
+_RUNNABLE = ("ready", "running")
+
+
+class Kernel:
+    """Starts, steps, signals and recovers processes."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        processes: ProcessStore,
+        agents: AgentStore,
+        scheduler: FairScheduler | None = None,
+        workers: int = 64,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a kernel needs at least one worker")
+        self._runner = runner
+        self._processes = processes
+        self._agents = agents
+        self._scheduler = scheduler or FairScheduler()
+        self._workers = workers
+        self._busy: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take up every unfinished runnable process (after a restart: where its journal ends)."""
+        for process in await asyncio.to_thread(self._processes.unfinished):
+            if process.state in _RUNNABLE:
+                self._queue(process)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="kernel-dispatcher")
+
+    async def close(self) -> None:
+        """Stop dispatching and wait for the steps in flight (their processes resume at restart)."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+            self._dispatcher = None
+        for task in list(self._busy):
+            task.cancel()
+        await asyncio.gather(*self._busy, return_exceptions=True)
+
+    async def spawn(
+        self, tenant_id: int, agent: str, input_text: str, parent_pid: str | None = None
+    ) -> ProcessRecord:
+        """Start a process of the newest version of ``agent``."""
+        stored = await asyncio.to_thread(self._agents.get, tenant_id, agent)
+        process = await asyncio.to_thread(self._processes.create, tenant_id, stored, input_text, parent_pid)
+        self._queue(process)
+        return process
+
+    async def signal(self, pid: str, tenant_id: int | None, signal: Signal) -> ProcessRecord:
+        """Pause, resume or kill a process; 409 when the signal does not apply to its state."""
+        process = await asyncio.to_thread(self._processes.get, pid, tenant_id)
+        if signal == "resume":
+            resumed = await asyncio.to_thread(self._processes.set_state, pid, "running", expect={"suspended"})
+            self._queue(resumed)
+            return resumed
+        self._scheduler.remove(pid)
+        if signal == "kill":
+            return await asyncio.to_thread(
+                self._processes.set_state, pid, "killed", reason="killed by a signal"
+            )
+        paused = "paused by a signal"
+        if process.state == "suspended":
+            raise AccountError(409, f"Process {pid} is already suspended.")
+        return await asyncio.to_thread(self._processes.set_state, pid, "suspended", reason=paused)
+
+    def _queue(self, process: ProcessRecord) -> None:
+        self._scheduler.add(Runnable(process.pid, process.tenant_id, process.priority, time.monotonic()))
+        self._wake.set()
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while len(self._busy) < self._workers:
+                chosen = self._scheduler.next(time.monotonic())
+                if chosen is None:
+                    break
+                task = asyncio.create_task(self._work(chosen), name=f"step:{chosen.pid}")
+                self._busy.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        # The worker's place is free only once its task is done: wake the dispatcher then.
+        self._busy.discard(task)
+        self._wake.set()
+
+    async def _work(self, chosen: Runnable) -> None:
+        tokens = 0
+        try:
+            before = await asyncio.to_thread(self._processes.get, chosen.pid)
+            if before.state not in _RUNNABLE:  # paused or killed after it was queued
+                return
+            if before.state == "ready":
+                await asyncio.to_thread(self._processes.set_state, chosen.pid, "running", expect={"ready"})
+            after = await self._runner.step(chosen.pid)
+            tokens = (
+                after.prompt_tokens
+                + after.completion_tokens
+                - before.prompt_tokens
+                - before.completion_tokens
+            )
+            if after.state == "running":
+                self._queue(after)
+        except AccountError as exc:  # the process ended or was signalled while it stepped
+            logger.info("process %s: %s", chosen.pid, exc.message)
+        except Exception as exc:
+            logger.exception("process %s failed a step", chosen.pid)
+            reason = f"a step failed: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(AccountError):
+                await asyncio.to_thread(self._processes.set_state, chosen.pid, "failed", reason=reason)
+        finally:
+            self._scheduler.done(chosen, tokens, time.monotonic())

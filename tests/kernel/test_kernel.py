@@ -1,0 +1,112 @@
+"""The kernel: many processes stepped to the end, signals, failures, and recovery after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from tests.kernel.doubles import KernelDB, ScriptedModelMock, answer, call
+
+from aigrid.kernel.kernel import Kernel
+from aigrid.kernel.runner import Runner
+from aigrid.kernel.spec import AgentSpec
+from aigrid.store.accounts import AccountError
+from aigrid.store.processes import ProcessRecord
+
+pytestmark = pytest.mark.asyncio
+
+
+async def until_finished(db: KernelDB, pids: list[str], timeout_s: float = 20.0) -> list[ProcessRecord]:
+    # The kernel's workers change the database; polling it is how a client would watch too.
+    async with asyncio.timeout(timeout_s):
+        while True:
+            records = [db.processes.get(pid) for pid in pids]
+            if all(r.finished for r in records):
+                return records
+            await asyncio.sleep(0.01)
+
+
+def kernel_for(db: KernelDB, model: ScriptedModelMock, workers: int = 8) -> Kernel:
+    return Kernel(Runner(model, db.processes, db.agents, db.tools), db.processes, db.agents, workers=workers)
+
+
+def save(db: KernelDB, **spec: object) -> None:
+    db.agents.save(db.tenant, AgentSpec.model_validate({"name": "shopper", "instructions": "Shop.", **spec}))
+
+
+async def test_many_processes_run_to_the_end(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db, tools=["shop.*"])
+    model = ScriptedModelMock(
+        *[m for i in range(30) for m in (call("shop.search", {"q": "lamp"}, f"c{i}"), answer("done"))]
+    )
+    kernel = kernel_for(db, model)
+    await kernel.start()
+    try:
+        pids = [(await kernel.spawn(db.tenant, "shopper", f"job {i}")).pid for i in range(30)]
+        records = await until_finished(db, pids)
+    finally:
+        await kernel.close()
+    assert all(r.state == "done" for r in records)
+    assert len(db.searches) == 30
+
+
+async def test_signals_pause_resume_and_kill(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db)
+    kernel = kernel_for(db, ScriptedModelMock(answer("one"), answer("two")))
+    # Not started: spawned processes wait in the scheduler, so signals meet them there.
+    paused = await kernel.spawn(db.tenant, "shopper", "a")
+    killed = await kernel.spawn(db.tenant, "shopper", "b")
+    assert (await kernel.signal(paused.pid, db.tenant, "pause")).state == "suspended"
+    assert (await kernel.signal(killed.pid, db.tenant, "kill")).state == "killed"
+    with pytest.raises(AccountError) as info:
+        await kernel.signal(killed.pid, db.tenant, "resume")
+    assert info.value.status == 409
+    with pytest.raises(AccountError) as info:
+        await kernel.signal(paused.pid, db.tenant + 1, "kill")
+    assert info.value.status == 404, "another tenant cannot signal it"
+    await kernel.start()
+    try:
+        await asyncio.sleep(0.1)
+        assert db.processes.get(paused.pid).state == "suspended", "a paused process takes no step"
+        await kernel.signal(paused.pid, db.tenant, "resume")
+        (record,) = await until_finished(db, [paused.pid])
+    finally:
+        await kernel.close()
+    assert record.state == "done" and db.processes.journal(killed.pid) == []
+
+
+async def test_a_failing_step_fails_its_process_and_the_kernel_goes_on(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db)
+    kernel = kernel_for(db, ScriptedModelMock(answer("ok")), workers=1)  # the second call finds no script
+    await kernel.start()
+    try:
+        first = await kernel.spawn(db.tenant, "shopper", "a")
+        second = await kernel.spawn(db.tenant, "shopper", "b")
+        records = await until_finished(db, [first.pid, second.pid])
+    finally:
+        await kernel.close()
+    assert sorted(r.state for r in records) == ["done", "failed"]
+    failed = next(r for r in records if r.state == "failed")
+    assert "a step failed" in (failed.reason or "")
+
+
+async def test_a_restarted_kernel_goes_on_where_the_journal_ends(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db, tools=["shop.*"])
+    first = Runner(ScriptedModelMock(call("shop.search", {"q": "lamp"})), db.processes, db.agents, db.tools)
+    stored = db.agents.get(db.tenant, "shopper")
+    pid = db.processes.create(db.tenant, stored, "find a lamp").pid
+    db.processes.set_state(pid, "running")
+    await first.step(pid)
+    await first.step(pid)  # the search ran and was journaled; then the server died
+    kernel = kernel_for(db, ScriptedModelMock(answer("Found it.")))
+    await kernel.start()
+    try:
+        (record,) = await until_finished(db, [pid])
+    finally:
+        await kernel.close()
+    assert record.result == "Found it." and len(db.searches) == 1
