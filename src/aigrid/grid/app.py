@@ -33,9 +33,15 @@ from aigrid.grid.meter import Metrics
 from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
 from aigrid.kernel import api as agent_routes
+from aigrid.kernel.kernel import Kernel
+from aigrid.kernel.model import GridModelClient, TenantNames
+from aigrid.kernel.runner import Runner
+from aigrid.kernel.tools import ToolRegistry, builtin_tools
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
+from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate, sqlite_url
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
+from aigrid.store.processes import ProcessStore
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_FILE = "admin_key"
@@ -166,6 +172,16 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     return _Store(engine, accounts, keyring, admission)
 
 
+def _kernel(grid: Grid, store: _Store) -> Kernel:
+    """The kernel of a server: its processes' model calls go through ``grid`` in-process."""
+    agents, processes = AgentStore(store.engine), ProcessStore(store.engine)
+    tools = ToolRegistry()
+    for tool in builtin_tools():
+        tools.register(tool)
+    model = GridModelClient(grid, TenantNames(store.accounts.tenant_names))
+    return Kernel(Runner(model, processes, agents, tools), processes, agents)
+
+
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
     """A server for a config and a data directory; everything starts in its lifespan."""
 
@@ -180,16 +196,23 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
             router, store.admission, ledger, Metrics(lambda: [d.health() for d in router.deployments()])
         )
         started: list[Backend] = []
+        kernel: Kernel | None = None
         try:
             for d in router.deployments():
                 await d.backend.start()
                 started.append(d.backend)
-            app.state.aigrid = AppState(config, data_dir, store.engine, store.accounts, store.keyring, grid)
+            kernel = await asyncio.to_thread(_kernel, grid, store)
+            await kernel.start()
+            app.state.aigrid = AppState(
+                config, data_dir, store.engine, store.accounts, store.keyring, grid, kernel
+            )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
             gc.freeze()
             yield
         finally:
+            if kernel is not None:
+                await kernel.close()
             for backend in started:
                 await backend.close()
             await ledger.aclose()

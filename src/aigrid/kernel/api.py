@@ -1,4 +1,4 @@
-"""HTTP routes of the kernel: agent specs and their versions under /v1/agents."""
+"""HTTP routes of the kernel: agent specs under /v1/agents, their runs under /v1/processes."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from starlette.routing import Route
 
 from aigrid.errors import bad_request
 from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store, tenant_scope
+from aigrid.grid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.grid.api.state import state_of
 from aigrid.kernel.spec import AgentSpec
 from aigrid.store.agents import AgentStore, StoredSpec
+from aigrid.store.processes import STATES, ProcessRecord, ProcessStore, Step
 
 _MAX_SPEC_BYTES = 1 << 20
 
@@ -111,7 +112,129 @@ async def _named_tenant(request: Request, tenant: str | None) -> int:
     return tenant_id
 
 
+def _process_object(p: ProcessRecord, tenants: dict[int, str]) -> dict[str, Any]:
+    return {
+        "object": "process",
+        "pid": p.pid,
+        "tenant": tenants.get(p.tenant_id),
+        "agent": p.agent,
+        "agent_version": p.agent_version,
+        "parent_pid": p.parent_pid,
+        "state": p.state,
+        "reason": p.reason,
+        "priority": p.priority,
+        "steps": p.steps,
+        "usage": {
+            "prompt_tokens": p.prompt_tokens,
+            "completion_tokens": p.completion_tokens,
+            "cost_micro": p.cost_micro,
+        },
+        "input": p.input,
+        "result": p.result,
+        "created_at": p.created_at_us // 1_000_000,
+        "updated_at": p.updated_at_us // 1_000_000,
+    }
+
+
+def _step_object(step: Step) -> dict[str, Any]:
+    return {
+        "object": "process.step",
+        "seq": step.seq,
+        "kind": step.kind,
+        "at_us": step.created_at_us,
+        **step.payload,
+    }
+
+
+async def start_process(request: Request) -> Response:
+    """POST /v1/processes: run the newest version of ``agent`` on ``input``."""
+    state = state_of(request)
+    state.keyring.authenticate(request)
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise bad_request("The body must be a JSON object with 'agent' and 'input'.")
+    agent, text, tenant = body.get("agent"), body.get("input"), body.get("tenant")
+    if not isinstance(agent, str) or not agent:
+        raise bad_request("'agent' must name one of your agents.", param="agent")
+    if not isinstance(text, str) or not text.strip():
+        raise bad_request("'input' must be the text the agent starts from.", param="input")
+    if tenant is not None and not isinstance(tenant, str):
+        raise bad_request("'tenant' must be a tenant's name.", param="tenant")
+    tenant_id = await _named_tenant(request, tenant)
+    process = await call_store_async(state.kernel.spawn(tenant_id, agent, text))
+    tenants = await call_store(state.accounts.tenant_names)
+    return json_response(_process_object(process, tenants), status=201)
+
+
+async def list_processes(request: Request) -> Response:
+    """GET /v1/processes: the caller's processes, newest first (``?state=``, ``?limit=``)."""
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
+    params = request.query_params
+    tenant_id = await tenant_scope(state, principal, params.get("tenant"), "processes")
+    states = [s.strip() for s in (params.get("state") or "").split(",") if s.strip()] or None
+    unknown = [s for s in states or () if s not in STATES]
+    if unknown:
+        raise bad_request(f"Unknown state(s) {', '.join(unknown)}; use {', '.join(STATES)}.", param="state")
+    raw_limit = params.get("limit") or "100"
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise bad_request("'limit' must be a whole number from 1 to 1000.", param="limit")
+    found = await call_store(ProcessStore(state.engine).find, tenant_id, states, int(raw_limit))
+    tenants = await call_store(state.accounts.tenant_names)
+    return json_response({"object": "list", "data": [_process_object(p, tenants) for p in found]})
+
+
+async def get_process(request: Request) -> Response:
+    """GET /v1/processes/{pid}."""
+    state = state_of(request)
+    process = await call_store(
+        ProcessStore(state.engine).get, request.path_params["pid"], await _owner(request)
+    )
+    tenants = await call_store(state.accounts.tenant_names)
+    return json_response(_process_object(process, tenants))
+
+
+async def process_journal(request: Request) -> Response:
+    """GET /v1/processes/{pid}/journal: its steps, in order (``?after=SEQ`` for the newer ones)."""
+    state = state_of(request)
+    pid = request.path_params["pid"]
+    store = ProcessStore(state.engine)
+    await call_store(store.get, pid, await _owner(request))
+    raw = request.query_params.get("after") or "0"
+    if not raw.isdigit():
+        raise bad_request("'after' must be a step number.", param="after")
+    steps = await call_store(store.journal, pid, int(raw))
+    return json_response({"object": "list", "data": [_step_object(s) for s in steps]})
+
+
+async def signal_process(request: Request) -> Response:
+    """POST /v1/processes/{pid}/pause|resume|kill."""
+    state = state_of(request)
+    signal = request.path_params["signal"]
+    if signal not in ("pause", "resume", "kill"):
+        raise bad_request(f"Unknown signal '{signal}'; use pause, resume or kill.", param="signal")
+    process = await call_store_async(
+        state.kernel.signal(request.path_params["pid"], await _owner(request), signal)
+    )
+    tenants = await call_store(state.accounts.tenant_names)
+    return json_response(_process_object(process, tenants))
+
+
+async def _owner(request: Request) -> int | None:
+    """The tenant whose processes the caller may reach: its own, or any for the admin key."""
+    principal = state_of(request).keyring.authenticate(request)
+    return None if principal.is_admin else principal.tenant_id
+
+
 routes = [
+    Route("/v1/processes", start_process, methods=["POST"]),
+    Route("/v1/processes", list_processes, methods=["GET"]),
+    Route("/v1/processes/{pid}", get_process, methods=["GET"]),
+    Route("/v1/processes/{pid}/journal", process_journal, methods=["GET"]),
+    Route("/v1/processes/{pid}/{signal}", signal_process, methods=["POST"]),
     Route("/v1/agents", create_agent, methods=["POST"]),
     Route("/v1/agents", list_agents, methods=["GET"]),
     Route("/v1/agents/{name}", get_agent, methods=["GET"]),

@@ -13,6 +13,20 @@ from aigrid.store.accounts import Principal
 from aigrid.store.processes import ProcessRecord, StepUsage
 
 
+class TenantNames:
+    """Tenants' names by id, as metric labels want them; read again when an id is new."""
+
+    def __init__(self, load: Callable[[], dict[int, str]]) -> None:
+        self._load = load
+        self._names = load()
+
+    def __call__(self, tenant_id: int) -> str:
+        """The tenant's name (its id as text if it has none)."""
+        if tenant_id not in self._names:
+            self._names = self._load()
+        return self._names.get(tenant_id, str(tenant_id))
+
+
 class GridModelClient:
     """A ModelClient over the grid: admission, budgets, routing and the ledger apply as to any client."""
 

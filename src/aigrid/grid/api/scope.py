@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aigrid.errors import APIError, not_found
@@ -23,6 +23,14 @@ async def call_store(fn: Callable[..., T], *args: object) -> T:
     """Run a blocking store call on a worker thread; its refusals become API errors."""
     try:
         return await asyncio.to_thread(fn, *args)
+    except AccountError as exc:
+        raise api_error_for(exc.status, exc.message) from exc
+
+
+async def call_store_async(work: Awaitable[T]) -> T:
+    """Await work that reaches the stores itself; its refusals become API errors."""
+    try:
+        return await work
     except AccountError as exc:
         raise api_error_for(exc.status, exc.message) from exc
 

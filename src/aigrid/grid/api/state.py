@@ -11,12 +11,13 @@ from starlette.requests import HTTPConnection
 from aigrid.config import ServerConfig
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
+from aigrid.kernel.kernel import Kernel
 from aigrid.store.accounts import AccountStore
 
 
 @dataclass
 class AppState:
-    """Everything a route needs: the grid, the key ring, the account store and the database."""
+    """Everything a route needs: the grid, the kernel, the key ring, the account store and the database."""
 
     config: ServerConfig
     data_dir: Path
@@ -24,6 +25,7 @@ class AppState:
     accounts: AccountStore
     keyring: KeyRing
     grid: Grid
+    kernel: Kernel
 
 
 def state_of(conn: HTTPConnection) -> AppState:
