@@ -140,3 +140,26 @@ def test_bad_agent_files_and_specs_are_clear_errors(server: LiveServer, tmp_path
     assert refused.returncode == 1 and "name" in refused.stderr and "Traceback" not in refused.stderr
     unknown = aigrid(server, "agent", "show", "nobody", "--tenant", "files-co")
     assert unknown.returncode == 1 and "No agent named 'nobody'" in unknown.stderr
+
+
+def test_run_ps_logs_and_signals(server: LiveServer, tmp_path: Path) -> None:
+    assert aigrid(server, "tenant", "create", "runner-co").returncode == 0
+    spec = tmp_path / "writer.json"
+    spec.write_text(json.dumps({"name": "writer", "instructions": "Write.", "model": "mock"}))
+    assert aigrid(server, "agent", "save", str(spec), "--tenant", "runner-co").returncode == 0
+    started = aigrid(server, "run", "writer", "a haiku", "--tenant", "runner-co", "--json")
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    for _ in range(200):
+        listed = json.loads(aigrid(server, "ps", "--tenant", "runner-co", "--json").stdout)["data"]
+        if listed[0]["state"] == "done":
+            break
+    assert listed[0]["pid"] == pid and listed[0]["state"] == "done"
+    table = aigrid(server, "ps", "--tenant", "runner-co")
+    assert pid in table.stdout and "writer v1" in table.stdout
+    logs = aigrid(server, "logs", pid)
+    assert "model_request" in logs.stdout and "model_response" in logs.stdout
+    ended = aigrid(server, "kill", pid)
+    assert ended.returncode == 1 and "has ended" in ended.stderr and "Traceback" not in ended.stderr
+    unknown = aigrid(server, "pause", "p-nope")
+    assert unknown.returncode == 1 and "No process p-nope" in unknown.stderr

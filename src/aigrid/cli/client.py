@@ -212,3 +212,21 @@ class AdminClient:
     def agent_versions(self, name: str, tenant: str) -> dict[str, Any]:
         """GET /v1/agents/{name}/versions."""
         return self._request("GET", f"/v1/agents/{quote(name, safe='')}/versions", params={"tenant": tenant})
+
+    def start_process(self, agent: str, text: str, tenant: str) -> dict[str, Any]:
+        """POST /v1/processes."""
+        return self._request("POST", "/v1/processes", body={"agent": agent, "input": text, "tenant": tenant})
+
+    def list_processes(self, tenant: str | None, state: str | None, limit: int) -> dict[str, Any]:
+        """GET /v1/processes, newest first."""
+        return self._request(
+            "GET", "/v1/processes", params={"tenant": tenant, "state": state, "limit": str(limit)}
+        )
+
+    def process_journal(self, pid: str) -> dict[str, Any]:
+        """GET /v1/processes/{pid}/journal."""
+        return self._request("GET", f"/v1/processes/{quote(pid, safe='')}/journal")
+
+    def signal_process(self, pid: str, signal: str) -> dict[str, Any]:
+        """POST /v1/processes/{pid}/{signal}."""
+        return self._request("POST", f"/v1/processes/{quote(pid, safe='')}/{signal}")

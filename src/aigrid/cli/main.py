@@ -328,3 +328,46 @@ def agent_versions(
 ) -> None:
     """List every version of an agent."""
     _call(as_json, lambda c: c.agent_versions(name, tenant), render.agents)
+
+
+@app.command("run")
+def run_agent(
+    agent: Annotated[str, typer.Argument(help="The agent to run (its newest version).")],
+    text: Annotated[str, typer.Argument(help="What the agent starts from.")],
+    tenant: Tenant,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a process of an agent."""
+    _call(as_json, lambda c: c.start_process(agent, text, tenant), render.process)
+
+
+@app.command("ps")
+def ps(
+    tenant: TenantFilter = None,
+    state: Annotated[str | None, typer.Option(help="Only these states, comma-separated.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """List processes, newest first."""
+    _call(as_json, lambda c: c.list_processes(tenant, state, limit), render.processes)
+
+
+@app.command("logs")
+def logs(pid: Annotated[str, typer.Argument(help="The process id.")], as_json: JsonFlag = False) -> None:
+    """Show a process's journal, step by step."""
+    _call(as_json, lambda c: c.process_journal(pid), render.journal)
+
+
+def _signal_command(signal: str, summary: str) -> None:
+    def command(
+        pid: Annotated[str, typer.Argument(help="The process id.")], as_json: JsonFlag = False
+    ) -> None:
+        _call(as_json, lambda c: c.signal_process(pid, signal), render.process)
+
+    command.__doc__ = summary
+    app.command(signal)(command)
+
+
+_signal_command("pause", "Pause a process (it takes no more steps until resumed).")
+_signal_command("resume", "Resume a paused process.")
+_signal_command("kill", "End a process for good.")

@@ -222,3 +222,39 @@ def agent(result: dict[str, Any]) -> RenderableType:
 def saved_agent(result: dict[str, Any]) -> Text:
     """What POST /v1/agents did."""
     return Text(f"Agent {result['name']} of tenant {result.get('tenant')} is at version {result['version']}.")
+
+
+def processes(result: dict[str, Any]) -> Table:
+    """GET /v1/processes as a table like `ps`."""
+    rows = (
+        (
+            p["pid"],
+            p.get("tenant"),
+            f"{p['agent']} v{p['agent_version']}",
+            p["state"],
+            p["steps"],
+            count(p["usage"]["prompt_tokens"] + p["usage"]["completion_tokens"]),
+            cny(p["usage"]["cost_micro"]),
+            p.get("reason") or NONE,
+        )
+        for p in result["data"]
+    )
+    return _table("processes", ("pid", "tenant", "agent", "state", "steps", "tokens", "cost", "reason"), rows)
+
+
+def process(result: dict[str, Any]) -> Text:
+    """One process after a start or a signal."""
+    return Text(
+        f"Process {result['pid']} ({result['agent']} v{result['agent_version']}) is {result['state']}."
+    )
+
+
+def journal(result: dict[str, Any]) -> RenderableType:
+    """A process's steps, one line each, as `logs` shows them."""
+    lines = []
+    for step in result["data"]:
+        detail = {k: v for k, v in step.items() if k not in ("object", "seq", "kind", "at_us")}
+        lines.append(
+            Text(f"{step['seq']:>4}  {when(step['at_us'])}  {step['kind']:<15} ") + Text(str(detail))
+        )
+    return Group(*lines) if lines else Text("No steps yet.")
