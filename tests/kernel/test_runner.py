@@ -91,3 +91,25 @@ async def test_a_call_cut_off_mid_flight_runs_again_with_the_same_key(tmp_path: 
     kernel.processes.append(pid, "tool_call", {"id": "c1", "tool": "shop.search"})
     done = await runner.run(pid)
     assert done.result == "Found it." and kernel.searches == [f"{pid}:3"]
+
+
+async def test_every_tool_call_is_in_the_audit_log(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    model = ScriptedModelMock(
+        call("shop.search", {"q": "lamp"}),
+        call("bank.transfer", {"amount": 5}, "c2"),
+        call("shop.search", {"q": "boom"}, "c3"),
+        answer("done"),
+    )
+    runner, pid = db.start(model, tools=["shop.*"])
+    await runner.run(pid)
+    audit = db.processes.audit(pid=pid)
+    assert [(a.tool, a.outcome) for a in reversed(audit)] == [
+        ("shop.search", "ok"),
+        ("bank.transfer", "refused"),
+        ("shop.search", "error"),
+    ]
+    assert all(
+        a.tenant_id == db.tenant and a.agent == "shopper" and len(a.arguments_sha256) == 64 for a in audit
+    )
+    assert db.processes.audit(tenant_id=db.tenant + 1) == []

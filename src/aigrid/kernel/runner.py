@@ -10,6 +10,7 @@ same idempotency key (``pid:seq``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ import orjson
 from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, ToolOutcome, ToolRegistry
 from aigrid.store.agents import AgentStore
-from aigrid.store.processes import ProcessRecord, ProcessStore, Step, StepUsage
+from aigrid.store.processes import AuditEntry, ProcessRecord, ProcessStore, Step, StepUsage
 
 
 class ModelClient(Protocol):
@@ -127,9 +128,15 @@ class Runner:
                 self._processes.append, process.pid, "tool_call", {"id": call_id, "tool": name}
             )
             seq = started.seq
-        outcome = await self._call(process, spec, name, function.get("arguments"), f"{process.pid}:{seq}")
+        raw_arguments = function.get("arguments")
+        outcome = await self._call(process, spec, name, raw_arguments, f"{process.pid}:{seq}")
         result = {"id": call_id, "tool": name, "ok": outcome.ok, "content": outcome.content}
-        await asyncio.to_thread(self._processes.append, process.pid, "tool_result", result)
+        audit = AuditEntry(
+            name,
+            hashlib.sha256(str(raw_arguments if raw_arguments is not None else "").encode()).hexdigest(),
+            "refused" if outcome.refused else "ok" if outcome.ok else "error",
+        )
+        await asyncio.to_thread(self._processes.append, process.pid, "tool_result", result, None, audit)
 
     async def _call(
         self, process: ProcessRecord, spec: AgentSpec, name: str, raw_arguments: Any, key: str
@@ -137,7 +144,9 @@ class Runner:
         # The capability check stands whatever the model or a tool's result asked for.
         tool = self._tools.get(name)
         if tool is None or not spec.grants(name):
-            return ToolOutcome(False, f"refused: agent '{spec.name}' is not granted the tool '{name}'")
+            return ToolOutcome(
+                False, f"refused: agent '{spec.name}' is not granted the tool '{name}'", refused=True
+            )
         try:
             arguments = orjson.loads(raw_arguments) if isinstance(raw_arguments, str) else raw_arguments or {}
         except orjson.JSONDecodeError as exc:

@@ -49,10 +49,11 @@ class Tool:
 
 @dataclass(frozen=True, slots=True)
 class ToolOutcome:
-    """What a call returned to the model: its text and whether it succeeded."""
+    """What a call returned to the model: its text, whether it succeeded, whether it was refused."""
 
     ok: bool
     content: str
+    refused: bool = False
 
 
 class ToolRegistry:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from aigrid.grid.limits import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
-from aigrid.store.schema import JournalEntry, ProcessRow
+from aigrid.store.schema import JournalEntry, ProcessRow, ToolAudit
 
 ProcessState = Literal[
     "ready",
@@ -86,6 +86,28 @@ class StepUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_micro: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """A tool call for the audit log: the tool, a SHA-256 of its arguments, and how it went."""
+
+    tool: str
+    arguments_sha256: str
+    outcome: Literal["ok", "error", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """A tool call as the audit log kept it."""
+
+    at_us: int
+    tenant_id: int
+    pid: str
+    agent: str
+    tool: str
+    arguments_sha256: str
+    outcome: str
 
 
 def _record(row: ProcessRow) -> ProcessRecord:
@@ -170,9 +192,15 @@ class ProcessStore:
             return [_record(r) for r in session.scalars(query.order_by(ProcessRow.created_at_us))]
 
     def append(
-        self, pid: str, kind: StepKind, payload: dict[str, Any], usage: StepUsage | None = None
+        self,
+        pid: str,
+        kind: StepKind,
+        payload: dict[str, Any],
+        usage: StepUsage | None = None,
+        audit: AuditEntry | None = None,
     ) -> Step:
-        """Journal the next step of a live process, with the tokens and cost it used, in one commit."""
+        """Journal the next step of a live process, with the tokens and cost it used and, for a
+        tool call's result, its audit record, in one commit."""
         if kind not in STEP_KINDS:
             raise ValueError(f"unknown step kind {kind!r}")
         body = orjson.dumps(payload).decode()
@@ -192,10 +220,38 @@ class ProcessStore:
                     row.completion_tokens += usage.completion_tokens
                     row.cost_micro += usage.cost_micro
                 row.updated_at_us = entry.created_at_us
+                if audit is not None:
+                    session.add(
+                        ToolAudit(
+                            at_us=entry.created_at_us,
+                            tenant_id=row.tenant_id,
+                            pid=pid,
+                            agent=row.agent,
+                            tool=audit.tool[:128],
+                            arguments_sha256=audit.arguments_sha256,
+                            outcome=audit.outcome,
+                        )
+                    )
                 session.flush()
                 return _step(entry)
         except IntegrityError as exc:  # another worker journaled this process's step first
             raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
+
+    def audit(
+        self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """Tool calls from the audit log, newest first; of one tenant or process if asked."""
+        query = select(ToolAudit)
+        if tenant_id is not None:
+            query = query.where(ToolAudit.tenant_id == tenant_id)
+        if pid is not None:
+            query = query.where(ToolAudit.pid == pid)
+        query = query.order_by(ToolAudit.at_us.desc(), ToolAudit.id.desc()).limit(limit)
+        with Session(self._engine) as session:
+            return [
+                AuditRecord(r.at_us, r.tenant_id, r.pid, r.agent, r.tool, r.arguments_sha256, r.outcome)
+                for r in session.scalars(query)
+            ]
 
     def journal(self, pid: str, after: int = 0) -> list[Step]:
         """The steps of a process after step ``after``, in order."""

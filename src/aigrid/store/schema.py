@@ -147,3 +147,19 @@ class JournalEntry(Base):
     kind: Mapped[str] = mapped_column(String(24))
     payload: Mapped[str] = mapped_column(Text)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ToolAudit(Base):
+    """One tool call as the audit log keeps it: who, which tool, a digest of the arguments, outcome."""
+
+    __tablename__ = "tool_audit"
+    __table_args__ = (Index("ix_tool_audit_tenant_time", "tenant_id", "at_us"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at_us: Mapped[int] = mapped_column(BigInteger)
+    tenant_id: Mapped[int] = mapped_column(Integer)
+    pid: Mapped[str] = mapped_column(String(32), index=True)
+    agent: Mapped[str] = mapped_column(String(64))
+    tool: Mapped[str] = mapped_column(String(128))
+    arguments_sha256: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
