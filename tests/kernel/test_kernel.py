@@ -110,3 +110,26 @@ async def test_a_restarted_kernel_goes_on_where_the_journal_ends(tmp_path: Path)
     finally:
         await kernel.close()
     assert record.result == "Found it." and len(db.searches) == 1
+
+
+async def test_a_spent_agent_budget_suspends_and_the_kernel_revives_it_when_it_allows(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db, budget={"tokens": 1000, "period": "day"})
+    spent = {"tokens": 5000}
+    model = ScriptedModelMock(answer("done"))
+    runner = Runner(model, db.processes, db.agents, db.tools, lambda _t, _a, _s: (spent["tokens"], 0))
+    kernel = Kernel(runner, db.processes, db.agents, revive_s=0.05)
+    await kernel.start()
+    try:
+        pid = (await kernel.spawn(db.tenant, "shopper", "x")).pid
+        async with asyncio.timeout(10):
+            while db.processes.get(pid).state != "suspended":  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        reason = db.processes.get(pid).reason or ""
+        assert reason.startswith("budget: ") and "5000 of its 1000 tokens" in reason
+        assert model.requests == [], "no model call over budget"
+        spent["tokens"] = 0  # a new day
+        (record,) = await until_finished(db, [pid])
+    finally:
+        await kernel.close()
+    assert record.state == "done"

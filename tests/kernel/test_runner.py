@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.kernel.doubles import KernelDB, ScriptedModelMock, answer, call
 
+from aigrid.errors import APIError, insufficient_quota, not_found, rate_limited
 from aigrid.kernel.runner import Runner
+from aigrid.store.processes import ProcessRecord, StepUsage
 
 pytestmark = pytest.mark.asyncio
 
@@ -113,3 +116,42 @@ async def test_every_tool_call_is_in_the_audit_log(tmp_path: Path) -> None:
         a.tenant_id == db.tenant and a.agent == "shopper" and len(a.arguments_sha256) == 64 for a in audit
     )
     assert db.processes.audit(tenant_id=db.tenant + 1) == []
+
+
+class RefusingModelMock(ScriptedModelMock):
+    """A unit-test grid that refuses the first call with an API error, then answers."""
+
+    def __init__(self, error: APIError, *messages: dict[str, Any]) -> None:
+        super().__init__(*messages)
+        self.error: APIError | None = error
+
+    async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return await super().chat(process, body)
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (insufficient_quota("Budget reached: 100 tokens per day."), "suspended"),
+        (rate_limited("Rate limit reached.", 0.01), "done"),
+        (APIError(503, "overloaded", code="overloaded", headers={"Retry-After": "0"}), "done"),
+        (not_found("The model 'nope' does not exist.", code="model_not_found"), "failed"),
+    ],
+)
+async def test_a_refused_model_call_suspends_waits_or_fails(
+    tmp_path: Path, error: APIError, state: str
+) -> None:
+    db = KernelDB(tmp_path)
+    runner, pid = db.start(RefusingModelMock(error, answer("ok")))
+    db.processes.set_state(pid, "running")
+    record = await runner.step(pid)
+    while record.state == "running":
+        record = await runner.step(pid)
+    assert record.state == state
+    if state == "suspended":
+        assert record.reason == "budget: Budget reached: 100 tokens per day."
+    if state == "failed":
+        assert "404" in (record.reason or "") and "nope" in (record.reason or "")

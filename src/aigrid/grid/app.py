@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -42,6 +43,7 @@ from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate, sqlite_url
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.processes import ProcessStore
+from aigrid.store.usage import agent_spent
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_FILE = "admin_key"
@@ -179,7 +181,8 @@ def _kernel(grid: Grid, store: _Store) -> Kernel:
     for tool in builtin_tools():
         tools.register(tool)
     model = GridModelClient(grid, TenantNames(store.accounts.tenant_names))
-    return Kernel(Runner(model, processes, agents, tools), processes, agents)
+    spent = functools.partial(agent_spent, store.engine)
+    return Kernel(Runner(model, processes, agents, tools, spent), processes, agents)
 
 
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Literal
 
-from aigrid.kernel.runner import Runner
+from aigrid.kernel.runner import BUDGET_REASON, Runner
 from aigrid.kernel.scheduler import FairScheduler, Runnable
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
@@ -36,6 +36,7 @@ class Kernel:
         agents: AgentStore,
         scheduler: FairScheduler | None = None,
         workers: int = 64,
+        revive_s: float = 30.0,
     ) -> None:
         if workers < 1:
             raise ValueError("a kernel needs at least one worker")
@@ -47,6 +48,8 @@ class Kernel:
         self._busy: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._revive_s = revive_s
+        self._reviver: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Take up every unfinished runnable process (after a restart: where its journal ends)."""
@@ -54,13 +57,15 @@ class Kernel:
             if process.state in _RUNNABLE:
                 self._queue(process)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="kernel-dispatcher")
+        self._reviver = asyncio.create_task(self._revive(), name="kernel-reviver")
 
     async def close(self) -> None:
         """Stop dispatching and wait for the steps in flight (their processes resume at restart)."""
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            await asyncio.gather(self._dispatcher, return_exceptions=True)
-            self._dispatcher = None
+        for loop in (self._dispatcher, self._reviver):
+            if loop is not None:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+        self._dispatcher = self._reviver = None
         for task in list(self._busy):
             task.cancel()
         await asyncio.gather(*self._busy, return_exceptions=True)
@@ -94,6 +99,24 @@ class Kernel:
     def _queue(self, process: ProcessRecord) -> None:
         self._scheduler.add(Runnable(process.pid, process.tenant_id, process.priority, time.monotonic()))
         self._wake.set()
+
+    async def _revive(self) -> None:
+        # A budget that allowed nothing may allow again (a new day, a raised limit): processes
+        # suspended for their budget are tried again now and then, and suspend again if still over.
+        while True:
+            await asyncio.sleep(self._revive_s)
+            suspended = await asyncio.to_thread(self._processes.find, None, ("suspended",), 1000)
+            for process in suspended:
+                if not (process.reason or "").startswith(BUDGET_REASON):
+                    continue
+                try:
+                    revived = await asyncio.to_thread(
+                        self._processes.set_state, process.pid, "running", expect={"suspended"}
+                    )
+                except AccountError as exc:  # signalled meanwhile
+                    logger.info("reviving: %s", exc.message)
+                    continue
+                self._queue(revived)
 
     async def _dispatch(self) -> None:
         while True:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
+from aigrid.errors import APIError
+from aigrid.grid.limits import now_us, period_start_us
 from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, ToolOutcome, ToolRegistry
 from aigrid.store.agents import AgentStore
@@ -64,16 +67,29 @@ def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Repla
     return state
 
 
+# What an agent has used in a period: (tenant_id, agent, since_us) -> (tokens, cost_micro).
+SpentFn = Callable[[int, str, int], tuple[int, int]]
+BUDGET_REASON = "budget: "
+# The longest a step waits before trying a rate-limited or overloaded grid again.
+_MAX_RETRY_WAIT_S = 5.0
+
+
 class Runner:
     """Takes processes' steps: model calls through a ModelClient, tool calls through the registry."""
 
     def __init__(
-        self, model: ModelClient, processes: ProcessStore, agents: AgentStore, tools: ToolRegistry
+        self,
+        model: ModelClient,
+        processes: ProcessStore,
+        agents: AgentStore,
+        tools: ToolRegistry,
+        spent: SpentFn | None = None,
     ) -> None:
         self._model = model
         self._processes = processes
         self._agents = agents
         self._tools = tools
+        self._spent = spent
 
     async def run(self, pid: str) -> ProcessRecord:
         """Take steps until the process ends."""
@@ -101,8 +117,39 @@ class Runner:
             reason = f"the agent took its {spec.max_steps} steps without a final answer"
             return await asyncio.to_thread(self._processes.set_state, pid, "failed", reason=reason)
         else:
-            await self._model_step(process, spec, state)
+            over = await self._over_budget(process, spec)
+            if over is not None:
+                return await asyncio.to_thread(self._processes.set_state, pid, "suspended", reason=over)
+            try:
+                await self._model_step(process, spec, state)
+            except APIError as exc:
+                return await self._model_refused(process, exc)
         return await asyncio.to_thread(self._processes.get, pid)
+
+    async def _over_budget(self, process: ProcessRecord, spec: AgentSpec) -> str | None:
+        """Why the agent's own budget forbids another model call now, or None."""
+        budget = spec.budget
+        if budget is None or self._spent is None:
+            return None
+        since = period_start_us(budget.period, now_us())
+        tokens, cost = await asyncio.to_thread(self._spent, process.tenant_id, spec.name, since)
+        used = f"{BUDGET_REASON}agent '{spec.name}'"
+        if budget.tokens is not None and tokens >= budget.tokens:
+            return f"{used} used {tokens} of its {budget.tokens} tokens this {budget.period}"
+        if budget.cost is not None and cost >= int(budget.cost * 1_000_000):
+            return f"{used} spent its cost budget of {budget.cost} this {budget.period}"
+        return None
+
+    async def _model_refused(self, process: ProcessRecord, exc: APIError) -> ProcessRecord:
+        """A refused model call: a spent tenant budget suspends, load waits, anything else fails."""
+        if exc.code == "insufficient_quota":
+            reason = f"{BUDGET_REASON}{exc.message}"
+            return await asyncio.to_thread(self._processes.set_state, process.pid, "suspended", reason=reason)
+        if exc.status == 429 or exc.status >= 500:
+            await asyncio.sleep(_retry_wait(exc.headers))
+            return await asyncio.to_thread(self._processes.get, process.pid)
+        reason = f"the model call was refused ({exc.status}): {exc.message}"
+        return await asyncio.to_thread(self._processes.set_state, process.pid, "failed", reason=reason)
 
     async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> None:
         body: dict[str, Any] = {"model": spec.model, "messages": state.messages}
@@ -154,3 +201,12 @@ class Runner:
         if not isinstance(arguments, dict):
             return ToolOutcome(False, "error: the arguments must be a JSON object")
         return await self._tools.call(tool, arguments, CallContext(process.pid, process.tenant_id, key))
+
+
+def _retry_wait(headers: dict[str, str]) -> float:
+    """Seconds to wait before the next try: the grid's Retry-After, within bounds."""
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), "1")
+    try:
+        return min(max(float(raw), 0.0), _MAX_RETRY_WAIT_S)
+    except ValueError:
+        return 1.0

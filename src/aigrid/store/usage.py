@@ -122,3 +122,19 @@ def _present(r: dict[str, Any], group_by: tuple[str, ...]) -> dict[str, Any]:
     out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
     out["cost"] = money(out["cost_micro"])
     return out
+
+
+def agent_spent(engine: Engine, tenant_id: int, agent: str, since_us: int) -> tuple[int, int]:
+    """Tokens and cost (micro-units) an agent of a tenant has used since ``since_us``."""
+    stmt = select(
+        func.coalesce(func.sum(LedgerEntry.prompt_tokens + LedgerEntry.completion_tokens), 0),
+        func.coalesce(func.sum(LedgerEntry.cost_micro), 0),
+    ).where(
+        LedgerEntry.tenant_id == tenant_id,
+        LedgerEntry.agent == agent,
+        LedgerEntry.created_at_us >= since_us,
+        LedgerEntry.status != "rejected",
+    )
+    with Session(engine) as session:
+        tokens, cost = session.execute(stmt).one()
+    return int(tokens), int(cost)
