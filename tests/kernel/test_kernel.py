@@ -133,3 +133,60 @@ async def test_a_spent_agent_budget_suspends_and_the_kernel_revives_it_when_it_a
     finally:
         await kernel.close()
     assert record.state == "done"
+
+
+async def until_state(db: KernelDB, pid: str, state: str) -> None:
+    async with asyncio.timeout(10):
+        while db.processes.get(pid).state != state:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def test_a_call_needing_approval_waits_durably_and_runs_once_approved(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db, tools=["shop.*"], approval=["shop.search"])
+    kernel = kernel_for(db, ScriptedModelMock(call("shop.search", {"q": "lamp"})))
+    await kernel.start()
+    pid = (await kernel.spawn(db.tenant, "shopper", "x")).pid
+    await until_state(db, pid, "waiting_approval")
+    await kernel.close()  # a restart while it waits
+    assert db.searches == []
+    restarted = kernel_for(db, ScriptedModelMock(answer("Bought.")))
+    await restarted.start()
+    try:
+        (waiting,) = await restarted.approvals(db.tenant)
+        assert (waiting.pid, waiting.tool, waiting.agent) == (pid, "shop.search", "shopper")
+        assert await restarted.approvals(db.tenant + 1) == []
+        with pytest.raises(AccountError) as info:
+            await restarted.decide(waiting.id, db.tenant + 1, True)
+        assert info.value.status == 404, "another tenant cannot decide"
+        await restarted.decide(waiting.id, db.tenant, True)
+        with pytest.raises(AccountError) as info:
+            await restarted.decide(waiting.id, db.tenant, False)
+        assert info.value.status == 409
+        (record,) = await until_finished(db, [pid])
+    finally:
+        await restarted.close()
+    assert record.result == "Bought." and len(db.searches) == 1
+    assert await restarted.approvals(db.tenant) == []
+
+
+async def test_a_denied_call_is_refused_and_the_model_hears_it(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db, tools=["shop.*"], approval=["shop.*"])
+    model = ScriptedModelMock(call("shop.search", {"q": "lamp"}), answer("I was not allowed."))
+    kernel = kernel_for(db, model)
+    await kernel.start()
+    try:
+        pid = (await kernel.spawn(db.tenant, "shopper", "x")).pid
+        await until_state(db, pid, "waiting_approval")
+        (waiting,) = await kernel.approvals(db.tenant)
+        await kernel.decide(waiting.id, db.tenant, False)
+        (record,) = await until_finished(db, [pid])
+    finally:
+        await kernel.close()
+    assert record.state == "done" and db.searches == []
+    assert "denied" in model.requests[1]["messages"][-1]["content"]
+    assert [a.outcome for a in db.processes.audit(pid=pid)] == ["refused"]
+    with pytest.raises(AccountError) as info:
+        await kernel.decide("p-nope:3", db.tenant, True)
+    assert info.value.status == 404

@@ -94,3 +94,13 @@ def test_unknown_agents_states_and_signals(server: LiveServer) -> None:
     assert call(server, key, "GET", "/v1/processes", params={"limit": "0"}).status_code == 400
     assert call(server, key, "POST", "/v1/processes/p-nope/dance").status_code == 400
     assert call(server, key, "GET", "/v1/processes/p-nope").status_code == 404
+
+
+def test_the_approvals_inbox_and_its_bad_paths(server: LiveServer) -> None:
+    key = server.new_tenant_key("inbox-co")
+    inbox = call(server, key, "GET", "/v1/approvals")
+    assert inbox.status_code == 200 and inbox.json() == {"object": "list", "data": []}
+    unknown = call(server, key, "POST", "/v1/approvals/p-nope:4/approve")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    assert call(server, key, "POST", "/v1/approvals/p-nope:4/maybe").status_code == 400
+    assert call(server, key, "GET", "/v1/approvals", params={"tenant": "acme"}).status_code == 403

@@ -230,3 +230,11 @@ class AdminClient:
     def signal_process(self, pid: str, signal: str) -> dict[str, Any]:
         """POST /v1/processes/{pid}/{signal}."""
         return self._request("POST", f"/v1/processes/{quote(pid, safe='')}/{signal}")
+
+    def approvals(self, tenant: str | None) -> dict[str, Any]:
+        """GET /v1/approvals."""
+        return self._request("GET", "/v1/approvals", params={"tenant": tenant})
+
+    def decide(self, approval_id: str, decision: str) -> dict[str, Any]:
+        """POST /v1/approvals/{id}/approve|deny."""
+        return self._request("POST", f"/v1/approvals/{quote(approval_id, safe='')}/{decision}")

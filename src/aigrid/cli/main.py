@@ -371,3 +371,24 @@ def _signal_command(signal: str, summary: str) -> None:
 _signal_command("pause", "Pause a process (it takes no more steps until resumed).")
 _signal_command("resume", "Resume a paused process.")
 _signal_command("kill", "End a process for good.")
+
+
+@app.command("approvals")
+def approvals(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
+    """List the tool calls waiting for a yes or no."""
+    _call(as_json, lambda c: c.approvals(tenant), render.approvals)
+
+
+def _decision_command(decision: str, summary: str) -> None:
+    def command(
+        approval_id: Annotated[str, typer.Argument(metavar="ID", help="The approval's id.")],
+        as_json: JsonFlag = False,
+    ) -> None:
+        _call(as_json, lambda c: c.decide(approval_id, decision), render.process)
+
+    command.__doc__ = summary
+    app.command(decision)(command)
+
+
+_decision_command("approve", "Let a waiting tool call run.")
+_decision_command("deny", "Refuse a waiting tool call; the agent is told.")

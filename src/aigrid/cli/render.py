@@ -258,3 +258,19 @@ def journal(result: dict[str, Any]) -> RenderableType:
             Text(f"{step['seq']:>4}  {when(step['at_us'])}  {step['kind']:<15} ") + Text(str(detail))
         )
     return Group(*lines) if lines else Text("No steps yet.")
+
+
+def approvals(result: dict[str, Any]) -> Table:
+    """GET /v1/approvals as an inbox."""
+    rows = (
+        (
+            a["id"],
+            a.get("tenant"),
+            a["agent"],
+            a["tool"],
+            str(a.get("arguments")),
+            when(a["requested_at"] * 1_000_000),
+        )
+        for a in result["data"]
+    )
+    return _table("approvals", ("id", "tenant", "agent", "tool", "arguments", "asked (UTC)"), rows)

@@ -223,6 +223,41 @@ async def signal_process(request: Request) -> Response:
     return json_response(_process_object(process, tenants))
 
 
+async def list_approvals(request: Request) -> Response:
+    """GET /v1/approvals: the calls waiting for a yes or no, across the caller's agents."""
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
+    tenant_id = await tenant_scope(state, principal, request.query_params.get("tenant"), "approvals")
+    inbox = await call_store_async(state.kernel.approvals(tenant_id))
+    tenants = await call_store(state.accounts.tenant_names)
+    data = [
+        {
+            "object": "approval",
+            "id": a.id,
+            "pid": a.pid,
+            "tenant": tenants.get(a.tenant_id),
+            "agent": a.agent,
+            "tool": a.tool,
+            "arguments": a.arguments,
+            "requested_at": a.requested_at_us // 1_000_000,
+        }
+        for a in inbox
+    ]
+    return json_response({"object": "list", "data": data})
+
+
+async def decide_approval(request: Request) -> Response:
+    """POST /v1/approvals/{id}/approve|deny: the process goes on with the decision."""
+    state = state_of(request)
+    decision = request.path_params["decision"]
+    if decision not in ("approve", "deny"):
+        raise bad_request(f"Unknown decision '{decision}'; use approve or deny.", param="decision")
+    work = state.kernel.decide(request.path_params["id"], await _owner(request), decision == "approve")
+    process = await call_store_async(work)
+    tenants = await call_store(state.accounts.tenant_names)
+    return json_response(_process_object(process, tenants))
+
+
 async def _owner(request: Request) -> int | None:
     """The tenant whose processes the caller may reach: its own, or any for the admin key."""
     principal = state_of(request).keyring.authenticate(request)
@@ -230,6 +265,8 @@ async def _owner(request: Request) -> int | None:
 
 
 routes = [
+    Route("/v1/approvals", list_approvals, methods=["GET"]),
+    Route("/v1/approvals/{id}/{decision}", decide_approval, methods=["POST"]),
     Route("/v1/processes", start_process, methods=["POST"]),
     Route("/v1/processes", list_processes, methods=["GET"]),
     Route("/v1/processes/{pid}", get_process, methods=["GET"]),

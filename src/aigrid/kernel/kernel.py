@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aigrid.kernel.runner import BUDGET_REASON, Runner
 from aigrid.kernel.scheduler import FairScheduler, Runnable
@@ -22,6 +23,21 @@ from aigrid.store.processes import ProcessRecord, ProcessStore
 logger = logging.getLogger(__name__)
 
 Signal = Literal["pause", "resume", "kill"]
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A tool call waiting for a person's yes or no; its id is ``pid:seq`` of the request."""
+
+    id: str
+    pid: str
+    tenant_id: int
+    agent: str
+    tool: str
+    arguments: Any
+    requested_at_us: int
+
+
 # States whose process waits for its next step in the scheduler.
 _RUNNABLE = ("ready", "running")
 
@@ -95,6 +111,59 @@ class Kernel:
         if process.state == "suspended":
             raise AccountError(409, f"Process {pid} is already suspended.")
         return await asyncio.to_thread(self._processes.set_state, pid, "suspended", reason=paused)
+
+    async def approvals(self, tenant_id: int | None) -> list[Approval]:
+        """The calls waiting for a decision: one inbox across a tenant's agents (all, for None)."""
+        waiting = await asyncio.to_thread(self._processes.find, tenant_id, ("waiting_approval",), 1000)
+        inbox: list[Approval] = []
+        for process in waiting:
+            steps = await asyncio.to_thread(self._processes.journal, process.pid)
+            decided = {
+                s.payload["id"] for s in steps if s.kind == "approval" and s.payload["status"] != "pending"
+            }
+            inbox += [
+                Approval(
+                    f"{process.pid}:{s.seq}",
+                    process.pid,
+                    process.tenant_id,
+                    process.agent,
+                    s.payload["tool"],
+                    s.payload.get("arguments"),
+                    s.created_at_us,
+                )
+                for s in steps
+                if s.kind == "approval"
+                and s.payload["status"] == "pending"
+                and s.payload["id"] not in decided
+            ]
+        return sorted(inbox, key=lambda a: a.requested_at_us)
+
+    async def decide(self, approval_id: str, tenant_id: int | None, approve: bool) -> ProcessRecord:
+        """Approve or deny a waiting call; the process runs on (404 unknown, 409 already decided)."""
+        pid, _, seq = approval_id.rpartition(":")
+        if not pid or not seq.isdigit():
+            raise AccountError(404, f"No approval {approval_id}.")
+        process = await asyncio.to_thread(self._processes.get, pid, tenant_id)
+        steps = await asyncio.to_thread(self._processes.journal, pid)
+        request = next((s for s in steps if s.seq == int(seq) and s.kind == "approval"), None)
+        if request is None or request.payload["status"] != "pending":
+            raise AccountError(404, f"No approval {approval_id}.")
+        call_id = request.payload["id"]
+        if any(s.kind == "approval" and s.payload["id"] == call_id and s.seq > request.seq for s in steps):
+            raise AccountError(409, f"Approval {approval_id} was already decided.")
+        if process.state != "waiting_approval":
+            raise AccountError(409, f"Process {pid} is {process.state}, not waiting for an approval.")
+        decision = {
+            "id": call_id,
+            "tool": request.payload["tool"],
+            "status": "approved" if approve else "denied",
+        }
+        await asyncio.to_thread(self._processes.append, pid, "approval", decision)
+        running = await asyncio.to_thread(
+            self._processes.set_state, pid, "running", expect={"waiting_approval"}
+        )
+        self._queue(running)
+        return running
 
     def _queue(self, process: ProcessRecord) -> None:
         self._scheduler.add(Runnable(process.pid, process.tenant_id, process.priority, time.monotonic()))

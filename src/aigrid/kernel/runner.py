@@ -40,6 +40,7 @@ class _Replay:
     model_turns: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # tool calls still without a result
     started: dict[str, int] = field(default_factory=dict)  # call id -> seq of its tool_call step
+    decisions: dict[str, str] = field(default_factory=dict)  # call id -> pending|approved|denied
     answer: str | None = None  # the final answer, when the last model turn called no tool
 
 
@@ -59,6 +60,9 @@ def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Repla
             state.answer = None if state.pending else str(message.get("content") or "")
         elif step.kind == "tool_call":
             state.started[payload["id"]] = step.seq
+        elif step.kind == "approval" and state.decisions.get(payload["id"]) in (None, "pending"):
+            # The first decision stands; a second one, from a person who clicked late, does not.
+            state.decisions[payload["id"]] = payload["status"]
         elif step.kind == "tool_result":
             state.messages.append(
                 {"role": "tool", "tool_call_id": payload["id"], "content": payload["content"]}
@@ -70,6 +74,7 @@ def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Repla
 # What an agent has used in a period: (tenant_id, agent, since_us) -> (tokens, cost_micro).
 SpentFn = Callable[[int, str, int], tuple[int, int]]
 BUDGET_REASON = "budget: "
+APPROVAL_REASON = "approval: "
 # The longest a step waits before trying a rate-limited or overloaded grid again.
 _MAX_RETRY_WAIT_S = 5.0
 
@@ -92,11 +97,11 @@ class Runner:
         self._spent = spent
 
     async def run(self, pid: str) -> ProcessRecord:
-        """Take steps until the process ends."""
+        """Take steps while the process runs: until it ends, or waits for a person or a budget."""
         process = await asyncio.to_thread(self._processes.get, pid)
-        if process.state != "running" and not process.finished:
+        if process.state == "ready":
             process = await asyncio.to_thread(self._processes.set_state, pid, "running")
-        while not process.finished:
+        while process.state == "running":
             process = await self.step(pid)
         return process
 
@@ -169,6 +174,12 @@ class Runner:
         call_id = str(call.get("id"))
         function = call.get("function") or {}
         name = str(function.get("name"))
+        tool = self._tools.get(name)
+        if tool is not None and spec.grants(name) and spec.needs_approval(name):
+            decision = state.decisions.get(call_id)
+            if decision != "approved":
+                await self._await_approval(process, call_id, name, function.get("arguments"), decision)
+                return
         seq = state.started.get(call_id)
         if seq is None:
             started = await asyncio.to_thread(
@@ -179,11 +190,31 @@ class Runner:
         outcome = await self._call(process, spec, name, raw_arguments, f"{process.pid}:{seq}")
         result = {"id": call_id, "tool": name, "ok": outcome.ok, "content": outcome.content}
         audit = AuditEntry(
-            name,
-            hashlib.sha256(str(raw_arguments if raw_arguments is not None else "").encode()).hexdigest(),
-            "refused" if outcome.refused else "ok" if outcome.ok else "error",
+            name, _digest(raw_arguments), "refused" if outcome.refused else "ok" if outcome.ok else "error"
         )
         await asyncio.to_thread(self._processes.append, process.pid, "tool_result", result, None, audit)
+
+    async def _await_approval(
+        self, process: ProcessRecord, call_id: str, name: str, arguments: Any, decision: str | None
+    ) -> None:
+        """Ask a person about a call (once), wait in ``waiting_approval``, or refuse a denied one."""
+        pid = process.pid
+        if decision == "denied":
+            result = {
+                "id": call_id,
+                "tool": name,
+                "ok": False,
+                "content": "refused: a person denied this call",
+            }
+            audit = AuditEntry(name, _digest(arguments), "refused")
+            await asyncio.to_thread(self._processes.append, pid, "tool_result", result, None, audit)
+            return
+        if decision is None:
+            request = {"id": call_id, "tool": name, "arguments": arguments, "status": "pending"}
+            await asyncio.to_thread(self._processes.append, pid, "approval", request)
+        await asyncio.to_thread(
+            self._processes.set_state, pid, "waiting_approval", reason=f"{APPROVAL_REASON}{name}"
+        )
 
     async def _call(
         self, process: ProcessRecord, spec: AgentSpec, name: str, raw_arguments: Any, key: str
@@ -210,3 +241,8 @@ def _retry_wait(headers: dict[str, str]) -> float:
         return min(max(float(raw), 0.0), _MAX_RETRY_WAIT_S)
     except ValueError:
         return 1.0
+
+
+def _digest(arguments: Any) -> str:
+    """The SHA-256 of a call's arguments as the model wrote them, for the audit log."""
+    return hashlib.sha256(str(arguments if arguments is not None else "").encode()).hexdigest()
