@@ -163,3 +163,6 @@ def test_run_ps_logs_and_signals(server: LiveServer, tmp_path: Path) -> None:
     assert ended.returncode == 1 and "has ended" in ended.stderr and "Traceback" not in ended.stderr
     unknown = aigrid(server, "pause", "p-nope")
     assert unknown.returncode == 1 and "No process p-nope" in unknown.stderr
+    assert "approvals" in aigrid(server, "approvals").stdout
+    nope = aigrid(server, "approve", "p-nope:3")
+    assert nope.returncode == 1 and "No approval p-nope:3" in nope.stderr

@@ -358,19 +358,30 @@ def logs(pid: Annotated[str, typer.Argument(help="The process id.")], as_json: J
     _call(as_json, lambda c: c.process_journal(pid), render.journal)
 
 
-def _signal_command(signal: str, summary: str) -> None:
+def _process_command(name: str, summary: str, request: Callable[[AdminClient, str], dict[str, Any]]) -> None:
+    """A command that acts on one process or approval by id and shows the process after."""
+
     def command(
-        pid: Annotated[str, typer.Argument(help="The process id.")], as_json: JsonFlag = False
+        target: Annotated[str, typer.Argument(metavar="ID", help="The process's or the approval's id.")],
+        as_json: JsonFlag = False,
     ) -> None:
-        _call(as_json, lambda c: c.signal_process(pid, signal), render.process)
+        _call(as_json, lambda c: request(c, target), render.process)
 
     command.__doc__ = summary
-    app.command(signal)(command)
+    app.command(name)(command)
 
 
-_signal_command("pause", "Pause a process (it takes no more steps until resumed).")
-_signal_command("resume", "Resume a paused process.")
-_signal_command("kill", "End a process for good.")
+def _signal(signal: str) -> Callable[[AdminClient, str], dict[str, Any]]:
+    return lambda client, pid: client.signal_process(pid, signal)
+
+
+def _decision(decision: str) -> Callable[[AdminClient, str], dict[str, Any]]:
+    return lambda client, approval_id: client.decide(approval_id, decision)
+
+
+_process_command("pause", "Pause a process (it takes no more steps until resumed).", _signal("pause"))
+_process_command("resume", "Resume a paused process.", _signal("resume"))
+_process_command("kill", "End a process for good.", _signal("kill"))
 
 
 @app.command("approvals")
@@ -379,16 +390,5 @@ def approvals(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
     _call(as_json, lambda c: c.approvals(tenant), render.approvals)
 
 
-def _decision_command(decision: str, summary: str) -> None:
-    def command(
-        approval_id: Annotated[str, typer.Argument(metavar="ID", help="The approval's id.")],
-        as_json: JsonFlag = False,
-    ) -> None:
-        _call(as_json, lambda c: c.decide(approval_id, decision), render.process)
-
-    command.__doc__ = summary
-    app.command(decision)(command)
-
-
-_decision_command("approve", "Let a waiting tool call run.")
-_decision_command("deny", "Refuse a waiting tool call; the agent is told.")
+_process_command("approve", "Let a waiting tool call run.", _decision("approve"))
+_process_command("deny", "Refuse a waiting tool call; the agent is told.", _decision("deny"))

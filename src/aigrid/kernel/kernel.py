@@ -143,7 +143,10 @@ class Kernel:
         pid, _, seq = approval_id.rpartition(":")
         if not pid or not seq.isdigit():
             raise AccountError(404, f"No approval {approval_id}.")
-        process = await asyncio.to_thread(self._processes.get, pid, tenant_id)
+        try:
+            process = await asyncio.to_thread(self._processes.get, pid, tenant_id)
+        except AccountError as exc:
+            raise AccountError(404, f"No approval {approval_id}.") from exc
         steps = await asyncio.to_thread(self._processes.journal, pid)
         request = next((s for s in steps if s.seq == int(seq) and s.kind == "approval"), None)
         if request is None or request.payload["status"] != "pending":
