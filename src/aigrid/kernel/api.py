@@ -32,16 +32,22 @@ def _agent_object(stored: StoredSpec, tenants: dict[int, str]) -> dict[str, Any]
     }
 
 
-def _spec_from(raw: bytes) -> tuple[AgentSpec, str | None]:
-    """The spec in a request body, and the tenant it names (the admin's way to choose one)."""
-    if len(raw) > _MAX_SPEC_BYTES:
-        raise bad_request(f"An agent spec may be at most {_MAX_SPEC_BYTES} bytes.")
+def _json_object(raw: bytes, shape: str) -> dict[str, Any]:
+    """A request body that must be a JSON object; ``shape`` says what it should hold."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"The body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
-        raise bad_request("The body must be a JSON object: an agent spec.")
+        raise bad_request(shape)
+    return body
+
+
+def _spec_from(raw: bytes) -> tuple[AgentSpec, str | None]:
+    """The spec in a request body, and the tenant it names (the admin's way to choose one)."""
+    if len(raw) > _MAX_SPEC_BYTES:
+        raise bad_request(f"An agent spec may be at most {_MAX_SPEC_BYTES} bytes.")
+    body = _json_object(raw, "The body must be a JSON object: an agent spec.")
     tenant = body.pop("tenant", None)
     if tenant is not None and not isinstance(tenant, str):
         raise bad_request("'tenant' must be a tenant's name.", param="tenant")
@@ -150,12 +156,7 @@ async def start_process(request: Request) -> Response:
     """POST /v1/processes: run the newest version of ``agent`` on ``input``."""
     state = state_of(request)
     state.keyring.authenticate(request)
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise bad_request("The body must be a JSON object with 'agent' and 'input'.")
+    body = _json_object(await request.body(), "The body must be a JSON object with 'agent' and 'input'.")
     agent, text, tenant = body.get("agent"), body.get("input"), body.get("tenant")
     if not isinstance(agent, str) or not agent:
         raise bad_request("'agent' must name one of your agents.", param="agent")
