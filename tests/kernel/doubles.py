@@ -8,25 +8,63 @@ from typing import Any
 
 import orjson
 
+from aigrid.kernel.builtins import SystemCalls
+from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.runner import Runner
 from aigrid.kernel.spec import AgentSpec
-from aigrid.kernel.tools import CallContext, Tool, ToolRegistry, builtin_tools
+from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate
+from aigrid.store.memory import MemoryStore
+from aigrid.store.notifications import NotificationStore
 from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage
 
 
 class ScriptedModelMock:
     """A unit-test stand-in for the grid: answers each call with the next scripted message."""
 
-    def __init__(self, *messages: dict[str, Any]) -> None:
+    def __init__(self, *messages: dict[str, Any], context: int | None = None) -> None:
         self.script = list(messages)
         self.requests: list[dict[str, Any]] = []
+        self.context = context
+
+    def context_window(self, model: str) -> int | None:
+        return self.context
 
     async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
         self.requests.append(body)
         return self.script.pop(0), StepUsage(10, 5, 3)
+
+
+class AgentScriptsMock(ScriptedModelMock):
+    """A unit-test stand-in for the grid with one script per agent, for agents that work together."""
+
+    def __init__(self, **scripts: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.scripts = scripts
+
+    async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
+        self.requests.append(body)
+        return self.scripts[process.agent].pop(0), StepUsage(10, 5, 3)
+
+
+class LateSpawner:
+    """Hands the system calls' spawns to a kernel made after them."""
+
+    def __init__(self) -> None:
+        self.kernel: Kernel | None = None
+
+    async def spawn(
+        self,
+        tenant_id: int,
+        agent: str,
+        input_text: str,
+        parent_pid: str | None = None,
+        spawn_key: str | None = None,
+    ) -> ProcessRecord:
+        assert self.kernel is not None, "the test made no kernel"
+        return await self.kernel.spawn(tenant_id, agent, input_text, parent_pid, spawn_key)
 
 
 def call(tool: str, arguments: dict[str, Any], call_id: str = "c1") -> dict[str, Any]:
@@ -51,9 +89,11 @@ class KernelDB:
         self.tenant = AccountStore(engine).ensure_tenant("acme")
         self.agents = AgentStore(engine)
         self.processes = ProcessStore(engine)
+        self.memory = MemoryStore(engine)
+        self.notifications = NotificationStore(engine)
+        self.spawner = LateSpawner()
         self.tools = ToolRegistry()
-        for tool in builtin_tools():
-            self.tools.register(tool)
+        self.tools.add_all(SystemCalls(self.memory, self.notifications, self.processes, self.spawner).tools())
         self.searches: list[str] = []
 
         async def search(arguments: dict[str, Any], context: CallContext) -> Any:
@@ -71,8 +111,19 @@ class KernelDB:
         raise AssertionError("an ungranted tool ran")
 
     def start(self, model: ScriptedModelMock, **spec: Any) -> tuple[Runner, str]:
-        stored, _ = self.agents.save(
-            self.tenant, AgentSpec.model_validate({"name": "shopper", "instructions": "Shop.", **spec})
-        )
+        stored = self.save(**spec)
         pid = self.processes.create(self.tenant, stored, "find a lamp").pid
         return Runner(model, self.processes, self.agents, self.tools), pid
+
+    def save(self, **spec: Any) -> Any:
+        """Store an agent spec (a shopper unless named otherwise) for the test tenant."""
+        fields = {"name": "shopper", "instructions": "Shop.", **spec}
+        stored, _ = self.agents.save(self.tenant, AgentSpec.model_validate(fields))
+        return stored
+
+    def kernel(self, model: ScriptedModelMock, workers: int = 8, **options: Any) -> Kernel:
+        """A kernel over this database whose processes may spawn others."""
+        runner = Runner(model, self.processes, self.agents, self.tools)
+        made = Kernel(runner, self.processes, self.agents, workers=workers, **options)
+        self.spawner.kernel = made
+        return made

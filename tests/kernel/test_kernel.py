@@ -10,7 +10,6 @@ from tests.kernel.doubles import KernelDB, ScriptedModelMock, answer, call
 
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.runner import Runner
-from aigrid.kernel.spec import AgentSpec
 from aigrid.store.accounts import AccountError
 from aigrid.store.processes import ProcessRecord
 
@@ -28,11 +27,11 @@ async def until_finished(db: KernelDB, pids: list[str], timeout_s: float = 20.0)
 
 
 def kernel_for(db: KernelDB, model: ScriptedModelMock, workers: int = 8) -> Kernel:
-    return Kernel(Runner(model, db.processes, db.agents, db.tools), db.processes, db.agents, workers=workers)
+    return db.kernel(model, workers)
 
 
 def save(db: KernelDB, **spec: object) -> None:
-    db.agents.save(db.tenant, AgentSpec.model_validate({"name": "shopper", "instructions": "Shop.", **spec}))
+    db.save(**spec)
 
 
 async def test_many_processes_run_to_the_end(tmp_path: Path) -> None:

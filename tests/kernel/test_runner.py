@@ -30,7 +30,13 @@ async def test_a_granted_tool_runs_and_its_result_goes_back_to_the_model(tmp_pat
     runner, pid = kernel.start(model, tools=["shop.*", "time.now"])
     done = await runner.run(pid)
     assert done.result == "The lamp costs 12.50."
-    assert [t["function"]["name"] for t in model.requests[0]["tools"]] == ["shop.search", "time.now"]
+    assert [t["function"]["name"] for t in model.requests[0]["tools"]] == [
+        "memory__read",
+        "memory__search",
+        "memory__write",
+        "shop__search",
+        "time__now",
+    ]
     tool_message = model.requests[1]["messages"][-1]
     assert tool_message["role"] == "tool" and "lamp" in tool_message["content"]
     assert kernel.searches == [f"{pid}:3"], "the idempotency key is pid:seq of the journaled call"

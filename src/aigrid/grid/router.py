@@ -172,6 +172,12 @@ class Router:
         """Whether a model name (canonical or alias) is served."""
         return model in self._by_name
 
+    def for_tier(self, tier: str) -> Route | None:
+        """The first model with a deployment of that tier (``edge`` or ``cloud``), if any."""
+        return next(
+            (r for r in self.routes if any(d.backend.config.tier == tier for d in r.deployments)), None
+        )
+
     def deployments(self) -> list[Deployment]:
         """Every deployment once."""
         return [d for route in self.routes for d in route.deployments]

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aigrid.kernel.runner import BUDGET_REASON, Runner
+from aigrid.kernel.runner import BUDGET_REASON, SLEEP_REASON, Runner
 from aigrid.kernel.scheduler import FairScheduler, Runnable
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
@@ -40,6 +40,9 @@ class Approval:
 
 # States whose process waits for its next step in the scheduler.
 _RUNNABLE = ("ready", "running")
+# States a restart takes up again: a tool call cut off mid-flight runs again with the same key,
+# and a sleeper looks again at the process it waits for.
+_RESUMED = ("waiting_tool", "sleeping")
 
 
 class Kernel:
@@ -66,11 +69,17 @@ class Kernel:
         self._dispatcher: asyncio.Task[None] | None = None
         self._revive_s = revive_s
         self._reviver: asyncio.Task[None] | None = None
+        # Processes a worker is stepping, and those queued again meanwhile (stepped once it ends):
+        # one process is never stepped by two workers at once.
+        self._stepping: set[str] = set()
+        self._again: dict[str, Runnable] = {}
 
     async def start(self) -> None:
         """Take up every unfinished runnable process (after a restart: where its journal ends)."""
         for process in await asyncio.to_thread(self._processes.unfinished):
-            if process.state in _RUNNABLE:
+            if process.state in _RESUMED:
+                await self._resume(process.pid, set(_RESUMED))
+            elif process.state in _RUNNABLE:
                 self._queue(process)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="kernel-dispatcher")
         self._reviver = asyncio.create_task(self._revive(), name="kernel-reviver")
@@ -87,11 +96,22 @@ class Kernel:
         await asyncio.gather(*self._busy, return_exceptions=True)
 
     async def spawn(
-        self, tenant_id: int, agent: str, input_text: str, parent_pid: str | None = None
+        self,
+        tenant_id: int,
+        agent: str,
+        input_text: str,
+        parent_pid: str | None = None,
+        spawn_key: str | None = None,
     ) -> ProcessRecord:
-        """Start a process of the newest version of ``agent``."""
+        """Start a process of the newest version of ``agent`` (once per ``spawn_key``)."""
+        if spawn_key is not None:
+            existing = await asyncio.to_thread(self._processes.spawned, spawn_key)
+            if existing is not None:
+                return existing
         stored = await asyncio.to_thread(self._agents.get, tenant_id, agent)
-        process = await asyncio.to_thread(self._processes.create, tenant_id, stored, input_text, parent_pid)
+        process = await asyncio.to_thread(
+            self._processes.create, tenant_id, stored, input_text, parent_pid, spawn_key
+        )
         self._queue(process)
         return process
 
@@ -104,9 +124,16 @@ class Kernel:
             return resumed
         self._scheduler.remove(pid)
         if signal == "kill":
-            return await asyncio.to_thread(
+            killed = await asyncio.to_thread(
                 self._processes.set_state, pid, "killed", reason="killed by a signal"
             )
+            # A killed process's children die with it; a parent waiting on it wakes.
+            for child in await asyncio.to_thread(self._processes.children, pid):
+                if not child.finished:
+                    with contextlib.suppress(AccountError):
+                        await self.signal(child.pid, None, "kill")
+            await self._ended(killed)
+            return killed
         paused = "paused by a signal"
         if process.state == "suspended":
             raise AccountError(409, f"Process {pid} is already suspended.")
@@ -169,16 +196,36 @@ class Kernel:
         return running
 
     def _queue(self, process: ProcessRecord) -> None:
-        self._scheduler.add(Runnable(process.pid, process.tenant_id, process.priority, time.monotonic()))
+        runnable = Runnable(process.pid, process.tenant_id, process.priority, time.monotonic())
+        if process.pid in self._stepping:
+            self._again[process.pid] = runnable
+            return
+        self._scheduler.add(runnable)
         self._wake.set()
+
+    async def _resume(self, pid: str, states: set[str]) -> None:
+        """Move a process from one of ``states`` to running and queue it, unless it moved on."""
+        try:
+            woken = await asyncio.to_thread(self._processes.set_state, pid, "running", expect=states)
+        except AccountError:
+            return
+        self._queue(woken)
+
+    async def _ended(self, process: ProcessRecord) -> None:
+        """A process ended: a parent sleeping on it wakes to read its answer."""
+        if process.parent_pid is not None:
+            await self._resume(process.parent_pid, {"sleeping"})
 
     async def _revive(self) -> None:
         # A budget that allowed nothing may allow again (a new day, a raised limit): processes
         # suspended for their budget are tried again now and then, and suspend again if still over.
         while True:
             await asyncio.sleep(self._revive_s)
-            suspended = await asyncio.to_thread(self._processes.find, None, ("suspended",), 1000)
-            for process in suspended:
+            waiting = await asyncio.to_thread(self._processes.find, None, ("suspended", "sleeping"), 1000)
+            for process in waiting:
+                if process.state == "sleeping":
+                    await self._wake_sleeper(process)
+                    continue
                 if not (process.reason or "").startswith(BUDGET_REASON):
                     continue
                 try:
@@ -189,6 +236,16 @@ class Kernel:
                     logger.info("reviving: %s", exc.message)
                     continue
                 self._queue(revived)
+
+    async def _wake_sleeper(self, process: ProcessRecord) -> None:
+        # A parent whose child ended while no kernel ran (a crash between the two) is woken here.
+        awaited = (process.reason or "").removeprefix(SLEEP_REASON)
+        try:
+            ended = (await asyncio.to_thread(self._processes.get, awaited)).finished
+        except AccountError:
+            ended = True
+        if ended:
+            await self._resume(process.pid, {"sleeping"})
 
     async def _dispatch(self) -> None:
         while True:
@@ -209,6 +266,7 @@ class Kernel:
 
     async def _work(self, chosen: Runnable) -> None:
         tokens = 0
+        self._stepping.add(chosen.pid)
         try:
             before = await asyncio.to_thread(self._processes.get, chosen.pid)
             if before.state not in _RUNNABLE:  # paused or killed after it was queued
@@ -224,12 +282,22 @@ class Kernel:
             )
             if after.state == "running":
                 self._queue(after)
+            elif after.finished:
+                await self._ended(after)
         except AccountError as exc:  # the process ended or was signalled while it stepped
             logger.info("process %s: %s", chosen.pid, exc.message)
         except Exception as exc:
             logger.exception("process %s failed a step", chosen.pid)
             reason = f"a step failed: {type(exc).__name__}: {exc}"
             with contextlib.suppress(AccountError):
-                await asyncio.to_thread(self._processes.set_state, chosen.pid, "failed", reason=reason)
+                failed = await asyncio.to_thread(
+                    self._processes.set_state, chosen.pid, "failed", reason=reason
+                )
+                await self._ended(failed)
         finally:
+            self._stepping.discard(chosen.pid)
             self._scheduler.done(chosen, tokens, time.monotonic())
+            again = self._again.pop(chosen.pid, None)
+            if again is not None:
+                self._scheduler.add(again)
+                self._wake.set()

@@ -34,12 +34,25 @@ class GridModelClient:
         self._grid = grid
         self._tenant_name = tenant_name
 
+    def model_name(self, model: str) -> str:
+        """The grid model a spec's ``model`` names: itself, or for a tier the first model of it."""
+        router = self._grid.router
+        if not router.knows(model) and (route := router.for_tier(model)) is not None:
+            return route.name
+        return model
+
+    def context_window(self, model: str) -> int | None:
+        """The smallest context among the model's deployments, in tokens; None if unknown."""
+        name = self.model_name(model)
+        if not self._grid.router.knows(name):
+            return None
+        return min(d.backend.config.context_length for d in self._grid.router.resolve(name).deployments)
+
     async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
         """The assistant message of a whole (not streamed) chat completion, and what it cost."""
         principal = Principal(process.tenant_id, self._tenant_name(process.tenant_id), None)
-        _, answer = await self._grid.request(
-            principal, "chat", {**body, "stream": False}, CallMeta(process.agent, process.pid)
-        )
+        request = {**body, "model": self.model_name(str(body.get("model"))), "stream": False}
+        _, answer = await self._grid.request(principal, "chat", request, CallMeta(process.agent, process.pid))
         if not isinstance(answer, Completion):  # a whole answer was asked for
             raise TypeError("the grid answered a whole chat completion with a stream")
         message = orjson.loads(answer.body)["choices"][0]["message"]

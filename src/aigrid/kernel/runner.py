@@ -10,6 +10,7 @@ same idempotency key (``pid:seq``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,14 +20,19 @@ import orjson
 
 from aigrid.errors import APIError
 from aigrid.grid.limits import now_us, period_start_us
+from aigrid.kernel.context import fit
 from aigrid.kernel.spec import AgentSpec
-from aigrid.kernel.tools import CallContext, ToolOutcome, ToolRegistry
+from aigrid.kernel.tools import CallContext, Tool, ToolOutcome, ToolRegistry
+from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
 from aigrid.store.processes import AuditEntry, ProcessRecord, ProcessStore, Step, StepUsage
 
 
 class ModelClient(Protocol):
     """Calls a chat model for a process and says what the call used."""
+
+    def context_window(self, model: str) -> int | None:
+        """The model's context in tokens, if known: conversations are kept inside it."""
 
     async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
         """The assistant message the model answered with, and its usage."""
@@ -75,6 +81,7 @@ def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Repla
 SpentFn = Callable[[int, str, int], tuple[int, int]]
 BUDGET_REASON = "budget: "
 APPROVAL_REASON = "approval: "
+SLEEP_REASON = "waiting for process "
 # The longest a step waits before trying a rate-limited or overloaded grid again.
 _MAX_RETRY_WAIT_S = 5.0
 
@@ -157,10 +164,12 @@ class Runner:
         return await asyncio.to_thread(self._processes.set_state, process.pid, "failed", reason=reason)
 
     async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> None:
-        body: dict[str, Any] = {"model": spec.model, "messages": state.messages}
-        tools = self._tools.granted(spec)
-        if tools:
-            body["tools"] = [t.schema() for t in tools]
+        schemas = [t.schema() for t in self._tools.granted(spec, process.tenant_id)]
+        window = self._model.context_window(spec.model)
+        messages = state.messages if window is None else fit(state.messages, window, schemas)
+        body: dict[str, Any] = {"model": spec.model, "messages": messages}
+        if schemas:
+            body["tools"] = schemas
         await asyncio.to_thread(
             self._processes.append, process.pid, "model_request", {"messages": len(state.messages)}
         )
@@ -173,8 +182,9 @@ class Runner:
         call = state.pending[0]
         call_id = str(call.get("id"))
         function = call.get("function") or {}
-        name = str(function.get("name"))
-        tool = self._tools.get(name)
+        tool = self._tools.get(str(function.get("name")), process.tenant_id)
+        # The model calls a tool by the name it was shown (shop__search); the kernel knows shop.search.
+        name = tool.name if tool is not None else str(function.get("name"))
         if tool is not None and spec.grants(name) and spec.needs_approval(name):
             decision = state.decisions.get(call_id)
             if decision != "approved":
@@ -183,16 +193,43 @@ class Runner:
         seq = state.started.get(call_id)
         if seq is None:
             started = await asyncio.to_thread(
-                self._processes.append, process.pid, "tool_call", {"id": call_id, "tool": name}
+                self._processes.append,
+                process.pid,
+                "tool_call",
+                {"id": call_id, "tool": name},
+                state="waiting_tool",
             )
             seq = started.seq
         raw_arguments = function.get("arguments")
-        outcome = await self._call(process, spec, name, raw_arguments, f"{process.pid}:{seq}")
+        outcome = await self._call(process, spec, tool, name, raw_arguments, f"{process.pid}:{seq}")
+        if outcome.sleep_until is not None:
+            await self._sleep(process.pid, outcome.sleep_until)
+            return
         result = {"id": call_id, "tool": name, "ok": outcome.ok, "content": outcome.content}
         audit = AuditEntry(
             name, _digest(raw_arguments), "refused" if outcome.refused else "ok" if outcome.ok else "error"
         )
-        await asyncio.to_thread(self._processes.append, process.pid, "tool_result", result, None, audit)
+        await asyncio.to_thread(
+            self._processes.append, process.pid, "tool_result", result, None, audit, state="running"
+        )
+
+    async def _sleep(self, pid: str, until_pid: str) -> None:
+        """Sleep until ``until_pid`` ends; the call runs again then, with the same key, and answers."""
+        try:
+            await asyncio.to_thread(
+                self._processes.set_state,
+                pid,
+                "sleeping",
+                reason=f"{SLEEP_REASON}{until_pid}",
+                expect={"running", "waiting_tool"},
+            )
+        except AccountError:  # signalled meanwhile: the signal stands
+            return
+        # The awaited process may have ended before this one fell asleep, with no one to wake it.
+        awaited = await asyncio.to_thread(self._processes.get, until_pid)
+        if awaited.finished:
+            with contextlib.suppress(AccountError):
+                await asyncio.to_thread(self._processes.set_state, pid, "running", expect={"sleeping"})
 
     async def _await_approval(
         self, process: ProcessRecord, call_id: str, name: str, arguments: Any, decision: str | None
@@ -217,10 +254,15 @@ class Runner:
         )
 
     async def _call(
-        self, process: ProcessRecord, spec: AgentSpec, name: str, raw_arguments: Any, key: str
+        self,
+        process: ProcessRecord,
+        spec: AgentSpec,
+        tool: Tool | None,
+        name: str,
+        raw_arguments: Any,
+        key: str,
     ) -> ToolOutcome:
         # The capability check stands whatever the model or a tool's result asked for.
-        tool = self._tools.get(name)
         if tool is None or not spec.grants(name):
             return ToolOutcome(
                 False, f"refused: agent '{spec.name}' is not granted the tool '{name}'", refused=True
@@ -231,7 +273,8 @@ class Runner:
             return ToolOutcome(False, f"error: the arguments are not valid JSON: {exc}")
         if not isinstance(arguments, dict):
             return ToolOutcome(False, "error: the arguments must be a JSON object")
-        return await self._tools.call(tool, arguments, CallContext(process.pid, process.tenant_id, key))
+        context = CallContext(process.pid, process.tenant_id, key, process.agent)
+        return await self._tools.call(tool, arguments, context)
 
 
 def _retry_wait(headers: dict[str, str]) -> float:

@@ -13,6 +13,7 @@ Priority = Literal["interactive", "background"]
 Period = Literal["day", "month"]
 
 # Tool names look like "shop.search" or "time.now"; a pattern may use * and ? ("shop.*").
+MEMORY_TOOLS = "memory."
 _TOOL_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]{1,128}$")
 
 
@@ -58,7 +59,9 @@ class AgentSpec(BaseModel):
         return patterns
 
     def grants(self, tool: str) -> bool:
-        """Whether a process of this spec may call ``tool``."""
+        """Whether a process of this spec may call ``tool``; ``memory`` alone decides the memory tools."""
+        if tool.startswith(MEMORY_TOOLS):
+            return self.memory
         return any(fnmatch.fnmatchcase(tool, p) for p in self.tools)
 
     def needs_approval(self, tool: str) -> bool:

@@ -226,6 +226,14 @@ class AccountStore:
         with Session(self._engine) as session:
             return [(r.tenant_id, r.rpm, r.tpm) for r in session.scalars(select(RateLimit))]
 
+    def tenant_id(self, name: str) -> int:
+        """The id of the tenant called ``name``; 404 if there is none."""
+        with Session(self._engine) as session:
+            found = session.scalar(select(Tenant.id).where(Tenant.name == name))
+        if found is None:
+            raise AccountError(404, f"No tenant named '{name}'.")
+        return found
+
     def tenant_names(self) -> dict[int, str]:
         """Tenant names by id."""
         with Session(self._engine) as session:

@@ -142,9 +142,20 @@ class ProcessStore:
         self._engine = engine
 
     def create(
-        self, tenant_id: int, agent: StoredSpec, input_text: str, parent_pid: str | None = None
+        self,
+        tenant_id: int,
+        agent: StoredSpec,
+        input_text: str,
+        parent_pid: str | None = None,
+        spawn_key: str | None = None,
     ) -> ProcessRecord:
-        """A new process of ``agent`` on ``input_text``, ready to run."""
+        """A new process of ``agent`` on ``input_text``, ready to run.
+
+        With a ``spawn_key`` (the idempotency key of the tool call that asked for it), a process
+        already started under that key is returned instead of a second one.
+        """
+        if spawn_key is not None and (existing := self.spawned(spawn_key)) is not None:
+            return existing
         now = now_us()
         row = ProcessRow(
             pid="p-" + secrets.token_hex(8),
@@ -152,6 +163,7 @@ class ProcessStore:
             agent=agent.spec.name,
             agent_version=agent.version,
             parent_pid=parent_pid,
+            spawn_key=spawn_key,
             input=input_text,
             state="ready",
             priority=agent.spec.priority,
@@ -162,10 +174,27 @@ class ProcessStore:
             created_at_us=now,
             updated_at_us=now,
         )
-        with Session(self._engine) as session, session.begin():
-            session.add(row)
-            session.flush()
-            return _record(row)
+        try:
+            with Session(self._engine) as session, session.begin():
+                session.add(row)
+                session.flush()
+                return _record(row)
+        except IntegrityError:
+            if spawn_key is not None and (existing := self.spawned(spawn_key)) is not None:
+                return existing  # the same call, retried at the same moment elsewhere
+            raise
+
+    def spawned(self, spawn_key: str) -> ProcessRecord | None:
+        """The process started by the tool call with this idempotency key, if any."""
+        with Session(self._engine) as session:
+            row = session.scalar(select(ProcessRow).where(ProcessRow.spawn_key == spawn_key))
+            return None if row is None else _record(row)
+
+    def children(self, pid: str) -> list[ProcessRecord]:
+        """The processes ``pid`` spawned, oldest first."""
+        query = select(ProcessRow).where(ProcessRow.parent_pid == pid).order_by(ProcessRow.created_at_us)
+        with Session(self._engine) as session:
+            return [_record(r) for r in session.scalars(query)]
 
     def get(self, pid: str, tenant_id: int | None = None) -> ProcessRecord:
         """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
@@ -198,9 +227,15 @@ class ProcessStore:
         payload: dict[str, Any],
         usage: StepUsage | None = None,
         audit: AuditEntry | None = None,
+        *,
+        state: Literal["running", "waiting_tool"] | None = None,
     ) -> Step:
         """Journal the next step of a live process, with the tokens and cost it used and, for a
-        tool call's result, its audit record, in one commit."""
+        tool call's result, its audit record, in one commit.
+
+        ``state`` moves a process between running and waiting_tool in the same commit; a process
+        a signal moved elsewhere meanwhile stays where the signal put it.
+        """
         if kind not in STEP_KINDS:
             raise ValueError(f"unknown step kind {kind!r}")
         body = orjson.dumps(payload).decode()
@@ -215,6 +250,8 @@ class ProcessStore:
                 )
                 session.add(entry)
                 row.steps += 1
+                if state is not None and row.state in ("running", "waiting_tool"):
+                    row.state = state
                 if usage is not None:
                     row.prompt_tokens += usage.prompt_tokens
                     row.completion_tokens += usage.completion_tokens

@@ -115,6 +115,8 @@ class ProcessRow(Base):
     __table_args__ = (
         Index("ix_processes_tenant_state", "tenant_id", "state"),
         Index("ix_processes_state", "state"),
+        Index("ix_processes_spawn_key", "spawn_key", unique=True),
+        Index("ix_processes_parent", "parent_pid"),
     )
 
     pid: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -122,6 +124,8 @@ class ProcessRow(Base):
     agent: Mapped[str] = mapped_column(String(64))
     agent_version: Mapped[int] = mapped_column(Integer)
     parent_pid: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The idempotency key of the tool call that started this process, so a retried call finds it.
+    spawn_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     input: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(String(512), nullable=True)
@@ -163,3 +167,45 @@ class ToolAudit(Base):
     tool: Mapped[str] = mapped_column(String(128))
     arguments_sha256: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
+
+
+class Memory(Base):
+    """A remembered text of an agent, or of a whole tenant (agent ''), found again by full-text search."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "agent", "key"),
+        Index("ix_memories_tenant_agent", "tenant_id", "agent"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class Notification(Base):
+    """A message an agent left for its owner."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_tenant", "tenant_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    pid: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    agent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ToolProviderRow(Base):
+    """A tool provider added at run time (``aigrid tool add``), opened again at every start."""
+
+    __tablename__ = "tool_providers"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    config: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)

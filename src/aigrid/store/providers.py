@@ -1,0 +1,40 @@
+"""Tool providers added at run time, kept so that a restarted server opens them again; blocking."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aigrid.grid.limits import now_us
+from aigrid.kernel.providers.base import ProviderConfig
+from aigrid.store.accounts import AccountError
+from aigrid.store.schema import ToolProviderRow
+
+
+class ProviderStore:
+    """Saves, lists and deletes run-time tool providers by name."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def save(self, config: ProviderConfig) -> None:
+        """Keep a new provider; 409 if one of that name is kept already."""
+        row = ToolProviderRow(name=config.name, config=config.model_dump_json(), created_at_us=now_us())
+        try:
+            with Session(self._engine) as session, session.begin():
+                session.add(row)
+        except IntegrityError as exc:
+            raise AccountError(409, f"A tool provider named '{config.name}' exists already.") from exc
+
+    def all(self) -> list[ProviderConfig]:
+        """Every kept provider, by name."""
+        with Session(self._engine) as session:
+            rows = session.scalars(select(ToolProviderRow).order_by(ToolProviderRow.name)).all()
+            return [ProviderConfig.model_validate_json(r.config) for r in rows]
+
+    def delete(self, name: str) -> bool:
+        """Forget a provider; whether there was one."""
+        with Session(self._engine) as session, session.begin():
+            result = session.execute(delete(ToolProviderRow).where(ToolProviderRow.name == name))
+        return bool(getattr(result, "rowcount", 0))
