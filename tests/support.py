@@ -54,10 +54,15 @@ output_price_per_mtok = {output_price}
 
 
 class RecordingUpstream:
-    """A test double OpenAI upstream: records each request body, answers with a fixed status."""
+    """A test double OpenAI upstream: records each request body, answers with a fixed status.
+
+    Whole answers come from ``script`` (assistant messages, tool calls included) while it lasts,
+    then are "hi".
+    """
 
     def __init__(self, status: int = 200, stream_chunks: int = 1, chunk_delay_s: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.script: list[dict[str, Any]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -78,6 +83,7 @@ class RecordingUpstream:
                 if body.get("stream"):
                     self._stream(body["model"], usage)
                     return
+                message = outer.script.pop(0) if outer.script else {"role": "assistant", "content": "hi"}
                 reply = {
                     "id": "c1",
                     "object": "chat.completion",
@@ -86,8 +92,8 @@ class RecordingUpstream:
                     "choices": [
                         {
                             "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": "hi"},
+                            "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                            "message": message,
                         }
                     ],
                     "usage": usage,

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from aigrid.kernel.providers.base import ProviderConfig
+
 Backend = Literal["openai", "embedded"]
 Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
 Tier = Literal["edge", "cloud"]
@@ -116,6 +118,23 @@ class LedgerConfig(_Strict):
     sync: Literal["normal", "full"] = "normal"
 
 
+class KernelConfig(_Strict):
+    """How the agent kernel shares the grid: workers (steps at once) and the scheduler's rules."""
+
+    workers: int = Field(default=64, ge=1, le=4096)
+    tenant_cap: int = Field(default=16, ge=1, le=4096)
+    aging_s: float = Field(default=30.0, gt=0)
+    weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for tenant, weight in v.items():
+            if weight <= 0:
+                raise ValueError(f"tenant '{tenant}' needs a weight above 0")
+        return v
+
+
 class ServerConfig(_Strict):
     """Everything the config file declares."""
 
@@ -123,6 +142,8 @@ class ServerConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     breaker: BreakerConfig = BreakerConfig()
     ledger: LedgerConfig = LedgerConfig()
+    tools: list[ProviderConfig] = Field(default_factory=list)
+    kernel: KernelConfig = KernelConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerConfig:
@@ -132,6 +153,10 @@ class ServerConfig(_Strict):
                 if name in seen:
                     raise ValueError(f"model name '{name}' is declared twice")
                 seen.add(name)
+        providers = [p.name for p in self.tools]
+        for name in providers:
+            if providers.count(name) > 1:
+                raise ValueError(f"tool provider '{name}' is declared twice")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,18 @@ class AgentScriptsMock(ScriptedModelMock):
     async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
         self.requests.append(body)
         return self.scripts[process.agent].pop(0), StepUsage(10, 5, 3)
+
+
+class ReactiveModelMock(ScriptedModelMock):
+    """A unit-test stand-in for the grid that answers from the conversation, whatever the order."""
+
+    def __init__(self, respond: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
+        super().__init__()
+        self.respond = respond
+
+    async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
+        self.requests.append(body)
+        return self.respond(body["messages"]), StepUsage(10, 5, 3)
 
 
 class LateSpawner:

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tests.kernel.doubles import KernelDB, ScriptedModelMock, answer, call
+from tests.kernel.doubles import KernelDB, ReactiveModelMock, ScriptedModelMock, answer, call
 
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.runner import Runner
@@ -37,8 +37,10 @@ def save(db: KernelDB, **spec: object) -> None:
 async def test_many_processes_run_to_the_end(tmp_path: Path) -> None:
     db = KernelDB(tmp_path)
     save(db, tools=["shop.*"])
-    model = ScriptedModelMock(
-        *[m for i in range(30) for m in (call("shop.search", {"q": "lamp"}, f"c{i}"), answer("done"))]
+    model = ReactiveModelMock(
+        lambda messages: (
+            answer("done") if messages[-1]["role"] == "tool" else call("shop.search", {"q": "lamp"})
+        )
     )
     kernel = kernel_for(db, model)
     await kernel.start()

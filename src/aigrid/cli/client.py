@@ -238,3 +238,41 @@ class AdminClient:
     def decide(self, approval_id: str, decision: str) -> dict[str, Any]:
         """POST /v1/approvals/{id}/approve|deny."""
         return self._request("POST", f"/v1/approvals/{quote(approval_id, safe='')}/{decision}")
+
+    def list_tools(self, tenant: str | None) -> dict[str, Any]:
+        """GET /v1/tools."""
+        return self._request("GET", "/v1/tools", params={"tenant": tenant})
+
+    def list_providers(self) -> dict[str, Any]:
+        """GET /admin/tools/providers."""
+        return self._request("GET", "/admin/tools/providers")
+
+    def add_provider(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /admin/tools/providers."""
+        return self._request("POST", "/admin/tools/providers", body=config)
+
+    def remove_provider(self, name: str) -> dict[str, Any]:
+        """DELETE /admin/tools/providers/{name}."""
+        return self._request("DELETE", f"/admin/tools/providers/{quote(name, safe='')}")
+
+    def audit(self, tenant: str | None, pid: str | None, limit: int) -> dict[str, Any]:
+        """GET /v1/audit."""
+        return self._request("GET", "/v1/audit", params={"tenant": tenant, "pid": pid, "limit": str(limit)})
+
+    def memories(self, tenant: str, query: str | None, agent: str | None, limit: int) -> dict[str, Any]:
+        """GET /v1/memory: a search with a query, else the newest."""
+        params = {"tenant": tenant, "q": query, "agent": agent, "limit": str(limit)}
+        return self._request("GET", "/v1/memory", params=params)
+
+    def remember(self, tenant: str, text: str, key: str | None, agent: str | None) -> dict[str, Any]:
+        """POST /v1/memory."""
+        body = {"text": text, "key": key, "agent": agent}
+        return self._request("POST", "/v1/memory", params={"tenant": tenant}, body=body)
+
+    def forget(self, tenant: str, memory_id: int) -> dict[str, Any]:
+        """DELETE /v1/memory/{id}."""
+        return self._request("DELETE", f"/v1/memory/{memory_id}", params={"tenant": tenant})
+
+    def notifications(self, tenant: str | None, after: int) -> dict[str, Any]:
+        """GET /v1/notifications."""
+        return self._request("GET", "/v1/notifications", params={"tenant": tenant, "after": str(after)})

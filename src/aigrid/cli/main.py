@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console, RenderableType
+from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import render
-from aigrid.cli.client import AdminClient, CLIError, connect
+from aigrid.cli import render, system
+from aigrid.cli.client import AdminClient
+from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail
 
 
 class Period(StrEnum):
@@ -44,7 +44,6 @@ class Interval(StrEnum):
     MONTH = "month"
 
 
-_PIPED_WIDTH = 160
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 tenant_app = typer.Typer(no_args_is_help=True, help="Create and list tenants.")
 key_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys.")
@@ -56,41 +55,11 @@ app.add_typer(budget_app, name="budget")
 app.add_typer(limits_app, name="limits")
 agent_app = typer.Typer(no_args_is_help=True, help="Store agent specs and read their versions.")
 app.add_typer(agent_app, name="agent")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer and nothing else.")]
-Tenant = Annotated[str, typer.Option("--tenant", help="The tenant's name.")]
-TenantFilter = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
-
-
-def _fail(message: str, exit_code: int) -> NoReturn:
-    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
-    raise typer.Exit(exit_code)
-
-
-def _console() -> Console:
-    """The terminal's width on a terminal; piped or redirected, tables are not squeezed to 80 columns."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=_PIPED_WIDTH)
-    return console
-
-
-def _call(
-    as_json: bool,
-    request: Callable[[AdminClient], dict[str, Any]],
-    show: Callable[[dict[str, Any]], RenderableType],
-) -> None:
-    """Make one API call and print its answer as JSON or through `show`; report failures, no traceback."""
-    try:
-        with connect() as admin:
-            result = request(admin)
-    except CLIError as exc:
-        _fail(exc.message, exc.exit_code)
-    console = _console()
-    if as_json:
-        console.out(json.dumps(result, indent=2, ensure_ascii=False), highlight=False)
-    else:
-        console.print(show(result))
+app.add_typer(system.tool_app, name="tool")
+app.add_typer(system.memory_app, name="memory")
+app.command("top")(system.top)
+app.command("audit")(system.audit)
+app.command("notifications")(system.notifications)
 
 
 def _version(value: bool) -> None:
@@ -124,7 +93,7 @@ def serve(
     try:
         run_server(config, host, port, data_dir)
     except ConfigError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
 
 
 @tenant_app.command("create")
@@ -132,7 +101,7 @@ def tenant_create(
     name: Annotated[str, typer.Argument(help="The new tenant's name.")], as_json: JsonFlag = False
 ) -> None:
     """Create a tenant."""
-    _call(
+    call(
         as_json,
         lambda c: c.create_tenant(name),
         lambda r: Text(f"Created tenant {r['name']} (id {r['id']})."),
@@ -142,7 +111,7 @@ def tenant_create(
 @tenant_app.command("list")
 def tenant_list(as_json: JsonFlag = False) -> None:
     """List tenants."""
-    _call(as_json, lambda c: c.list_tenants(), render.tenants)
+    call(as_json, lambda c: c.list_tenants(), render.tenants)
 
 
 @key_app.command("create")
@@ -152,13 +121,13 @@ def key_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key for a tenant; its secret is shown only once."""
-    _call(as_json, lambda c: c.create_key(tenant, name), render.created_key)
+    call(as_json, lambda c: c.create_key(tenant, name), render.created_key)
 
 
 @key_app.command("list")
 def key_list(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
     """List API keys (never their secrets)."""
-    _call(as_json, lambda c: c.list_keys(tenant), render.keys)
+    call(as_json, lambda c: c.list_keys(tenant), render.keys)
 
 
 @key_app.command("revoke")
@@ -166,7 +135,7 @@ def key_revoke(
     key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id.")], as_json: JsonFlag = False
 ) -> None:
     """Revoke an API key at once."""
-    _call(as_json, lambda c: c.revoke_key(key_id), lambda r: Text(f"Revoked key {key_id}."))
+    call(as_json, lambda c: c.revoke_key(key_id), lambda r: Text(f"Revoked key {key_id}."))
 
 
 def _positive_amount(value: str | None) -> str | None:
@@ -194,14 +163,14 @@ def budget_set(
 ) -> None:
     """Add or replace a tenant's token or cost budget for a period."""
     if (tokens is None) == (cost is None):
-        _fail("give exactly one of --tokens or --cost.", 2)
-    _call(as_json, lambda c: c.set_budget(tenant, period.value, tokens=tokens, cost=cost), render.budgets)
+        fail("give exactly one of --tokens or --cost.", 2)
+    call(as_json, lambda c: c.set_budget(tenant, period.value, tokens=tokens, cost=cost), render.budgets)
 
 
 @budget_app.command("list")
 def budget_list(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
     """List budgets with what is spent and reserved this period."""
-    _call(as_json, lambda c: c.list_budgets(tenant), render.budgets)
+    call(as_json, lambda c: c.list_budgets(tenant), render.budgets)
 
 
 @budget_app.command("remove")
@@ -212,7 +181,7 @@ def budget_remove(
     as_json: JsonFlag = False,
 ) -> None:
     """Remove a tenant's budget."""
-    _call(
+    call(
         as_json,
         lambda c: c.remove_budget(tenant, kind.value, period.value),
         lambda r: Text(f"Removed the {period.value} {kind.value} budget of {tenant}."),
@@ -227,13 +196,13 @@ def limits_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Set a tenant's rate limits; a limit left out is removed."""
-    _call(as_json, lambda c: c.set_limits(tenant, rpm, tpm), render.limits)
+    call(as_json, lambda c: c.set_limits(tenant, rpm, tpm), render.limits)
 
 
 @limits_app.command("show")
 def limits_show(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
     """Show the rate limits of every tenant that has one."""
-    _call(as_json, lambda c: c.list_limits(tenant), render.limits)
+    call(as_json, lambda c: c.list_limits(tenant), render.limits)
 
 
 @app.command()
@@ -255,7 +224,7 @@ def usage(
     as_json: JsonFlag = False,
 ) -> None:
     """Show usage and cost as a bill, grouped and optionally bucketed by time."""
-    _call(
+    call(
         as_json,
         lambda c: c.usage(
             group_by=group_by,
@@ -271,7 +240,7 @@ def usage(
 @app.command()
 def deployments(as_json: JsonFlag = False) -> None:
     """Show every deployment's health, load and speed."""
-    _call(as_json, lambda c: c.deployments(), render.deployments)
+    call(as_json, lambda c: c.deployments(), render.deployments)
 
 
 def main() -> None:
@@ -284,13 +253,13 @@ def _spec_file(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        _fail(f"cannot read {path}: {exc.strerror or exc}", 2)
+        fail(f"cannot read {path}: {exc.strerror or exc}", 2)
     try:
         spec = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _fail(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}", 2)
+        fail(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {exc}", 2)
     if not isinstance(spec, dict):
-        _fail(f"{path} must hold one agent spec (an object)", 2)
+        fail(f"{path} must hold one agent spec (an object)", 2)
     return spec
 
 
@@ -302,13 +271,13 @@ def agent_save(
 ) -> None:
     """Store a spec as its agent's next version (nothing changes if it equals the newest)."""
     spec = _spec_file(file)
-    _call(as_json, lambda c: c.save_agent(spec, tenant), render.saved_agent)
+    call(as_json, lambda c: c.save_agent(spec, tenant), render.saved_agent)
 
 
 @agent_app.command("list")
 def agent_list(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
     """List agents, the newest version of each."""
-    _call(as_json, lambda c: c.list_agents(tenant), render.agents)
+    call(as_json, lambda c: c.list_agents(tenant), render.agents)
 
 
 @agent_app.command("show")
@@ -319,7 +288,7 @@ def agent_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Show an agent's spec."""
-    _call(as_json, lambda c: c.get_agent(name, tenant, version), render.agent)
+    call(as_json, lambda c: c.get_agent(name, tenant, version), render.agent)
 
 
 @agent_app.command("versions")
@@ -327,7 +296,7 @@ def agent_versions(
     name: Annotated[str, typer.Argument(help="The agent's name.")], tenant: Tenant, as_json: JsonFlag = False
 ) -> None:
     """List every version of an agent."""
-    _call(as_json, lambda c: c.agent_versions(name, tenant), render.agents)
+    call(as_json, lambda c: c.agent_versions(name, tenant), render.agents)
 
 
 @app.command("run")
@@ -338,7 +307,7 @@ def run_agent(
     as_json: JsonFlag = False,
 ) -> None:
     """Start a process of an agent."""
-    _call(as_json, lambda c: c.start_process(agent, text, tenant), render.process)
+    call(as_json, lambda c: c.start_process(agent, text, tenant), render.process)
 
 
 @app.command("ps")
@@ -349,13 +318,13 @@ def ps(
     as_json: JsonFlag = False,
 ) -> None:
     """List processes, newest first."""
-    _call(as_json, lambda c: c.list_processes(tenant, state, limit), render.processes)
+    call(as_json, lambda c: c.list_processes(tenant, state, limit), render.processes)
 
 
 @app.command("logs")
 def logs(pid: Annotated[str, typer.Argument(help="The process id.")], as_json: JsonFlag = False) -> None:
     """Show a process's journal, step by step."""
-    _call(as_json, lambda c: c.process_journal(pid), render.journal)
+    call(as_json, lambda c: c.process_journal(pid), render.journal)
 
 
 def _process_command(name: str, summary: str, request: Callable[[AdminClient, str], dict[str, Any]]) -> None:
@@ -365,7 +334,7 @@ def _process_command(name: str, summary: str, request: Callable[[AdminClient, st
         target: Annotated[str, typer.Argument(metavar="ID", help="The process's or the approval's id.")],
         as_json: JsonFlag = False,
     ) -> None:
-        _call(as_json, lambda c: request(c, target), render.process)
+        call(as_json, lambda c: request(c, target), render.process)
 
     command.__doc__ = summary
     app.command(name)(command)
@@ -387,7 +356,7 @@ _process_command("kill", "End a process for good.", _signal("kill"))
 @app.command("approvals")
 def approvals(tenant: TenantFilter = None, as_json: JsonFlag = False) -> None:
     """List the tool calls waiting for a yes or no."""
-    _call(as_json, lambda c: c.approvals(tenant), render.approvals)
+    call(as_json, lambda c: c.approvals(tenant), render.approvals)
 
 
 _process_command("approve", "Let a waiting tool call run.", _decision("approve"))

@@ -274,3 +274,105 @@ def approvals(result: dict[str, Any]) -> Table:
         for a in result["data"]
     )
     return _table("approvals", ("id", "tenant", "agent", "tool", "arguments", "asked (UTC)"), rows)
+
+
+def tools(result: dict[str, Any]) -> Table:
+    """GET /v1/tools: what agents can be granted."""
+    rows = (
+        (t["name"], t["provider"], t.get("tenant") or "all", t["description"][:80]) for t in result["data"]
+    )
+    return _table("tools", ("name", "provider", "tenant", "description"), rows)
+
+
+def providers(result: dict[str, Any]) -> Table:
+    """GET /admin/tools/providers: each provider, up or why it is down."""
+    rows = (
+        (
+            p["name"],
+            p["source"],
+            p["origin"],
+            p.get("config", {}).get("tenant") or "all",
+            p["state"] if p["state"] == "up" else f"down: {p['error']}",
+            len(p["tools"]),
+        )
+        for p in result["data"]
+    )
+    return _table("tool providers", ("name", "source", "from", "tenant", "state", "tools"), rows)
+
+
+def provider(result: dict[str, Any]) -> Text:
+    """What adding or removing a provider did."""
+    if result.get("deleted"):
+        return Text(f"Tool provider {result['name']} is removed.")
+    names = ", ".join(result["tools"])
+    return Text(f"Tool provider {result['name']} is up with {len(result['tools'])} tool(s): {names}")
+
+
+def audit(result: dict[str, Any]) -> Table:
+    """GET /v1/audit: tool calls, newest first."""
+    rows = (
+        (
+            when(a["at_us"]),
+            a.get("tenant"),
+            a["pid"],
+            a["agent"],
+            a["tool"],
+            a["outcome"],
+            a["arguments_sha256"][:12],
+        )
+        for a in result["data"]
+    )
+    return _table("tool calls", ("at (UTC)", "tenant", "pid", "agent", "tool", "outcome", "arguments"), rows)
+
+
+def memories(result: dict[str, Any]) -> Table:
+    """GET /v1/memory."""
+    rows = (
+        (m["id"], "shared" if m["shared"] else m["agent"], m.get("key") or NONE, m["text"][:100])
+        for m in result["data"]
+    )
+    return _table("memories", ("id", "whose", "key", "text"), rows)
+
+
+def memory(result: dict[str, Any]) -> Text:
+    """What remembering or forgetting did."""
+    if result.get("deleted"):
+        return Text(f"Memory {result['id']} is forgotten.")
+    return Text(f"Remembered as memory {result['id']}.")
+
+
+def notifications(result: dict[str, Any]) -> Table:
+    """GET /v1/notifications: what agents told their owners."""
+    rows = (
+        (
+            n["id"],
+            when(n["created_at"] * 1_000_000),
+            n.get("tenant"),
+            n.get("agent") or NONE,
+            n.get("pid") or NONE,
+            n["text"],
+        )
+        for n in result["data"]
+    )
+    return _table("notifications", ("id", "at (UTC)", "tenant", "agent", "pid", "text"), rows)
+
+
+def top(shown: list[dict[str, Any]], rates: dict[str, float]) -> Table:
+    """One frame of `aigrid top`."""
+    rows = (
+        (
+            p["pid"],
+            p.get("tenant"),
+            p["agent"],
+            p["state"],
+            p["steps"],
+            count(p["usage"]["prompt_tokens"] + p["usage"]["completion_tokens"]),
+            f"{rates[p['pid']]:.0f}" if p["pid"] in rates else NONE,
+            cny(p["usage"]["cost_micro"]),
+            (p.get("reason") or NONE)[:60],
+        )
+        for p in shown
+    )
+    return _table(
+        "processes", ("pid", "tenant", "agent", "state", "steps", "tokens", "tok/s", "cost", "reason"), rows
+    )

@@ -34,15 +34,22 @@ from aigrid.grid.meter import Metrics
 from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
 from aigrid.kernel import api as agent_routes
+from aigrid.kernel import api_tools as tool_routes
+from aigrid.kernel.builtins import SystemCalls
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.model import GridModelClient, TenantNames
+from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.runner import Runner
-from aigrid.kernel.tools import ToolRegistry, builtin_tools
+from aigrid.kernel.scheduler import FairScheduler
+from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate, sqlite_url
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
+from aigrid.store.memory import MemoryStore
+from aigrid.store.notifications import NotificationStore
 from aigrid.store.processes import ProcessStore
+from aigrid.store.providers import ProviderStore
 from aigrid.store.usage import agent_spent
 
 log = logging.getLogger(__name__)
@@ -174,15 +181,23 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     return _Store(engine, accounts, keyring, admission)
 
 
-def _kernel(grid: Grid, store: _Store) -> Kernel:
+def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> tuple[Kernel, ToolRegistry, ProviderManager]:
     """The kernel of a server: its processes' model calls go through ``grid`` in-process."""
-    agents, processes = AgentStore(store.engine), ProcessStore(store.engine)
+    engine = store.engine
+    agents, processes = AgentStore(engine), ProcessStore(engine)
     tools = ToolRegistry()
-    for tool in builtin_tools():
-        tools.register(tool)
     model = GridModelClient(grid, TenantNames(store.accounts.tenant_names))
-    spent = functools.partial(agent_spent, store.engine)
-    return Kernel(Runner(model, processes, agents, tools, spent), processes, agents)
+    spent = functools.partial(agent_spent, engine)
+    settings = config.kernel
+    names = store.accounts.tenant_names()
+    # Weights name tenants; one not created yet gets its weight once it exists and the server restarts.
+    weights = {tid: settings.weights[name] for tid, name in names.items() if name in settings.weights}
+    scheduler = FairScheduler(tenant_cap=settings.tenant_cap, aging_s=settings.aging_s, weights=weights)
+    runner = Runner(model, processes, agents, tools, spent)
+    kernel = Kernel(runner, processes, agents, scheduler, workers=settings.workers)
+    tools.add_all(SystemCalls(MemoryStore(engine), NotificationStore(engine), processes, kernel).tools())
+    providers = ProviderManager(tools, ProviderStore(engine), store.accounts.tenant_id, list(config.tools))
+    return kernel, tools, providers
 
 
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
@@ -200,14 +215,17 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
         )
         started: list[Backend] = []
         kernel: Kernel | None = None
+        providers: ProviderManager | None = None
         try:
             for d in router.deployments():
                 await d.backend.start()
                 started.append(d.backend)
-            kernel = await asyncio.to_thread(_kernel, grid, store)
-            await kernel.start()
+            built = await asyncio.to_thread(_kernel, grid, store, config)
+            kernel, _, providers = built
+            await built[2].start()
+            await built[0].start()
             app.state.aigrid = AppState(
-                config, data_dir, store.engine, store.accounts, store.keyring, grid, kernel
+                config, data_dir, store.engine, store.accounts, store.keyring, grid, *built
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
@@ -216,6 +234,8 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
         finally:
             if kernel is not None:
                 await kernel.close()
+            if providers is not None:
+                await providers.close()
             for backend in started:
                 await backend.close()
             await ledger.aclose()
@@ -224,6 +244,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(openai_routes.routes)
     app.router.routes.extend(agent_routes.routes)
+    app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))
     app.include_router(admin_routes.router)
     app.add_exception_handler(APIError, _on_api_error)

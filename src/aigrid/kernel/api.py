@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,6 +19,7 @@ from aigrid.store.agents import AgentStore, StoredSpec
 from aigrid.store.processes import STATES, ProcessRecord, ProcessStore, Step
 
 _MAX_SPEC_BYTES = 1 << 20
+M = TypeVar("M", bound=BaseModel)
 
 
 def _agent_object(stored: StoredSpec, tenants: dict[int, str]) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def _agent_object(stored: StoredSpec, tenants: dict[int, str]) -> dict[str, Any]
     }
 
 
-def _json_object(raw: bytes, shape: str) -> dict[str, Any]:
+def json_object(raw: bytes, shape: str) -> dict[str, Any]:
     """A request body that must be a JSON object; ``shape`` says what it should hold."""
     try:
         body = orjson.loads(raw)
@@ -47,17 +48,22 @@ def _spec_from(raw: bytes) -> tuple[AgentSpec, str | None]:
     """The spec in a request body, and the tenant it names (the admin's way to choose one)."""
     if len(raw) > _MAX_SPEC_BYTES:
         raise bad_request(f"An agent spec may be at most {_MAX_SPEC_BYTES} bytes.")
-    body = _json_object(raw, "The body must be a JSON object: an agent spec.")
+    body = json_object(raw, "The body must be a JSON object: an agent spec.")
     tenant = body.pop("tenant", None)
     if tenant is not None and not isinstance(tenant, str):
         raise bad_request("'tenant' must be a tenant's name.", param="tenant")
+    return validated(AgentSpec, body, "agent spec"), tenant
+
+
+def validated(model: type[M], body: dict[str, Any], what: str) -> M:
+    """``body`` as a ``model``; the first problem as a 400 naming the field."""
     try:
-        return AgentSpec.model_validate(body), tenant
+        return model.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise bad_request(f"Invalid agent spec: {param}: {message}", param=param) from exc
+        raise bad_request(f"Invalid {what}: {param}: {message}", param=param) from exc
 
 
 async def create_agent(request: Request) -> Response:
@@ -156,7 +162,7 @@ async def start_process(request: Request) -> Response:
     """POST /v1/processes: run the newest version of ``agent`` on ``input``."""
     state = state_of(request)
     state.keyring.authenticate(request)
-    body = _json_object(await request.body(), "The body must be a JSON object with 'agent' and 'input'.")
+    body = json_object(await request.body(), "The body must be a JSON object with 'agent' and 'input'.")
     agent, text, tenant = body.get("agent"), body.get("input"), body.get("tenant")
     if not isinstance(agent, str) or not agent:
         raise bad_request("'agent' must name one of your agents.", param="agent")
@@ -192,7 +198,7 @@ async def get_process(request: Request) -> Response:
     """GET /v1/processes/{pid}."""
     state = state_of(request)
     process = await call_store(
-        ProcessStore(state.engine).get, request.path_params["pid"], await _owner(request)
+        ProcessStore(state.engine).get, request.path_params["pid"], await owner(request)
     )
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_process_object(process, tenants))
@@ -203,7 +209,7 @@ async def process_journal(request: Request) -> Response:
     state = state_of(request)
     pid = request.path_params["pid"]
     store = ProcessStore(state.engine)
-    await call_store(store.get, pid, await _owner(request))
+    await call_store(store.get, pid, await owner(request))
     raw = request.query_params.get("after") or "0"
     if not raw.isdigit():
         raise bad_request("'after' must be a step number.", param="after")
@@ -218,7 +224,7 @@ async def signal_process(request: Request) -> Response:
     if signal not in ("pause", "resume", "kill"):
         raise bad_request(f"Unknown signal '{signal}'; use pause, resume or kill.", param="signal")
     process = await call_store_async(
-        state.kernel.signal(request.path_params["pid"], await _owner(request), signal)
+        state.kernel.signal(request.path_params["pid"], await owner(request), signal)
     )
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_process_object(process, tenants))
@@ -253,13 +259,13 @@ async def decide_approval(request: Request) -> Response:
     decision = request.path_params["decision"]
     if decision not in ("approve", "deny"):
         raise bad_request(f"Unknown decision '{decision}'; use approve or deny.", param="decision")
-    work = state.kernel.decide(request.path_params["id"], await _owner(request), decision == "approve")
+    work = state.kernel.decide(request.path_params["id"], await owner(request), decision == "approve")
     process = await call_store_async(work)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_process_object(process, tenants))
 
 
-async def _owner(request: Request) -> int | None:
+async def owner(request: Request) -> int | None:
     """The tenant whose processes the caller may reach: its own, or any for the admin key."""
     principal = state_of(request).keyring.authenticate(request)
     return None if principal.is_admin else principal.tenant_id

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aigrid.kernel.runner import BUDGET_REASON, SLEEP_REASON, Runner
-from aigrid.kernel.scheduler import FairScheduler, Runnable
+from aigrid.kernel.scheduler import FairScheduler, Runnable, Scheduler
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
 from aigrid.store.processes import ProcessRecord, ProcessStore
@@ -53,7 +53,7 @@ class Kernel:
         runner: Runner,
         processes: ProcessStore,
         agents: AgentStore,
-        scheduler: FairScheduler | None = None,
+        scheduler: Scheduler | None = None,
         workers: int = 64,
         revive_s: float = 30.0,
     ) -> None:
@@ -62,7 +62,7 @@ class Kernel:
         self._runner = runner
         self._processes = processes
         self._agents = agents
-        self._scheduler = scheduler or FairScheduler()
+        self._scheduler: Scheduler = scheduler or FairScheduler()
         self._workers = workers
         self._busy: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -73,10 +73,11 @@ class Kernel:
         # one process is never stepped by two workers at once.
         self._stepping: set[str] = set()
         self._again: dict[str, Runnable] = {}
+        self._tokens: dict[str, int] = {}
 
     async def start(self) -> None:
         """Take up every unfinished runnable process (after a restart: where its journal ends)."""
-        for process in await asyncio.to_thread(self._processes.unfinished):
+        for process in await self._processes.calls(self._processes.unfinished):
             if process.state in _RESUMED:
                 await self._resume(process.pid, set(_RESUMED))
             elif process.state in _RUNNABLE:
@@ -105,11 +106,11 @@ class Kernel:
     ) -> ProcessRecord:
         """Start a process of the newest version of ``agent`` (once per ``spawn_key``)."""
         if spawn_key is not None:
-            existing = await asyncio.to_thread(self._processes.spawned, spawn_key)
+            existing = await self._processes.calls(self._processes.spawned, spawn_key)
             if existing is not None:
                 return existing
         stored = await asyncio.to_thread(self._agents.get, tenant_id, agent)
-        process = await asyncio.to_thread(
+        process = await self._processes.calls(
             self._processes.create, tenant_id, stored, input_text, parent_pid, spawn_key
         )
         self._queue(process)
@@ -117,18 +118,20 @@ class Kernel:
 
     async def signal(self, pid: str, tenant_id: int | None, signal: Signal) -> ProcessRecord:
         """Pause, resume or kill a process; 409 when the signal does not apply to its state."""
-        process = await asyncio.to_thread(self._processes.get, pid, tenant_id)
+        process = await self._processes.calls(self._processes.get, pid, tenant_id)
         if signal == "resume":
-            resumed = await asyncio.to_thread(self._processes.set_state, pid, "running", expect={"suspended"})
+            resumed = await self._processes.calls(
+                self._processes.set_state, pid, "running", expect={"suspended"}
+            )
             self._queue(resumed)
             return resumed
         self._scheduler.remove(pid)
         if signal == "kill":
-            killed = await asyncio.to_thread(
+            killed = await self._processes.calls(
                 self._processes.set_state, pid, "killed", reason="killed by a signal"
             )
             # A killed process's children die with it; a parent waiting on it wakes.
-            for child in await asyncio.to_thread(self._processes.children, pid):
+            for child in await self._processes.calls(self._processes.children, pid):
                 if not child.finished:
                     with contextlib.suppress(AccountError):
                         await self.signal(child.pid, None, "kill")
@@ -137,14 +140,14 @@ class Kernel:
         paused = "paused by a signal"
         if process.state == "suspended":
             raise AccountError(409, f"Process {pid} is already suspended.")
-        return await asyncio.to_thread(self._processes.set_state, pid, "suspended", reason=paused)
+        return await self._processes.calls(self._processes.set_state, pid, "suspended", reason=paused)
 
     async def approvals(self, tenant_id: int | None) -> list[Approval]:
         """The calls waiting for a decision: one inbox across a tenant's agents (all, for None)."""
-        waiting = await asyncio.to_thread(self._processes.find, tenant_id, ("waiting_approval",), 1000)
+        waiting = await self._processes.calls(self._processes.find, tenant_id, ("waiting_approval",), 1000)
         inbox: list[Approval] = []
         for process in waiting:
-            steps = await asyncio.to_thread(self._processes.journal, process.pid)
+            steps = await self._processes.calls(self._processes.journal, process.pid)
             decided = {
                 s.payload["id"] for s in steps if s.kind == "approval" and s.payload["status"] != "pending"
             }
@@ -171,10 +174,10 @@ class Kernel:
         if not pid or not seq.isdigit():
             raise AccountError(404, f"No approval {approval_id}.")
         try:
-            process = await asyncio.to_thread(self._processes.get, pid, tenant_id)
+            process = await self._processes.calls(self._processes.get, pid, tenant_id)
         except AccountError as exc:
             raise AccountError(404, f"No approval {approval_id}.") from exc
-        steps = await asyncio.to_thread(self._processes.journal, pid)
+        steps = await self._processes.calls(self._processes.journal, pid)
         request = next((s for s in steps if s.seq == int(seq) and s.kind == "approval"), None)
         if request is None or request.payload["status"] != "pending":
             raise AccountError(404, f"No approval {approval_id}.")
@@ -188,14 +191,16 @@ class Kernel:
             "tool": request.payload["tool"],
             "status": "approved" if approve else "denied",
         }
-        await asyncio.to_thread(self._processes.append, pid, "approval", decision)
-        running = await asyncio.to_thread(
+        await self._processes.calls(self._processes.append, pid, "approval", decision)
+        running = await self._processes.calls(
             self._processes.set_state, pid, "running", expect={"waiting_approval"}
         )
         self._queue(running)
         return running
 
     def _queue(self, process: ProcessRecord) -> None:
+        # What the process had used when queued: its next step's tokens are the difference.
+        self._tokens[process.pid] = process.prompt_tokens + process.completion_tokens
         runnable = Runnable(process.pid, process.tenant_id, process.priority, time.monotonic())
         if process.pid in self._stepping:
             self._again[process.pid] = runnable
@@ -206,7 +211,7 @@ class Kernel:
     async def _resume(self, pid: str, states: set[str]) -> None:
         """Move a process from one of ``states`` to running and queue it, unless it moved on."""
         try:
-            woken = await asyncio.to_thread(self._processes.set_state, pid, "running", expect=states)
+            woken = await self._processes.calls(self._processes.set_state, pid, "running", expect=states)
         except AccountError:
             return
         self._queue(woken)
@@ -221,7 +226,7 @@ class Kernel:
         # suspended for their budget are tried again now and then, and suspend again if still over.
         while True:
             await asyncio.sleep(self._revive_s)
-            waiting = await asyncio.to_thread(self._processes.find, None, ("suspended", "sleeping"), 1000)
+            waiting = await self._processes.calls(self._processes.find, None, ("suspended", "sleeping"), 1000)
             for process in waiting:
                 if process.state == "sleeping":
                     await self._wake_sleeper(process)
@@ -229,7 +234,7 @@ class Kernel:
                 if not (process.reason or "").startswith(BUDGET_REASON):
                     continue
                 try:
-                    revived = await asyncio.to_thread(
+                    revived = await self._processes.calls(
                         self._processes.set_state, process.pid, "running", expect={"suspended"}
                     )
                 except AccountError as exc:  # signalled meanwhile
@@ -241,7 +246,7 @@ class Kernel:
         # A parent whose child ended while no kernel ran (a crash between the two) is woken here.
         awaited = (process.reason or "").removeprefix(SLEEP_REASON)
         try:
-            ended = (await asyncio.to_thread(self._processes.get, awaited)).finished
+            ended = (await self._processes.calls(self._processes.get, awaited)).finished
         except AccountError:
             ended = True
         if ended:
@@ -267,19 +272,11 @@ class Kernel:
     async def _work(self, chosen: Runnable) -> None:
         tokens = 0
         self._stepping.add(chosen.pid)
+        before = self._tokens.pop(chosen.pid, None)
         try:
-            before = await asyncio.to_thread(self._processes.get, chosen.pid)
-            if before.state not in _RUNNABLE:  # paused or killed after it was queued
-                return
-            if before.state == "ready":
-                await asyncio.to_thread(self._processes.set_state, chosen.pid, "running", expect={"ready"})
             after = await self._runner.step(chosen.pid)
-            tokens = (
-                after.prompt_tokens
-                + after.completion_tokens
-                - before.prompt_tokens
-                - before.completion_tokens
-            )
+            used = after.prompt_tokens + after.completion_tokens
+            tokens = 0 if before is None else used - before
             if after.state == "running":
                 self._queue(after)
             elif after.finished:
@@ -290,7 +287,7 @@ class Kernel:
             logger.exception("process %s failed a step", chosen.pid)
             reason = f"a step failed: {type(exc).__name__}: {exc}"
             with contextlib.suppress(AccountError):
-                failed = await asyncio.to_thread(
+                failed = await self._processes.calls(
                     self._processes.set_state, chosen.pid, "failed", reason=reason
                 )
                 await self._ended(failed)

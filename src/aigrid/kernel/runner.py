@@ -102,41 +102,51 @@ class Runner:
         self._agents = agents
         self._tools = tools
         self._spent = spent
+        # A stored version of a spec never changes, so it is read once.
+        self._specs: dict[tuple[int, str, int], AgentSpec] = {}
 
     async def run(self, pid: str) -> ProcessRecord:
         """Take steps while the process runs: until it ends, or waits for a person or a budget."""
-        process = await asyncio.to_thread(self._processes.get, pid)
-        if process.state == "ready":
-            process = await asyncio.to_thread(self._processes.set_state, pid, "running")
+        process = await self.step(pid)
         while process.state == "running":
             process = await self.step(pid)
         return process
 
+    async def _spec(self, process: ProcessRecord) -> AgentSpec:
+        key = (process.tenant_id, process.agent, process.agent_version)
+        spec = self._specs.get(key)
+        if spec is None:
+            stored = await asyncio.to_thread(self._agents.get, *key)
+            spec = self._specs[key] = stored.spec
+        return spec
+
     async def step(self, pid: str) -> ProcessRecord:
-        """Take the process's next step: a pending tool call, the final answer, or a model call."""
-        process = await asyncio.to_thread(self._processes.get, pid)
-        stored = await asyncio.to_thread(
-            self._agents.get, process.tenant_id, process.agent, process.agent_version
-        )
-        spec = stored.spec
-        steps = await asyncio.to_thread(self._processes.journal, pid)
+        """Take the process's next step: a pending tool call, the final answer, or a model call.
+
+        A process that is not running (paused or ended since it was queued) is left as it is.
+        """
+        process, steps = await self._processes.calls(self._processes.snapshot, pid)
+        if process.state == "ready":
+            process = await self._processes.calls(self._processes.set_state, pid, "running", expect={"ready"})
+        if process.state != "running":  # paused, waiting or ended since it was queued
+            return process
+        spec = await self._spec(process)
         state = replay(spec, process, steps)
         if state.pending:
-            await self._tool_step(process, spec, state)
-        elif state.answer is not None:
-            return await asyncio.to_thread(self._processes.set_state, pid, "done", result=state.answer)
+            return await self._tool_step(process, spec, state)
+        if state.answer is not None:
+            return await self._processes.calls(self._processes.set_state, pid, "done", result=state.answer)
         elif state.model_turns >= spec.max_steps:
             reason = f"the agent took its {spec.max_steps} steps without a final answer"
-            return await asyncio.to_thread(self._processes.set_state, pid, "failed", reason=reason)
+            return await self._processes.calls(self._processes.set_state, pid, "failed", reason=reason)
         else:
             over = await self._over_budget(process, spec)
             if over is not None:
-                return await asyncio.to_thread(self._processes.set_state, pid, "suspended", reason=over)
+                return await self._processes.calls(self._processes.set_state, pid, "suspended", reason=over)
             try:
-                await self._model_step(process, spec, state)
+                return await self._model_step(process, spec, state)
             except APIError as exc:
                 return await self._model_refused(process, exc)
-        return await asyncio.to_thread(self._processes.get, pid)
 
     async def _over_budget(self, process: ProcessRecord, spec: AgentSpec) -> str | None:
         """Why the agent's own budget forbids another model call now, or None."""
@@ -156,29 +166,35 @@ class Runner:
         """A refused model call: a spent tenant budget suspends, load waits, anything else fails."""
         if exc.code == "insufficient_quota":
             reason = f"{BUDGET_REASON}{exc.message}"
-            return await asyncio.to_thread(self._processes.set_state, process.pid, "suspended", reason=reason)
+            return await self._processes.calls(
+                self._processes.set_state, process.pid, "suspended", reason=reason
+            )
         if exc.status == 429 or exc.status >= 500:
             await asyncio.sleep(_retry_wait(exc.headers))
-            return await asyncio.to_thread(self._processes.get, process.pid)
+            return process
         reason = f"the model call was refused ({exc.status}): {exc.message}"
-        return await asyncio.to_thread(self._processes.set_state, process.pid, "failed", reason=reason)
+        return await self._processes.calls(self._processes.set_state, process.pid, "failed", reason=reason)
 
-    async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> None:
+    async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> ProcessRecord:
         schemas = [t.schema() for t in self._tools.granted(spec, process.tenant_id)]
         window = self._model.context_window(spec.model)
         messages = state.messages if window is None else fit(state.messages, window, schemas)
         body: dict[str, Any] = {"model": spec.model, "messages": messages}
         if schemas:
             body["tools"] = schemas
-        await asyncio.to_thread(
-            self._processes.append, process.pid, "model_request", {"messages": len(state.messages)}
-        )
         message, usage = await self._model.chat(process, body)
-        await asyncio.to_thread(
-            self._processes.append, process.pid, "model_response", {"message": message}, usage
+        # The request and its answer are journaled together, before the next step: a call cut
+        # off by a crash left nothing, and is made again.
+        return await self._processes.calls(
+            self._processes.append,
+            process.pid,
+            "model_request",
+            {"messages": len(messages), "tools": len(schemas)},
+            usage,
+            after=("model_response", {"message": message}),
         )
 
-    async def _tool_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> None:
+    async def _tool_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> ProcessRecord:
         call = state.pending[0]
         call_id = str(call.get("id"))
         function = call.get("function") or {}
@@ -188,35 +204,33 @@ class Runner:
         if tool is not None and spec.grants(name) and spec.needs_approval(name):
             decision = state.decisions.get(call_id)
             if decision != "approved":
-                await self._await_approval(process, call_id, name, function.get("arguments"), decision)
-                return
+                return await self._await_approval(process, call_id, name, function.get("arguments"), decision)
         seq = state.started.get(call_id)
         if seq is None:
-            started = await asyncio.to_thread(
+            started = await self._processes.calls(
                 self._processes.append,
                 process.pid,
                 "tool_call",
                 {"id": call_id, "tool": name},
                 state="waiting_tool",
             )
-            seq = started.seq
+            seq = started.steps
         raw_arguments = function.get("arguments")
         outcome = await self._call(process, spec, tool, name, raw_arguments, f"{process.pid}:{seq}")
         if outcome.sleep_until is not None:
-            await self._sleep(process.pid, outcome.sleep_until)
-            return
+            return await self._sleep(process.pid, outcome.sleep_until)
         result = {"id": call_id, "tool": name, "ok": outcome.ok, "content": outcome.content}
         audit = AuditEntry(
             name, _digest(raw_arguments), "refused" if outcome.refused else "ok" if outcome.ok else "error"
         )
-        await asyncio.to_thread(
+        return await self._processes.calls(
             self._processes.append, process.pid, "tool_result", result, None, audit, state="running"
         )
 
-    async def _sleep(self, pid: str, until_pid: str) -> None:
+    async def _sleep(self, pid: str, until_pid: str) -> ProcessRecord:
         """Sleep until ``until_pid`` ends; the call runs again then, with the same key, and answers."""
         try:
-            await asyncio.to_thread(
+            asleep = await self._processes.calls(
                 self._processes.set_state,
                 pid,
                 "sleeping",
@@ -224,16 +238,19 @@ class Runner:
                 expect={"running", "waiting_tool"},
             )
         except AccountError:  # signalled meanwhile: the signal stands
-            return
+            return await self._processes.calls(self._processes.get, pid)
         # The awaited process may have ended before this one fell asleep, with no one to wake it.
-        awaited = await asyncio.to_thread(self._processes.get, until_pid)
+        awaited = await self._processes.calls(self._processes.get, until_pid)
         if awaited.finished:
             with contextlib.suppress(AccountError):
-                await asyncio.to_thread(self._processes.set_state, pid, "running", expect={"sleeping"})
+                return await self._processes.calls(
+                    self._processes.set_state, pid, "running", expect={"sleeping"}
+                )
+        return asleep
 
     async def _await_approval(
         self, process: ProcessRecord, call_id: str, name: str, arguments: Any, decision: str | None
-    ) -> None:
+    ) -> ProcessRecord:
         """Ask a person about a call (once), wait in ``waiting_approval``, or refuse a denied one."""
         pid = process.pid
         if decision == "denied":
@@ -244,12 +261,13 @@ class Runner:
                 "content": "refused: a person denied this call",
             }
             audit = AuditEntry(name, _digest(arguments), "refused")
-            await asyncio.to_thread(self._processes.append, pid, "tool_result", result, None, audit)
-            return
+            return await self._processes.calls(
+                self._processes.append, pid, "tool_result", result, None, audit
+            )
         if decision is None:
             request = {"id": call_id, "tool": name, "arguments": arguments, "status": "pending"}
-            await asyncio.to_thread(self._processes.append, pid, "approval", request)
-        await asyncio.to_thread(
+            await self._processes.calls(self._processes.append, pid, "approval", request)
+        return await self._processes.calls(
             self._processes.set_state, pid, "waiting_approval", reason=f"{APPROVAL_REASON}{name}"
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
+from typing import Protocol
 
 # A tenant with nothing waiting or running for longer than this is coming back when it adds work.
 _RETURN_AFTER_S = 1.0
@@ -30,6 +31,22 @@ class Runnable:
     tenant_id: int
     priority: str  # "interactive" or "background"
     ready_since: float  # monotonic seconds
+
+
+class Scheduler(Protocol):
+    """What the kernel asks of a scheduler: queue, withdraw, choose, and hear what a step used."""
+
+    def add(self, runnable: Runnable) -> None:
+        """A process waits for its next step."""
+
+    def remove(self, pid: str) -> None:
+        """A waiting process left before it was chosen."""
+
+    def next(self, now: float) -> Runnable | None:
+        """The process whose step goes next, or None if none may go now."""
+
+    def done(self, runnable: Runnable, tokens: int, now: float) -> None:
+        """A chosen step ended having consumed ``tokens``."""
 
 
 class FairScheduler:

@@ -29,6 +29,7 @@ import orjson
 from sqlalchemy import Engine, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aigrid.store.db import write_lock
 from aigrid.store.schema import LedgerEntry
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,14 @@ class _Statements:
 
     def commit(self, conn: Any, ops: list[Op]) -> None:
         """Apply operations on a driver connection and commit them as one transaction."""
-        cursor = conn.cursor()
-        try:
-            self.apply(cursor, ops)
-        finally:
-            cursor.close()
-        conn.commit()
+        # A raw connection passes SQLAlchemy's events by: take the engine's write lock here.
+        with write_lock(self.engine):
+            cursor = conn.cursor()
+            try:
+                self.apply(cursor, ops)
+            finally:
+                cursor.close()
+            conn.commit()
 
     def apply(self, cursor: Any, ops: list[Op]) -> None:
         """Run a sequence of journal operations on a cursor (the caller commits)."""

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import orjson
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aigrid.grid.limits import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
+from aigrid.store.db import StoreCalls
 from aigrid.store.schema import JournalEntry, ProcessRow, ToolAudit
 
 ProcessState = Literal[
@@ -110,7 +111,44 @@ class AuditRecord:
     outcome: str
 
 
-def _record(row: ProcessRow) -> ProcessRecord:
+# Every step of every process runs these, so they are plain SQL compiled once: building ORM or
+# Core statements each time cost twenty times what SQLite spends on them.
+_COLUMNS = (
+    "pid, tenant_id, agent, agent_version, parent_pid, input, state, reason, priority, steps, "
+    "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us"
+)
+_STEP_SET = (
+    "UPDATE processes SET steps = steps + :entries, prompt_tokens = prompt_tokens + :prompt, "
+    "completion_tokens = completion_tokens + :completion, cost_micro = cost_micro + :cost, "
+    "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ('done', 'failed', 'killed') "
+    f"RETURNING {_COLUMNS}"
+)
+_STEP = text(_STEP_SET.format(moves=""))
+_STEP_MOVES = text(
+    _STEP_SET.format(
+        moves=", state = CASE WHEN state IN ('running', 'waiting_tool') THEN :state ELSE state END"
+    )
+)
+_JOURNAL = text(
+    "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
+    "VALUES (:pid, :seq, :kind, :payload, :at)"
+)
+_AUDIT = text(
+    "INSERT INTO tool_audit (at_us, tenant_id, pid, agent, tool, arguments_sha256, outcome) "
+    "VALUES (:at, :tenant, :pid, :agent, :tool, :digest, :outcome)"
+)
+_MOVE = text(
+    "UPDATE processes SET state = :state, reason = :reason, result = COALESCE(:result, result), "
+    f"updated_at_us = :at WHERE pid = :pid AND state IN :allowed RETURNING {_COLUMNS}"
+).bindparams(bindparam("allowed", expanding=True))
+_PROCESS = text(f"SELECT {_COLUMNS} FROM processes WHERE pid = :pid")
+_STEPS = text(
+    "SELECT pid, seq, kind, payload, created_at_us FROM process_journal WHERE pid = :pid ORDER BY seq"
+)
+
+
+def _record(row: Any) -> ProcessRecord:
+    # An ORM row or a Core row: both name their columns.
     return ProcessRecord(
         row.pid,
         row.tenant_id,
@@ -131,7 +169,7 @@ def _record(row: ProcessRow) -> ProcessRecord:
     )
 
 
-def _step(row: JournalEntry) -> Step:
+def _step(row: Any) -> Step:
     return Step(row.pid, row.seq, row.kind, orjson.loads(row.payload), row.created_at_us)
 
 
@@ -140,6 +178,7 @@ class ProcessStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.calls = StoreCalls(engine)
 
     def create(
         self,
@@ -229,50 +268,80 @@ class ProcessStore:
         audit: AuditEntry | None = None,
         *,
         state: Literal["running", "waiting_tool"] | None = None,
-    ) -> Step:
+        after: tuple[StepKind, dict[str, Any]] | None = None,
+    ) -> ProcessRecord:
         """Journal the next step of a live process, with the tokens and cost it used and, for a
-        tool call's result, its audit record, in one commit.
+        tool call's result, its audit record, in one commit; the process after it, whose
+        ``steps`` is the new step's ``seq``.
 
         ``state`` moves a process between running and waiting_tool in the same commit; a process
-        a signal moved elsewhere meanwhile stays where the signal put it.
+        a signal moved elsewhere meanwhile stays where the signal put it. ``after`` journals a
+        second step right after this one, in the same commit (a model's request and its answer).
         """
-        if kind not in STEP_KINDS:
-            raise ValueError(f"unknown step kind {kind!r}")
-        body = orjson.dumps(payload).decode()
+        entries = [(kind, payload)] if after is None else [(kind, payload), after]
+        if any(k not in STEP_KINDS for k, _ in entries):
+            raise ValueError(f"unknown step kind in {[k for k, _ in entries]!r}")
+        used = usage or StepUsage()
+        at = now_us()
         try:
-            with Session(self._engine) as session, session.begin():
-                row = self._row(session, pid, None)
-                if row.state in FINAL_STATES:
-                    raise AccountError(409, f"Process {pid} has ended ({row.state}); it takes no more steps.")
-                last = session.scalar(select(func.max(JournalEntry.seq)).where(JournalEntry.pid == pid))
-                entry = JournalEntry(
-                    pid=pid, seq=(last or 0) + 1, kind=kind, payload=body, created_at_us=now_us()
+            with self._engine.begin() as conn:
+                row = conn.execute(
+                    _STEP_MOVES if state is not None else _STEP,
+                    {
+                        "pid": pid,
+                        "state": state,
+                        "prompt": used.prompt_tokens,
+                        "completion": used.completion_tokens,
+                        "cost": used.cost_micro,
+                        "at": at,
+                        "entries": len(entries),
+                    },
+                ).one_or_none()
+                if row is None:
+                    current = conn.execute(select(ProcessRow.state).where(ProcessRow.pid == pid)).scalar()
+                    if current is None:
+                        raise AccountError(404, f"No process {pid}.")
+                    raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
+                # steps counts journal entries, so it is the newest seq; (pid, seq) is unique, so
+                # two workers stepping one process at once cannot both write.
+                first = row.steps - len(entries) + 1
+                conn.execute(
+                    _JOURNAL,
+                    [
+                        {
+                            "pid": pid,
+                            "seq": first + i,
+                            "kind": k,
+                            "payload": orjson.dumps(p).decode(),
+                            "at": at,
+                        }
+                        for i, (k, p) in enumerate(entries)
+                    ],
                 )
-                session.add(entry)
-                row.steps += 1
-                if state is not None and row.state in ("running", "waiting_tool"):
-                    row.state = state
-                if usage is not None:
-                    row.prompt_tokens += usage.prompt_tokens
-                    row.completion_tokens += usage.completion_tokens
-                    row.cost_micro += usage.cost_micro
-                row.updated_at_us = entry.created_at_us
                 if audit is not None:
-                    session.add(
-                        ToolAudit(
-                            at_us=entry.created_at_us,
-                            tenant_id=row.tenant_id,
-                            pid=pid,
-                            agent=row.agent,
-                            tool=audit.tool[:128],
-                            arguments_sha256=audit.arguments_sha256,
-                            outcome=audit.outcome,
-                        )
+                    conn.execute(
+                        _AUDIT,
+                        {
+                            "at": at,
+                            "tenant": row.tenant_id,
+                            "pid": pid,
+                            "agent": row.agent,
+                            "tool": audit.tool[:128],
+                            "digest": audit.arguments_sha256,
+                            "outcome": audit.outcome,
+                        },
                     )
-                session.flush()
-                return _step(entry)
+                return _record(row)
         except IntegrityError as exc:  # another worker journaled this process's step first
             raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
+
+    def snapshot(self, pid: str) -> tuple[ProcessRecord, list[Step]]:
+        """A process and its whole journal, read together: what a worker needs for a step."""
+        with self._engine.connect() as conn:
+            row = conn.execute(_PROCESS, {"pid": pid}).one_or_none()
+            if row is None:
+                raise AccountError(404, f"No process {pid}.")
+            return _record(row), [_step(r) for r in conn.execute(_STEPS, {"pid": pid})]
 
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
@@ -312,19 +381,25 @@ class ProcessStore:
         """Move a process to ``state``; 409 if it has ended, or is not in one of the ``expect`` states."""
         if state not in STATES:
             raise ValueError(f"unknown process state {state!r}")
-        with Session(self._engine) as session, session.begin():
-            row = self._row(session, pid, None, lock=True)
-            if row.state in FINAL_STATES:
-                raise AccountError(409, f"Process {pid} has ended ({row.state}).")
-            if expect is not None and row.state not in expect:
-                raise AccountError(409, f"Process {pid} is {row.state}, not {' or '.join(sorted(expect))}.")
-            row.state = state
-            row.reason = reason[:512] if reason else None
-            if result is not None:
-                row.result = result
-            row.updated_at_us = now_us()
-            session.flush()
-            return _record(row)
+        allowed = [s for s in (STATES if expect is None else expect) if s not in FINAL_STATES]
+        values = {
+            "pid": pid,
+            "state": state,
+            "reason": reason[:512] if reason else None,
+            "result": result,
+            "at": now_us(),
+            "allowed": allowed or [""],
+        }
+        with self._engine.begin() as conn:
+            row = conn.execute(_MOVE, values).one_or_none()
+            if row is not None:
+                return _record(row)
+            current = conn.execute(select(ProcessRow.state).where(ProcessRow.pid == pid)).scalar()
+        if current is None:
+            raise AccountError(404, f"No process {pid}.")
+        if current in FINAL_STATES:
+            raise AccountError(409, f"Process {pid} has ended ({current}).")
+        raise AccountError(409, f"Process {pid} is {current}, not {' or '.join(sorted(expect or ()))}.")
 
     @staticmethod
     def _row(session: Session, pid: str, tenant_id: int | None, lock: bool = False) -> ProcessRow:

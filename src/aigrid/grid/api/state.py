@@ -12,6 +12,8 @@ from aigrid.config import ServerConfig
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
 from aigrid.kernel.kernel import Kernel
+from aigrid.kernel.providers.manager import ProviderManager
+from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountStore
 
 
@@ -26,6 +28,8 @@ class AppState:
     keyring: KeyRing
     grid: Grid
     kernel: Kernel
+    tools: ToolRegistry
+    providers: ProviderManager
 
 
 def state_of(conn: HTTPConnection) -> AppState:

@@ -1,0 +1,1 @@
+"""Tool providers: MCP servers and OpenAPI services whose operations become kernel tools."""
