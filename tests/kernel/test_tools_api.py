@@ -1,0 +1,186 @@
+"""Tools on a live server: an MCP server from the config, approvals across a restart, the audit log,
+providers added and removed with the CLI, memory and notifications, each tenant seeing its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream, mock_config
+
+pytestmark = pytest.mark.slow
+
+STDIO_SERVER = Path(__file__).with_name("mcp_stdio_server.py")
+
+
+def config(upstream: str) -> str:
+    command = json.dumps([sys.executable, str(STDIO_SERVER)])
+    return mock_config(upstream, extra=f'[[tools]]\nname = "calc"\nkind = "mcp"\ncommand = {command}\n')
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    double = RecordingUpstream()
+    yield double
+    double.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path_factory.mktemp("tools"), config(upstream.url)).start()
+    yield srv
+    srv.stop()
+
+
+def api(server: LiveServer, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(
+        method, server.url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30, **kwargs
+    )
+
+
+def wait_state(server: LiveServer, key: str, pid: str, states: tuple[str, ...]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        process: dict[str, Any] = api(server, key, "GET", f"/v1/processes/{pid}").json()
+        if process["state"] in states:
+            return process
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never reached {states}")
+
+
+def tool_call(name: str, arguments: dict[str, Any], call_id: str = "c1") -> dict[str, Any]:
+    function = {"name": name, "arguments": json.dumps(arguments)}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+    }
+
+
+def aigrid(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AIGRID_URL": server.url, "AIGRID_ADMIN_KEY": ADMIN_KEY, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "aigrid", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_an_approved_mcp_call_survives_a_restart_and_lands_in_the_audit_log(
+    server: LiveServer, upstream: RecordingUpstream
+) -> None:
+    key = server.new_tenant_key("acme")
+    other = server.new_tenant_key("globex")
+    spec = {
+        "name": "adder",
+        "instructions": "Add.",
+        "model": "mock",
+        "tools": ["calc.*"],
+        "approval": ["calc.add"],
+    }
+    assert api(server, key, "POST", "/v1/agents", json=spec).status_code == 201
+    listed = {t["name"]: t for t in api(server, key, "GET", "/v1/tools").json()["data"]}
+    assert listed["calc.add"]["provider"] == "calc" and listed["calc.add"]["called_as"] == "calc__add"
+
+    upstream.script[:] = [
+        tool_call("calc__add", {"a": 2, "b": 3}),
+        {"role": "assistant", "content": "It is 5."},
+    ]
+    pid = api(server, key, "POST", "/v1/processes", json={"agent": "adder", "input": "2+3?"}).json()["pid"]
+    waiting = wait_state(server, key, pid, ("waiting_approval",))
+    assert waiting["reason"] == "approval: calc.add"
+    assert api(server, other, "GET", "/v1/approvals").json()["data"] == [], "another tenant sees no approval"
+
+    server.stop()
+    server.start()  # the approval waits in the database, not in the server
+    (approval,) = api(server, key, "GET", "/v1/approvals").json()["data"]
+    assert (approval["tool"], approval["pid"]) == ("calc.add", pid)
+    assert api(server, other, "POST", f"/v1/approvals/{approval['id']}/approve").status_code == 404
+    assert api(server, key, "POST", f"/v1/approvals/{approval['id']}/approve").status_code == 200
+    done = wait_state(server, key, pid, ("done", "failed"))
+    assert done["result"] == "It is 5.", done
+    tool_message = upstream.requests[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and json.loads(tool_message["content"]) == {"result": 5}
+
+    (audited,) = api(server, key, "GET", "/v1/audit", params={"pid": pid}).json()["data"]
+    assert (audited["tool"], audited["outcome"]) == ("calc.add", "ok")
+    assert api(server, other, "GET", "/v1/audit").json()["data"] == []
+    shown = aigrid(server, "audit", "--tenant", "acme")
+    assert shown.returncode == 0 and "calc.add" in shown.stdout
+    top = aigrid(server, "top", "--once", "--tenant", "acme")
+    assert top.returncode == 0 and pid in top.stdout and "done" in top.stdout
+
+
+def test_providers_are_added_listed_and_removed_by_the_admin_only(server: LiveServer) -> None:
+    spec = Path(__file__).with_name("petstore.yaml")
+    added = aigrid(server, "tool", "add", "pets", "--openapi", str(spec), "--base-url", "http://127.0.0.1:9")
+    assert added.returncode == 0, added.stderr
+    assert "pets." in added.stdout
+    providers = aigrid(server, "tool", "providers", "--json")
+    by_name = {p["name"]: p for p in json.loads(providers.stdout)["data"]}
+    assert by_name["calc"]["origin"] == "config" and by_name["pets"]["origin"] == "runtime"
+    tools = [t["name"] for t in json.loads(aigrid(server, "tool", "list", "--json").stdout)["data"]]
+    assert any(name.startswith("pets.") for name in tools)
+
+    server.stop()
+    server.start()
+    again = {p["name"] for p in server.admin("GET", "/admin/tools/providers").json()["data"]}
+    assert "pets" in again, "a provider added at run time is opened again at start"
+
+    twice = aigrid(server, "tool", "add", "pets", "--openapi", str(spec), "--base-url", "http://127.0.0.1:9")
+    assert twice.returncode != 0 and "exists already" in twice.stderr
+    missing = aigrid(server, "tool", "add", "ghost", "--command", "/no/such/mcp-server")
+    assert missing.returncode != 0 and "ghost" in missing.stderr and "Traceback" not in missing.stderr
+    both = aigrid(server, "tool", "add", "x", "--url", "http://a", "--openapi", "b.yaml")
+    assert both.returncode == 2 and "exactly one" in both.stderr
+    assert aigrid(server, "tool", "rm", "calc").returncode != 0, "the config file's provider stays"
+    assert aigrid(server, "tool", "rm", "pets").returncode == 0
+    assert aigrid(server, "tool", "rm", "pets").returncode != 0
+
+    key = server.new_tenant_key("initech")
+    body = {"name": "evil", "kind": "mcp", "command": ["sh", "-c", "touch /tmp/owned"]}
+    assert api(server, key, "POST", "/admin/tools/providers", json=body).status_code in (401, 403)
+    bad = server.admin("POST", "/admin/tools/providers", json={"name": "Bad Name", "kind": "mcp"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
+
+
+def test_memory_and_notifications_are_each_tenants_own(
+    server: LiveServer, upstream: RecordingUpstream
+) -> None:
+    key = server.new_tenant_key("umbrella")
+    other = server.new_tenant_key("cyberdyne")
+    made = api(server, key, "POST", "/v1/memory", json={"text": "The vault code is 1234", "key": "vault"})
+    assert made.status_code == 201
+    found = api(server, key, "GET", "/v1/memory", params={"q": "vault code"}).json()["data"]
+    assert [m["text"] for m in found] == ["The vault code is 1234"]
+    assert api(server, other, "GET", "/v1/memory", params={"q": "vault"}).json()["data"] == []
+    assert api(server, other, "DELETE", f"/v1/memory/{made.json()['id']}").status_code == 404
+    assert api(server, key, "POST", "/v1/memory", json={"text": 5}).status_code == 400
+
+    spec = {"name": "reporter", "instructions": "Report.", "model": "mock", "tools": ["notify.owner"]}
+    assert api(server, key, "POST", "/v1/agents", json=spec).status_code == 201
+    upstream.script[:] = [
+        tool_call("memory__search", {"query": "vault"}),
+        tool_call("notify__owner", {"text": "found the vault code"}, "c2"),
+        {"role": "assistant", "content": "reported"},
+    ]
+    pid = api(server, key, "POST", "/v1/processes", json={"agent": "reporter", "input": "go"}).json()["pid"]
+    assert wait_state(server, key, pid, ("done", "failed"))["result"] == "reported"
+    searched = upstream.requests[-2]["messages"][-1]["content"]
+    assert "1234" in searched, "the agent found the tenant's shared memory"
+    (note,) = api(server, key, "GET", "/v1/notifications").json()["data"]
+    assert (note["text"], note["pid"]) == ("found the vault code", pid)
+    assert api(server, other, "GET", "/v1/notifications").json()["data"] == []
+    listed = aigrid(server, "notifications", "--tenant", "umbrella")
+    assert listed.returncode == 0 and "found the vault code" in listed.stdout
