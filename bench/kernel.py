@@ -31,33 +31,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from processes import signals_raise, stop_process_group  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.orm import Session  # noqa: E402
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig  # noqa: E402
-from aigrid.grid.app import build_routes  # noqa: E402
-from aigrid.grid.limits import Admission  # noqa: E402
-from aigrid.grid.meter import Metrics  # noqa: E402
-from aigrid.grid.router import Deployment, Router  # noqa: E402
-from aigrid.grid.service import Grid  # noqa: E402
-from aigrid.kernel.kernel import Kernel  # noqa: E402
-from aigrid.kernel.model import GridModelClient, TenantNames  # noqa: E402
-from aigrid.kernel.runner import Runner  # noqa: E402
-from aigrid.kernel.scheduler import FairScheduler, Runnable, Scheduler  # noqa: E402
-from aigrid.kernel.spec import AgentSpec  # noqa: E402
-from aigrid.kernel.tools import CallContext, Tool, ToolRegistry  # noqa: E402
-from aigrid.store.accounts import AccountStore, Principal  # noqa: E402
-from aigrid.store.agents import AgentStore  # noqa: E402
-from aigrid.store.db import make_engine, migrate  # noqa: E402
-from aigrid.store.ledger import Ledger  # noqa: E402
-from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage  # noqa: E402
-from aigrid.store.schema import ProcessRow  # noqa: E402
+from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
+from aigrid.grid.app import build_routes
+from aigrid.grid.limits import Admission
+from aigrid.grid.meter import Metrics
+from aigrid.grid.router import Deployment, Router
+from aigrid.grid.service import Grid
+from aigrid.kernel.kernel import Kernel
+from aigrid.kernel.model import GridModelClient, TenantNames
+from aigrid.kernel.runner import Runner
+from aigrid.kernel.scheduler import FairScheduler, Runnable, Scheduler
+from aigrid.kernel.spec import AgentSpec
+from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
+from aigrid.store.accounts import AccountStore, Principal
+from aigrid.store.agents import AgentStore
+from aigrid.store.db import make_engine, migrate
+from aigrid.store.ledger import Ledger
+from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage
+from aigrid.store.schema import ProcessRow
+from processes import signals_raise, stop_process_group
 
 CAP = 64
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +79,14 @@ def mock_upstream(delay_ms: int) -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, str(shared_bench() / "mock_upstream.py"), "--port", str(port), "--delay-ms", str(delay_ms)],
+        [
+            sys.executable,
+            str(shared_bench() / "mock_upstream.py"),
+            "--port",
+            str(port),
+            "--delay-ms",
+            str(delay_ms),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -137,7 +142,11 @@ class ToolCallScript:
         turns = sum(1 for m in body["messages"] if m.get("role") == "assistant")
         if turns + 1 < self._steps[process.agent]:
             function = {"name": "bench__noop", "arguments": "{}"}
-            message = {"role": "assistant", "content": None, "tool_calls": [{"id": f"t{turns}", "type": "function", "function": function}]}
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": f"t{turns}", "type": "function", "function": function}],
+            }
         return message, usage
 
 
@@ -165,7 +174,12 @@ class Rig:
 
 
 async def make_rig(
-    workdir: Path, upstream: str, scheduler: Scheduler, workers: int, agents: dict[str, tuple[int, str]], tenants: list[str]
+    workdir: Path,
+    upstream: str,
+    scheduler: Scheduler,
+    workers: int,
+    agents: dict[str, tuple[int, str]],
+    tenants: list[str],
 ) -> Rig:
     """``agents``: name -> (model calls per process, priority)."""
     engine = make_engine(f"sqlite:///{workdir / 'kernel.db'}")
@@ -175,9 +189,19 @@ async def make_rig(
     store = AgentStore(engine)
     for tenant_id in ids.values():
         for name, (_, priority) in agents.items():
-            spec = AgentSpec(name=name, instructions="Work.", model="mock", tools=(NOOP,), priority=priority, memory=False, max_steps=1000)
+            spec = AgentSpec(
+                name=name,
+                instructions="Work.",
+                model="mock",
+                tools=(NOOP,),
+                priority=priority,
+                memory=False,
+                max_steps=1000,
+            )
             store.save(tenant_id, spec)
-    deployment_config = DeploymentConfig(backend="openai", base_url=upstream, upstream_model="mock", max_connections=CAP)
+    deployment_config = DeploymentConfig(
+        backend="openai", base_url=upstream, upstream_model="mock", max_connections=CAP
+    )
     config = ServerConfig(models=[ModelConfig(name="mock", deployments=[deployment_config])])
     router = Router(build_routes(config.models, config))
     ledger = Ledger(engine, workdir / "journal")
@@ -188,7 +212,9 @@ async def make_rig(
     tools = ToolRegistry()
     tools.register(Tool(NOOP, "Does nothing.", _noop))
     processes = ProcessStore(engine)
-    model = ToolCallScript(GridModelClient(grid, TenantNames(accounts.tenant_names)), {a: s for a, (s, _) in agents.items()})
+    model = ToolCallScript(
+        GridModelClient(grid, TenantNames(accounts.tenant_names)), {a: s for a, (s, _) in agents.items()}
+    )
     kernel = Kernel(Runner(model, processes, store, tools), processes, store, scheduler, workers=workers)
     await kernel.start()
     return Rig(kernel, model, processes, engine, deployment, ledger, ids)
@@ -196,7 +222,10 @@ async def make_rig(
 
 def finished_count(engine: Any) -> int:
     with Session(engine) as session:
-        return int(session.scalar(select(func.count()).where(ProcessRow.state.in_(["done", "failed", "killed"]))) or 0)
+        return int(
+            session.scalar(select(func.count()).where(ProcessRow.state.in_(["done", "failed", "killed"])))
+            or 0
+        )
 
 
 async def sample_busy(deployment: Deployment, samples: list[int], stop: asyncio.Event) -> None:
@@ -209,7 +238,9 @@ async def wait_all(engine: Any, total: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while finished_count(engine) < total:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"only {finished_count(engine)} of {total} processes finished in {timeout_s:g} s")
+            raise TimeoutError(
+                f"only {finished_count(engine)} of {total} processes finished in {timeout_s:g} s"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -220,7 +251,9 @@ def new_scheduler(kind: str, tenant_cap: int = CAP) -> Scheduler:
 async def capacity(upstream: str, kind: str, processes: int, steps: int) -> dict[str, float]:
     """``processes`` concurrent processes of ``steps`` model calls: wall time and upstream use."""
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / ".work") as tmp:
-        rig = await make_rig(Path(tmp), upstream, new_scheduler(kind), CAP, {"worker": (steps, "interactive")}, ["t"])
+        rig = await make_rig(
+            Path(tmp), upstream, new_scheduler(kind), CAP, {"worker": (steps, "interactive")}, ["t"]
+        )
         samples: list[int] = []
         stop = asyncio.Event()
         try:
@@ -248,7 +281,7 @@ async def direct_grid(upstream: str, calls: int) -> float:
     """The same model calls straight through the grid, ``CAP`` at a time: the floor the kernel adds to."""
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / ".work") as tmp:
         rig = await make_rig(Path(tmp), upstream, FairScheduler(), 1, {"worker": (1, "interactive")}, ["t"])
-        grid_client = rig.model._inner  # noqa: SLF001 - the bench compares the kernel with its own grid
+        grid_client = rig.model._inner
         principal = Principal(rig.tenants["t"], "t", None)
         body = {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -258,7 +291,7 @@ async def direct_grid(upstream: str, calls: int) -> float:
         async def worker() -> None:
             while not queue.empty():
                 queue.get_nowait()
-                await grid_client._grid.request(principal, "chat", body)  # noqa: SLF001
+                await grid_client._grid.request(principal, "chat", body)
 
         try:
             started = time.perf_counter()
@@ -272,7 +305,9 @@ async def fairness(upstream: str, kind: str, window_s: float) -> dict[str, float
     """Tenants a (10 processes) and b (500), equal weights, 16 workers: token shares over a window."""
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / ".work") as tmp:
         # 16 steps at once: the small tenant's 10 processes can use its half, so the split shows.
-        rig = await make_rig(Path(tmp), upstream, new_scheduler(kind), 16, {"long": (10_000, "interactive")}, ["a", "b"])
+        rig = await make_rig(
+            Path(tmp), upstream, new_scheduler(kind), 16, {"long": (10_000, "interactive")}, ["a", "b"]
+        )
         try:
             for i in range(10):
                 await rig.kernel.spawn(rig.tenants["a"], "long", f"a {i}")
@@ -293,7 +328,9 @@ async def fairness(upstream: str, kind: str, window_s: float) -> dict[str, float
 def tokens_by_tenant(engine: Any) -> dict[int, int]:
     with Session(engine) as session:
         rows = session.execute(
-            select(ProcessRow.tenant_id, func.sum(ProcessRow.prompt_tokens + ProcessRow.completion_tokens)).group_by(ProcessRow.tenant_id)
+            select(
+                ProcessRow.tenant_id, func.sum(ProcessRow.prompt_tokens + ProcessRow.completion_tokens)
+            ).group_by(ProcessRow.tenant_id)
         ).all()
     return {tenant: int(total or 0) for tenant, total in rows}
 
@@ -346,9 +383,10 @@ async def main(args: argparse.Namespace) -> None:
     print(f"grid alone: {n * steps} calls in {direct:.2f} s = {direct / (n * steps) * 1000:.3f} ms/call")
     for kind, run in overhead_runs.items():
         per_step = (run["wall_s"] - direct) / run["model_calls"] * 1000
+        done = f"{int(run['done'])}/{n} done, {run['model_calls']} model steps in {run['wall_s']:.2f} s"
         print(
-            f"kernel {kind:<4}: {int(run['done'])}/{n} done, {run['model_calls']} model steps in {run['wall_s']:.2f} s; "
-            f"kernel overhead {per_step:.3f} ms per model step ({per_step / 2:.3f} ms per step, tool steps counted)"
+            f"kernel {kind:<4}: {done}; kernel overhead {per_step:.3f} ms per model step "
+            f"({per_step / 2:.3f} ms per step, tool steps counted)"
         )
 
     with mock_upstream(50) as slow:
@@ -381,7 +419,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--processes", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--window", type=float, default=5.0, help="seconds the fairness split is measured")

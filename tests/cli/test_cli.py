@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from aigrid import __version__
-from aigrid.cli import client, main
+from aigrid.cli import client, common, main
 
 ADMIN_KEY = "admin-secret"
 URL = "http://aigrid.test"
@@ -59,7 +59,7 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
     server = FakeServer()
     transport = httpx.MockTransport(server.handle)
-    monkeypatch.setattr(main, "connect", functools.partial(client.connect, transport=transport))
+    monkeypatch.setattr(common, "connect", functools.partial(client.connect, transport=transport))
     return server
 
 
@@ -409,7 +409,7 @@ def test_an_openai_error_prints_its_message_and_exits_1(fake_server: FakeServer)
 
 def test_a_non_json_error_still_reports_the_status(monkeypatch: pytest.MonkeyPatch) -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(502, text="Bad Gateway"))
-    monkeypatch.setattr(main, "connect", functools.partial(client.connect, transport=transport))
+    monkeypatch.setattr(common, "connect", functools.partial(client.connect, transport=transport))
     result = run("tenant", "list")
     assert result.exit_code == 1
     assert "error: HTTP 502" in result.stderr
