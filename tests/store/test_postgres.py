@@ -93,3 +93,33 @@ def test_the_grid_meters_into_postgresql_and_survives_a_kill(
         assert budget["spent"] == 4 * 28
     finally:
         server.stop()
+
+
+def test_memory_search_and_the_journal_work_on_postgresql(postgres_url: str) -> None:
+    from aigrid.kernel.spec import AgentSpec
+    from aigrid.store.accounts import AccountStore
+    from aigrid.store.agents import AgentStore
+    from aigrid.store.db import make_engine, migrate
+    from aigrid.store.memory import TENANT_WIDE, MemoryStore
+    from aigrid.store.processes import ProcessStore, StepUsage
+
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    accounts = AccountStore(engine)
+    acme, globex = accounts.ensure_tenant("mem-acme"), accounts.ensure_tenant("mem-globex")
+    memory = MemoryStore(engine)
+    memory.write(acme, "shopper", "The customer prefers brass lamps.")
+    memory.write(acme, TENANT_WIDE, "Deliveries go to the back door.", key="door")
+    found = memory.search(acme, "which lamp?", ["shopper", TENANT_WIDE])
+    assert [m.text for m in found] == ["The customer prefers brass lamps."], "stemmed: lamp finds lamps"
+    assert memory.search(globex, "lamps", None) == []
+    assert memory.search(acme, 'door" | !', None)[0].key == "door"
+
+    stored, _ = AgentStore(engine).save(acme, AgentSpec(name="shopper", instructions="Shop."))
+    processes = ProcessStore(engine)
+    pid = processes.create(acme, stored, "go").pid
+    processes.set_state(pid, "running", expect={"ready"})
+    processes.append(pid, "model_request", {"messages": 2}, StepUsage(10, 2, 1), after=("model_response", {}))
+    record, steps = processes.snapshot(pid)
+    assert (record.steps, record.prompt_tokens, [s.seq for s in steps]) == (2, 10, [1, 2])
+    engine.dispose()
