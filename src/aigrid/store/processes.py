@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import orjson
-from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy import Connection, Engine, bindparam, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from aigrid.grid.limits import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
 from aigrid.store.db import StoreCalls
-from aigrid.store.schema import JournalEntry, ProcessRow, ToolAudit
+from aigrid.store.schema import ProcessRow, ToolAudit
 
 ProcessState = Literal[
     "ready",
@@ -120,13 +120,15 @@ _COLUMNS = (
 _STEP_SET = (
     "UPDATE processes SET steps = steps + :entries, prompt_tokens = prompt_tokens + :prompt, "
     "completion_tokens = completion_tokens + :completion, cost_micro = cost_micro + :cost, "
-    "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ('done', 'failed', 'killed') "
+    "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ({final}) "
     f"RETURNING {_COLUMNS}"
 )
-_STEP = text(_STEP_SET.format(moves=""))
+_FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
+_STEP = text(_STEP_SET.format(moves="", final=_FINAL_SQL))
 _STEP_MOVES = text(
     _STEP_SET.format(
-        moves=", state = CASE WHEN state IN ('running', 'waiting_tool') THEN :state ELSE state END"
+        moves=", state = CASE WHEN state IN ('running', 'waiting_tool') THEN :state ELSE state END",
+        final=_FINAL_SQL,
     )
 )
 _JOURNAL = text(
@@ -143,7 +145,8 @@ _MOVE = text(
 ).bindparams(bindparam("allowed", expanding=True))
 _PROCESS = text(f"SELECT {_COLUMNS} FROM processes WHERE pid = :pid")
 _STEPS = text(
-    "SELECT pid, seq, kind, payload, created_at_us FROM process_journal WHERE pid = :pid ORDER BY seq"
+    "SELECT pid, seq, kind, payload, created_at_us FROM process_journal "
+    "WHERE pid = :pid AND seq > :after ORDER BY seq"
 )
 
 
@@ -167,6 +170,14 @@ def _record(row: Any) -> ProcessRecord:
         row.created_at_us,
         row.updated_at_us,
     )
+
+
+def _read(conn: Connection, pid: str, tenant_id: int | None) -> ProcessRecord:
+    """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
+    row = conn.execute(_PROCESS, {"pid": pid}).one_or_none()
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+        raise AccountError(404, f"No process {pid}.")
+    return _record(row)
 
 
 def _step(row: Any) -> Step:
@@ -193,8 +204,6 @@ class ProcessStore:
         With a ``spawn_key`` (the idempotency key of the tool call that asked for it), a process
         already started under that key is returned instead of a second one.
         """
-        if spawn_key is not None and (existing := self.spawned(spawn_key)) is not None:
-            return existing
         now = now_us()
         row = ProcessRow(
             pid="p-" + secrets.token_hex(8),
@@ -219,8 +228,9 @@ class ProcessStore:
                 session.flush()
                 return _record(row)
         except IntegrityError:
+            # spawn_key is unique: a call made again finds the process its first run started.
             if spawn_key is not None and (existing := self.spawned(spawn_key)) is not None:
-                return existing  # the same call, retried at the same moment elsewhere
+                return existing
             raise
 
     def spawned(self, spawn_key: str) -> ProcessRecord | None:
@@ -237,8 +247,8 @@ class ProcessStore:
 
     def get(self, pid: str, tenant_id: int | None = None) -> ProcessRecord:
         """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
-        with Session(self._engine) as session:
-            return _record(self._row(session, pid, tenant_id))
+        with self._engine.connect() as conn:
+            return _read(conn, pid, tenant_id)
 
     def find(
         self, tenant_id: int | None = None, states: Collection[str] | None = None, limit: int = 100
@@ -297,10 +307,8 @@ class ProcessStore:
                         "entries": len(entries),
                     },
                 ).one_or_none()
-                if row is None:
-                    current = conn.execute(select(ProcessRow.state).where(ProcessRow.pid == pid)).scalar()
-                    if current is None:
-                        raise AccountError(404, f"No process {pid}.")
+                if row is None:  # no such process (404), or it has ended
+                    current = _read(conn, pid, None).state
                     raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
                 # steps counts journal entries, so it is the newest seq; (pid, seq) is unique, so
                 # two workers stepping one process at once cannot both write.
@@ -338,10 +346,8 @@ class ProcessStore:
     def snapshot(self, pid: str) -> tuple[ProcessRecord, list[Step]]:
         """A process and its whole journal, read together: what a worker needs for a step."""
         with self._engine.connect() as conn:
-            row = conn.execute(_PROCESS, {"pid": pid}).one_or_none()
-            if row is None:
-                raise AccountError(404, f"No process {pid}.")
-            return _record(row), [_step(r) for r in conn.execute(_STEPS, {"pid": pid})]
+            process = _read(conn, pid, None)
+            return process, [_step(r) for r in conn.execute(_STEPS, {"pid": pid, "after": 0})]
 
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
@@ -361,13 +367,8 @@ class ProcessStore:
 
     def journal(self, pid: str, after: int = 0) -> list[Step]:
         """The steps of a process after step ``after``, in order."""
-        query = (
-            select(JournalEntry)
-            .where(JournalEntry.pid == pid, JournalEntry.seq > after)
-            .order_by(JournalEntry.seq)
-        )
-        with Session(self._engine) as session:
-            return [_step(r) for r in session.scalars(query)]
+        with self._engine.connect() as conn:
+            return [_step(r) for r in conn.execute(_STEPS, {"pid": pid, "after": after})]
 
     def set_state(
         self,
@@ -394,19 +395,7 @@ class ProcessStore:
             row = conn.execute(_MOVE, values).one_or_none()
             if row is not None:
                 return _record(row)
-            current = conn.execute(select(ProcessRow.state).where(ProcessRow.pid == pid)).scalar()
-        if current is None:
-            raise AccountError(404, f"No process {pid}.")
+            current = _read(conn, pid, None).state  # 404 if there is no such process
         if current in FINAL_STATES:
             raise AccountError(409, f"Process {pid} has ended ({current}).")
         raise AccountError(409, f"Process {pid} is {current}, not {' or '.join(sorted(expect or ()))}.")
-
-    @staticmethod
-    def _row(session: Session, pid: str, tenant_id: int | None, lock: bool = False) -> ProcessRow:
-        query = select(ProcessRow).where(ProcessRow.pid == pid)
-        if lock:
-            query = query.with_for_update()
-        row = session.scalar(query)
-        if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
-            raise AccountError(404, f"No process {pid}.")
-        return row
