@@ -44,6 +44,14 @@ def json_object(raw: bytes, shape: str) -> dict[str, Any]:
     return body
 
 
+def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within bounds; a 400 naming it otherwise."""
+    raw = request.query_params.get(name) or str(default)
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"'{name}' must be a whole number from {low} to {high}.", param=name)
+    return int(raw)
+
+
 def _spec_from(raw: bytes) -> tuple[AgentSpec, str | None]:
     """The spec in a request body, and the tenant it names (the admin's way to choose one)."""
     if len(raw) > _MAX_SPEC_BYTES:
@@ -186,10 +194,8 @@ async def list_processes(request: Request) -> Response:
     unknown = [s for s in states or () if s not in STATES]
     if unknown:
         raise bad_request(f"Unknown state(s) {', '.join(unknown)}; use {', '.join(STATES)}.", param="state")
-    raw_limit = params.get("limit") or "100"
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise bad_request("'limit' must be a whole number from 1 to 1000.", param="limit")
-    found = await call_store(ProcessStore(state.engine).find, tenant_id, states, int(raw_limit))
+    limit = query_number(request, "limit", 100, 1, 1000)
+    found = await call_store(ProcessStore(state.engine).find, tenant_id, states, limit)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response({"object": "list", "data": [_process_object(p, tenants) for p in found]})
 

@@ -12,7 +12,7 @@ from aigrid.errors import bad_request
 from aigrid.grid.api.openai_routes import json_response
 from aigrid.grid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.grid.api.state import state_of
-from aigrid.kernel.api import json_object, validated
+from aigrid.kernel.api import json_object, query_number, validated
 from aigrid.kernel.providers.base import ProviderConfig
 from aigrid.kernel.providers.manager import ProviderStatus
 from aigrid.store.memory import TENANT_WIDE, MemoryRecord, MemoryStore
@@ -20,13 +20,6 @@ from aigrid.store.notifications import NotificationStore
 from aigrid.store.processes import ProcessStore
 
 _MAX_PROVIDER_BYTES = 64 << 10
-
-
-def _number(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name) or str(default)
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise bad_request(f"'{name}' must be a whole number from {low} to {high}.", param=name)
-    return int(raw)
 
 
 async def _scope(request: Request, what: str) -> int | None:
@@ -109,7 +102,7 @@ async def audit_log(request: Request) -> Response:
     """GET /v1/audit: tool calls, newest first (``?pid=``, ``?limit=``)."""
     state = state_of(request)
     tenant_id = await _scope(request, "audit log")
-    limit = _number(request, "limit", 100, 1, 1000)
+    limit = query_number(request, "limit", 100, 1, 1000)
     records = await call_store(
         ProcessStore(state.engine).audit, tenant_id, request.query_params.get("pid"), limit
     )
@@ -155,7 +148,7 @@ async def list_memory(request: Request) -> Response:
     tenant_id = await _one_tenant(request, "memories")
     store = MemoryStore(state.engine)
     params = request.query_params
-    limit = _number(request, "limit", 50, 1, 500)
+    limit = query_number(request, "limit", 50, 1, 500)
     agent = params.get("agent")
     if params.get("q") is not None:
         agents = None if agent is None else [agent, TENANT_WIDE]
@@ -195,8 +188,8 @@ async def list_notifications(request: Request) -> Response:
     """GET /v1/notifications: what agents told their owner, oldest first (``?after=ID``)."""
     state = state_of(request)
     tenant_id = await _scope(request, "notifications")
-    after = _number(request, "after", 0, 0, 1 << 62)
-    limit = _number(request, "limit", 100, 1, 1000)
+    after = query_number(request, "after", 0, 0, 1 << 62)
+    limit = query_number(request, "limit", 100, 1, 1000)
     notes = await call_store(NotificationStore(state.engine).inbox, tenant_id, after, limit)
     tenants = await call_store(state.accounts.tenant_names)
     data = [
