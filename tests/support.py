@@ -239,3 +239,23 @@ class LiveServer:
         created = self.admin("POST", "/admin/keys", json={"tenant": tenant})
         assert created.status_code == 201, created.text
         return str(created.json()["key"])
+
+
+def aigrid(
+    server: LiveServer, *args: str, key_from_data_dir: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the aigrid command the way a user's shell would."""
+    env = {**os.environ, "AIGRID_URL": server.url, "COLUMNS": "200"}
+    env.pop("AIGRID_ADMIN_KEY", None)
+    if key_from_data_dir:
+        env["AIGRID_DATA_DIR"] = str(server.data_dir)
+    else:
+        env["AIGRID_ADMIN_KEY"] = ADMIN_KEY
+    return subprocess.run(
+        [sys.executable, "-m", "aigrid", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
-from tests.support import LiveServer, mock_config
+from tests.support import LiveServer, aigrid, mock_config
 
 pytestmark = pytest.mark.slow
 
@@ -21,26 +20,6 @@ def server(tmp_path_factory: pytest.TempPathFactory, mock_upstream: str) -> Iter
     srv = LiveServer(tmp_path_factory.mktemp("cli"), mock_config(mock_upstream)).start()
     yield srv
     srv.stop()
-
-
-def aigrid(
-    server: LiveServer, *args: str, key_from_data_dir: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Run the aigrid command the way a user's shell would."""
-    env = {**os.environ, "AIGRID_URL": server.url, "COLUMNS": "200"}
-    env.pop("AIGRID_ADMIN_KEY", None)
-    if key_from_data_dir:
-        env["AIGRID_DATA_DIR"] = str(server.data_dir)
-    else:
-        env["AIGRID_ADMIN_KEY"] = "sk-aigrid-admin-test"
-    return subprocess.run(
-        [sys.executable, "-m", "aigrid", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_tenant_key_budget_limits_and_the_bill(server: LiveServer) -> None:

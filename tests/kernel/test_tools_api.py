@@ -4,8 +4,6 @@ providers added and removed with the CLI, memory and notifications, each tenant 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream, mock_config
+from tests.support import LiveServer, RecordingUpstream, aigrid, mock_config
 
 pytestmark = pytest.mark.slow
 
@@ -63,18 +61,6 @@ def tool_call(name: str, arguments: dict[str, Any], call_id: str = "c1") -> dict
         "content": None,
         "tool_calls": [{"id": call_id, "type": "function", "function": function}],
     }
-
-
-def aigrid(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AIGRID_URL": server.url, "AIGRID_ADMIN_KEY": ADMIN_KEY, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "aigrid", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_an_approved_mcp_call_survives_a_restart_and_lands_in_the_audit_log(
