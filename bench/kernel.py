@@ -51,7 +51,7 @@ from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 from aigrid.store.accounts import AccountStore, Principal
 from aigrid.store.agents import AgentStore
-from aigrid.store.db import make_engine, migrate
+from aigrid.store.db import WalCheckpointer, make_engine, migrate
 from aigrid.store.ledger import Ledger
 from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage
 from aigrid.store.schema import ProcessRow
@@ -164,12 +164,14 @@ class Rig:
     engine: Any
     deployment: Deployment
     ledger: Ledger
+    checkpointer: WalCheckpointer
     tenants: dict[str, int]
 
     async def close(self) -> None:
         await self.kernel.close()
         await self.deployment.backend.close()
         await self.ledger.aclose()
+        await self.checkpointer.aclose()
         self.engine.dispose()
 
 
@@ -206,6 +208,8 @@ async def make_rig(
     router = Router(build_routes(config.models, config))
     ledger = Ledger(engine, workdir / "journal")
     ledger.start()
+    checkpointer = WalCheckpointer(engine)
+    checkpointer.start()
     grid = Grid(router, Admission(), ledger, Metrics(lambda: []))
     (deployment,) = router.deployments()
     await deployment.backend.start()
@@ -217,7 +221,7 @@ async def make_rig(
     )
     kernel = Kernel(Runner(model, processes, store, tools), processes, store, scheduler, workers=workers)
     await kernel.start()
-    return Rig(kernel, model, processes, engine, deployment, ledger, ids)
+    return Rig(kernel, model, processes, engine, deployment, ledger, checkpointer, ids)
 
 
 def finished_count(engine: Any) -> int:

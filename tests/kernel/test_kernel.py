@@ -10,8 +10,9 @@ from tests.kernel.doubles import KernelDB, ReactiveModelMock, ScriptedModelMock,
 
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.runner import Runner
+from aigrid.kernel.scheduler import FairScheduler
 from aigrid.store.accounts import AccountError
-from aigrid.store.processes import ProcessRecord
+from aigrid.store.processes import ProcessRecord, StepUsage
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,6 +52,36 @@ async def test_many_processes_run_to_the_end(tmp_path: Path) -> None:
         await kernel.close()
     assert all(r.state == "done" for r in records)
     assert len(db.searches) == 30
+
+
+async def test_the_kernel_keeps_to_the_tenant_cap_of_the_scheduler_it_is_given(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    save(db)
+
+    class CountingModelMock(ScriptedModelMock):
+        def __init__(self) -> None:
+            super().__init__()
+            self.now = self.most = 0
+
+        async def chat(
+            self, process: ProcessRecord, body: dict[str, object]
+        ) -> tuple[dict[str, object], StepUsage]:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            await asyncio.sleep(0.02)
+            self.now -= 1
+            return answer("done"), StepUsage(10, 5, 3)
+
+    model = CountingModelMock()
+    # An empty scheduler is falsy (it has a length): the kernel must still use it, not a default.
+    kernel = db.kernel(model, workers=8, scheduler=FairScheduler(tenant_cap=2))
+    await kernel.start()
+    try:
+        pids = [(await kernel.spawn(db.tenant, "shopper", f"job {i}")).pid for i in range(6)]
+        await until_finished(db, pids)
+    finally:
+        await kernel.close()
+    assert model.most == 2
 
 
 async def test_signals_pause_resume_and_kill(tmp_path: Path) -> None:
@@ -102,8 +133,7 @@ async def test_a_restarted_kernel_goes_on_where_the_journal_ends(tmp_path: Path)
     stored = db.agents.get(db.tenant, "shopper")
     pid = db.processes.create(db.tenant, stored, "find a lamp").pid
     db.processes.set_state(pid, "running")
-    await first.step(pid)
-    await first.step(pid)  # the search ran and was journaled; then the server died
+    await first.step(pid)  # the model asked for a search, which ran and was journaled; then the server died
     kernel = kernel_for(db, ScriptedModelMock(answer("Found it.")))
     await kernel.start()
     try:

@@ -42,6 +42,64 @@ async def test_a_granted_tool_runs_and_its_result_goes_back_to_the_model(tmp_pat
     assert kernel.searches == [f"{pid}:3"], "the idempotency key is pid:seq of the journaled call"
 
 
+async def test_one_step_is_a_model_call_and_the_tool_calls_it_asked_for_each_journaled_before_it_runs(
+    tmp_path: Path,
+) -> None:
+    kernel = KernelDB(tmp_path)
+    both = call("shop.search", {"q": "lamp"})
+    both["tool_calls"].append({**call("shop.search", {"q": "desk"}, "c2")["tool_calls"][0]})
+    runner, pid = kernel.start(ScriptedModelMock(both, answer("Both found.")), tools=["shop.*"])
+    kernel.processes.set_state(pid, "running")
+    after_one = await runner.step(pid)
+    assert after_one.state == "running"
+    assert [s.kind for s in kernel.processes.journal(pid)] == [
+        "model_request",
+        "model_response",
+        "tool_call",
+        "tool_result",
+        "tool_call",
+        "tool_result",
+    ]
+    assert kernel.searches == [f"{pid}:3", f"{pid}:5"], "each call ran once, with the seq of its tool_call"
+    done = await runner.step(pid)
+    assert (done.state, done.result) == ("done", "Both found."), "a final answer ends the process in its step"
+
+
+async def test_a_pause_during_the_model_call_keeps_its_tool_call_for_the_resume(tmp_path: Path) -> None:
+    kernel = KernelDB(tmp_path)
+
+    class PausedWhileThinkingMock(ScriptedModelMock):
+        async def chat(
+            self, process: ProcessRecord, body: dict[str, Any]
+        ) -> tuple[dict[str, Any], StepUsage]:
+            if not self.requests:
+                kernel.processes.set_state(process.pid, "suspended", reason="paused by a signal")
+            return await super().chat(process, body)
+
+    model = PausedWhileThinkingMock(call("shop.search", {"q": "lamp"}), answer("Found it."))
+    runner, pid = kernel.start(model, tools=["shop.*"])
+    paused = await runner.step(pid)
+    assert paused.state == "suspended" and kernel.searches == [], "a paused process runs no tool"
+    kernel.processes.set_state(pid, "running", expect={"suspended"})
+    done = await runner.run(pid)
+    assert done.result == "Found it." and kernel.searches == [f"{pid}:3"]
+
+
+async def test_workers_taking_turns_on_a_process_each_see_the_others_steps(tmp_path: Path) -> None:
+    kernel = KernelDB(tmp_path)
+    first = ScriptedModelMock(call("shop.search", {"q": "lamp"}), answer("Done."))
+    second = ScriptedModelMock(call("shop.search", {"q": "desk"}, "c2"))
+    runner_a, pid = kernel.start(first, tools=["shop.*"])
+    runner_b = Runner(second, kernel.processes, kernel.agents, kernel.tools)
+    await runner_a.step(pid)
+    await runner_b.step(pid)
+    done = await runner_a.step(pid)
+    assert done.result == "Done."
+    sent = first.requests[1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "tool"]
+    assert sent[-1]["tool_call_id"] == "c2", "the first worker's second call saw the second worker's turn"
+
+
 async def test_a_tool_result_cannot_grant_what_the_spec_does_not(tmp_path: Path) -> None:
     kernel = KernelDB(tmp_path)
     model = ScriptedModelMock(
@@ -81,8 +139,8 @@ async def test_a_new_worker_goes_on_from_the_journal_without_repeating_a_finishe
 ) -> None:
     kernel = KernelDB(tmp_path)
     first_worker, pid = kernel.start(ScriptedModelMock(call("shop.search", {"q": "lamp"})), tools=["shop.*"])
-    await first_worker.step(pid)  # the model asks for the search
-    await first_worker.step(pid)  # the search runs and its result is journaled; then the worker "dies"
+    # The model asks for the search, which runs and whose result is journaled; then the worker "dies".
+    assert (await first_worker.step(pid)).state == "running" and len(kernel.searches) == 1
     model = ScriptedModelMock(answer("Found it."))
     second_worker = Runner(model, kernel.processes, kernel.agents, kernel.tools)
     done = await second_worker.run(pid)
@@ -92,12 +150,17 @@ async def test_a_new_worker_goes_on_from_the_journal_without_repeating_a_finishe
 
 async def test_a_call_cut_off_mid_flight_runs_again_with_the_same_key(tmp_path: Path) -> None:
     kernel = KernelDB(tmp_path)
-    runner, pid = kernel.start(
-        ScriptedModelMock(call("shop.search", {"q": "lamp"}), answer("Found it.")), tools=["shop.*"]
-    )
-    await runner.step(pid)
+    runner, pid = kernel.start(ScriptedModelMock(answer("Found it.")), tools=["shop.*"])
     # A crash after the call was journaled and before its result was: the journal ends in tool_call.
-    kernel.processes.append(pid, "tool_call", {"id": "c1", "tool": "shop.search"})
+    kernel.processes.append(
+        pid,
+        "model_request",
+        {"messages": 2, "tools": 1},
+        after=[
+            ("model_response", {"message": call("shop.search", {"q": "lamp"})}),
+            ("tool_call", {"id": "c1", "tool": "shop.search"}),
+        ],
+    )
     done = await runner.run(pid)
     assert done.result == "Found it." and kernel.searches == [f"{pid}:3"]
 

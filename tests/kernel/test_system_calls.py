@@ -113,9 +113,7 @@ async def test_a_sleeping_parent_whose_child_ended_during_a_crash_wakes_at_resta
     boss = db.processes.create(db.tenant, db.agents.get(db.tenant, "boss"), "go")
     db.processes.set_state(boss.pid, "running")
     runner = Runner(scripts, db.processes, db.agents, db.tools)
-    await runner.step(boss.pid)
-    await runner.step(boss.pid)
-    assert db.processes.get(boss.pid).state == "sleeping"
+    assert (await runner.step(boss.pid)).state == "sleeping"  # the model asked for a child, and boss waits
     (child,) = db.processes.children(boss.pid)
     await Runner(scripts, db.processes, db.agents, db.tools).run(
         child.pid

@@ -39,6 +39,20 @@ def test_each_change_is_a_new_version_and_an_unchanged_save_is_not(
     assert [v.version for v in agents.versions(acme, "shopper")] == [1, 2]
 
 
+def test_a_version_saved_by_another_server_is_the_newest_at_once(
+    stores: tuple[AccountStore, AgentStore], tmp_path: Path
+) -> None:
+    accounts, agents = stores
+    acme = accounts.ensure_tenant("acme")
+    agents.save(acme, spec())
+    assert agents.get(acme, "shopper").version == 1
+    other_server = AgentStore(make_engine(f"sqlite:///{tmp_path / 'a.db'}"))
+    other_server.save(acme, spec(max_steps=3))
+    newest = agents.get(acme, "shopper")
+    assert (newest.version, newest.spec.max_steps) == (2, 3)
+    assert agents.get(acme, "shopper", 1).spec.max_steps != 3
+
+
 def test_tenants_see_only_their_own_agents(stores: tuple[AccountStore, AgentStore]) -> None:
     accounts, agents = stores
     acme, globex = accounts.ensure_tenant("acme"), accounts.ensure_tenant("globex")

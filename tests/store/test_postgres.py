@@ -119,7 +119,14 @@ def test_memory_search_and_the_journal_work_on_postgresql(postgres_url: str) -> 
     processes = ProcessStore(engine)
     pid = processes.create(acme, stored, "go").pid
     processes.set_state(pid, "running", expect={"ready"})
-    processes.append(pid, "model_request", {"messages": 2}, StepUsage(10, 2, 1), after=("model_response", {}))
+    processes.append(
+        pid, "model_request", {"messages": 2}, StepUsage(10, 2, 1), after=[("model_response", {})]
+    )
     record, steps = processes.snapshot(pid)
     assert (record.steps, record.prompt_tokens, [s.seq for s in steps]) == (2, 10, [1, 2])
+    done = processes.append(pid, "model_response", {"message": {}}, state="done", result="a lamp")
+    assert (done.state, done.result, done.steps) == ("done", "a lamp", 3)
+    child = processes.create(acme, stored, "help", pid, spawn_key=f"{pid}:3")
+    assert processes.create(acme, stored, "help", pid, spawn_key=f"{pid}:3").pid == child.pid
+    assert AgentStore(engine).get(acme, "shopper").version == 1
     engine.dispose()

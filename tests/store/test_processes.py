@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,56 @@ def test_unknown_processes_kinds_and_states_are_refused(setup: tuple[ProcessStor
         store.append(pid, "dance", {})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="process state"):
         store.set_state(pid, "asleep")  # type: ignore[arg-type]
+
+
+def test_a_step_can_end_the_process_but_a_signal_stands_over_it(
+    setup: tuple[ProcessStore, int, StoredSpec],
+) -> None:
+    store, tenant, agent = setup
+    pid = store.create(tenant, agent, "x").pid
+    store.set_state(pid, "running")
+    done = store.append(
+        pid, "model_request", {}, after=[("model_response", {"message": {}})], state="done", result="A lamp."
+    )
+    assert (done.state, done.result, done.steps) == ("done", "A lamp.", 2)
+    paused = store.create(tenant, agent, "y").pid
+    store.set_state(paused, "suspended", reason="paused by a signal")
+    kept = store.append(paused, "model_response", {"message": {}}, state="done", result="too late")
+    assert (kept.state, kept.result, kept.steps) == ("suspended", None, 1), "journaled, but still paused"
+
+
+def test_a_step_whose_seq_is_taken_is_refused_as_two_workers_at_once(
+    setup: tuple[ProcessStore, int, StoredSpec], tmp_path: Path
+) -> None:
+    store, tenant, agent = setup
+    pid = store.create(tenant, agent, "x").pid
+    store.set_state(pid, "running")
+    # What another worker's write looks like to this one: the next seq already journaled.
+    with make_engine(f"sqlite:///{tmp_path / 'p.db'}").begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
+            "VALUES (?, 1, 'note', '{}', 0)",
+            (pid,),
+        )
+    with pytest.raises(AccountError) as info:
+        store.append(pid, "note", {"n": 1})
+    assert info.value.status == 409 and "two workers" in info.value.message
+    assert store.get(pid).steps == 0, "the refused step left the counters as they were"
+
+
+def test_threads_share_one_store_without_losing_a_step(setup: tuple[ProcessStore, int, StoredSpec]) -> None:
+    store, tenant, agent = setup
+    pids = [store.create(tenant, agent, f"job {i}").pid for i in range(8)]
+    for pid in pids:
+        store.set_state(pid, "running")
+
+    def work(pid: str) -> None:
+        for n in range(40):
+            store.append(pid, "note", {"n": n}, StepUsage(1, 1, 0))
+            assert store.get(pid).steps == n + 1
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, pids))
+    for pid in pids:
+        assert [s.payload["n"] for s in store.journal(pid)] == list(range(40))
+        assert store.get(pid).prompt_tokens == 40

@@ -44,7 +44,7 @@ from aigrid.kernel.scheduler import FairScheduler
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
-from aigrid.store.db import make_engine, migrate, sqlite_url
+from aigrid.store.db import WalCheckpointer, make_engine, migrate, sqlite_url
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.memory import MemoryStore
 from aigrid.store.notifications import NotificationStore
@@ -210,6 +210,8 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
         router = Router(routes)
         ledger = Ledger(store.engine, data_dir / JOURNAL_DIR, sync=config.ledger.sync)
         ledger.start()
+        checkpointer = WalCheckpointer(store.engine)
+        checkpointer.start()
         grid = Grid(
             router, store.admission, ledger, Metrics(lambda: [d.health() for d in router.deployments()])
         )
@@ -239,6 +241,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
             for backend in started:
                 await backend.close()
             await ledger.aclose()
+            await checkpointer.aclose()
             store.engine.dispose()
 
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)

@@ -62,7 +62,7 @@ class Kernel:
         self._runner = runner
         self._processes = processes
         self._agents = agents
-        self._scheduler: Scheduler = scheduler or FairScheduler()
+        self._scheduler: Scheduler = scheduler if scheduler is not None else FairScheduler()
         self._workers = workers
         self._busy: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -109,7 +109,7 @@ class Kernel:
             existing = await self._processes.calls(self._processes.spawned, spawn_key)
             if existing is not None:
                 return existing
-        stored = await asyncio.to_thread(self._agents.get, tenant_id, agent)
+        stored = await self._agents.calls(self._agents.get, tenant_id, agent)
         process = await self._processes.calls(
             self._processes.create, tenant_id, stored, input_text, parent_pid, spawn_key
         )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -25,7 +26,7 @@ from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, Tool, ToolOutcome, ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
-from aigrid.store.processes import AuditEntry, ProcessRecord, ProcessStore, Step, StepUsage
+from aigrid.store.processes import AuditEntry, ProcessRecord, ProcessStore, Step, StepKind, StepUsage
 
 
 class ModelClient(Protocol):
@@ -40,14 +41,36 @@ class ModelClient(Protocol):
 
 @dataclass(slots=True)
 class _Replay:
-    """A process's conversation and position, rebuilt from its journal."""
+    """A process's conversation and position, rebuilt from its journal up to step ``seq``."""
 
     messages: list[dict[str, Any]]
+    seq: int = 0
     model_turns: int = 0
     pending: list[dict[str, Any]] = field(default_factory=list)  # tool calls still without a result
     started: dict[str, int] = field(default_factory=dict)  # call id -> seq of its tool_call step
     decisions: dict[str, str] = field(default_factory=dict)  # call id -> pending|approved|denied
     answer: str | None = None  # the final answer, when the last model turn called no tool
+
+    def apply(self, seq: int, kind: str, payload: dict[str, Any]) -> None:
+        """Take in the journaled step ``seq``."""
+        self.seq = seq
+        if kind == "model_response":
+            message = payload["message"]
+            self.messages.append(message)
+            self.model_turns += 1
+            self.pending = list(message.get("tool_calls") or [])
+            self.started = {}
+            self.answer = None if self.pending else str(message.get("content") or "")
+        elif kind == "tool_call":
+            self.started[payload["id"]] = seq
+        elif kind == "approval" and self.decisions.get(payload["id"]) in (None, "pending"):
+            # The first decision stands; a second one, from a person who clicked late, does not.
+            self.decisions[payload["id"]] = payload["status"]
+        elif kind == "tool_result":
+            self.messages.append(
+                {"role": "tool", "tool_call_id": payload["id"], "content": payload["content"]}
+            )
+            self.pending = [c for c in self.pending if c.get("id") != payload["id"]]
 
 
 def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Replay:
@@ -56,25 +79,13 @@ def replay(spec: AgentSpec, process: ProcessRecord, steps: list[Step]) -> _Repla
         [{"role": "system", "content": spec.instructions}, {"role": "user", "content": process.input}]
     )
     for step in steps:
-        payload = step.payload
-        if step.kind == "model_response":
-            message = payload["message"]
-            state.messages.append(message)
-            state.model_turns += 1
-            state.pending = list(message.get("tool_calls") or [])
-            state.started = {}
-            state.answer = None if state.pending else str(message.get("content") or "")
-        elif step.kind == "tool_call":
-            state.started[payload["id"]] = step.seq
-        elif step.kind == "approval" and state.decisions.get(payload["id"]) in (None, "pending"):
-            # The first decision stands; a second one, from a person who clicked late, does not.
-            state.decisions[payload["id"]] = payload["status"]
-        elif step.kind == "tool_result":
-            state.messages.append(
-                {"role": "tool", "tool_call_id": payload["id"], "content": payload["content"]}
-            )
-            state.pending = [c for c in state.pending if c.get("id") != payload["id"]]
+        state.apply(step.seq, step.kind, step.payload)
     return state
+
+
+Entry = tuple[StepKind, dict[str, Any]]
+# Replays kept between steps, the most recently stepped: a step then reads only the process row.
+_CACHED_REPLAYS = 4096
 
 
 # What an agent has used in a period: (tenant_id, agent, since_us) -> (tokens, cost_micro).
@@ -102,8 +113,9 @@ class Runner:
         self._agents = agents
         self._tools = tools
         self._spent = spent
-        # A stored version of a spec never changes, so it is read once.
-        self._specs: dict[tuple[int, str, int], AgentSpec] = {}
+        # Only a cache: a replay is used while the process's step count says nothing was
+        # journaled since, and catches up from the journal otherwise.
+        self._replays: OrderedDict[str, _Replay] = OrderedDict()
 
     async def run(self, pid: str) -> ProcessRecord:
         """Take steps while the process runs: until it ends, or waits for a person or a budget."""
@@ -113,40 +125,86 @@ class Runner:
         return process
 
     async def _spec(self, process: ProcessRecord) -> AgentSpec:
-        key = (process.tenant_id, process.agent, process.agent_version)
-        spec = self._specs.get(key)
-        if spec is None:
-            stored = await asyncio.to_thread(self._agents.get, *key)
-            spec = self._specs[key] = stored.spec
-        return spec
+        agents = self._agents
+        return (await agents.calls(agents.get, process.tenant_id, process.agent, process.agent_version)).spec
 
     async def step(self, pid: str) -> ProcessRecord:
-        """Take the process's next step: a pending tool call, the final answer, or a model call.
+        """Take the process's next step: its pending tool calls, or a model call and the tool calls
+        it asks for, or the final answer.
 
         A process that is not running (paused or ended since it was queued) is left as it is.
         """
-        process, steps = await self._processes.calls(self._processes.snapshot, pid)
+        process = await self._processes.calls(self._processes.get, pid)
         if process.state == "ready":
             process = await self._processes.calls(self._processes.set_state, pid, "running", expect={"ready"})
         if process.state != "running":  # paused, waiting or ended since it was queued
+            self._replays.pop(pid, None)
             return process
         spec = await self._spec(process)
-        state = replay(spec, process, steps)
+        state = await self._replayed(process, spec)
         if state.pending:
-            return await self._tool_step(process, spec, state)
+            return await self._tool_steps(process, spec, state)
         if state.answer is not None:
-            return await self._processes.calls(self._processes.set_state, pid, "done", result=state.answer)
+            process = await self._processes.calls(self._processes.set_state, pid, "done", result=state.answer)
         elif state.model_turns >= spec.max_steps:
             reason = f"the agent took its {spec.max_steps} steps without a final answer"
-            return await self._processes.calls(self._processes.set_state, pid, "failed", reason=reason)
+            process = await self._processes.calls(self._processes.set_state, pid, "failed", reason=reason)
+        elif (over := await self._over_budget(process, spec)) is not None:
+            process = await self._processes.calls(self._processes.set_state, pid, "suspended", reason=over)
         else:
-            over = await self._over_budget(process, spec)
-            if over is not None:
-                return await self._processes.calls(self._processes.set_state, pid, "suspended", reason=over)
             try:
-                return await self._model_step(process, spec, state)
+                process = await self._model_step(process, spec, state)
             except APIError as exc:
-                return await self._model_refused(process, exc)
+                process = await self._model_refused(process, exc)
+            return await self._tool_steps(process, spec, state)
+        self._replays.pop(pid, None)
+        return process
+
+    async def _replayed(self, process: ProcessRecord, spec: AgentSpec) -> _Replay:
+        """The process's replay, caught up with its journal."""
+        state = self._replays.pop(process.pid, None)
+        if state is None or state.seq > process.steps:
+            state = replay(spec, process, [])
+        if state.seq < process.steps:
+            for step in await self._processes.calls(self._processes.journal, process.pid, state.seq):
+                state.apply(step.seq, step.kind, step.payload)
+        self._replays[process.pid] = state
+        if len(self._replays) > _CACHED_REPLAYS:
+            self._replays.popitem(last=False)
+        return state
+
+    async def _journal(
+        self,
+        process: ProcessRecord,
+        state: _Replay,
+        entries: list[Entry],
+        usage: StepUsage | None = None,
+        audit: AuditEntry | None = None,
+        *,
+        move: Literal["running", "waiting_tool", "done"] | None = None,
+        result: str | None = None,
+    ) -> ProcessRecord:
+        """Journal steps in one commit and take them into the process's replay."""
+        (kind, payload), *after = entries
+        record = await self._processes.calls(
+            self._processes.append,
+            process.pid,
+            kind,
+            payload,
+            usage,
+            audit,
+            state=move,
+            result=result,
+            after=after,
+        )
+        first = record.steps - len(entries) + 1
+        if first == state.seq + 1:
+            for i, (kind, payload) in enumerate(entries):
+                state.apply(first + i, kind, payload)
+        else:  # someone journaled between (a person's decision): read what they wrote too
+            for step in await self._processes.calls(self._processes.journal, process.pid, state.seq):
+                state.apply(step.seq, step.kind, step.payload)
+        return record
 
     async def _over_budget(self, process: ProcessRecord, spec: AgentSpec) -> str | None:
         """Why the agent's own budget forbids another model call now, or None."""
@@ -176,45 +234,73 @@ class Runner:
         return await self._processes.calls(self._processes.set_state, process.pid, "failed", reason=reason)
 
     async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> ProcessRecord:
+        """Call the model; journal the request, its answer, and the first tool call it asks for."""
         schemas = [t.schema() for t in self._tools.granted(spec, process.tenant_id)]
         window = self._model.context_window(spec.model)
-        messages = state.messages if window is None else fit(state.messages, window, schemas)
+        # A copy: the replay grows on, and the request must stay what was sent.
+        messages = list(state.messages if window is None else fit(state.messages, window, schemas))
         body: dict[str, Any] = {"model": spec.model, "messages": messages}
         if schemas:
             body["tools"] = schemas
         message, usage = await self._model.chat(process, body)
         # The request and its answer are journaled together, before the next step: a call cut
-        # off by a crash left nothing, and is made again.
-        return await self._processes.calls(
-            self._processes.append,
-            process.pid,
-            "model_request",
-            {"messages": len(messages), "tools": len(schemas)},
-            usage,
-            after=("model_response", {"message": message}),
-        )
+        # off by a crash left nothing, and is made again. A final answer ends the process in the
+        # same commit; a tool call that needs no person is journaled with it, about to run.
+        entries: list[Entry] = [
+            ("model_request", {"messages": len(messages), "tools": len(schemas)}),
+            ("model_response", {"message": message}),
+        ]
+        calls = message.get("tool_calls") or []
+        if not calls:
+            answer = str(message.get("content") or "")
+            return await self._journal(process, state, entries, usage, move="done", result=answer)
+        start = self._start(process, spec, calls[0], None)
+        if start is None:
+            return await self._journal(process, state, entries, usage)
+        return await self._journal(process, state, [*entries, start], usage, move="waiting_tool")
+
+    def _resolve(
+        self, process: ProcessRecord, call: dict[str, Any]
+    ) -> tuple[Tool | None, str, dict[str, Any]]:
+        """The tool a call names (None if the tenant has no such tool), its kernel name, its function."""
+        function = call.get("function") or {}
+        tool = self._tools.get(str(function.get("name")), process.tenant_id)
+        # The model calls a tool by the name it was shown (shop__search); the kernel knows shop.search.
+        return tool, tool.name if tool is not None else str(function.get("name")), function
+
+    def _start(
+        self, process: ProcessRecord, spec: AgentSpec, call: dict[str, Any], decision: str | None
+    ) -> Entry | None:
+        """The tool_call step that starts ``call``, or None while it waits for a person's yes."""
+        tool, name, _ = self._resolve(process, call)
+        if tool is not None and spec.grants(name) and spec.needs_approval(name) and decision != "approved":
+            return None
+        return ("tool_call", {"id": str(call.get("id")), "tool": name})
+
+    async def _tool_steps(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> ProcessRecord:
+        """Run the pending tool calls in turn, while the process is live and no person is asked."""
+        while state.pending and process.state in ("running", "waiting_tool"):
+            process = await self._tool_step(process, spec, state)
+        if process.finished:
+            self._replays.pop(process.pid, None)
+        return process
 
     async def _tool_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> ProcessRecord:
         call = state.pending[0]
         call_id = str(call.get("id"))
-        function = call.get("function") or {}
-        tool = self._tools.get(str(function.get("name")), process.tenant_id)
-        # The model calls a tool by the name it was shown (shop__search); the kernel knows shop.search.
-        name = tool.name if tool is not None else str(function.get("name"))
-        if tool is not None and spec.grants(name) and spec.needs_approval(name):
-            decision = state.decisions.get(call_id)
-            if decision != "approved":
-                return await self._await_approval(process, call_id, name, function.get("arguments"), decision)
+        tool, name, function = self._resolve(process, call)
         seq = state.started.get(call_id)
         if seq is None:
-            started = await self._processes.calls(
-                self._processes.append,
-                process.pid,
-                "tool_call",
-                {"id": call_id, "tool": name},
-                state="waiting_tool",
-            )
+            start = self._start(process, spec, call, state.decisions.get(call_id))
+            if start is None:
+                decision = state.decisions.get(call_id)
+                return await self._await_approval(
+                    process, state, call_id, name, function.get("arguments"), decision
+                )
+            started = await self._journal(process, state, [start], move="waiting_tool")
             seq = started.steps
+            if started.state != "waiting_tool":  # signalled meanwhile: the call runs on resume
+                return started
         raw_arguments = function.get("arguments")
         outcome = await self._call(process, spec, tool, name, raw_arguments, f"{process.pid}:{seq}")
         if outcome.sleep_until is not None:
@@ -223,9 +309,17 @@ class Runner:
         audit = AuditEntry(
             name, _digest(raw_arguments), "refused" if outcome.refused else "ok" if outcome.ok else "error"
         )
-        return await self._processes.calls(
-            self._processes.append, process.pid, "tool_result", result, None, audit, state="running"
+        entries: list[Entry] = [("tool_result", result)]
+        following = state.pending[1:]
+        start = (
+            None
+            if not following
+            else self._start(process, spec, following[0], state.decisions.get(str(following[0].get("id"))))
         )
+        if start is not None:
+            entries.append(start)
+        move: Literal["running", "waiting_tool"] = "waiting_tool" if start is not None else "running"
+        return await self._journal(process, state, entries, None, audit, move=move)
 
     async def _sleep(self, pid: str, until_pid: str) -> ProcessRecord:
         """Sleep until ``until_pid`` ends; the call runs again then, with the same key, and answers."""
@@ -249,10 +343,15 @@ class Runner:
         return asleep
 
     async def _await_approval(
-        self, process: ProcessRecord, call_id: str, name: str, arguments: Any, decision: str | None
+        self,
+        process: ProcessRecord,
+        state: _Replay,
+        call_id: str,
+        name: str,
+        arguments: Any,
+        decision: str | None,
     ) -> ProcessRecord:
         """Ask a person about a call (once), wait in ``waiting_approval``, or refuse a denied one."""
-        pid = process.pid
         if decision == "denied":
             result = {
                 "id": call_id,
@@ -261,14 +360,12 @@ class Runner:
                 "content": "refused: a person denied this call",
             }
             audit = AuditEntry(name, _digest(arguments), "refused")
-            return await self._processes.calls(
-                self._processes.append, pid, "tool_result", result, None, audit
-            )
+            return await self._journal(process, state, [("tool_result", result)], None, audit, move="running")
         if decision is None:
             request = {"id": call_id, "tool": name, "arguments": arguments, "status": "pending"}
-            await self._processes.calls(self._processes.append, pid, "approval", request)
+            await self._journal(process, state, [("approval", request)])
         return await self._processes.calls(
-            self._processes.set_state, pid, "waiting_approval", reason=f"{APPROVAL_REASON}{name}"
+            self._processes.set_state, process.pid, "waiting_approval", reason=f"{APPROVAL_REASON}{name}"
         )
 
     async def _call(

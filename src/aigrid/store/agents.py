@@ -1,17 +1,18 @@
-"""Agent specs by tenant and name, each change a new version; blocking calls (off the event loop)."""
+"""Agent specs by tenant and name, each change a new version; blocking calls (see ``calls``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aigrid.grid.limits import now_us
 from aigrid.kernel.spec import AgentSpec
 from aigrid.store.accounts import AccountError
+from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls
 from aigrid.store.schema import AgentSpecVersion
 
 
@@ -25,6 +26,11 @@ class StoredSpec:
     spec: AgentSpec
 
 
+# Every process started looks up its agent's newest version, so that runs on the driver.
+_NEWEST_VERSION = text("SELECT max(version) FROM agent_specs WHERE tenant_id = :tenant AND name = :name")
+_CACHED_VERSIONS = 4096
+
+
 def _stored(row: AgentSpecVersion) -> StoredSpec:
     return StoredSpec(row.tenant_id, row.version, row.created_at_us, AgentSpec.model_validate_json(row.spec))
 
@@ -34,6 +40,11 @@ class AgentStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._driver = DriverConnection(engine)
+        self._newest_version = DriverStatement(engine, _NEWEST_VERSION)
+        # A stored version never changes: each is read and parsed once.
+        self._versions: dict[tuple[int, str, int], StoredSpec] = {}
+        self.calls = StoreCalls(engine)
 
     def save(self, tenant_id: int, spec: AgentSpec) -> tuple[StoredSpec, bool]:
         """Store ``spec`` as the agent's next version; also whether a version was added."""
@@ -58,10 +69,16 @@ class AgentStore:
 
     def get(self, tenant_id: int, name: str, version: int | None = None) -> StoredSpec:
         """A version of an agent (the newest by default); 404 if there is none."""
-        with Session(self._engine) as session:
+        if version is None:
+            with self._driver.cursor() as cursor:
+                self._newest_version.run(cursor, {"tenant": tenant_id, "name": name})
+                version = cursor.fetchone()[0]
             if version is None:
-                row = self._newest(session, tenant_id, name)
-            else:
+                raise AccountError(404, f"No agent named '{name}'.")
+        key = (tenant_id, name, version)
+        stored = self._versions.get(key)
+        if stored is None:
+            with Session(self._engine) as session:
                 row = session.scalar(
                     select(AgentSpecVersion).where(
                         AgentSpecVersion.tenant_id == tenant_id,
@@ -70,9 +87,12 @@ class AgentStore:
                     )
                 )
             if row is None:
-                which = f"version {version} of " if version is not None else ""
-                raise AccountError(404, f"No {which}agent named '{name}'.")
-            return _stored(row)
+                raise AccountError(404, f"No version {version} of agent named '{name}'.")
+            stored = _stored(row)
+            if len(self._versions) >= _CACHED_VERSIONS:
+                self._versions.pop(next(iter(self._versions)))
+            self._versions[key] = stored
+        return stored
 
     def versions(self, tenant_id: int, name: str) -> list[StoredSpec]:
         """Every version of an agent, oldest first; 404 if it has none."""

@@ -29,7 +29,7 @@ import orjson
 from sqlalchemy import Engine, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from aigrid.store.db import write_lock
+from aigrid.store.db import DriverStatement, write_lock
 from aigrid.store.schema import LedgerEntry
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,8 @@ class _Statements:
         upsert = stmt.on_conflict_do_update(
             index_elements=[_TABLE.c.id], set_={c: stmt.excluded[c] for c in columns if c != "id"}
         )
-        self._upsert = upsert.compile(dialect=engine.dialect)
-        self._updates: dict[tuple[str, ...], Any] = {}
-
-    @staticmethod
-    def _args(compiled: Any, row: Row) -> Any:
-        if compiled.positional:
-            return tuple(row[name] for name in compiled.positiontup)
-        return row
+        self._upsert = DriverStatement(engine, upsert)
+        self._updates: dict[tuple[str, ...], DriverStatement] = {}
 
     def commit(self, conn: Any, ops: list[Op]) -> None:
         """Apply operations on a driver connection and commit them as one transaction."""
@@ -109,20 +103,20 @@ class _Statements:
             else:
                 updates.setdefault(op[1], {}).update(op[2])
         if inserts:
-            cursor.executemany(str(self._upsert), [self._args(self._upsert, r) for r in inserts.values()])
+            self._upsert.run_many(cursor, list(inserts.values()))
         by_columns: dict[tuple[str, ...], list[Row]] = {}
         for row_id, values in updates.items():
             by_columns.setdefault(tuple(sorted(values)), []).append({"row_id": row_id, **values})
         for columns, params in by_columns.items():
-            compiled = self._updates.get(columns)
-            if compiled is None:
+            statement = self._updates.get(columns)
+            if statement is None:
                 stmt = (
                     update(_TABLE)
                     .where(_TABLE.c.id == bindparam("row_id"))
                     .values({c: bindparam(c) for c in columns})
                 )
-                compiled = self._updates[columns] = stmt.compile(dialect=self.engine.dialect)
-            cursor.executemany(str(compiled), [self._args(compiled, p) for p in params])
+                statement = self._updates[columns] = DriverStatement(self.engine, stmt)
+            statement.run_many(cursor, params)
 
 
 def _segments(journal_dir: Path) -> list[Path]:

@@ -8,19 +8,18 @@ journal.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
 from aigrid.grid.limits import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
-from aigrid.store.db import StoreCalls
+from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls
 from aigrid.store.schema import ProcessRow, ToolAudit
 
 ProcessState = Literal[
@@ -111,23 +110,25 @@ class AuditRecord:
     outcome: str
 
 
-# Every step of every process runs these, so they are plain SQL compiled once: building ORM or
-# Core statements each time cost twenty times what SQLite spends on them.
+# Every step of every process runs these, so they go to the driver (DriverStatement), compiled once.
 _COLUMNS = (
     "pid, tenant_id, agent, agent_version, parent_pid, input, state, reason, priority, steps, "
     "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us"
 )
+_FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
+_LIVE = "'running', 'waiting_tool'"
 _STEP_SET = (
     "UPDATE processes SET steps = steps + :entries, prompt_tokens = prompt_tokens + :prompt, "
     "completion_tokens = completion_tokens + :completion, cost_micro = cost_micro + :cost, "
     "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ({final}) "
     f"RETURNING {_COLUMNS}"
 )
-_FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
 _STEP = text(_STEP_SET.format(moves="", final=_FINAL_SQL))
+# A signal's state (suspended, killed) stands over the step's: SET sees the row as it was.
 _STEP_MOVES = text(
     _STEP_SET.format(
-        moves=", state = CASE WHEN state IN ('running', 'waiting_tool') THEN :state ELSE state END",
+        moves=f", state = CASE WHEN state IN ({_LIVE}) THEN :state ELSE state END"
+        f", result = CASE WHEN state IN ({_LIVE}) THEN COALESCE(:result, result) ELSE result END",
         final=_FINAL_SQL,
     )
 )
@@ -139,49 +140,43 @@ _AUDIT = text(
     "INSERT INTO tool_audit (at_us, tenant_id, pid, agent, tool, arguments_sha256, outcome) "
     "VALUES (:at, :tenant, :pid, :agent, :tool, :digest, :outcome)"
 )
+# The states a move may start from, one parameter each (repeated to fill), so the statement is
+# compiled once rather than per list.
+_FROM = tuple(f"from{i}" for i in range(len(STATES)))
 _MOVE = text(
     "UPDATE processes SET state = :state, reason = :reason, result = COALESCE(:result, result), "
-    f"updated_at_us = :at WHERE pid = :pid AND state IN :allowed RETURNING {_COLUMNS}"
-).bindparams(bindparam("allowed", expanding=True))
+    f"updated_at_us = :at WHERE pid = :pid AND state IN ({', '.join(':' + p for p in _FROM)}) "
+    f"RETURNING {_COLUMNS}"
+)
 _PROCESS = text(f"SELECT {_COLUMNS} FROM processes WHERE pid = :pid")
 _STEPS = text(
     "SELECT pid, seq, kind, payload, created_at_us FROM process_journal "
     "WHERE pid = :pid AND seq > :after ORDER BY seq"
 )
+_TABLE_COLUMNS = [ProcessRow.__table__.c[name] for name in _COLUMNS.split(", ")]
 
 
 def _record(row: Any) -> ProcessRecord:
-    # An ORM row or a Core row: both name their columns.
-    return ProcessRecord(
-        row.pid,
-        row.tenant_id,
-        row.agent,
-        row.agent_version,
-        row.parent_pid,
-        row.input,
-        row.state,
-        row.reason,
-        row.priority,
-        row.steps,
-        row.prompt_tokens,
-        row.completion_tokens,
-        row.cost_micro,
-        row.result,
-        row.created_at_us,
-        row.updated_at_us,
-    )
-
-
-def _read(conn: Connection, pid: str, tenant_id: int | None) -> ProcessRecord:
-    """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
-    row = conn.execute(_PROCESS, {"pid": pid}).one_or_none()
-    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
-        raise AccountError(404, f"No process {pid}.")
-    return _record(row)
+    """A process from a row of ``_COLUMNS``, in their order."""
+    return ProcessRecord(*row)
 
 
 def _step(row: Any) -> Step:
-    return Step(row.pid, row.seq, row.kind, orjson.loads(row.payload), row.created_at_us)
+    return Step(row[0], row[1], row[2], orjson.loads(row[3]), row[4])
+
+
+class _Statements:
+    """The hot statements, compiled for one engine's dialect."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.process = DriverStatement(engine, _PROCESS)
+        self.steps = DriverStatement(engine, _STEPS)
+        self.step = DriverStatement(engine, _STEP)
+        self.step_moves = DriverStatement(engine, _STEP_MOVES)
+        self.journal = DriverStatement(engine, _JOURNAL)
+        self.audit = DriverStatement(engine, _AUDIT)
+        self.move = DriverStatement(engine, _MOVE)
+        self.create = DriverStatement(engine, insert(ProcessRow))
 
 
 class ProcessStore:
@@ -189,6 +184,10 @@ class ProcessStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._sql = _Statements(engine)
+        self._driver = DriverConnection(engine)
+        # The driver's own IntegrityError: the hot statements run on its cursor, not SQLAlchemy's.
+        self._integrity: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self.calls = StoreCalls(engine)
 
     def create(
@@ -205,29 +204,29 @@ class ProcessStore:
         already started under that key is returned instead of a second one.
         """
         now = now_us()
-        row = ProcessRow(
+        record = ProcessRecord(
             pid="p-" + secrets.token_hex(8),
             tenant_id=tenant_id,
             agent=agent.spec.name,
             agent_version=agent.version,
             parent_pid=parent_pid,
-            spawn_key=spawn_key,
             input=input_text,
             state="ready",
+            reason=None,
             priority=agent.spec.priority,
             steps=0,
             prompt_tokens=0,
             completion_tokens=0,
             cost_micro=0,
+            result=None,
             created_at_us=now,
             updated_at_us=now,
         )
         try:
-            with Session(self._engine) as session, session.begin():
-                session.add(row)
-                session.flush()
-                return _record(row)
-        except IntegrityError:
+            with self._driver.cursor(write=True) as cursor:
+                self._sql.create.run(cursor, {**asdict(record), "spawn_key": spawn_key})
+            return record
+        except self._integrity:
             # spawn_key is unique: a call made again finds the process its first run started.
             if spawn_key is not None and (existing := self.spawned(spawn_key)) is not None:
                 return existing
@@ -235,39 +234,48 @@ class ProcessStore:
 
     def spawned(self, spawn_key: str) -> ProcessRecord | None:
         """The process started by the tool call with this idempotency key, if any."""
-        with Session(self._engine) as session:
-            row = session.scalar(select(ProcessRow).where(ProcessRow.spawn_key == spawn_key))
-            return None if row is None else _record(row)
+        rows = self._select(ProcessRow.spawn_key == spawn_key)
+        return rows[0] if rows else None
 
     def children(self, pid: str) -> list[ProcessRecord]:
         """The processes ``pid`` spawned, oldest first."""
-        query = select(ProcessRow).where(ProcessRow.parent_pid == pid).order_by(ProcessRow.created_at_us)
-        with Session(self._engine) as session:
-            return [_record(r) for r in session.scalars(query)]
+        return self._select(ProcessRow.parent_pid == pid, order=ProcessRow.created_at_us)
 
     def get(self, pid: str, tenant_id: int | None = None) -> ProcessRecord:
         """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
-        with self._engine.connect() as conn:
-            return _read(conn, pid, tenant_id)
+        with self._driver.cursor() as cursor:
+            return self._read(cursor, pid, tenant_id)
 
     def find(
         self, tenant_id: int | None = None, states: Collection[str] | None = None, limit: int = 100
     ) -> list[ProcessRecord]:
         """Processes, newest first; of one tenant and in some states if asked."""
-        query = select(ProcessRow)
+        where = []
         if tenant_id is not None:
-            query = query.where(ProcessRow.tenant_id == tenant_id)
+            where.append(ProcessRow.tenant_id == tenant_id)
         if states is not None:
-            query = query.where(ProcessRow.state.in_(list(states)))
-        query = query.order_by(ProcessRow.created_at_us.desc(), ProcessRow.pid).limit(limit)
-        with Session(self._engine) as session:
-            return [_record(r) for r in session.scalars(query)]
+            where.append(ProcessRow.state.in_(list(states)))
+        newest = (ProcessRow.created_at_us.desc(), ProcessRow.pid)
+        return self._select(*where, order=newest, limit=limit)
 
     def unfinished(self) -> list[ProcessRecord]:
         """Every process that has not ended, oldest first: what a restarted server resumes."""
-        query = select(ProcessRow).where(ProcessRow.state.not_in(list(FINAL_STATES)))
-        with Session(self._engine) as session:
-            return [_record(r) for r in session.scalars(query.order_by(ProcessRow.created_at_us))]
+        return self._select(ProcessRow.state.not_in(list(FINAL_STATES)), order=ProcessRow.created_at_us)
+
+    def _select(self, *where: Any, order: Any = (), limit: int | None = None) -> list[ProcessRecord]:
+        query = (
+            select(*_TABLE_COLUMNS).where(*where).order_by(*(order if isinstance(order, tuple) else (order,)))
+        )
+        with self._engine.connect() as conn:
+            return [_record(r) for r in conn.execute(query.limit(limit))]
+
+    def _read(self, cursor: Any, pid: str, tenant_id: int | None) -> ProcessRecord:
+        """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
+        self._sql.process.run(cursor, {"pid": pid})
+        row = cursor.fetchone()
+        if row is None or (tenant_id is not None and row[1] != tenant_id):
+            raise AccountError(404, f"No process {pid}.")
+        return _record(row)
 
     def append(
         self,
@@ -277,44 +285,47 @@ class ProcessStore:
         usage: StepUsage | None = None,
         audit: AuditEntry | None = None,
         *,
-        state: Literal["running", "waiting_tool"] | None = None,
-        after: tuple[StepKind, dict[str, Any]] | None = None,
+        state: Literal["running", "waiting_tool", "done"] | None = None,
+        result: str | None = None,
+        after: Sequence[tuple[StepKind, dict[str, Any]]] = (),
     ) -> ProcessRecord:
         """Journal the next step of a live process, with the tokens and cost it used and, for a
         tool call's result, its audit record, in one commit; the process after it, whose
-        ``steps`` is the new step's ``seq``.
+        ``steps`` is the newest step's ``seq``.
 
-        ``state`` moves a process between running and waiting_tool in the same commit; a process
-        a signal moved elsewhere meanwhile stays where the signal put it. ``after`` journals a
-        second step right after this one, in the same commit (a model's request and its answer).
+        ``state`` moves a live process (running or waiting_tool) in the same commit, to done with
+        its ``result``; a process a signal moved elsewhere meanwhile stays where the signal put
+        it. ``after`` journals more steps right after this one, in the same commit (a model's
+        request, its answer, and the tool call it asked for).
         """
-        entries = [(kind, payload)] if after is None else [(kind, payload), after]
+        entries = [(kind, payload), *after]
         if any(k not in STEP_KINDS for k, _ in entries):
             raise ValueError(f"unknown step kind in {[k for k, _ in entries]!r}")
         used = usage or StepUsage()
         at = now_us()
+        values = {
+            "pid": pid,
+            "state": state,
+            "result": result,
+            "prompt": used.prompt_tokens,
+            "completion": used.completion_tokens,
+            "cost": used.cost_micro,
+            "at": at,
+            "entries": len(entries),
+        }
         try:
-            with self._engine.begin() as conn:
-                row = conn.execute(
-                    _STEP_MOVES if state is not None else _STEP,
-                    {
-                        "pid": pid,
-                        "state": state,
-                        "prompt": used.prompt_tokens,
-                        "completion": used.completion_tokens,
-                        "cost": used.cost_micro,
-                        "at": at,
-                        "entries": len(entries),
-                    },
-                ).one_or_none()
+            with self._driver.cursor(write=True) as cursor:
+                (self._sql.step if state is None else self._sql.step_moves).run(cursor, values)
+                row = cursor.fetchone()
                 if row is None:  # no such process (404), or it has ended
-                    current = _read(conn, pid, None).state
+                    current = self._read(cursor, pid, None).state
                     raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
+                record = _record(row)
                 # steps counts journal entries, so it is the newest seq; (pid, seq) is unique, so
                 # two workers stepping one process at once cannot both write.
-                first = row.steps - len(entries) + 1
-                conn.execute(
-                    _JOURNAL,
+                first = record.steps - len(entries) + 1
+                self._sql.journal.run_many(
+                    cursor,
                     [
                         {
                             "pid": pid,
@@ -327,27 +338,28 @@ class ProcessStore:
                     ],
                 )
                 if audit is not None:
-                    conn.execute(
-                        _AUDIT,
+                    self._sql.audit.run(
+                        cursor,
                         {
                             "at": at,
-                            "tenant": row.tenant_id,
+                            "tenant": record.tenant_id,
                             "pid": pid,
-                            "agent": row.agent,
+                            "agent": record.agent,
                             "tool": audit.tool[:128],
                             "digest": audit.arguments_sha256,
                             "outcome": audit.outcome,
                         },
                     )
-                return _record(row)
-        except IntegrityError as exc:  # another worker journaled this process's step first
+                return record
+        except self._integrity as exc:  # another worker journaled this process's step first
             raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
 
     def snapshot(self, pid: str) -> tuple[ProcessRecord, list[Step]]:
-        """A process and its whole journal, read together: what a worker needs for a step."""
-        with self._engine.connect() as conn:
-            process = _read(conn, pid, None)
-            return process, [_step(r) for r in conn.execute(_STEPS, {"pid": pid, "after": 0})]
+        """A process and its whole journal, read together."""
+        with self._driver.cursor() as cursor:
+            process = self._read(cursor, pid, None)
+            self._sql.steps.run(cursor, {"pid": pid, "after": 0})
+            return process, [_step(r) for r in cursor.fetchall()]
 
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
@@ -367,8 +379,9 @@ class ProcessStore:
 
     def journal(self, pid: str, after: int = 0) -> list[Step]:
         """The steps of a process after step ``after``, in order."""
-        with self._engine.connect() as conn:
-            return [_step(r) for r in conn.execute(_STEPS, {"pid": pid, "after": after})]
+        with self._driver.cursor() as cursor:
+            self._sql.steps.run(cursor, {"pid": pid, "after": after})
+            return [_step(r) for r in cursor.fetchall()]
 
     def set_state(
         self,
@@ -382,20 +395,21 @@ class ProcessStore:
         """Move a process to ``state``; 409 if it has ended, or is not in one of the ``expect`` states."""
         if state not in STATES:
             raise ValueError(f"unknown process state {state!r}")
-        allowed = [s for s in (STATES if expect is None else expect) if s not in FINAL_STATES]
+        allowed = [s for s in (STATES if expect is None else expect) if s not in FINAL_STATES] or [""]
         values = {
             "pid": pid,
             "state": state,
             "reason": reason[:512] if reason else None,
             "result": result,
             "at": now_us(),
-            "allowed": allowed or [""],
+            **{name: allowed[i % len(allowed)] for i, name in enumerate(_FROM)},
         }
-        with self._engine.begin() as conn:
-            row = conn.execute(_MOVE, values).one_or_none()
+        with self._driver.cursor(write=True) as cursor:
+            self._sql.move.run(cursor, values)
+            row = cursor.fetchone()
             if row is not None:
                 return _record(row)
-            current = _read(conn, pid, None).state  # 404 if there is no such process
+            current = self._read(cursor, pid, None).state  # 404 if there is no such process
         if current in FINAL_STATES:
             raise AccountError(409, f"Process {pid} has ended ({current}).")
         raise AccountError(409, f"Process {pid} is {current}, not {' or '.join(sorted(expect or ()))}.")
