@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from aigrid.kernel.builtins import SystemCalls
+from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.runner import Runner
 from aigrid.kernel.spec import AgentSpec
@@ -18,7 +19,7 @@ from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate
 from aigrid.store.memory import MemoryStore
-from aigrid.store.notifications import NotificationStore
+from aigrid.store.inbox import InboxStore
 from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage
 
 
@@ -75,9 +76,11 @@ class LateSpawner:
         input_text: str,
         parent_pid: str | None = None,
         spawn_key: str | None = None,
+        origin: str = "api",
+        sender: str | None = None,
     ) -> ProcessRecord:
         assert self.kernel is not None, "the test made no kernel"
-        return await self.kernel.spawn(tenant_id, agent, input_text, parent_pid, spawn_key)
+        return await self.kernel.spawn(tenant_id, agent, input_text, parent_pid, spawn_key, origin, sender)
 
 
 def call(tool: str, arguments: dict[str, Any], call_id: str = "c1") -> dict[str, Any]:
@@ -103,10 +106,11 @@ class KernelDB:
         self.agents = AgentStore(engine)
         self.processes = ProcessStore(engine)
         self.memory = MemoryStore(engine)
-        self.notifications = NotificationStore(engine)
+        self.messages = InboxStore(engine)
+        self.inbox = Inbox(self.messages, self.agents, self.processes)
         self.spawner = LateSpawner()
         self.tools = ToolRegistry()
-        self.tools.add_all(SystemCalls(self.memory, self.notifications, self.processes, self.spawner).tools())
+        self.tools.add_all(SystemCalls(self.memory, self.inbox, self.processes, self.spawner).tools())
         self.searches: list[str] = []
 
         async def search(arguments: dict[str, Any], context: CallContext) -> Any:

@@ -73,9 +73,9 @@ async def test_notify_owner_leaves_a_message_in_the_tenants_inbox(tmp_path: Path
     model = ScriptedModelMock(call("notify.owner", {"text": "The lamp is back in stock."}), answer("ok"))
     runner, pid = db.start(model, tools=["notify.owner"])
     await runner.run(pid)
-    (note,) = db.notifications.inbox(db.tenant)
+    (note,) = db.messages.messages(db.tenant)
     assert (note.text, note.pid, note.agent) == ("The lamp is back in stock.", pid, "shopper")
-    assert db.notifications.inbox(db.tenant + 1) == []
+    assert db.messages.messages(db.tenant + 1) == []
 
 
 async def test_a_spawned_child_runs_while_its_parent_sleeps_and_its_answer_wakes_the_parent(
@@ -181,7 +181,7 @@ async def test_spawning_an_unknown_agent_or_too_deep_is_an_error_for_the_model(t
 async def test_agent_message_starts_the_other_agent_and_returns_at_once(tmp_path: Path) -> None:
     db = KernelDB(tmp_path)
     db.save(name="sender", tools=["agent.message"])
-    db.save(name="inbox")
+    db.save(name="inbox", triggers=[{"kind": "message", "from_agents": ["send*"]}])
     scripts = AgentScriptsMock(
         sender=[call("agent.message", {"agent": "inbox", "text": "restock lamps"}), answer("sent")],
         inbox=[answer("restocking")],
@@ -198,3 +198,27 @@ async def test_agent_message_starts_the_other_agent_and_returns_at_once(tmp_path
     assert done.result == "sent" and received.result == "restocking"
     assert "restock lamps" in received.input and "sender" in received.input
     assert received.parent_pid is None, "a message is not a child: the sender does not wait for it"
+    assert received.origin == "message"
+
+
+async def test_an_agent_without_a_message_trigger_for_the_sender_refuses_its_message(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    db.save(name="sender", tools=["agent.message"])
+    db.save(name="private", triggers=[{"kind": "message", "from_agents": ["boss"]}])
+    db.save(name="closed")
+    scripts = AgentScriptsMock(
+        sender=[
+            call("agent.message", {"agent": "private", "text": "hi"}),
+            call("agent.message", {"agent": "closed", "text": "hi"}, "c2"),
+            answer("nobody listened"),
+        ]
+    )
+    kernel = db.kernel(scripts)
+    await kernel.start()
+    try:
+        (done,) = await until_finished(db, [(await kernel.spawn(db.tenant, "sender", "go")).pid])
+    finally:
+        await kernel.close()
+    results = [s.payload["content"] for s in db.processes.journal(done.pid) if s.kind == "tool_result"]
+    assert all("takes no messages from agent 'sender'" in r for r in results) and len(results) == 2
+    assert [p.agent for p in db.processes.find(db.tenant)] == ["sender"]

@@ -1,5 +1,5 @@
 """Tools on a live server: an MCP server from the config, approvals across a restart, the audit log,
-providers added and removed with the CLI, memory and notifications, each tenant seeing its own."""
+providers added and removed with the CLI, memory and the inbox, each tenant seeing its own."""
 
 from __future__ import annotations
 
@@ -141,7 +141,7 @@ def test_providers_are_added_listed_and_removed_by_the_admin_only(server: LiveSe
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
 
 
-def test_memory_and_notifications_are_each_tenants_own(
+def test_memory_and_the_inbox_are_each_tenants_own(
     server: LiveServer, upstream: RecordingUpstream
 ) -> None:
     key = server.new_tenant_key("umbrella")
@@ -165,8 +165,8 @@ def test_memory_and_notifications_are_each_tenants_own(
     assert wait_state(server, key, pid, ("done", "failed"))["result"] == "reported"
     searched = upstream.requests[-2]["messages"][-1]["content"]
     assert "1234" in searched, "the agent found the tenant's shared memory"
-    (note,) = api(server, key, "GET", "/v1/notifications").json()["data"]
-    assert (note["text"], note["pid"]) == ("found the vault code", pid)
-    assert api(server, other, "GET", "/v1/notifications").json()["data"] == []
-    listed = aigrid(server, "notifications", "--tenant", "umbrella")
+    (note,) = api(server, key, "GET", "/v1/inbox").json()["data"]
+    assert (note["text"], note["pid"], note["kind"]) == ("found the vault code", pid, "note")
+    assert api(server, other, "GET", "/v1/inbox").json()["data"] == []
+    listed = aigrid(server, "inbox", "--tenant", "umbrella")
     assert listed.returncode == 0 and "found the vault code" in listed.stdout

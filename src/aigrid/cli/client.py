@@ -273,6 +273,6 @@ class AdminClient:
         """DELETE /v1/memory/{id}."""
         return self._request("DELETE", f"/v1/memory/{memory_id}", params={"tenant": tenant})
 
-    def notifications(self, tenant: str | None, after: int) -> dict[str, Any]:
-        """GET /v1/notifications."""
-        return self._request("GET", "/v1/notifications", params={"tenant": tenant, "after": str(after)})
+    def inbox(self, tenant: str | None, after: int) -> dict[str, Any]:
+        """GET /v1/inbox."""
+        return self._request("GET", "/v1/inbox", params={"tenant": tenant, "after": str(after)})

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import render, system
+from aigrid.cli import mcp_server, render, system
 from aigrid.cli.client import AdminClient
 from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail
 
@@ -59,7 +59,8 @@ app.add_typer(system.tool_app, name="tool")
 app.add_typer(system.memory_app, name="memory")
 app.command("top")(system.top)
 app.command("audit")(system.audit)
-app.command("notifications")(system.notifications)
+app.command("inbox")(system.inbox)
+app.command("mcp")(mcp_server.mcp)
 
 
 def _version(value: bool) -> None:

@@ -341,20 +341,32 @@ def memory(result: dict[str, Any]) -> Text:
     return Text(f"Remembered as memory {result['id']}.")
 
 
-def notifications(result: dict[str, Any]) -> Table:
-    """GET /v1/notifications: what agents told their owners."""
+def inbox(result: dict[str, Any]) -> Table:
+    """GET /v1/inbox: agents' notes and triggered runs' results, with their webhook delivery."""
     rows = (
         (
-            n["id"],
-            when(n["created_at"] * 1_000_000),
-            n.get("tenant"),
-            n.get("agent") or NONE,
-            n.get("pid") or NONE,
-            n["text"],
+            m["id"],
+            when(m["created_at"] * 1_000_000),
+            m.get("tenant"),
+            m["kind"],
+            m.get("agent") or NONE,
+            m.get("pid") or NONE,
+            m["text"],
+            _delivery(m.get("delivery")),
         )
-        for n in result["data"]
+        for m in result["data"]
     )
-    return _table("notifications", ("id", "at (UTC)", "tenant", "agent", "pid", "text"), rows)
+    columns = ("id", "at (UTC)", "tenant", "kind", "agent", "pid", "text", "webhook")
+    return _table("inbox", columns, rows)
+
+
+def _delivery(delivery: dict[str, Any] | None) -> str:
+    if delivery is None:
+        return NONE
+    if delivery.get("delivered_at"):
+        return "delivered"
+    error = delivery.get("error")
+    return f"{delivery['attempts']} tries: {error}" if error else "pending"
 
 
 def top(shown: list[dict[str, Any]], rates: dict[str, float]) -> Table:

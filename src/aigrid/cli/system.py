@@ -1,4 +1,4 @@
-"""Commands for the kernel's system calls: tools and providers, memory, notifications, audit, top."""
+"""Commands for the kernel's system calls: tools and providers, memory, the inbox, audit, top."""
 
 from __future__ import annotations
 
@@ -124,13 +124,13 @@ def memory_forget(
     call(as_json, lambda c: c.forget(tenant, memory_id), render.memory)
 
 
-def notifications(
+def inbox(
     tenant: TenantFilter = None,
     after: Annotated[int, typer.Option(min=0, help="Only those after this id.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show what agents told their owners."""
-    call(as_json, lambda c: c.notifications(tenant, after), render.notifications)
+    """Show the owners' inbox: agents' notes and the results of triggered runs."""
+    call(as_json, lambda c: c.inbox(tenant, after), render.inbox)
 
 
 def audit(

@@ -36,20 +36,23 @@ from aigrid.grid.service import Grid
 from aigrid.kernel import api as agent_routes
 from aigrid.kernel import api_tools as tool_routes
 from aigrid.kernel.builtins import SystemCalls
+from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.model import GridModelClient, TenantNames
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.runner import Runner
 from aigrid.kernel.scheduler import FairScheduler
 from aigrid.kernel.tools import ToolRegistry
+from aigrid.kernel.triggers import TriggerService
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import WalCheckpointer, make_engine, migrate, sqlite_url
+from aigrid.store.inbox import InboxStore
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.memory import MemoryStore
-from aigrid.store.notifications import NotificationStore
 from aigrid.store.processes import ProcessStore
 from aigrid.store.providers import ProviderStore
+from aigrid.store.triggers import TriggerStore
 from aigrid.store.usage import agent_spent
 
 log = logging.getLogger(__name__)
@@ -181,7 +184,18 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     return _Store(engine, accounts, keyring, admission)
 
 
-def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> tuple[Kernel, ToolRegistry, ProviderManager]:
+@dataclass
+class _KernelParts:
+    kernel: Kernel
+    tools: ToolRegistry
+    providers: ProviderManager
+    agents: AgentStore
+    processes: ProcessStore
+    triggers: TriggerService
+    inbox: Inbox
+
+
+def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
     """The kernel of a server: its processes' model calls go through ``grid`` in-process."""
     engine = store.engine
     agents, processes = AgentStore(engine), ProcessStore(engine)
@@ -195,9 +209,12 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> tuple[Kernel, To
     scheduler = FairScheduler(tenant_cap=settings.tenant_cap, aging_s=settings.aging_s, weights=weights)
     runner = Runner(model, processes, agents, tools, spent)
     kernel = Kernel(runner, processes, agents, scheduler, workers=settings.workers)
-    tools.add_all(SystemCalls(MemoryStore(engine), NotificationStore(engine), processes, kernel).tools())
+    inbox = Inbox(InboxStore(engine), agents, processes)
+    kernel.add_end_listener(inbox.result)
+    tools.add_all(SystemCalls(MemoryStore(engine), inbox, processes, kernel).tools())
     providers = ProviderManager(tools, ProviderStore(engine), store.accounts.tenant_id, list(config.tools))
-    return kernel, tools, providers
+    triggers = TriggerService(TriggerStore(engine), kernel)
+    return _KernelParts(kernel, tools, providers, agents, processes, triggers, inbox)
 
 
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
@@ -216,28 +233,41 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
             router, store.admission, ledger, Metrics(lambda: [d.health() for d in router.deployments()])
         )
         started: list[Backend] = []
-        kernel: Kernel | None = None
-        providers: ProviderManager | None = None
+        parts: _KernelParts | None = None
         try:
             for d in router.deployments():
                 await d.backend.start()
                 started.append(d.backend)
-            built = await asyncio.to_thread(_kernel, grid, store, config)
-            kernel, _, providers = built
-            await built[2].start()
-            await built[0].start()
+            parts = await asyncio.to_thread(_kernel, grid, store, config)
+            await parts.providers.start()
+            await parts.kernel.start()
+            await parts.inbox.start()
+            await parts.triggers.start()
             app.state.aigrid = AppState(
-                config, data_dir, store.engine, store.accounts, store.keyring, grid, *built
+                config,
+                data_dir,
+                store.engine,
+                store.accounts,
+                store.keyring,
+                grid,
+                parts.kernel,
+                parts.tools,
+                parts.providers,
+                parts.agents,
+                parts.processes,
+                parts.triggers,
+                parts.inbox,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
             gc.freeze()
             yield
         finally:
-            if kernel is not None:
-                await kernel.close()
-            if providers is not None:
-                await providers.close()
+            if parts is not None:
+                await parts.triggers.aclose()
+                await parts.kernel.close()
+                await parts.inbox.aclose()
+                await parts.providers.close()
             for backend in started:
                 await backend.close()
             await ledger.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, TypeVar
 
 import orjson
@@ -10,15 +11,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import bad_request
+from aigrid.errors import APIError, bad_request
 from aigrid.grid.api.openai_routes import json_response
 from aigrid.grid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.grid.api.state import state_of
-from aigrid.kernel.spec import AgentSpec
-from aigrid.store.agents import AgentStore, StoredSpec
-from aigrid.store.processes import STATES, ProcessRecord, ProcessStore, Step
+from aigrid.kernel.spec import AgentSpec, WebhookTrigger
+from aigrid.store.agents import StoredSpec
+from aigrid.store.processes import STATES, ProcessRecord, Step
+from aigrid.store.triggers import TriggerStore
 
 _MAX_SPEC_BYTES = 1 << 20
+_MAX_WEBHOOK_BYTES = 64 << 10
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -80,9 +83,83 @@ async def create_agent(request: Request) -> Response:
     state.keyring.authenticate(request)  # a stranger gets 401 before the body is read
     spec, tenant = _spec_from(await request.body())
     tenant_id = await _named_tenant(request, tenant)
-    stored, added = await call_store(AgentStore(state.engine).save, tenant_id, spec)
+    body, added = await save_agent(request, tenant_id, spec)
+    return json_response(body, status=201 if added else 200)
+
+
+async def save_agent(request: Request, tenant_id: int, spec: AgentSpec) -> tuple[dict[str, Any], bool]:
+    """Save a spec as the agent's next version and bring its triggers in step; the agent object.
+
+    An agent that can be started by a webhook gets a secret the first time: it is in this answer
+    only (``webhook_secret``); ``POST /v1/agents/{name}/secret`` makes a new one.
+    """
+    state = state_of(request)
+    stored, added = await call_store(state.agents.save, tenant_id, spec)
+    await state.triggers.agent_saved(tenant_id, stored)
+    body = _agent_object(stored, await call_store(state.accounts.tenant_names))
+    store = TriggerStore(state.engine)
+    if _takes_webhooks(spec) and not await call_store(store.has_secret, tenant_id, spec.name):
+        body["webhook_secret"] = await call_store(store.new_secret, tenant_id, spec.name)
+    return body, added
+
+
+def _takes_webhooks(spec: AgentSpec) -> bool:
+    return any(isinstance(t, WebhookTrigger) for t in spec.triggers)
+
+
+async def new_secret(request: Request) -> Response:
+    """POST /v1/agents/{name}/secret: a new webhook secret for the agent (the old one stops working)."""
+    state = state_of(request)
+    tenant_id = await _one_tenant(request)
+    stored = await call_store(state.agents.get, tenant_id, request.path_params["name"])
+    if not _takes_webhooks(stored.spec):
+        raise APIError(409, f"Agent '{stored.spec.name}' has no webhook trigger.", code="conflict")
+    secret = await call_store(TriggerStore(state.engine).new_secret, tenant_id, stored.spec.name)
+    return json_response({"object": "agent.secret", "agent": stored.spec.name, "webhook_secret": secret})
+
+
+async def trigger_agent(request: Request) -> Response:
+    """POST /v1/agents/{name}/trigger: a webhook starts the agent; the body is its input.
+
+    The caller shows the agent's webhook secret (``Authorization: Bearer whs-...``) or an API key
+    of the agent's tenant. An ``Idempotency-Key`` header makes a retried call start nothing new.
+    """
+    state = state_of(request)
+    name = request.path_params["name"]
+    token = (request.headers.get("authorization") or "").removeprefix("Bearer ").strip()
+    owner = await call_store(TriggerStore(state.engine).secret_owner, token) if token else None
+    if owner is not None:
+        tenant_id, agent = owner
+        if agent != name:
+            raise APIError(403, f"This secret starts agent '{agent}', not '{name}'.", type="permission_error")
+    else:
+        tenant_id = await _one_tenant(request)
+    stored = await call_store(state.agents.get, tenant_id, name)
+    if not _takes_webhooks(stored.spec):
+        raise APIError(
+            409, f'Agent \'{name}\' has no webhook trigger; add {{"kind": "webhook"}}.', code="conflict"
+        )
+    raw = await request.body()
+    if len(raw) > _MAX_WEBHOOK_BYTES:
+        raise APIError(
+            413, f"A webhook body may be at most {_MAX_WEBHOOK_BYTES} bytes.", code="request_too_large"
+        )
+    text = raw.decode("utf-8", errors="replace").strip() or "(an empty webhook call)"
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= 40:
+        raise bad_request("An Idempotency-Key header must be 1 to 40 characters.")
+    spawn_key = (
+        None
+        if key is None
+        else f"webhook:{hashlib.sha256(f'{tenant_id}:{name}:{key}'.encode()).hexdigest()[:48]}"
+    )
+    process = await call_store_async(
+        state.kernel.spawn(
+            tenant_id, name, f"A webhook call:\n\n{text}", spawn_key=spawn_key, origin="webhook"
+        )
+    )
     tenants = await call_store(state.accounts.tenant_names)
-    return json_response(_agent_object(stored, tenants), status=201 if added else 200)
+    return json_response(_process_object(process, tenants), status=202)
 
 
 async def list_agents(request: Request) -> Response:
@@ -90,7 +167,7 @@ async def list_agents(request: Request) -> Response:
     state = state_of(request)
     principal = state.keyring.authenticate(request)
     tenant_id = await tenant_scope(state, principal, request.query_params.get("tenant"), "agents")
-    stored = await call_store(AgentStore(state.engine).newest, tenant_id)
+    stored = await call_store(state.agents.newest, tenant_id)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response({"object": "list", "data": [_agent_object(s, tenants) for s in stored]})
 
@@ -103,7 +180,7 @@ async def get_agent(request: Request) -> Response:
     if raw is not None and not raw.isdigit():
         raise bad_request("'version' must be a positive whole number.", param="version")
     version = int(raw) if raw is not None else None
-    stored = await call_store(AgentStore(state.engine).get, tenant_id, request.path_params["name"], version)
+    stored = await call_store(state.agents.get, tenant_id, request.path_params["name"], version)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_agent_object(stored, tenants))
 
@@ -112,7 +189,7 @@ async def agent_versions(request: Request) -> Response:
     """GET /v1/agents/{name}/versions: every version, oldest first."""
     state = state_of(request)
     tenant_id = await _one_tenant(request)
-    stored = await call_store(AgentStore(state.engine).versions, tenant_id, request.path_params["name"])
+    stored = await call_store(state.agents.versions, tenant_id, request.path_params["name"])
     tenants = await call_store(state.accounts.tenant_names)
     return json_response({"object": "list", "data": [_agent_object(s, tenants) for s in stored]})
 
@@ -195,7 +272,7 @@ async def list_processes(request: Request) -> Response:
     if unknown:
         raise bad_request(f"Unknown state(s) {', '.join(unknown)}; use {', '.join(STATES)}.", param="state")
     limit = query_number(request, "limit", 100, 1, 1000)
-    found = await call_store(ProcessStore(state.engine).find, tenant_id, states, limit)
+    found = await call_store(state.processes.find, tenant_id, states, limit)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response({"object": "list", "data": [_process_object(p, tenants) for p in found]})
 
@@ -203,9 +280,7 @@ async def list_processes(request: Request) -> Response:
 async def get_process(request: Request) -> Response:
     """GET /v1/processes/{pid}."""
     state = state_of(request)
-    process = await call_store(
-        ProcessStore(state.engine).get, request.path_params["pid"], await owner(request)
-    )
+    process = await call_store(state.processes.get, request.path_params["pid"], await owner(request))
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_process_object(process, tenants))
 
@@ -214,7 +289,7 @@ async def process_journal(request: Request) -> Response:
     """GET /v1/processes/{pid}/journal: its steps, in order (``?after=SEQ`` for the newer ones)."""
     state = state_of(request)
     pid = request.path_params["pid"]
-    store = ProcessStore(state.engine)
+    store = state.processes
     await call_store(store.get, pid, await owner(request))
     raw = request.query_params.get("after") or "0"
     if not raw.isdigit():
@@ -289,4 +364,6 @@ routes = [
     Route("/v1/agents", list_agents, methods=["GET"]),
     Route("/v1/agents/{name}", get_agent, methods=["GET"]),
     Route("/v1/agents/{name}/versions", agent_versions, methods=["GET"]),
+    Route("/v1/agents/{name}/secret", new_secret, methods=["POST"]),
+    Route("/v1/agents/{name}/trigger", trigger_agent, methods=["POST"]),
 ]

@@ -15,9 +15,8 @@ from aigrid.grid.api.state import state_of
 from aigrid.kernel.api import json_object, query_number, validated
 from aigrid.kernel.providers.base import ProviderConfig
 from aigrid.kernel.providers.manager import ProviderStatus
+from aigrid.store.inbox import InboxStore
 from aigrid.store.memory import TENANT_WIDE, MemoryRecord, MemoryStore
-from aigrid.store.notifications import NotificationStore
-from aigrid.store.processes import ProcessStore
 
 _MAX_PROVIDER_BYTES = 64 << 10
 
@@ -103,9 +102,7 @@ async def audit_log(request: Request) -> Response:
     state = state_of(request)
     tenant_id = await _scope(request, "audit log")
     limit = query_number(request, "limit", 100, 1, 1000)
-    records = await call_store(
-        ProcessStore(state.engine).audit, tenant_id, request.query_params.get("pid"), limit
-    )
+    records = await call_store(state.processes.audit, tenant_id, request.query_params.get("pid"), limit)
     tenants = await call_store(state.accounts.tenant_names)
     data = [
         {
@@ -184,25 +181,34 @@ async def forget_memory(request: Request) -> Response:
     return json_response({"object": "memory", "id": int(raw), "deleted": True})
 
 
-async def list_notifications(request: Request) -> Response:
-    """GET /v1/notifications: what agents told their owner, oldest first (``?after=ID``)."""
+async def list_inbox(request: Request) -> Response:
+    """GET /v1/inbox: agents' notes and unattended processes' results, oldest first (``?after=ID``)."""
     state = state_of(request)
-    tenant_id = await _scope(request, "notifications")
+    tenant_id = await _scope(request, "inbox")
     after = query_number(request, "after", 0, 0, 1 << 62)
     limit = query_number(request, "limit", 100, 1, 1000)
-    notes = await call_store(NotificationStore(state.engine).inbox, tenant_id, after, limit)
+    messages = await call_store(InboxStore(state.engine).messages, tenant_id, after, limit)
     tenants = await call_store(state.accounts.tenant_names)
     data = [
         {
-            "object": "notification",
-            "id": n.id,
-            "tenant": tenants.get(n.tenant_id),
-            "pid": n.pid,
-            "agent": n.agent,
-            "text": n.text,
-            "created_at": n.created_at_us // 1_000_000,
+            "object": "inbox.message",
+            "id": m.id,
+            "tenant": tenants.get(m.tenant_id),
+            "kind": m.kind,
+            "pid": m.pid,
+            "agent": m.agent,
+            "text": m.text,
+            "created_at": m.created_at_us // 1_000_000,
+            "delivery": None
+            if m.webhook is None
+            else {
+                "webhook": m.webhook,
+                "attempts": m.attempts,
+                "delivered_at": None if m.delivered_at_us is None else m.delivered_at_us // 1_000_000,
+                "error": m.delivery_error,
+            },
         }
-        for n in notes
+        for m in messages
     ]
     return json_response({"object": "list", "data": data})
 
@@ -216,5 +222,5 @@ routes = [
     Route("/v1/memory", list_memory, methods=["GET"]),
     Route("/v1/memory", add_memory, methods=["POST"]),
     Route("/v1/memory/{id}", forget_memory, methods=["DELETE"]),
-    Route("/v1/notifications", list_notifications, methods=["GET"]),
+    Route("/v1/inbox", list_inbox, methods=["GET"]),
 ]

@@ -6,10 +6,10 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.tools import CallContext, Sleep, Tool
 from aigrid.store.accounts import AccountError
 from aigrid.store.memory import TENANT_WIDE, MemoryRecord, MemoryStore
-from aigrid.store.notifications import NotificationStore
 from aigrid.store.processes import ProcessRecord, ProcessStore
 
 # How deep processes may spawn processes: a loop of agents calling each other ends here.
@@ -27,6 +27,8 @@ class Spawner(Protocol):
         input_text: str,
         parent_pid: str | None = None,
         spawn_key: str | None = None,
+        origin: str = "api",
+        sender: str | None = None,
     ) -> ProcessRecord:
         """A new process, or the one this ``spawn_key`` already started."""
 
@@ -53,12 +55,12 @@ class SystemCalls:
     def __init__(
         self,
         memory: MemoryStore,
-        notifications: NotificationStore,
+        inbox: Inbox,
         processes: ProcessStore,
         spawner: Spawner,
     ) -> None:
         self._memory = memory
-        self._notifications = notifications
+        self._inbox = inbox
         self._processes = processes
         self._spawner = spawner
 
@@ -139,16 +141,14 @@ class SystemCalls:
 
     async def _notify(self, arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
         body = str(_text(arguments, "text"))
-        note = await asyncio.to_thread(
-            self._notifications.add, context.tenant_id, body, context.pid, context.agent
-        )
-        return {"notified": note}
+        process = await self._processes.calls(self._processes.get, context.pid)
+        return {"notified": await self._inbox.note(process, body)}
 
     async def _message(self, arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
         agent = str(_text(arguments, "agent"))
         body = str(_text(arguments, "text"))
         letter = f"A message from agent '{context.agent}' (process {context.pid}):\n\n{body}"
-        process = await self._start(context, agent, letter, parent_pid=None)
+        process = await self._start(context, agent, letter, None, "message")
         return {"sent_to": agent, "pid": process.pid, "state": process.state}
 
     async def _spawn(self, arguments: dict[str, Any], context: CallContext) -> dict[str, Any]:
@@ -157,18 +157,24 @@ class SystemCalls:
         depth = await asyncio.to_thread(self._depth, context.pid)
         if depth >= MAX_SPAWN_DEPTH:
             raise ValueError(f"processes may nest {MAX_SPAWN_DEPTH} deep at most; do this one yourself")
-        child = await self._start(context, agent, task, parent_pid=context.pid)
+        child = await self._start(context, agent, task, context.pid, "spawn")
         if not child.finished:
             raise Sleep(child.pid)
         answer = child.result if child.state == "done" else f"{child.state}: {child.reason}"
         return {"pid": child.pid, "state": child.state, "answer": answer}
 
     async def _start(
-        self, context: CallContext, agent: str, input_text: str, parent_pid: str | None
+        self, context: CallContext, agent: str, input_text: str, parent_pid: str | None, origin: str
     ) -> ProcessRecord:
         try:
             return await self._spawner.spawn(
-                context.tenant_id, agent, input_text, parent_pid, context.idempotency_key
+                context.tenant_id,
+                agent,
+                input_text,
+                parent_pid,
+                context.idempotency_key,
+                origin=origin,
+                sender=context.agent,
             )
         except AccountError as exc:  # no such agent, for instance: the model should hear why
             raise ValueError(exc.message) from exc

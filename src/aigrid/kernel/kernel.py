@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +24,10 @@ from aigrid.store.processes import ProcessRecord, ProcessStore
 logger = logging.getLogger(__name__)
 
 Signal = Literal["pause", "resume", "kill"]
+# Called with every process that ends, after its final state is committed.
+EndListener = Callable[[ProcessRecord], Awaitable[None]]
+# States in which a process waits for a person or a budget rather than for a worker.
+WAITING_FOR_SOMEONE = frozenset({"waiting_approval", "suspended"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class Kernel:
         self._stepping: set[str] = set()
         self._again: dict[str, Runnable] = {}
         self._tokens: dict[str, int] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._end_listeners: list[EndListener] = []
 
     async def start(self) -> None:
         """Take up every unfinished runnable process (after a restart: where its journal ends)."""
@@ -103,15 +110,29 @@ class Kernel:
         input_text: str,
         parent_pid: str | None = None,
         spawn_key: str | None = None,
+        origin: str = "api",
+        sender: str | None = None,
     ) -> ProcessRecord:
-        """Start a process of the newest version of ``agent`` (once per ``spawn_key``)."""
+        """Start a process of the newest version of ``agent`` (once per ``spawn_key``).
+
+        A message from another agent (origin ``message``, from ``sender``) starts only an agent
+        whose spec has a message trigger that accepts the sender.
+        """
         if spawn_key is not None:
             existing = await self._processes.calls(self._processes.spawned, spawn_key)
             if existing is not None:
                 return existing
         stored = await self._agents.calls(self._agents.get, tenant_id, agent)
+        if origin == "message":
+            trigger = stored.spec.message_trigger()
+            if trigger is None or not trigger.accepts(sender or ""):
+                raise AccountError(
+                    403,
+                    f"Agent '{agent}' takes no messages from agent '{sender}': "
+                    "its spec has no message trigger that accepts it.",
+                )
         process = await self._processes.calls(
-            self._processes.create, tenant_id, stored, input_text, parent_pid, spawn_key
+            self._processes.create, tenant_id, stored, input_text, parent_pid, spawn_key, origin
         )
         self._queue(process)
         return process
@@ -140,7 +161,9 @@ class Kernel:
         paused = "paused by a signal"
         if process.state == "suspended":
             raise AccountError(409, f"Process {pid} is already suspended.")
-        return await self._processes.calls(self._processes.set_state, pid, "suspended", reason=paused)
+        suspended = await self._processes.calls(self._processes.set_state, pid, "suspended", reason=paused)
+        self._settled(suspended)
+        return suspended
 
     async def approvals(self, tenant_id: int | None) -> list[Approval]:
         """The calls waiting for a decision: one inbox across a tenant's agents (all, for None)."""
@@ -198,6 +221,40 @@ class Kernel:
         self._queue(running)
         return running
 
+    def add_end_listener(self, listener: EndListener) -> None:
+        """Have ``listener`` told of every process that ends (the inbox reports results this way)."""
+        self._end_listeners.append(listener)
+
+    async def wait(self, pid: str, timeout_s: float) -> ProcessRecord:
+        """The process once it has ended or waits for a person or a budget; as it is after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            record = await self._processes.calls(self._processes.get, pid)
+            left = deadline - loop.time()
+            if record.finished or record.state in WAITING_FOR_SOMEONE or left <= 0:
+                return record
+            settled = loop.create_future()
+            self._waiters.setdefault(pid, []).append(settled)
+            try:
+                # Woken by this kernel's workers; the database is read again at least every
+                # second, for a change made elsewhere (another server, a person's signal).
+                await asyncio.wait_for(settled, min(left, 1.0))
+            except TimeoutError:
+                pass
+            finally:
+                waiting = self._waiters.get(pid, [])
+                if settled in waiting:
+                    waiting.remove(settled)
+                if not waiting:
+                    self._waiters.pop(pid, None)
+
+    def _settled(self, process: ProcessRecord) -> None:
+        """A process stopped running (ended, or waits): wake whoever waits on it."""
+        for waiter in self._waiters.pop(process.pid, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _queue(self, process: ProcessRecord) -> None:
         # What the process had used when queued: its next step's tokens are the difference.
         self._tokens[process.pid] = process.prompt_tokens + process.completion_tokens
@@ -217,9 +274,15 @@ class Kernel:
         self._queue(woken)
 
     async def _ended(self, process: ProcessRecord) -> None:
-        """A process ended: a parent sleeping on it wakes to read its answer."""
+        """A process ended: a parent sleeping on it wakes to read its answer; listeners hear of it."""
+        self._settled(process)
         if process.parent_pid is not None:
             await self._resume(process.parent_pid, {"sleeping"})
+        for listener in self._end_listeners:
+            try:
+                await listener(process)
+            except Exception:  # a listener's trouble is its own; the kernel goes on
+                logger.exception("an end listener failed for process %s", process.pid)
 
     async def _revive(self) -> None:
         # A budget that allowed nothing may allow again (a new day, a raised limit): processes
@@ -281,6 +344,8 @@ class Kernel:
                 self._queue(after)
             elif after.finished:
                 await self._ended(after)
+            else:
+                self._settled(after)
         except AccountError as exc:  # the process ended or was signalled while it stepped
             logger.info("process %s: %s", chosen.pid, exc.message)
         except Exception as exc:

@@ -61,6 +61,7 @@ class ProcessRecord:
     result: str | None
     created_at_us: int
     updated_at_us: int
+    origin: str = "api"  # what started it: api, trigger, webhook, message, spawn or chat
 
     @property
     def finished(self) -> bool:
@@ -113,7 +114,7 @@ class AuditRecord:
 # Every step of every process runs these, so they go to the driver (DriverStatement), compiled once.
 _COLUMNS = (
     "pid, tenant_id, agent, agent_version, parent_pid, input, state, reason, priority, steps, "
-    "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us"
+    "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us, origin"
 )
 _FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
 _LIVE = "'running', 'waiting_tool'"
@@ -197,6 +198,7 @@ class ProcessStore:
         input_text: str,
         parent_pid: str | None = None,
         spawn_key: str | None = None,
+        origin: str = "api",
     ) -> ProcessRecord:
         """A new process of ``agent`` on ``input_text``, ready to run.
 
@@ -221,6 +223,7 @@ class ProcessStore:
             result=None,
             created_at_us=now,
             updated_at_us=now,
+            origin=origin,
         )
         try:
             with self._driver.cursor(write=True) as cursor:

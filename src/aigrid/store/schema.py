@@ -137,6 +137,8 @@ class ProcessRow(Base):
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+    # What started it: api, trigger, webhook, message, spawn or chat.
+    origin: Mapped[str] = mapped_column(String(16), server_default="api")
 
 
 class JournalEntry(Base):
@@ -187,17 +189,58 @@ class Memory(Base):
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
 
 
-class Notification(Base):
-    """A message an agent left for its owner."""
+class InboxRow(Base):
+    """A message for a tenant's owner: a note an agent left, or a process's result; and its delivery."""
 
-    __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_tenant", "tenant_id", "id"),)
+    __tablename__ = "inbox"
+    __table_args__ = (
+        Index("ix_inbox_tenant", "tenant_id", "id"),
+        Index("ix_inbox_pid", "pid"),
+        Index("ix_inbox_next_try", "next_try_at_us"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     pid: Mapped[str | None] = mapped_column(String(32), nullable=True)
     agent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16), server_default="note")
     text: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    # Delivery to the agent's webhook, when its spec names one: tried until it answers 2xx.
+    webhook: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_try_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    delivered_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    delivery_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class AgentTrigger(Base):
+    """A timed trigger of an agent's newest version and when it fires next (null: never again)."""
+
+    __tablename__ = "agent_triggers"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "agent", "position"),
+        Index("ix_agent_triggers_next", "next_at_us"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    agent: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)  # its place in the spec's triggers
+    definition: Mapped[str] = mapped_column(Text)  # the trigger as JSON, to see whether a save changed it
+    next_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_fired_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    fired: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class AgentSecret(Base):
+    """The secret that lets a webhook start an agent; only its SHA-256 digest is kept."""
+
+    __tablename__ = "agent_secrets"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    agent: Mapped[str] = mapped_column(String(64), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
 
 

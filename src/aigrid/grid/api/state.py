@@ -11,10 +11,14 @@ from starlette.requests import HTTPConnection
 from aigrid.config import ServerConfig
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
+from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.tools import ToolRegistry
+from aigrid.kernel.triggers import TriggerService
 from aigrid.store.accounts import AccountStore
+from aigrid.store.agents import AgentStore
+from aigrid.store.processes import ProcessStore
 
 
 @dataclass
@@ -30,6 +34,10 @@ class AppState:
     kernel: Kernel
     tools: ToolRegistry
     providers: ProviderManager
+    agents: AgentStore
+    processes: ProcessStore
+    triggers: TriggerService
+    inbox: Inbox
 
 
 def state_of(conn: HTTPConnection) -> AppState:

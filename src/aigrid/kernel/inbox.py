@@ -1,0 +1,143 @@
+"""What reaches an agent's owner: its notes and the results of processes nobody sat waiting for.
+
+Everything goes to the tenant's inbox (``/v1/inbox``, ``aigrid inbox``); when the agent's spec
+names a ``webhook``, the message is also POSTed there as JSON, and tried again with growing pauses
+until the webhook answers 2xx (at most ``MAX_DELIVERY_ATTEMPTS`` tries). A result missed because
+the server stopped between a process's end and its message is found and posted at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import httpx
+
+from aigrid.grid.limits import now_us
+from aigrid.store.agents import AgentStore
+from aigrid.store.inbox import MAX_DELIVERY_ATTEMPTS, InboxMessage, InboxStore
+from aigrid.store.processes import ProcessRecord, ProcessStore
+
+logger = logging.getLogger(__name__)
+
+# Processes started by no one waiting for the answer: their result goes to the owner's inbox.
+UNATTENDED = ("trigger", "webhook", "message")
+_DELIVERY_TIMEOUT_S = 10.0
+_LONGEST_PAUSE_S = 3600
+# How far back the start-up sweep looks for results that never reached the inbox.
+_SWEEP_BACK_US = 7 * 86_400 * 1_000_000
+
+
+class Inbox:
+    """Posts notes and results to the owner's inbox and delivers them to webhooks."""
+
+    def __init__(
+        self,
+        store: InboxStore,
+        agents: AgentStore,
+        processes: ProcessStore,
+        client: httpx.AsyncClient | None = None,
+        every_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._agents = agents
+        self._processes = processes
+        self._client = client or httpx.AsyncClient(timeout=_DELIVERY_TIMEOUT_S)
+        self._every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+        self._poke = asyncio.Event()
+
+    async def start(self) -> None:
+        """Post the results a stopped server missed, then deliver to webhooks in the background."""
+        since = now_us() - _SWEEP_BACK_US
+        for pid in await asyncio.to_thread(self._store.unreported, UNATTENDED, since):
+            await self.result(await asyncio.to_thread(self._processes.get, pid))
+        self._task = asyncio.create_task(self._deliver_forever(), name="inbox-delivery")
+
+    async def aclose(self) -> None:
+        """Stop delivering (what is left is tried at the next start)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._client.aclose()
+
+    async def note(self, process: ProcessRecord, text: str) -> int:
+        """A note a process leaves for its owner; its message id."""
+        webhook = await self._webhook(process)
+        return await asyncio.to_thread(
+            self._store.post, process.tenant_id, text, pid=process.pid, agent=process.agent, webhook=webhook
+        )
+
+    async def result(self, process: ProcessRecord) -> None:
+        """Post an unattended process's outcome, once it has ended (an end listener of the kernel)."""
+        if process.origin not in UNATTENDED or not process.finished:
+            return
+        text = process.result if process.state == "done" else f"{process.state}: {process.reason or ''}"
+        webhook = await self._webhook(process)
+        await asyncio.to_thread(
+            self._store.post,
+            process.tenant_id,
+            text or "(no answer)",
+            kind="result",
+            pid=process.pid,
+            agent=process.agent,
+            webhook=webhook,
+        )
+        self.wake()
+
+    def wake(self) -> None:
+        """Deliver due messages now rather than at the next round."""
+        self._poke.set()
+
+    async def deliver_due(self) -> int:
+        """Try every message whose delivery is due; how many the webhooks took."""
+        taken = 0
+        for message in await asyncio.to_thread(self._store.due, now_us()):
+            taken += await self._deliver(message)
+        return taken
+
+    async def _webhook(self, process: ProcessRecord) -> str | None:
+        stored = await self._agents.calls(
+            self._agents.get, process.tenant_id, process.agent, process.agent_version
+        )
+        return stored.spec.webhook
+
+    async def _deliver(self, message: InboxMessage) -> int:
+        if message.webhook is None:
+            return 0
+        payload: dict[str, Any] = {
+            "object": "inbox.message",
+            "id": message.id,
+            "kind": message.kind,
+            "agent": message.agent,
+            "pid": message.pid,
+            "text": message.text,
+            "created_at": message.created_at_us // 1_000_000,
+        }
+        try:
+            response = await self._client.post(message.webhook, json=payload)
+            if response.is_success:
+                await asyncio.to_thread(self._store.delivered, message.id)
+                return 1
+            error = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        tries = message.attempts + 1
+        retry = None
+        if tries < MAX_DELIVERY_ATTEMPTS:
+            retry = now_us() + min(2**tries, _LONGEST_PAUSE_S) * 1_000_000
+        await asyncio.to_thread(self._store.failed, message.id, error, retry)
+        return 0
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+            except Exception:  # the database away for a moment: the next round tries again
+                logger.exception("inbox delivery failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self._every_s)
+            self._poke.clear()

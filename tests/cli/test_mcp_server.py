@@ -1,0 +1,156 @@
+"""`aigrid mcp` against a live server: MCP clients list and call a tenant's agents and the grid's chat."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp_types import CallToolResult, TextContent
+from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream, free_port, mock_config, wait_for_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    double = RecordingUpstream()
+    yield double
+    double.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path_factory.mktemp("mcp"), mock_config(upstream.url)).start()
+    yield srv
+    srv.stop()
+
+
+def save_agent(server: LiveServer, key: str, **spec: Any) -> None:
+    spec = {"instructions": "Help.", "model": "mock", **spec}
+    saved = httpx.post(
+        server.url + "/v1/agents", json=spec, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert saved.status_code == 201, saved.text
+
+
+def mcp_env(server: LiveServer, **extra: str) -> dict[str, str]:
+    """What `aigrid mcp` needs to find the server; no admin key unless given."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AIGRID_ADMIN_KEY", "AIGRID_API_KEY")}
+    return {**env, "AIGRID_URL": server.url, "PYTHONDONTWRITEBYTECODE": "1", **extra}
+
+
+def text(result: CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, TextContent))
+
+
+def tool_call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    function = {"name": name, "arguments": json.dumps(arguments)}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": function}],
+    }
+
+
+async def test_stdio_serves_the_tenants_agents_and_chat(
+    server: LiveServer, upstream: RecordingUpstream
+) -> None:
+    server.new_tenant_key("acme")
+    save_agent(server, ADMIN_KEY, tenant="acme", name="writer", description="Writes short poems.")
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "aigrid", "mcp", "--tenant", "acme"],
+        env=mcp_env(server, AIGRID_ADMIN_KEY=ADMIN_KEY),
+    )
+    async with Client(params, cache=None) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"agent_writer", "chat"}
+        assert tools["agent_writer"].description == "Writes short poems."
+        assert tools["agent_writer"].input_schema["required"] == ["input"]
+        assert "mock" in (tools["chat"].description or "")
+
+        save_agent(server, ADMIN_KEY, tenant="acme", name="late")
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert "'late'" in (tools["agent_late"].description or ""), "an agent made after the start appears"
+
+        upstream.script[:] = [{"role": "assistant", "content": "Roses are red."}]
+        ran = await client.call_tool("agent_writer", {"input": "a poem"})
+        assert not ran.is_error and text(ran) == "Roses are red."
+        assert upstream.requests[-1]["messages"][-1] == {"role": "user", "content": "a poem"}
+
+        upstream.script[:] = [{"role": "assistant", "content": "Hello there."}]
+        chat = await client.call_tool("chat", {"prompt": "hello", "model": "mock"})
+        assert not chat.is_error and text(chat) == "Hello there."
+
+        no_model = await client.call_tool("chat", {"prompt": "hello"})  # "local" is not served here
+        assert no_model.is_error and "local" in text(no_model)
+        ghost = await client.call_tool("agent_ghost", {"input": "boo"})
+        assert ghost.is_error and "No agent named 'ghost'" in text(ghost)
+
+
+@pytest.fixture(scope="module")
+def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`aigrid mcp --http` for tenant globex, found by its own key (no admin key anywhere)."""
+    key = server.new_tenant_key("globex")
+    save_agent(server, key, name="broken", model="no-such-model")
+    save_agent(server, key, name="careful", tools=["notify.owner"], approval=["notify.owner"])
+    port = free_port()
+    log = (tmp_path_factory.mktemp("mcp-http") / "stderr.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aigrid", "mcp", "--http", str(port)],
+        env=mcp_env(server, AIGRID_API_KEY=key),
+        stderr=log,
+    )
+    try:
+        wait_for_port(port, timeout=60)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+async def test_http_reports_failures_as_tool_errors(http_mcp: str, upstream: RecordingUpstream) -> None:
+    async with Client(http_mcp, cache=None) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert tools == {"agent_broken", "agent_careful", "chat"}, "only globex's own agents"
+
+        failed = await client.call_tool("agent_broken", {"input": "go"})
+        assert failed.is_error and "failed" in text(failed) and "no-such-model" in text(failed)
+
+        upstream.script[:] = [tool_call("notify__owner", {"text": "may I?"})]
+        waiting = await client.call_tool("agent_careful", {"input": "go"})
+        assert waiting.is_error and "approval" in text(waiting)
+        assert "aigrid approve " in text(waiting) and "process " in text(waiting)
+
+        unknown = await client.call_tool("nope", {})
+        assert unknown.is_error and "Unknown tool: nope" in text(unknown)
+        empty = await client.call_tool("agent_broken", {"input": " "})
+        assert empty.is_error and "'input'" in text(empty)
+
+
+def test_a_server_it_cannot_reach_or_name_is_a_cli_error(server: LiveServer, dead_url: str) -> None:
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aigrid", "mcp", *args],
+            env={**mcp_env(server), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    down = run("--tenant", "acme", AIGRID_URL=dead_url.removesuffix("/v1"), AIGRID_ADMIN_KEY=ADMIN_KEY)
+    assert down.returncode == 1 and "cannot reach aigrid" in down.stderr, down.stderr
+    assert down.stdout == "" and "Traceback" not in down.stderr
+    nobody = run("--tenant", "nobody", AIGRID_ADMIN_KEY=ADMIN_KEY)
+    assert nobody.returncode == 1 and "No tenant named 'nobody'" in nobody.stderr
+    unnamed = run()
+    assert unnamed.returncode == 2 and "--tenant" in unnamed.stderr
