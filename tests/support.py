@@ -88,7 +88,7 @@ class RecordingUpstream:
                     "id": "c1",
                     "object": "chat.completion",
                     "created": 0,
-                    "model": body["model"],
+                    "model": body.get("model", ""),
                     "choices": [
                         {
                             "index": 0,
