@@ -130,7 +130,7 @@ class ToolCallScript:
 
     def __init__(self, inner: GridModelClient, steps: dict[str, int]) -> None:
         self._inner = inner
-        self._steps = steps  # agent -> model calls per process
+        self._steps = steps  # agent -> model calls per process (one for any other agent)
         self.calls = 0
 
     def context_window(self, model: str) -> int | None:
@@ -140,7 +140,7 @@ class ToolCallScript:
         message, usage = await self._inner.chat(process, body)
         self.calls += 1
         turns = sum(1 for m in body["messages"] if m.get("role") == "assistant")
-        if turns + 1 < self._steps[process.agent]:
+        if turns + 1 < self._steps.get(process.agent, 1):
             function = {"name": "bench__noop", "arguments": "{}"}
             message = {
                 "role": "assistant",

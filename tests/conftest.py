@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import RecordingUpstream, free_port, wait_for_port
+from tests.support import LiveServer, RecordingUpstream, free_port, mock_config, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AIGRID_SHARED", ROOT.parent / "shared"))
@@ -81,3 +81,22 @@ def dead_url() -> str:
     sock.close()
     time.sleep(0.01)
     return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RecordingUpstream]:
+    """A recording, scriptable upstream shared by one module's tests."""
+    double = RecordingUpstream()
+    yield double
+    double.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream
+) -> Iterator[LiveServer]:
+    """A live server serving model ``mock`` from ``upstream``; a module's ``SERVER_CONFIG`` is added to it."""
+    extra = getattr(request.module, "SERVER_CONFIG", "")
+    srv = LiveServer(tmp_path_factory.mktemp("server"), mock_config(upstream.url, extra=extra)).start()
+    yield srv
+    srv.stop()

@@ -242,9 +242,9 @@ class LiveServer:
 
 
 def aigrid(
-    server: LiveServer, *args: str, key_from_data_dir: bool = False
+    server: LiveServer, *args: str, key_from_data_dir: bool = False, answer: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Run the aigrid command the way a user's shell would."""
+    """Run the aigrid command the way a user's shell would; ``answer`` is what the user types."""
     env = {**os.environ, "AIGRID_URL": server.url, "COLUMNS": "200"}
     env.pop("AIGRID_ADMIN_KEY", None)
     if key_from_data_dir:
@@ -254,6 +254,7 @@ def aigrid(
     return subprocess.run(
         [sys.executable, "-m", "aigrid", *args],
         env=env,
+        input=answer,
         capture_output=True,
         text=True,
         timeout=60,

@@ -125,6 +125,9 @@ class KernelConfig(_Strict):
     tenant_cap: int = Field(default=16, ge=1, le=4096)
     aging_s: float = Field(default=30.0, gt=0)
     weights: dict[str, float] = Field(default_factory=dict)
+    # The model (or tier) that compiles descriptions into specs, and the one compiled agents use.
+    compiler_model: str = Field(default="local", min_length=1)
+    agent_model: str = Field(default="local", min_length=1)
 
     @field_validator("weights")
     @classmethod

@@ -13,23 +13,9 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent
-from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream, free_port, mock_config, wait_for_port
+from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    double = RecordingUpstream()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("mcp"), mock_config(upstream.url)).start()
-    yield srv
-    srv.stop()
 
 
 def save_agent(server: LiveServer, key: str, **spec: Any) -> None:

@@ -18,8 +18,8 @@ from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate
-from aigrid.store.memory import MemoryStore
 from aigrid.store.inbox import InboxStore
+from aigrid.store.memory import MemoryStore
 from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage
 
 

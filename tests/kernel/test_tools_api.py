@@ -6,36 +6,21 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.support import LiveServer, RecordingUpstream, aigrid, mock_config
+from tests.support import LiveServer, RecordingUpstream, aigrid
 
 pytestmark = pytest.mark.slow
 
 STDIO_SERVER = Path(__file__).with_name("mcp_stdio_server.py")
 
 
-def config(upstream: str) -> str:
-    command = json.dumps([sys.executable, str(STDIO_SERVER)])
-    return mock_config(upstream, extra=f'[[tools]]\nname = "calc"\nkind = "mcp"\ncommand = {command}\n')
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    double = RecordingUpstream()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("tools"), config(upstream.url)).start()
-    yield srv
-    srv.stop()
+SERVER_CONFIG = (
+    f'[[tools]]\nname = "calc"\nkind = "mcp"\ncommand = {json.dumps([sys.executable, str(STDIO_SERVER)])}\n'
+)
 
 
 def api(server: LiveServer, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -141,9 +126,7 @@ def test_providers_are_added_listed_and_removed_by_the_admin_only(server: LiveSe
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
 
 
-def test_memory_and_the_inbox_are_each_tenants_own(
-    server: LiveServer, upstream: RecordingUpstream
-) -> None:
+def test_memory_and_the_inbox_are_each_tenants_own(server: LiveServer, upstream: RecordingUpstream) -> None:
     key = server.new_tenant_key("umbrella")
     other = server.new_tenant_key("cyberdyne")
     made = api(server, key, "POST", "/v1/memory", json={"text": "The vault code is 1234", "key": "vault"})

@@ -102,7 +102,9 @@ async def test_a_restart_between_starting_a_run_and_recording_it_starts_nothing_
     assert await rig.triggers.tick() == 1
     # As if the server died after the process was started and before the trigger moved on.
     with Session(rig.db.agents._engine) as session, session.begin():
-        session.execute(update(AgentTrigger).where(AgentTrigger.id == row.id).values(next_at_us=row.next_at_us))
+        session.execute(
+            update(AgentTrigger).where(AgentTrigger.id == row.id).values(next_at_us=row.next_at_us)
+        )
     restarted = TriggerService(rig.store, rig.kernel, clock)
     await restarted.tick()
     assert len(rig.fired()) == 1
@@ -145,7 +147,7 @@ async def test_a_trigger_result_reaches_the_inbox(tmp_path: Path) -> None:
         clock.advance(seconds=60)
         await rig.triggers.tick()
         async with asyncio.timeout(10):
-            while not (messages := rig.db.messages.messages(rig.db.tenant)):
+            while not (messages := rig.db.messages.messages(rig.db.tenant)):  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
     finally:
         await rig.kernel.close()

@@ -1,31 +1,16 @@
-"""Webhooks on a live server: a secret starts an agent, its result reaches the inbox and the owner's webhook."""
+"""Webhooks on a live server: a secret starts an agent; its result reaches the inbox and the owner's hook."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from tests.kernel.test_tools_api import api, wait_state
-from tests.support import LiveServer, RecordingUpstream, mock_config
+from tests.support import LiveServer, RecordingUpstream
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    double = RecordingUpstream()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("webhooks"), mock_config(upstream.url)).start()
-    yield srv
-    srv.stop()
 
 
 def trigger(server: LiveServer, name: str, secret: str, body: str, **headers: str) -> httpx.Response:
@@ -73,7 +58,11 @@ def test_a_webhook_with_the_agents_secret_starts_it_and_the_result_reaches_the_o
         pid = first.json()["pid"]
         assert wait_state(server, key, pid, ("done",))["input"].endswith("price changed")
         (message,) = inbox_until(server, key, lambda m: m and m[0]["delivery"]["delivered_at"])
-        assert (message["kind"], message["pid"], message["text"]) == ("result", pid, "The monitor is 2,050 yuan.")
+        assert (message["kind"], message["pid"], message["text"]) == (
+            "result",
+            pid,
+            "The monitor is 2,050 yuan.",
+        )
         assert hook.requests[-1]["text"] == "The monitor is 2,050 yuan."
     finally:
         hook.stop()
@@ -113,7 +102,9 @@ def test_a_webhook_that_fails_is_tried_again_and_the_inbox_keeps_the_message(
         }
         api(server, key, "POST", "/v1/agents", json=spec)
         assert trigger(server, "reporter", key, "go").status_code == 202
-        (message,) = inbox_until(server, key, lambda m: m and (m[0]["delivery"] or {}).get("attempts", 0) >= 2)
+        (message,) = inbox_until(
+            server, key, lambda m: m and (m[0]["delivery"] or {}).get("attempts", 0) >= 2
+        )
         assert message["delivery"]["delivered_at"] is None and message["delivery"]["error"] == "HTTP 500"
     finally:
         broken.stop()

@@ -200,6 +200,18 @@ class AdminClient:
         """POST /v1/agents: the spec as the agent's next version."""
         return self._request("POST", "/v1/agents", body={**spec, "tenant": tenant})
 
+    def draft_agent(self, description: str, tenant: str, timezone: str) -> dict[str, Any]:
+        """POST /v1/agents with a description and ``dry_run``: the compiled spec, not saved."""
+        body = {"description": description, "tenant": tenant, "timezone": timezone, "dry_run": True}
+        return self._request("POST", "/v1/agents", body=body)
+
+    def draft_edit(self, name: str, change: str, tenant: str, timezone: str) -> dict[str, Any]:
+        """POST /v1/agents/{name}/edit with ``dry_run``: the next version and its diff, not saved."""
+        body = {"change": change, "timezone": timezone, "dry_run": True}
+        return self._request(
+            "POST", f"/v1/agents/{quote(name, safe='')}/edit", body=body, params={"tenant": tenant}
+        )
+
     def list_agents(self, tenant: str | None) -> dict[str, Any]:
         """GET /v1/agents: the newest version of each agent, optionally of one tenant."""
         return self._request("GET", "/v1/agents", params={"tenant": tenant})

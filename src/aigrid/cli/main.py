@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import mcp_server, render, system
+from aigrid.cli import compose, mcp_server, render, system
 from aigrid.cli.client import AdminClient
 from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail
 
@@ -55,6 +55,8 @@ app.add_typer(budget_app, name="budget")
 app.add_typer(limits_app, name="limits")
 agent_app = typer.Typer(no_args_is_help=True, help="Store agent specs and read their versions.")
 app.add_typer(agent_app, name="agent")
+agent_app.command("create")(compose.create)
+agent_app.command("edit")(compose.edit)
 app.add_typer(system.tool_app, name="tool")
 app.add_typer(system.memory_app, name="memory")
 app.command("top")(system.top)

@@ -34,8 +34,10 @@ from aigrid.grid.meter import Metrics
 from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
 from aigrid.kernel import api as agent_routes
+from aigrid.kernel import api_compose as compose_routes
 from aigrid.kernel import api_tools as tool_routes
 from aigrid.kernel.builtins import SystemCalls
+from aigrid.kernel.compiler import Compiler
 from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.model import GridModelClient, TenantNames
@@ -193,6 +195,7 @@ class _KernelParts:
     processes: ProcessStore
     triggers: TriggerService
     inbox: Inbox
+    compiler: Compiler
 
 
 def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
@@ -214,7 +217,8 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
     tools.add_all(SystemCalls(MemoryStore(engine), inbox, processes, kernel).tools())
     providers = ProviderManager(tools, ProviderStore(engine), store.accounts.tenant_id, list(config.tools))
     triggers = TriggerService(TriggerStore(engine), kernel)
-    return _KernelParts(kernel, tools, providers, agents, processes, triggers, inbox)
+    compiler = Compiler(model.json_writer(settings.compiler_model), settings.agent_model)
+    return _KernelParts(kernel, tools, providers, agents, processes, triggers, inbox, compiler)
 
 
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
@@ -257,6 +261,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
                 parts.processes,
                 parts.triggers,
                 parts.inbox,
+                parts.compiler,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
@@ -276,6 +281,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
 
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(openai_routes.routes)
+    app.router.routes.extend(compose_routes.routes)
     app.router.routes.extend(agent_routes.routes)
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))

@@ -20,7 +20,7 @@ from aigrid.store.agents import StoredSpec
 from aigrid.store.processes import STATES, ProcessRecord, Step
 from aigrid.store.triggers import TriggerStore
 
-_MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_BYTES = 1 << 20
 _MAX_WEBHOOK_BYTES = 64 << 10
 M = TypeVar("M", bound=BaseModel)
 
@@ -57,8 +57,8 @@ def query_number(request: Request, name: str, default: int, low: int, high: int)
 
 def _spec_from(raw: bytes) -> tuple[AgentSpec, str | None]:
     """The spec in a request body, and the tenant it names (the admin's way to choose one)."""
-    if len(raw) > _MAX_SPEC_BYTES:
-        raise bad_request(f"An agent spec may be at most {_MAX_SPEC_BYTES} bytes.")
+    if len(raw) > MAX_SPEC_BYTES:
+        raise bad_request(f"An agent spec may be at most {MAX_SPEC_BYTES} bytes.")
     body = json_object(raw, "The body must be a JSON object: an agent spec.")
     tenant = body.pop("tenant", None)
     if tenant is not None and not isinstance(tenant, str):
@@ -77,12 +77,10 @@ def validated(model: type[M], body: dict[str, Any], what: str) -> M:
         raise bad_request(f"Invalid {what}: {param}: {message}", param=param) from exc
 
 
-async def create_agent(request: Request) -> Response:
-    """POST /v1/agents: store a spec as the agent's next version (200 when nothing changed)."""
-    state = state_of(request)
-    state.keyring.authenticate(request)  # a stranger gets 401 before the body is read
-    spec, tenant = _spec_from(await request.body())
-    tenant_id = await _named_tenant(request, tenant)
+async def save_spec(request: Request, raw: bytes) -> Response:
+    """Store the spec in a request body as the agent's next version (200 when nothing changed)."""
+    spec, tenant = _spec_from(raw)
+    tenant_id = await named_tenant(request, tenant)
     body, added = await save_agent(request, tenant_id, spec)
     return json_response(body, status=201 if added else 200)
 
@@ -110,7 +108,7 @@ def _takes_webhooks(spec: AgentSpec) -> bool:
 async def new_secret(request: Request) -> Response:
     """POST /v1/agents/{name}/secret: a new webhook secret for the agent (the old one stops working)."""
     state = state_of(request)
-    tenant_id = await _one_tenant(request)
+    tenant_id = await one_tenant(request)
     stored = await call_store(state.agents.get, tenant_id, request.path_params["name"])
     if not _takes_webhooks(stored.spec):
         raise APIError(409, f"Agent '{stored.spec.name}' has no webhook trigger.", code="conflict")
@@ -133,7 +131,7 @@ async def trigger_agent(request: Request) -> Response:
         if agent != name:
             raise APIError(403, f"This secret starts agent '{agent}', not '{name}'.", type="permission_error")
     else:
-        tenant_id = await _one_tenant(request)
+        tenant_id = await one_tenant(request)
     stored = await call_store(state.agents.get, tenant_id, name)
     if not _takes_webhooks(stored.spec):
         raise APIError(
@@ -175,7 +173,7 @@ async def list_agents(request: Request) -> Response:
 async def get_agent(request: Request) -> Response:
     """GET /v1/agents/{name}: the newest version, or ``?version=N``."""
     state = state_of(request)
-    tenant_id = await _one_tenant(request)
+    tenant_id = await one_tenant(request)
     raw = request.query_params.get("version")
     if raw is not None and not raw.isdigit():
         raise bad_request("'version' must be a positive whole number.", param="version")
@@ -188,18 +186,18 @@ async def get_agent(request: Request) -> Response:
 async def agent_versions(request: Request) -> Response:
     """GET /v1/agents/{name}/versions: every version, oldest first."""
     state = state_of(request)
-    tenant_id = await _one_tenant(request)
+    tenant_id = await one_tenant(request)
     stored = await call_store(state.agents.versions, tenant_id, request.path_params["name"])
     tenants = await call_store(state.accounts.tenant_names)
     return json_response({"object": "list", "data": [_agent_object(s, tenants) for s in stored]})
 
 
-async def _one_tenant(request: Request) -> int:
+async def one_tenant(request: Request) -> int:
     """The one tenant an agent lookup is for; the admin names it with ``?tenant=``."""
-    return await _named_tenant(request, request.query_params.get("tenant"))
+    return await named_tenant(request, request.query_params.get("tenant"))
 
 
-async def _named_tenant(request: Request, tenant: str | None) -> int:
+async def named_tenant(request: Request, tenant: str | None) -> int:
     """A tenant key's own tenant, or the one the admin names (which the admin must)."""
     state = state_of(request)
     principal = state.keyring.authenticate(request)
@@ -255,7 +253,7 @@ async def start_process(request: Request) -> Response:
         raise bad_request("'input' must be the text the agent starts from.", param="input")
     if tenant is not None and not isinstance(tenant, str):
         raise bad_request("'tenant' must be a tenant's name.", param="tenant")
-    tenant_id = await _named_tenant(request, tenant)
+    tenant_id = await named_tenant(request, tenant)
     process = await call_store_async(state.kernel.spawn(tenant_id, agent, text))
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_process_object(process, tenants), status=201)
@@ -360,7 +358,6 @@ routes = [
     Route("/v1/processes/{pid}", get_process, methods=["GET"]),
     Route("/v1/processes/{pid}/journal", process_journal, methods=["GET"]),
     Route("/v1/processes/{pid}/{signal}", signal_process, methods=["POST"]),
-    Route("/v1/agents", create_agent, methods=["POST"]),
     Route("/v1/agents", list_agents, methods=["GET"]),
     Route("/v1/agents/{name}", get_agent, methods=["GET"]),
     Route("/v1/agents/{name}/versions", agent_versions, methods=["GET"]),

@@ -94,7 +94,8 @@ class SystemCalls:
             ),
             Tool(
                 "notify.owner",
-                "Leave a message for the person who owns this agent.",
+                "Tell the owner: notify, alert or remind the person who owns this agent "
+                "with a message in their inbox.",
                 self._notify,
                 _object({"text": _STRING}, ["text"]),
             ),

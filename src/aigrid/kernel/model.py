@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -50,9 +50,34 @@ class GridModelClient:
 
     async def chat(self, process: ProcessRecord, body: dict[str, Any]) -> tuple[dict[str, Any], StepUsage]:
         """The assistant message of a whole (not streamed) chat completion, and what it cost."""
-        principal = Principal(process.tenant_id, self._tenant_name(process.tenant_id), None)
+        return await self._ask(process.tenant_id, body, CallMeta(process.agent, process.pid))
+
+    def json_writer(
+        self, model: str
+    ) -> Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]:
+        """Asks ``model`` for JSON under a schema (a grammar on the embedded model), metered to the tenant."""
+
+        async def write(tenant_id: int, messages: list[dict[str, Any]], schema: dict[str, Any]) -> str:
+            body = {
+                "model": model,
+                "messages": messages,
+                "temperature": 0,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": schema},
+                },
+            }
+            message, _ = await self._ask(tenant_id, body, CallMeta("compiler", None))
+            return str(message.get("content") or "")
+
+        return write
+
+    async def _ask(
+        self, tenant_id: int, body: dict[str, Any], meta: CallMeta
+    ) -> tuple[dict[str, Any], StepUsage]:
+        principal = Principal(tenant_id, self._tenant_name(tenant_id), None)
         request = {**body, "model": self.model_name(str(body.get("model"))), "stream": False}
-        _, answer = await self._grid.request(principal, "chat", request, CallMeta(process.agent, process.pid))
+        _, answer = await self._grid.request(principal, "chat", request, meta)
         if not isinstance(answer, Completion):  # a whole answer was asked for
             raise TypeError("the grid answered a whole chat completion with a stream")
         message = orjson.loads(answer.body)["choices"][0]["message"]

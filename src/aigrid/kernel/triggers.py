@@ -128,11 +128,17 @@ class TriggerService:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._every_s)
             try:
                 await self.tick()
+                soonest = await asyncio.to_thread(self._store.next_at)
             except Exception:  # the database away for a moment: the next round tries again
                 logger.exception("firing triggers failed")
+                soonest = None
+            # Wake at the next firing, and at least every ``every_s`` for triggers saved meanwhile.
+            wait = self._every_s
+            if soonest is not None:
+                wait = min(wait, max(0.0, (soonest - _us(self._clock())) / 1_000_000))
+            await asyncio.sleep(wait)
 
 
 def _first(trigger: TimedTrigger, now: datetime) -> int | None:

@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from aigrid.grid.limits import now_us
@@ -103,6 +103,11 @@ class TriggerStore:
         )
         with Session(self._engine) as session:
             return [_record(r) for r in session.scalars(query)]
+
+    def next_at(self) -> int | None:
+        """When the earliest trigger fires next, if any does."""
+        with Session(self._engine) as session:
+            return session.scalar(select(func.min(AgentTrigger.next_at_us)))
 
     def advance(self, trigger_id: int, slot_us: int, next_at_us: int | None, fired: bool) -> bool:
         """Move a trigger past the slot it was due at; False if someone else already did."""

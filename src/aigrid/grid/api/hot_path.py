@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI
@@ -17,7 +19,10 @@ from starlette.types import Message, Receive, Scope, Send
 from aigrid.errors import APIError, bad_request, internal_error
 from aigrid.grid.api.state import AppState
 from aigrid.grid.backends.base import Completion, Endpoint
-from aigrid.grid.service import CallMeta, MeteredStream
+from aigrid.grid.service import CallMeta
+from aigrid.kernel import agent_model
+from aigrid.kernel.agent_model import AGENT_PREFIX
+from aigrid.store.accounts import Principal
 from aigrid.store.schema import LedgerEntry
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,15 @@ _NO_CACHE = (b"cache-control", b"no-cache")
 _INTERNAL = APIError(
     500, "The server failed to process the request.", type="server_error", code="internal_error"
 )
+
+
+class FrameStream(Protocol):
+    """SSE frames to send (a metered upstream stream, an agent's answer), and how to give them up."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def abandon(self) -> None:
+        """Give up the frames not sent."""
 
 
 class HotPath:
@@ -67,6 +81,10 @@ class HotPath:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise bad_request(f"The request body is not valid JSON: {exc}") from exc
+        model = body.get("model") if type(body) is dict else None
+        if type(model) is str and model.startswith(AGENT_PREFIX) and endpoint == "chat":
+            await _serve_agent(state, principal, body, receive, send)
+            return
         meta = CallMeta(
             agent=_header(headers, b"x-aigrid-agent", AGENT_MAX),
             process_id=_header(headers, b"x-aigrid-process", PROCESS_MAX),
@@ -74,16 +92,32 @@ class HotPath:
         request_id, result = await state.grid.request(principal, endpoint, body, meta)
         rid = (b"x-request-id", request_id.encode())
         if isinstance(result, Completion):
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [_JSON, (b"content-length", str(len(result.body)).encode()), rid],
-                }
-            )
-            await send({"type": "http.response.body", "body": result.body})
+            await _send_json(send, result.body, rid)
             return
         await _stream(result, [_SSE, _NO_CACHE, rid], receive, send)
+
+
+async def _serve_agent(
+    state: AppState, principal: Principal, body: dict[str, Any], receive: Receive, send: Send
+) -> None:
+    """An ``agent:NAME`` model: a process of the caller's agent answers (see aigrid.kernel.agent_model)."""
+    reply = await agent_model.answer(state, principal, body)
+    pid = (b"x-aigrid-process", reply.pid.encode())
+    if isinstance(reply.body, bytes):
+        await _send_json(send, reply.body, pid)
+        return
+    await _stream(reply.body, [_SSE, _NO_CACHE, pid], receive, send)
+
+
+async def _send_json(send: Send, body: bytes, header: tuple[bytes, bytes]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [_JSON, (b"content-length", str(len(body)).encode()), header],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -112,7 +146,7 @@ def _header(headers: dict[bytes, bytes], name: bytes, limit: int) -> str | None:
 
 
 async def _stream(
-    stream: MeteredStream, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send
+    stream: FrameStream, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send
 ) -> None:
     """Send a stream, and stop producing it the moment the client goes away."""
     task = asyncio.current_task()

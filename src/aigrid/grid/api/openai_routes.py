@@ -14,6 +14,7 @@ from starlette.routing import Route
 from aigrid.errors import bad_request, not_found
 from aigrid.grid.api.scope import tenant_scope
 from aigrid.grid.api.state import state_of
+from aigrid.kernel.agent_model import AGENT_PREFIX, agent_model, agent_models
 from aigrid.store.usage import GROUPS, INTERVALS, UsageQuery, query_usage
 
 
@@ -32,15 +33,22 @@ def _model_objects(request: Request) -> list[dict[str, Any]]:
 
 
 async def list_models(request: Request) -> Response:
-    """GET /v1/models."""
-    state_of(request).keyring.authenticate(request)
-    return json_response({"object": "list", "data": _model_objects(request)})
+    """GET /v1/models: the grid's models, then the caller's agents as ``agent:NAME``."""
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
+    agents = await agent_models(state, principal)
+    return json_response({"object": "list", "data": _model_objects(request) + agents})
 
 
 async def get_model(request: Request) -> Response:
     """GET /v1/models/{model}."""
-    state_of(request).keyring.authenticate(request)
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
     name = request.path_params["model"]
+    if name.startswith(AGENT_PREFIX):
+        agent = await agent_model(state, principal, name)
+        if agent is not None:
+            return json_response(agent)
     for obj in _model_objects(request):
         if obj["id"] == name:
             return json_response(obj)

@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from aigrid.config import ServerConfig
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
+from aigrid.kernel.compiler import Compiler
 from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.providers.manager import ProviderManager
@@ -38,6 +39,7 @@ class AppState:
     processes: ProcessStore
     triggers: TriggerService
     inbox: Inbox
+    compiler: Compiler
 
 
 def state_of(conn: HTTPConnection) -> AppState:

@@ -1,0 +1,369 @@
+"""Natural language is the source code: a one-sentence description compiled into an agent spec.
+
+What well-kept code can decide, it decides: the schedule comes from the time library (``when``),
+the candidate tools from a full-text search over the registry (``tool_search``), the approval policy
+from a stated rule (tools that spend money, send, book or delete wait for a person's yes), the
+budget and priority from defaults. The model writes only what needs language: the agent's name, its
+instructions, which of the candidate tools it needs and, when a description states a schedule the
+library cannot read, a cron expression. It answers under a JSON-schema grammar, so its answer
+always parses; the spec is then validated, and a refusal goes back to the model once with the
+reason. What still fails is reported as a clear ``CompileError``; nothing broken is ever saved.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import ValidationError
+
+from aigrid.kernel.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, TimedTrigger
+from aigrid.kernel.tool_search import search_tools
+from aigrid.kernel.tools import Tool
+from aigrid.kernel.when import parse_when
+
+# Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
+WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]
+
+MAX_DESCRIPTION_CHARS = 2000
+DEFAULT_BUDGET = {"period": "day", "tokens": 200_000}
+# An operation named with one of these words acts on the world in a way a person should confirm.
+_CONSEQUENTIAL = frozenset(
+    [
+        "pay",
+        "buy",
+        "order",
+        "purchase",
+        "transfer",
+        "send",
+        "book",
+        "reserve",
+        "delete",
+        "remove",
+        "cancel",
+        "refund",
+        "charge",
+        "checkout",
+    ]
+)
+# Words that say a description means a schedule, for when the time library found none.
+_TIME_WORDS = frozenset(
+    [
+        "every",
+        "each",
+        "daily",
+        "hourly",
+        "weekly",
+        "monthly",
+        "yearly",
+        "tomorrow",
+        "tonight",
+        "morning",
+        "evening",
+        "night",
+        "noon",
+        "midnight",
+        "weekday",
+        "weekdays",
+        "weekend",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ]
+)
+_NAME = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+_SYSTEM = (
+    "You turn a user's description of an agent into parts of its spec. Answer with JSON only. "
+    "name: 2 to 4 lowercase words joined by hyphens, saying what the agent does. "
+    "instructions: what the agent must do on each run, as direct orders to it, keeping every detail "
+    "of the description (products, places, limits, prices, who to tell). "
+    "tools: the names, from the list given, of the tools it needs; none if it needs none."
+)
+
+
+class CompileError(Exception):
+    """A description that yields no valid spec; the message says why, for the user."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A compiled spec not saved yet: the spec, the same as readable YAML, and how it was decided."""
+
+    spec: AgentSpec
+    text: str
+    notes: tuple[str, ...]
+    diff: str | None = None  # for an edit: what changes from the current version
+
+
+def readable(spec: AgentSpec) -> str:
+    """The spec as YAML, in field order, for a person to read and confirm."""
+    return str(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100))
+
+
+def needs_approval(tool: str) -> bool:
+    """The stated rule: a tool whose operation spends, sends, books or deletes waits for a person's yes."""
+    operation = tool.lower().partition(".")[2] or tool.lower()
+    return any(word in _CONSEQUENTIAL for word in re.split(r"[._-]", operation))
+
+
+class Compiler:
+    """Compiles descriptions into agent specs, and change requests into new versions."""
+
+    def __init__(self, write: WriteFn, model: str = "local") -> None:
+        self._write = write
+        self._model = model
+
+    async def compile(
+        self,
+        tenant_id: int,
+        description: str,
+        tools: list[Tool],
+        now: datetime,
+        timezone: str = "UTC",
+        taken: Collection[str] = (),
+    ) -> Draft:
+        """A spec for ``description``, with tools from ``tools`` and a name not in ``taken``."""
+        description = _checked(description, "description")
+        when = _when(description, now, timezone)
+        # Memory is the spec's switch, not a grant: its tools are no candidates.
+        grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
+        candidates = [f.tool for f in search_tools(grantable, description)]
+        notes = [f"schedule: {when.summary} (from '{when.phrase}')" if when else "schedule: none stated"]
+        ask_cron = when is None and _mentions_time(description)
+        prompt = _prompt(description, when.summary if when else None, candidates, ask_cron)
+
+        def build(answer: dict[str, Any]) -> AgentSpec:
+            trigger = when.trigger if when else _cron(answer, timezone) if ask_cron else None
+            chosen = _chosen(answer, candidates)
+            fields = {
+                "name": _unique(_name(answer, description), taken),
+                "description": description,
+                "instructions": str(answer.get("instructions") or "").strip() or description,
+                "model": self._model,
+                "tools": [t.name for t in chosen],
+                "approval": [t.name for t in chosen if needs_approval(t.name)],
+                "budget": DEFAULT_BUDGET,
+                "priority": "background" if trigger else "interactive",
+                "triggers": [trigger.model_dump(mode="json")] if trigger else [],
+            }
+            return AgentSpec.model_validate(fields)
+
+        spec = await self._validated(tenant_id, prompt, _schema(candidates, ask_cron, None), build)
+        notes.append("tools found by search: " + (", ".join(t.name for t in candidates) or "none"))
+        if spec.approval:
+            notes.append("these wait for your yes before they run: " + ", ".join(spec.approval))
+        return Draft(spec, readable(spec), tuple(notes))
+
+    async def edit(
+        self,
+        tenant_id: int,
+        current: AgentSpec,
+        change: str,
+        tools: list[Tool],
+        now: datetime,
+        timezone: str = "UTC",
+    ) -> Draft:
+        """The next version of ``current`` with ``change`` made; its name stays."""
+        change = _checked(change, "change")
+        when = _when(change, now, timezone)
+        grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
+        granted = [t for t in grantable if current.grants(t.name)]
+        found = [f.tool for f in search_tools(grantable, change)]
+        candidates = granted + [t for t in found if t not in granted]
+        prompt = [
+            {"role": "system", "content": _SYSTEM + " Keep what the change does not touch."},
+            {
+                "role": "user",
+                "content": f"The agent now:\n{readable(current)}\nThe change: {change}\n\n"
+                + _tool_list(candidates),
+            },
+        ]
+        schema = _schema(candidates, False, current.name)
+
+        def build(answer: dict[str, Any]) -> AgentSpec:
+            chosen = _chosen(answer, candidates) if "tools" in answer else granted
+            triggers = list(current.triggers)
+            if when is not None:  # a new schedule replaces the timed ones; webhooks and messages stay
+                triggers = [t for t in triggers if not isinstance(t, TimedTrigger)] + [when.trigger]
+            fields = {
+                **current.model_dump(mode="json"),
+                "instructions": str(answer.get("instructions") or "").strip() or current.instructions,
+                "tools": _added(current.tools, [t.name for t in chosen]),
+                "approval": _added(current.approval, [t.name for t in chosen if needs_approval(t.name)]),
+                "triggers": [t.model_dump(mode="json") for t in triggers],
+            }
+            return AgentSpec.model_validate(fields)
+
+        spec = await self._validated(tenant_id, prompt, schema, build)
+        text = readable(spec)
+        diff = "".join(
+            difflib.unified_diff(
+                readable(current).splitlines(keepends=True), text.splitlines(keepends=True), "current", "new"
+            )
+        )
+        notes = [f"schedule: {when.summary} (from '{when.phrase}')"] if when else []
+        return Draft(spec, text, tuple(notes), diff or "(no change)")
+
+    async def _validated(
+        self,
+        tenant_id: int,
+        prompt: list[dict[str, Any]],
+        schema: dict[str, Any],
+        build: Callable[[dict[str, Any]], AgentSpec],
+    ) -> AgentSpec:
+        """The spec from the model's answer; a refusal goes back to the model once, with the reason."""
+        text = await self._write(tenant_id, prompt, schema)
+        try:
+            return build(_parsed(text))
+        except (ValidationError, _Retry) as exc:
+            reason = _reason(exc)
+        retry = [
+            *prompt,
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": f"That was refused: {reason}. Answer again, fixing it."},
+        ]
+        try:
+            return build(_parsed(await self._write(tenant_id, retry, schema)))
+        except (ValidationError, _Retry) as exc:
+            raise CompileError(f"could not make a valid agent from this: {_reason(exc)}") from exc
+
+
+class _Retry(Exception):
+    """A model answer that cannot be used, with the reason to send back to it."""
+
+
+def _parsed(text: str) -> dict[str, Any]:
+    try:
+        answer = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:  # a model without grammar support may still stray
+        raise _Retry(f"the answer was not JSON: {exc}") from exc
+    if not isinstance(answer, dict):
+        raise _Retry("the answer was not a JSON object")
+    return answer
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{where}: {str(first['msg']).removeprefix('Value error, ')}"
+    return str(exc)
+
+
+def _checked(text: str, what: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        raise CompileError(f"the {what} is empty: say in a sentence what the agent should do")
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise CompileError(f"the {what} is longer than {MAX_DESCRIPTION_CHARS} characters; say it shorter")
+    return text
+
+
+def _when(text: str, now: datetime, timezone: str) -> Any:
+    try:
+        return parse_when(text, now, timezone)
+    except ValueError as exc:  # an unknown time zone, for one
+        raise CompileError(str(exc)) from exc
+
+
+def _mentions_time(text: str) -> bool:
+    words = {w.strip(".,;:!?").lower() for w in text.split()}
+    return bool(words & _TIME_WORDS)
+
+
+def _tool_list(tools: list[Tool]) -> str:
+    if not tools:
+        return "No tools fit; grant none."
+    return "Tools it may be granted:\n" + "\n".join(f"- {t.name}: {t.description}" for t in tools)
+
+
+def _prompt(
+    description: str, schedule: str | None, tools: list[Tool], ask_cron: bool
+) -> list[dict[str, Any]]:
+    parts = [f"Description: {description}"]
+    parts.append(f"Schedule, already understood: {schedule}" if schedule else "Schedule: none understood.")
+    if ask_cron:
+        parts.append("cron: the schedule the description states, as a five-field cron expression.")
+    parts.append(_tool_list(tools))
+    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def _schema(tools: list[Tool], ask_cron: bool, fixed_name: str | None) -> dict[str, Any]:
+    """The grammar the model answers under: the candidate tools are the only names it can write."""
+    properties: dict[str, Any] = {
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9]*(-[a-z0-9]+){0,3}$"}
+        if fixed_name is None
+        else {"const": fixed_name},
+        "instructions": {"type": "string", "minLength": 1, "maxLength": 1200},
+        "tools": {"type": "array", "items": {"enum": [t.name for t in tools]}, "maxItems": 8}
+        if tools
+        else {"type": "array", "maxItems": 0},
+    }
+    if ask_cron:
+        properties["cron"] = {"type": "string", "pattern": "^[0-9*/,-]+( [0-9*/,A-Za-z-]+){4}$"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _chosen(answer: dict[str, Any], candidates: list[Tool]) -> list[Tool]:
+    """The candidate tools the model named, in its order; unknown names are refused."""
+    named = answer.get("tools") or []
+    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
+        raise _Retry("tools must be a list of tool names")
+    unknown = sorted(set(named) - {t.name for t in candidates})
+    if unknown:
+        raise _Retry(f"no such tool: {', '.join(unknown)}; choose from the list")
+    by_name = {t.name: t for t in candidates}
+    return [by_name[n] for n in dict.fromkeys(named)]
+
+
+def _name(answer: dict[str, Any], description: str) -> str:
+    name = str(answer.get("name") or "").strip().lower()
+    if _NAME.match(name):
+        return name
+    # A model that wrote no usable name: the description's first content words stand in.
+    words = [w for w in re.findall(r"[a-z0-9]+", description.lower()) if w not in _TIME_WORDS and len(w) > 2]
+    return "-".join(words[:3]) or "agent"
+
+
+def _added(kept: tuple[str, ...], new: list[str]) -> list[str]:
+    """``kept``, then what ``new`` adds, in order: an edit takes away nothing it was not asked to."""
+    return [*kept, *(n for n in new if n not in kept)]
+
+
+def _unique(name: str, taken: Collection[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``...: compiling never makes a new version of another agent."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
+def _cron(answer: dict[str, Any], timezone: str) -> CronTrigger:
+    cron = answer.get("cron")
+    if not isinstance(cron, str) or not cron.strip():
+        raise _Retry("cron: the description states a schedule; write it as a cron expression")
+    try:
+        return CronTrigger(cron=cron.strip(), timezone=timezone)
+    except ValidationError as exc:
+        raise _Retry(_reason(exc)) from exc

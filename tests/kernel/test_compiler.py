@@ -1,0 +1,155 @@
+"""The agent compiler with a scripted model: schedule, tools, approvals, the retry, clear refusals, edits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.kernel.compiler import CompileError, Compiler, needs_approval
+from aigrid.kernel.spec import AgentSpec, CronTrigger, WebhookTrigger
+from aigrid.kernel.tools import Tool
+
+pytestmark = pytest.mark.asyncio
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
+EXAMPLE = (
+    "Every weekday at 8:00, check the price of the Lumen 27-inch monitor in both shops "
+    "and tell me when it is under 2,100 yuan"
+)
+
+
+async def _unused(_arguments: dict[str, Any], _context: Any) -> str:
+    raise AssertionError("compiling runs no tool")
+
+
+TOOLS = [
+    Tool(
+        "shop.search", "Search a shop's products by name, brand or category; gives prices and stock.", _unused
+    ),
+    Tool("shop.buy", "Buy a product from a shop and pay from the wallet.", _unused),
+    Tool("weather.forecast", "The weather forecast for a city, by day.", _unused),
+    Tool("notify.owner", "Tell the owner: notify, alert or remind the person who owns this agent.", _unused),
+    Tool("memory.write", "Remember a text for later processes.", _unused),
+]
+
+
+class ScriptedWriterMock:
+    """A unit-test stand-in for the model: answers each request with the next scripted JSON."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.requests: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []
+
+    async def __call__(self, tenant_id: int, messages: list[dict[str, Any]], schema: dict[str, Any]) -> str:
+        self.requests.append((messages, schema))
+        answer = self.answers.pop(0)
+        return answer if isinstance(answer, str) else orjson.dumps(answer).decode()
+
+
+def watcher(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "lumen-price-watch",
+        "instructions": "Check both shops.",
+        "tools": ["shop.search"],
+        **extra,
+    }
+
+
+async def test_the_issues_example_compiles_to_a_weekday_schedule_and_the_search_tools() -> None:
+    model = ScriptedWriterMock(watcher(tools=["shop.search", "notify.owner"]))
+    draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW, "Asia/Shanghai")
+    spec = draft.spec
+    assert spec.triggers == (CronTrigger(cron="0 8 * * 1-5", timezone="Asia/Shanghai"),)
+    assert (spec.name, spec.tools, spec.approval) == (
+        "lumen-price-watch",
+        ("shop.search", "notify.owner"),
+        (),
+    )
+    assert (spec.priority, spec.description, spec.budget is not None) == ("background", EXAMPLE, True)
+    messages, schema = model.requests[0]
+    offered = schema["properties"]["tools"]["items"]["enum"]
+    assert {"shop.search", "notify.owner"} <= set(offered) and "memory.write" not in offered
+    assert "weather.forecast" not in offered, "only tools the search found are offered"
+    assert "every weekday at 8" in messages[-1]["content"], "the model is told the schedule the library read"
+    assert "cron: 0 8 * * 1-5" in draft.text and any("schedule" in note for note in draft.notes)
+
+
+async def test_a_tool_that_spends_money_waits_for_a_persons_yes() -> None:
+    model = ScriptedWriterMock(watcher(tools=["shop.search", "shop.buy"]))
+    draft = await Compiler(model).compile(1, "Buy the cheapest Lumen monitor in the shops", TOOLS, NOW)
+    assert draft.spec.approval == ("shop.buy",) and draft.spec.triggers == ()
+    assert [needs_approval(t) for t in ("wallet.pay", "mail.send", "shop.search", "travel.book_hotel")] == [
+        True,
+        True,
+        False,
+        True,
+    ]
+
+
+async def test_a_refused_answer_goes_back_to_the_model_once_with_the_reason() -> None:
+    model = ScriptedWriterMock(watcher(tools=["bank.transfer"]), watcher())
+    draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW)
+    assert draft.spec.tools == ("shop.search",)
+    retry = model.requests[1][0][-1]["content"]
+    assert "refused" in retry and "bank.transfer" in retry
+
+
+async def test_what_still_fails_is_a_clear_error_not_a_broken_agent() -> None:
+    model = ScriptedWriterMock("not json at all", "{still not")
+    with pytest.raises(CompileError, match="could not make a valid agent from this: the answer was not JSON"):
+        await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW)
+    for description in ("", "   ", "x" * 2001):
+        with pytest.raises(CompileError):
+            await Compiler(ScriptedWriterMock()).compile(1, description, TOOLS, NOW)
+    with pytest.raises(CompileError, match="time zone"):
+        await Compiler(ScriptedWriterMock()).compile(1, EXAMPLE, TOOLS, NOW, "Mars/Olympus")
+
+
+async def test_a_name_already_taken_gets_a_suffix_rather_than_a_new_version_of_another_agent() -> None:
+    model = ScriptedWriterMock(watcher(), watcher())
+    taken = {"lumen-price-watch", "lumen-price-watch-2"}
+    draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW, taken=taken)
+    assert draft.spec.name == "lumen-price-watch-3"
+
+
+async def test_a_schedule_the_library_cannot_read_is_asked_of_the_model_as_cron() -> None:
+    description = "Each quarter, summarise the weather forecast for Hangzhou"
+    answer = {"name": "quarterly-weather", "instructions": "Summarise.", "tools": ["weather.forecast"]}
+    model = ScriptedWriterMock({**answer, "cron": "0 25 * * *"}, {**answer, "cron": "0 9 1 1,4,7,10 *"})
+    draft = await Compiler(model).compile(1, description, TOOLS, NOW, "Asia/Shanghai")
+    assert "cron" in model.requests[0][1]["required"], "the library read no schedule, so the model writes one"
+    assert "not a cron expression" in model.requests[1][0][-1]["content"]
+    assert draft.spec.triggers == (CronTrigger(cron="0 9 1 1,4,7,10 *", timezone="Asia/Shanghai"),)
+
+
+async def test_an_edit_keeps_the_name_shows_a_diff_and_can_replace_the_schedule() -> None:
+    current = AgentSpec.model_validate(
+        {
+            "name": "lumen-price-watch",
+            "instructions": "Check the 27-inch Lumen monitor in both shops.",
+            "tools": ["shop.search", "notify.owner"],
+            "triggers": [
+                {"kind": "cron", "cron": "0 8 * * 1-5", "timezone": "Asia/Shanghai"},
+                {"kind": "webhook"},
+            ],
+        }
+    )
+    model = ScriptedWriterMock(
+        {
+            "name": "lumen-price-watch",
+            "instructions": "Check the 27-inch and the 24-inch Lumen monitors in both shops.",
+            "tools": ["shop.search", "notify.owner"],
+        }
+    )
+    draft = await Compiler(model).edit(1, current, "also check the 24-inch one", TOOLS, NOW, "Asia/Shanghai")
+    assert draft.spec.name == "lumen-price-watch" and draft.spec.triggers == current.triggers
+    assert model.requests[0][1]["properties"]["name"] == {"const": "lumen-price-watch"}
+    assert draft.diff is not None and "+instructions: Check the 27-inch and the 24-inch" in draft.diff
+    moved = await Compiler(ScriptedWriterMock(watcher(tools=[]))).edit(
+        1, current, "run it every Monday at 9:00 instead", TOOLS, NOW, "Asia/Shanghai"
+    )
+    assert moved.spec.triggers == (WebhookTrigger(), CronTrigger(cron="0 9 * * 1", timezone="Asia/Shanghai"))
+    assert moved.spec.tools == current.tools, "an edit does not take away tools it was not asked to"
