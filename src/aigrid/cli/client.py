@@ -54,7 +54,8 @@ def connect(transport: httpx.BaseTransport | None = None) -> AdminClient:
     return AdminClient(server_url(), admin_key(), transport=transport)
 
 
-def _error_message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
+    """An error answer's message: the OpenAI-shaped error's, else the status and the start of the body."""
     try:
         body = response.json()
     except ValueError:
@@ -121,7 +122,7 @@ class AdminClient:
         except httpx.HTTPError as exc:
             raise CLIError(f"request to aigrid at {self.base_url} failed: {exc}") from exc
         if response.is_error:
-            raise CLIError(_error_message(response))
+            raise CLIError(error_message(response))
         try:
             data = response.json()
         except ValueError as exc:

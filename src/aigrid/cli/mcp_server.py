@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from aigrid import __version__
-from aigrid.cli.client import CLIError, _error_message, admin_key, server_url
+from aigrid.cli.client import CLIError, admin_key, error_message, server_url
 from aigrid.cli.common import fail
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class Grid:
         except httpx.HTTPError as exc:
             raise GridError(f"request to aigrid at {where} failed: {exc}") from exc
         if response.is_error:
-            raise GridError(_error_message(response))
+            raise GridError(error_message(response))
         try:
             data = response.json()
         except ValueError:

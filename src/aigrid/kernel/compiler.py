@@ -32,6 +32,8 @@ from aigrid.kernel.when import parse_when
 WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]
 
 MAX_DESCRIPTION_CHARS = 2000
+# The longest instructions the model may write: llama.cpp refused the grammar of 1,200.
+_MAX_INSTRUCTIONS = 1000
 DEFAULT_BUDGET = {"period": "day", "tokens": 200_000}
 # An operation named with one of these words acts on the world in a way a person should confirm.
 _CONSEQUENTIAL = frozenset(
@@ -303,18 +305,22 @@ def _prompt(
 
 
 def _schema(tools: list[Tool], ask_cron: bool, fixed_name: str | None) -> dict[str, Any]:
-    """The grammar the model answers under: the candidate tools are the only names it can write."""
+    """The grammar the model answers under: the candidate tools are the only names it can write.
+
+    Lengths and repeats are bounded, and an empty array still names its items: llama.cpp turns
+    the schema into a grammar and refuses one that unbounded patterns or long strings blow up.
+    """
     properties: dict[str, Any] = {
-        "name": {"type": "string", "pattern": "^[a-z][a-z0-9]*(-[a-z0-9]+){0,3}$"}
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9]{0,15}(-[a-z0-9]{1,15}){0,3}$"}
         if fixed_name is None
         else {"const": fixed_name},
-        "instructions": {"type": "string", "minLength": 1, "maxLength": 1200},
+        "instructions": {"type": "string", "minLength": 1, "maxLength": _MAX_INSTRUCTIONS},
         "tools": {"type": "array", "items": {"enum": [t.name for t in tools]}, "maxItems": 8}
         if tools
-        else {"type": "array", "maxItems": 0},
+        else {"type": "array", "items": {"type": "string"}, "maxItems": 0},
     }
     if ask_cron:
-        properties["cron"] = {"type": "string", "pattern": "^[0-9*/,-]+( [0-9*/,A-Za-z-]+){4}$"}
+        properties["cron"] = {"type": "string", "pattern": "^[0-9*/,-]{1,20}( [0-9*/,A-Za-z-]{1,20}){4}$"}
     return {
         "type": "object",
         "properties": properties,
