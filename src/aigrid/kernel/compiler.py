@@ -1,13 +1,15 @@
 """Natural language is the source code: a one-sentence description compiled into an agent spec.
 
 What well-kept code can decide, it decides: the schedule comes from the time library (``when``),
-the candidate tools from a full-text search over the registry (``tool_search``), the approval policy
-from a stated rule (tools that spend money, send, book or delete wait for a person's yes), the
-budget and priority from defaults. The model writes only what needs language: the agent's name, its
-instructions, which of the candidate tools it needs and, when a description states a schedule the
-library cannot read, a cron expression. It answers under a JSON-schema grammar, so its answer
-always parses; the spec is then validated, and a refusal goes back to the model once with the
-reason. What still fails is reported as a clear ``CompileError``; nothing broken is ever saved.
+the tools from a full-text search over the registry (``tool_search``: the strong matches of the
+sentence without its schedule), the approval policy from a stated rule (tools that spend money,
+send, book or delete wait for a person's yes), the budget and priority from defaults. The model
+writes only what needs language: the agent's name, its instructions and, when a description states
+a schedule the library cannot read, a cron expression. (On the corpus in ``tests/data``, the small
+embedded model chose tools worse than the search does; see ``bench/compiler.py``.) It answers under
+a JSON-schema grammar, so its answer always parses; the spec is then validated, and a refusal goes
+back to the model once with the reason. What still fails is a clear ``CompileError``; nothing
+broken is ever saved.
 """
 
 from __future__ import annotations
@@ -23,17 +25,22 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
+from aigrid.errors import APIError
 from aigrid.kernel.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, TimedTrigger
-from aigrid.kernel.tool_search import search_tools
+from aigrid.kernel.tool_search import search_tools, strong
 from aigrid.kernel.tools import Tool
-from aigrid.kernel.when import parse_when
+from aigrid.kernel.when import When, parse_when
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
 WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]
 
 MAX_DESCRIPTION_CHARS = 2000
-# The longest instructions the model may write: llama.cpp refused the grammar of 1,200.
-_MAX_INSTRUCTIONS = 1000
+# The longest instructions the model may write (llama.cpp refuses the grammar of 1,200 or more).
+_MAX_INSTRUCTIONS = 400
+# How much of a refused answer goes back to the model with the reason: enough to see, not to overflow.
+_ECHOED_CHARS = 800
+# A description with no tool to use and no schedule needs at least this many words to mean something.
+_MIN_WORDS_ALONE = 4
 DEFAULT_BUDGET = {"period": "day", "tokens": 200_000}
 # An operation named with one of these words acts on the world in a way a person should confirm.
 _CONSEQUENTIAL = frozenset(
@@ -88,8 +95,7 @@ _SYSTEM = (
     "You turn a user's description of an agent into parts of its spec. Answer with JSON only. "
     "name: 2 to 4 lowercase words joined by hyphens, saying what the agent does. "
     "instructions: what the agent must do on each run, as direct orders to it, keeping every detail "
-    "of the description (products, places, limits, prices, who to tell). "
-    "tools: the names, from the list given, of the tools it needs; none if it needs none."
+    "of the description (products, places, limits, prices, who to tell), in at most three sentences."
 )
 
 
@@ -141,16 +147,15 @@ class Compiler:
         """A spec for ``description``, with tools from ``tools`` and a name not in ``taken``."""
         description = _checked(description, "description")
         when = _when(description, now, timezone)
-        # Memory is the spec's switch, not a grant: its tools are no candidates.
-        grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
-        candidates = [f.tool for f in search_tools(grantable, description)]
+        chosen = _tools_for(description, when, tools)
+        if not chosen and when is None and len(re.findall(r"[^\W\d_]{2,}", description)) < _MIN_WORDS_ALONE:
+            raise CompileError("there is too little to go on: say in a sentence what the agent should do")
         notes = [f"schedule: {when.summary} (from '{when.phrase}')" if when else "schedule: none stated"]
         ask_cron = when is None and _mentions_time(description)
-        prompt = _prompt(description, when.summary if when else None, candidates, ask_cron)
+        prompt = _prompt(description, when.summary if when else None, chosen, ask_cron)
 
         def build(answer: dict[str, Any]) -> AgentSpec:
             trigger = when.trigger if when else _cron(answer, timezone) if ask_cron else None
-            chosen = _chosen(answer, candidates)
             fields = {
                 "name": _unique(_name(answer, description), taken),
                 "description": description,
@@ -164,8 +169,8 @@ class Compiler:
             }
             return AgentSpec.model_validate(fields)
 
-        spec = await self._validated(tenant_id, prompt, _schema(candidates, ask_cron, None), build)
-        notes.append("tools found by search: " + (", ".join(t.name for t in candidates) or "none"))
+        spec = await self._validated(tenant_id, prompt, _schema(ask_cron, None), build)
+        notes.append("tools found by search: " + (", ".join(t.name for t in chosen) or "none"))
         if spec.approval:
             notes.append("these wait for your yes before they run: " + ", ".join(spec.approval))
         return Draft(spec, readable(spec), tuple(notes))
@@ -182,30 +187,26 @@ class Compiler:
         """The next version of ``current`` with ``change`` made; its name stays."""
         change = _checked(change, "change")
         when = _when(change, now, timezone)
-        grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
-        granted = [t for t in grantable if current.grants(t.name)]
-        found = [f.tool for f in search_tools(grantable, change)]
-        candidates = granted + [t for t in found if t not in granted]
+        added = [t for t in _tools_for(change, when, tools) if not current.grants(t.name)]
         prompt = [
             {"role": "system", "content": _SYSTEM + " Keep what the change does not touch."},
             {
                 "role": "user",
                 "content": f"The agent now:\n{readable(current)}\nThe change: {change}\n\n"
-                + _tool_list(candidates),
+                + _tool_list(added),
             },
         ]
-        schema = _schema(candidates, False, current.name)
+        schema = _schema(False, current.name)
 
         def build(answer: dict[str, Any]) -> AgentSpec:
-            chosen = _chosen(answer, candidates) if "tools" in answer else granted
             triggers = list(current.triggers)
             if when is not None:  # a new schedule replaces the timed ones; webhooks and messages stay
                 triggers = [t for t in triggers if not isinstance(t, TimedTrigger)] + [when.trigger]
             fields = {
                 **current.model_dump(mode="json"),
                 "instructions": str(answer.get("instructions") or "").strip() or current.instructions,
-                "tools": _added(current.tools, [t.name for t in chosen]),
-                "approval": _added(current.approval, [t.name for t in chosen if needs_approval(t.name)]),
+                "tools": _added(current.tools, [t.name for t in added]),
+                "approval": _added(current.approval, [t.name for t in added if needs_approval(t.name)]),
                 "triggers": [t.model_dump(mode="json") for t in triggers],
             }
             return AgentSpec.model_validate(fields)
@@ -228,20 +229,32 @@ class Compiler:
         build: Callable[[dict[str, Any]], AgentSpec],
     ) -> AgentSpec:
         """The spec from the model's answer; a refusal goes back to the model once, with the reason."""
-        text = await self._write(tenant_id, prompt, schema)
+        text = await self._asked(tenant_id, prompt, schema)
         try:
             return build(_parsed(text))
         except (ValidationError, _Retry) as exc:
             reason = _reason(exc)
         retry = [
             *prompt,
-            {"role": "assistant", "content": text},
+            {"role": "assistant", "content": text[:_ECHOED_CHARS]},
             {"role": "user", "content": f"That was refused: {reason}. Answer again, fixing it."},
         ]
         try:
-            return build(_parsed(await self._write(tenant_id, retry, schema)))
+            return build(_parsed(await self._asked(tenant_id, retry, schema)))
         except (ValidationError, _Retry) as exc:
             raise CompileError(f"could not make a valid agent from this: {_reason(exc)}") from exc
+
+    async def _asked(self, tenant_id: int, prompt: list[dict[str, Any]], schema: dict[str, Any]) -> str:
+        """The model's answer; a refusal of the request itself is the user's to hear, as a CompileError.
+
+        Rate limits and overloads stay APIErrors (429, 5xx): trying again later is the answer.
+        """
+        try:
+            return await self._write(tenant_id, prompt, schema)
+        except APIError as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise
+            raise CompileError(f"the model could not write the spec: {exc.message}") from exc
 
 
 class _Retry(Exception):
@@ -275,11 +288,21 @@ def _checked(text: str, what: str) -> str:
     return text
 
 
-def _when(text: str, now: datetime, timezone: str) -> Any:
+def _when(text: str, now: datetime, timezone: str) -> When | None:
     try:
         return parse_when(text, now, timezone)
     except ValueError as exc:  # an unknown time zone, for one
         raise CompileError(str(exc)) from exc
+
+
+def _tools_for(text: str, when: When | None, tools: list[Tool]) -> list[Tool]:
+    """The tools ``text`` asks for: the strong search matches of its words but the schedule's.
+
+    Memory is the spec's switch, not a grant: its tools are never chosen.
+    """
+    grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
+    wanted = text.replace(when.phrase, " ") if when else text
+    return [f.tool for f in strong(search_tools(grantable, wanted))]
 
 
 def _mentions_time(text: str) -> bool:
@@ -289,8 +312,8 @@ def _mentions_time(text: str) -> bool:
 
 def _tool_list(tools: list[Tool]) -> str:
     if not tools:
-        return "No tools fit; grant none."
-    return "Tools it may be granted:\n" + "\n".join(f"- {t.name}: {t.description}" for t in tools)
+        return "It has no tools."
+    return "Its tools:\n" + "\n".join(f"- {t.name}: {t.description}" for t in tools)
 
 
 def _prompt(
@@ -304,20 +327,18 @@ def _prompt(
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
 
 
-def _schema(tools: list[Tool], ask_cron: bool, fixed_name: str | None) -> dict[str, Any]:
-    """The grammar the model answers under: the candidate tools are the only names it can write.
+def _schema(ask_cron: bool, fixed_name: str | None) -> dict[str, Any]:
+    """The grammar the model answers under.
 
-    Lengths and repeats are bounded, and an empty array still names its items: llama.cpp turns
-    the schema into a grammar and refuses one that unbounded patterns or long strings blow up.
+    Lengths and repeats are bounded: llama.cpp turns the schema into a grammar and refuses one
+    that unbounded patterns or long strings blow up, and a bound also stops a small model that
+    repeats itself.
     """
     properties: dict[str, Any] = {
         "name": {"type": "string", "pattern": "^[a-z][a-z0-9]{0,15}(-[a-z0-9]{1,15}){0,3}$"}
         if fixed_name is None
         else {"const": fixed_name},
         "instructions": {"type": "string", "minLength": 1, "maxLength": _MAX_INSTRUCTIONS},
-        "tools": {"type": "array", "items": {"enum": [t.name for t in tools]}, "maxItems": 8}
-        if tools
-        else {"type": "array", "items": {"type": "string"}, "maxItems": 0},
     }
     if ask_cron:
         properties["cron"] = {"type": "string", "pattern": "^[0-9*/,-]{1,20}( [0-9*/,A-Za-z-]{1,20}){4}$"}
@@ -327,18 +348,6 @@ def _schema(tools: list[Tool], ask_cron: bool, fixed_name: str | None) -> dict[s
         "required": list(properties),
         "additionalProperties": False,
     }
-
-
-def _chosen(answer: dict[str, Any], candidates: list[Tool]) -> list[Tool]:
-    """The candidate tools the model named, in its order; unknown names are refused."""
-    named = answer.get("tools") or []
-    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
-        raise _Retry("tools must be a list of tool names")
-    unknown = sorted(set(named) - {t.name for t in candidates})
-    if unknown:
-        raise _Retry(f"no such tool: {', '.join(unknown)}; choose from the list")
-    by_name = {t.name: t for t in candidates}
-    return [by_name[n] for n in dict.fromkeys(named)]
 
 
 def _name(answer: dict[str, Any], description: str) -> str:

@@ -12,6 +12,9 @@ from aigrid.grid.service import CallMeta, Grid
 from aigrid.store.accounts import Principal
 from aigrid.store.processes import ProcessRecord, StepUsage
 
+# Room for a spec's name and instructions under the grammar (which may spend a token a character).
+_JSON_MAX_TOKENS = 800
+
 
 class TenantNames:
     """Tenants' names by id, as metric labels want them; read again when an id is new."""
@@ -62,6 +65,7 @@ class GridModelClient:
                 "model": model,
                 "messages": messages,
                 "temperature": 0,
+                "max_tokens": _JSON_MAX_TOKENS,
                 "response_format": {
                     "type": "json_schema",
                     "json_schema": {"name": "answer", "schema": schema},

@@ -13,66 +13,23 @@ from dataclasses import dataclass
 from aigrid.kernel.tools import Tool
 
 # Words that say nothing about which tool is needed; the rest of a description is the query.
+# Times and days belong to the schedule, not to the tools ("every morning" names no tool).
 _STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "both",
-        "but",
-        "by",
-        "do",
-        "does",
-        "each",
-        "every",
-        "for",
-        "from",
-        "has",
-        "have",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "our",
-        "so",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "up",
-        "us",
-        "was",
-        "we",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "will",
-        "with",
-        "you",
-        "your",
-        "please",
-    ]
+    """
+    a about after all also an and any are as at be before both but by can do does each for from has
+    have i if in into is it its me my of on or our please so some than that the their them then there
+    these this to up us was we what when where which while who will with would you your
+    check look find get show give make want need keep
+    every daily weekly monthly yearly hourly day days week weeks month months year years hour hours
+    minute minutes second seconds today tomorrow tonight morning mornings afternoon evening evenings
+    night nights noon midnight am pm next last first time times weekday weekdays weekend weekends
+    monday tuesday wednesday thursday friday saturday sunday mondays tuesdays wednesdays thursdays
+    fridays saturdays sundays
+    """.split()  # noqa: SIM905 - a word list reads better as words
 )
+# A tool scoring under this share of the best match is no match: a description that needs the
+# shop's search should not also be granted every tool that shares one word with it.
+STRONG = 0.6
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]+")
 
 
@@ -108,3 +65,8 @@ def search_tools(tools: list[Tool], text: str, limit: int = 8) -> list[Found]:
     finally:
         db.close()
     return [Found(tools[i], score) for i, score in rows]
+
+
+def strong(found: list[Found]) -> list[Found]:
+    """The matches that score at least ``STRONG`` times the best one."""
+    return [f for f in found if found and f.score >= STRONG * found[0].score]

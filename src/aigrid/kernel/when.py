@@ -270,6 +270,8 @@ def _once(
     """A one-time trigger in the future, or None."""
     if len(words) == 1 and words[0].kind in ("DoW", "MoY") and words[0].text not in _FULL_NAMES:
         return None  # "a flight to Sun City", "a wed dress"
+    if all(w.text.lower().strip(_PUNCT) in _PARTS_OF_DAY for w in words):
+        return None  # "for lunch", "the morning news", "the night train": a meal or a part of a day alone
     phrase = " ".join(w.text for w in words)
     calendar = parsedatetime.Calendar(version=parsedatetime.VERSION_CONTEXT_STYLE)
     parsed, context = calendar.parseDT(phrase, sourceTime=local_now)
