@@ -201,6 +201,18 @@ class AdminClient:
         """POST /v1/agents: the spec as the agent's next version."""
         return self._request("POST", "/v1/agents", body={**spec, "tenant": tenant})
 
+    def add_service(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """POST /admin/services."""
+        return self._request("POST", "/admin/services", body=config)
+
+    def list_services(self) -> dict[str, Any]:
+        """GET /v1/services."""
+        return self._request("GET", "/v1/services")
+
+    def remove_service(self, name: str) -> dict[str, Any]:
+        """DELETE /admin/services/{name}."""
+        return self._request("DELETE", f"/admin/services/{quote(name, safe='')}")
+
     def draft_agent(self, description: str, tenant: str, timezone: str) -> dict[str, Any]:
         """POST /v1/agents with a description and ``dry_run``: the compiled spec, not saved."""
         body = {"description": description, "tenant": tenant, "timezone": timezone, "dry_run": True}

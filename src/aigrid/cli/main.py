@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import compose, mcp_server, render, system
+from aigrid.cli import compose, mcp_server, render, services, system
 from aigrid.cli.client import AdminClient
 from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail
 
@@ -58,6 +58,7 @@ app.add_typer(agent_app, name="agent")
 agent_app.command("create")(compose.create)
 agent_app.command("edit")(compose.edit)
 app.add_typer(system.tool_app, name="tool")
+app.add_typer(services.service_app, name="service")
 app.add_typer(system.memory_app, name="memory")
 app.command("top")(system.top)
 app.command("audit")(system.audit)

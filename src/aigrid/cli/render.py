@@ -388,3 +388,32 @@ def top(shown: list[dict[str, Any]], rates: dict[str, float]) -> Table:
     return _table(
         "processes", ("pid", "tenant", "agent", "state", "steps", "tokens", "tok/s", "cost", "reason"), rows
     )
+
+
+def services(result: dict[str, Any]) -> Table:
+    """GET /v1/services: each service, its category, state and operations (! confirm, ~ undo)."""
+    rows = (
+        (
+            s["name"],
+            s["category"],
+            s["status"] if s["status"] == "up" else f"down: {s.get('error') or 'not opened'}",
+            " ".join(
+                op["name"] + ("!" if op["confirm"] else "") + (f"~{op['undo']}" if op["undo"] else "")
+                for op in s["operations"]
+            ),
+            s["description"],
+        )
+        for s in result["data"]
+    )
+    return _table("services", ("name", "category", "status", "operations (! confirm, ~undo)", "about"), rows)
+
+
+def service(result: dict[str, Any]) -> Text:
+    """What POST /admin/services did."""
+    count = len(result["operations"])
+    return Text(f"Service {result['name']} ({result['category']}) is registered with {count} operations.")
+
+
+def removed_service(result: dict[str, Any]) -> Text:
+    """What DELETE /admin/services/{name} did."""
+    return Text(f"Service {result['name']} is removed.")

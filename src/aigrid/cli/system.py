@@ -49,9 +49,27 @@ def tool_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Open an MCP server or an OpenAPI service; every tool it has can be granted to agents."""
+    config = provider_config(name, command, url, openapi, base_url, header, env, timeout)
+    if tenant:
+        config["tenant"] = tenant
+    call(as_json, lambda c: c.add_provider(config), render.provider)
+
+
+def provider_config(
+    name: str,
+    command: str | None,
+    url: str | None,
+    openapi: str | None,
+    base_url: str | None,
+    header: list[str],
+    env: list[str],
+    timeout: float,
+    command_flag: str = "--command",
+) -> dict[str, Any]:
+    """A provider's config from the options of `tool add` and `service add` (exactly one source)."""
     sources = [s for s in (command, url, openapi) if s]
     if len(sources) != 1:
-        fail("give exactly one of --command, --url or --openapi", 2)
+        fail(f"give exactly one of {command_flag}, --url or --openapi", 2)
     config: dict[str, Any] = {"name": name, "kind": "openapi" if openapi else "mcp", "timeout_s": timeout}
     if command:
         config["command"] = shlex.split(command)
@@ -64,9 +82,7 @@ def tool_add(
     if base_url:
         config["base_url"] = base_url
     config.update({"headers": _pairs(header, ":", "header"), "env": _pairs(env, "=", "environment variable")})
-    if tenant:
-        config["tenant"] = tenant
-    call(as_json, lambda c: c.add_provider(config), render.provider)
+    return config
 
 
 @tool_app.command("list")

@@ -23,6 +23,8 @@ from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
 from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
+from aigrid.entry import api as service_routes
+from aigrid.entry.registry import ServiceRegistry
 from aigrid.errors import APIError, internal_error
 from aigrid.grid.api import admin_routes, openai_routes
 from aigrid.grid.api.auth import KeyRing
@@ -196,6 +198,7 @@ class _KernelParts:
     triggers: TriggerService
     inbox: Inbox
     compiler: Compiler
+    services: ServiceRegistry
 
 
 def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
@@ -215,10 +218,12 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
     inbox = Inbox(InboxStore(engine), agents, processes)
     kernel.add_end_listener(inbox.result)
     tools.add_all(SystemCalls(MemoryStore(engine), inbox, processes, kernel).tools())
-    providers = ProviderManager(tools, ProviderStore(engine), store.accounts.tenant_id, list(config.tools))
+    kept = ProviderStore(engine)
+    providers = ProviderManager(tools, kept, store.accounts.tenant_id, list(config.tools))
     triggers = TriggerService(TriggerStore(engine), kernel)
     compiler = Compiler(model.json_writer(settings.compiler_model), settings.agent_model)
-    return _KernelParts(kernel, tools, providers, agents, processes, triggers, inbox, compiler)
+    services = ServiceRegistry(providers, kept)
+    return _KernelParts(kernel, tools, providers, agents, processes, triggers, inbox, compiler, services)
 
 
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
@@ -262,6 +267,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
                 parts.triggers,
                 parts.inbox,
                 parts.compiler,
+                parts.services,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
@@ -282,6 +288,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(openai_routes.routes)
     app.router.routes.extend(compose_routes.routes)
+    app.router.routes.extend(service_routes.routes)
     app.router.routes.extend(agent_routes.routes)
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))

@@ -18,9 +18,11 @@ class ProviderStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def save(self, config: ProviderConfig) -> None:
-        """Keep a new provider; 409 if one of that name is kept already."""
-        row = ToolProviderRow(name=config.name, config=config.model_dump_json(), created_at_us=now_us())
+    def save(self, config: ProviderConfig, manifest: str | None = None) -> None:
+        """Keep a new provider (a service: with its manifest); 409 if one of that name is kept already."""
+        row = ToolProviderRow(
+            name=config.name, config=config.model_dump_json(), manifest=manifest, created_at_us=now_us()
+        )
         try:
             with Session(self._engine) as session, session.begin():
                 session.add(row)
@@ -32,6 +34,16 @@ class ProviderStore:
         with Session(self._engine) as session:
             rows = session.scalars(select(ToolProviderRow).order_by(ToolProviderRow.name)).all()
             return [ProviderConfig.model_validate_json(r.config) for r in rows]
+
+    def manifests(self) -> dict[str, str]:
+        """The manifests of the kept providers that are services, by name."""
+        with Session(self._engine) as session:
+            rows = session.execute(
+                select(ToolProviderRow.name, ToolProviderRow.manifest).where(
+                    ToolProviderRow.manifest.is_not(None)
+                )
+            ).all()
+            return {name: manifest for name, manifest in rows if manifest is not None}
 
     def delete(self, name: str) -> bool:
         """Forget a provider; whether there was one."""

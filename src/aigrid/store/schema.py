@@ -251,4 +251,6 @@ class ToolProviderRow(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     config: Mapped[str] = mapped_column(Text)
+    # A third-party service's manifest (aigrid service add); none for a plain tool provider.
+    manifest: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at_us: Mapped[int] = mapped_column(BigInteger)

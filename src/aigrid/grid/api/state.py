@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
 from aigrid.config import ServerConfig
+from aigrid.entry.registry import ServiceRegistry
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
 from aigrid.kernel.compiler import Compiler
@@ -40,6 +41,7 @@ class AppState:
     triggers: TriggerService
     inbox: Inbox
     compiler: Compiler
+    services: ServiceRegistry
 
 
 def state_of(conn: HTTPConnection) -> AppState:

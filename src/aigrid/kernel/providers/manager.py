@@ -66,8 +66,11 @@ class ProviderManager:
             if isinstance(result, BaseException):
                 logger.error("tool provider '%s' is down: %s", config.name, result)
 
-    async def add(self, config: ProviderConfig) -> ProviderStatus:
-        """Open a new provider and keep it for later starts; 409 for a name in use, 400 if it fails."""
+    async def add(self, config: ProviderConfig, manifest: str | None = None) -> ProviderStatus:
+        """Open a new provider and keep it (with a service's manifest) for later starts.
+
+        409 for a name in use, 400 if it fails to open.
+        """
         async with self._lock:
             if config.name in self._status:
                 raise AccountError(409, f"A tool provider named '{config.name}' exists already.")
@@ -77,7 +80,7 @@ class ProviderManager:
                 self._status.pop(config.name, None)
                 raise AccountError(400, str(exc)) from exc
             try:
-                await asyncio.to_thread(self._store.save, config)
+                await asyncio.to_thread(self._store.save, config, manifest)
             except AccountError:
                 await self._disconnect(config.name)
                 raise
