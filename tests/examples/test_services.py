@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
-from tests.support import free_port, wait_for_port
+from tests.support import ADMIN_KEY, LiveServer, aigrid, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -433,3 +434,20 @@ async def test_manifests_describe_the_tools_the_services_serve(services: dict[st
             takes_key = "idempotency_key" in tools[op].input_schema["properties"]
             assert takes_key == bool(marks.get("idempotency")), op
             assert tools[op].description
+
+
+def test_each_service_registers_with_aigrid_unchanged(
+    services: dict[str, Service], server: LiveServer
+) -> None:
+    for name, service in services.items():
+        manifest = SERVICES / f"{'shop' if name in ('northwind', 'lakeside') else name}.manifest.json"
+        added = aigrid(server, "service", "add", name, "--url", service.url, "--manifest", str(manifest))
+        assert added.returncode == 0, added.stderr
+    listed = httpx.get(f"{server.url}/v1/services", headers={"Authorization": f"Bearer {ADMIN_KEY}"}).json()
+    assert {(s["name"], s["category"], s["status"]) for s in listed["data"]} == {
+        ("northwind", "shop", "up"),
+        ("lakeside", "shop", "up"),
+        ("payment", "payment", "up"),
+        ("travel", "travel", "up"),
+        ("food", "food", "up"),
+    }
