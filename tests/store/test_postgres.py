@@ -122,7 +122,7 @@ def test_memory_search_and_the_journal_work_on_postgresql(postgres_url: str) -> 
     processes.append(
         pid, "model_request", {"messages": 2}, StepUsage(10, 2, 1), after=[("model_response", {})]
     )
-    record, steps = processes.snapshot(pid)
+    record, steps = processes.get(pid), processes.journal(pid)
     assert (record.steps, record.prompt_tokens, [s.seq for s in steps]) == (2, 10, [1, 2])
     done = processes.append(pid, "model_response", {"message": {}}, state="done", result="a lamp")
     assert (done.state, done.result, done.steps) == ("done", "a lamp", 3)

@@ -19,7 +19,7 @@ from aigrid.errors import APIError, bad_request, model_not_found
 from aigrid.grid.api.scope import api_error_for, call_store
 from aigrid.grid.api.state import AppState
 from aigrid.kernel.kernel import WAITING_FOR_SOMEONE, Kernel
-from aigrid.kernel.spec import AgentSpec
+from aigrid.kernel.spec import AGENT_NAME
 from aigrid.store.accounts import AccountError, Principal
 from aigrid.store.processes import ProcessRecord
 
@@ -27,7 +27,7 @@ AGENT_PREFIX = "agent:"
 AGENT_TIMEOUT_S = 600.0
 KEEPALIVE_S = 10.0
 # The spec's own name pattern, so a name no agent can have is refused without a lookup.
-_NAME = re.compile(next(m.pattern for m in AgentSpec.model_fields["name"].metadata if hasattr(m, "pattern")))
+_NAME = re.compile(AGENT_NAME)
 _KEEPALIVE = b": keep-alive\n\n"
 _DONE = b"data: [DONE]\n\n"
 

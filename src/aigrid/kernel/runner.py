@@ -166,8 +166,7 @@ class Runner:
         if state is None or state.seq > process.steps:
             state = replay(spec, process, [])
         if state.seq < process.steps:
-            for step in await self._processes.calls(self._processes.journal, process.pid, state.seq):
-                state.apply(step.seq, step.kind, step.payload)
+            await self._catch_up(process.pid, state)
         self._replays[process.pid] = state
         if len(self._replays) > _CACHED_REPLAYS:
             self._replays.popitem(last=False)
@@ -202,9 +201,13 @@ class Runner:
             for i, (kind, payload) in enumerate(entries):
                 state.apply(first + i, kind, payload)
         else:  # someone journaled between (a person's decision): read what they wrote too
-            for step in await self._processes.calls(self._processes.journal, process.pid, state.seq):
-                state.apply(step.seq, step.kind, step.payload)
+            await self._catch_up(process.pid, state)
         return record
+
+    async def _catch_up(self, pid: str, state: _Replay) -> None:
+        """Take into ``state`` the steps journaled after the one it reached."""
+        for step in await self._processes.calls(self._processes.journal, pid, state.seq):
+            state.apply(step.seq, step.kind, step.payload)
 
     async def _over_budget(self, process: ProcessRecord, spec: AgentSpec) -> str | None:
         """Why the agent's own budget forbids another model call now, or None."""

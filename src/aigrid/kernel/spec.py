@@ -17,6 +17,7 @@ Period = Literal["day", "month"]
 
 # Tool names look like "shop.search" or "time.now"; a pattern may use * and ? ("shop.*").
 MEMORY_TOOLS = "memory."
+AGENT_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 _TOOL_PATTERN = re.compile(r"^[A-Za-z0-9_.*?-]{1,128}$")
 
 
@@ -138,7 +139,7 @@ class AgentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    name: str = Field(pattern=AGENT_NAME)
     description: str = Field(default="", max_length=2000)
     instructions: str = Field(min_length=1, max_length=100_000)
     model: str = Field(default="local", min_length=1, max_length=128)

@@ -357,13 +357,6 @@ class ProcessStore:
         except self._integrity as exc:  # another worker journaled this process's step first
             raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
 
-    def snapshot(self, pid: str) -> tuple[ProcessRecord, list[Step]]:
-        """A process and its whole journal, read together."""
-        with self._driver.cursor() as cursor:
-            process = self._read(cursor, pid, None)
-            self._sql.steps.run(cursor, {"pid": pid, "after": 0})
-            return process, [_step(r) for r in cursor.fetchall()]
-
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
     ) -> list[AuditRecord]:
