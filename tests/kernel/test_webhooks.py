@@ -108,3 +108,22 @@ def test_a_webhook_that_fails_is_tried_again_and_the_inbox_keeps_the_message(
         assert message["delivery"]["delivered_at"] is None and message["delivery"]["error"] == "HTTP 500"
     finally:
         broken.stop()
+
+
+def test_bad_triggers_are_refused_naming_the_field(server: LiveServer) -> None:
+    key = server.new_tenant_key("hooli")
+    for trigger, words in (
+        ({"kind": "cron", "cron": "0 8 * *"}, "not a cron expression"),
+        ({"kind": "cron", "cron": "0 8 * * *", "timezone": "Mars/Base"}, "not a known time zone"),
+        ({"kind": "interval", "every_s": 0}, "greater than or equal to 1"),
+        ({"kind": "once", "at": "2026-12-24T18:00:00"}, "timezone"),
+        ({"kind": "interval", "every_s": 60, "missed": "sometimes"}, "run_once"),
+        ({"kind": "sundial"}, "kind"),
+    ):
+        spec = {"name": "bad", "instructions": "x", "triggers": [trigger]}
+        refused = api(server, key, "POST", "/v1/agents", json=spec)
+        assert refused.status_code == 400, trigger
+        assert words in refused.json()["error"]["message"] and refused.json()["error"]["param"].startswith(
+            "triggers"
+        )
+    assert api(server, key, "GET", "/v1/agents").json()["data"] == []
