@@ -128,6 +128,8 @@ class KernelConfig(_Strict):
     # The model (or tier) that compiles descriptions into specs, and the one compiled agents use.
     compiler_model: str = Field(default="local", min_length=1)
     agent_model: str = Field(default="local", min_length=1)
+    # The model (or tier) that plans what the super entry does for a sentence.
+    planner_model: str = Field(default="local", min_length=1)
 
     @field_validator("weights")
     @classmethod

@@ -24,7 +24,10 @@ from starlette.routing import Route as HTTPRoute
 
 from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
 from aigrid.entry import api as service_routes
+from aigrid.entry import api_entry as entry_routes
+from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
 from aigrid.entry.registry import ServiceRegistry
+from aigrid.entry.service import EntryService
 from aigrid.errors import APIError, internal_error
 from aigrid.grid.api import admin_routes, openai_routes
 from aigrid.grid.api.auth import KeyRing
@@ -50,7 +53,8 @@ from aigrid.kernel.tools import ToolRegistry
 from aigrid.kernel.triggers import TriggerService
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
-from aigrid.store.db import WalCheckpointer, make_engine, migrate, sqlite_url
+from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
+from aigrid.store.entries import EntryStore
 from aigrid.store.inbox import InboxStore
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.memory import MemoryStore
@@ -199,6 +203,7 @@ class _KernelParts:
     inbox: Inbox
     compiler: Compiler
     services: ServiceRegistry
+    entries: EntryService
 
 
 def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
@@ -223,7 +228,11 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
     triggers = TriggerService(TriggerStore(engine), kernel)
     compiler = Compiler(model.json_writer(settings.compiler_model), settings.agent_model)
     services = ServiceRegistry(providers, kept)
-    return _KernelParts(kernel, tools, providers, agents, processes, triggers, inbox, compiler, services)
+    planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS))
+    entries = EntryService(EntryStore(engine), services, tools, planner, StoreCalls(engine))
+    return _KernelParts(
+        kernel, tools, providers, agents, processes, triggers, inbox, compiler, services, entries
+    )
 
 
 def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
@@ -252,6 +261,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
             await parts.kernel.start()
             await parts.inbox.start()
             await parts.triggers.start()
+            await parts.entries.recover()
             app.state.aigrid = AppState(
                 config,
                 data_dir,
@@ -268,6 +278,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
                 parts.inbox,
                 parts.compiler,
                 parts.services,
+                parts.entries,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
@@ -275,6 +286,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
             yield
         finally:
             if parts is not None:
+                await parts.entries.close()
                 await parts.triggers.aclose()
                 await parts.kernel.close()
                 await parts.inbox.aclose()
@@ -289,6 +301,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
     app.router.routes.extend(openai_routes.routes)
     app.router.routes.extend(compose_routes.routes)
     app.router.routes.extend(service_routes.routes)
+    app.router.routes.extend(entry_routes.routes)
     app.router.routes.extend(agent_routes.routes)
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))

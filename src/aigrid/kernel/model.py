@@ -56,7 +56,7 @@ class GridModelClient:
         return await self._ask(process.tenant_id, body, CallMeta(process.agent, process.pid))
 
     def json_writer(
-        self, model: str
+        self, model: str, agent: str = "compiler", max_tokens: int = _JSON_MAX_TOKENS
     ) -> Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]:
         """Asks ``model`` for JSON under a schema (a grammar on the embedded model), metered to the tenant."""
 
@@ -65,13 +65,13 @@ class GridModelClient:
                 "model": model,
                 "messages": messages,
                 "temperature": 0,
-                "max_tokens": _JSON_MAX_TOKENS,
+                "max_tokens": max_tokens,
                 "response_format": {
                     "type": "json_schema",
                     "json_schema": {"name": "answer", "schema": schema},
                 },
             }
-            message, _ = await self._ask(tenant_id, body, CallMeta("compiler", None))
+            message, _ = await self._ask(tenant_id, body, CallMeta(agent, None))
             return str(message.get("content") or "")
 
         return write

@@ -254,3 +254,39 @@ class ToolProviderRow(Base):
     # A third-party service's manifest (aigrid service add); none for a plain tool provider.
     manifest: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class EntryRow(Base):
+    """One sentence given to the super entry: its plan, what it will buy, and how its saga stands."""
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        Index("ix_entries_tenant", "tenant_id", "created_at_us"),
+        Index("ix_entries_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user: Mapped[str] = mapped_column(String(128))  # whose wallet pays
+    input: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(24))
+    plan: Mapped[str | None] = mapped_column(Text, nullable=True)  # the plan as JSON
+    # What the user is asked to confirm (JSON): the purchases, each with seller, item and amount.
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class EntryJournalRow(Base):
+    """One step of an entry's saga, journaled before a call (its intent) and after (its outcome)."""
+
+    __tablename__ = "entry_journal"
+    __table_args__ = (UniqueConstraint("entry_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("entries.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 
 from aigrid.config import ServerConfig
 from aigrid.entry.registry import ServiceRegistry
+from aigrid.entry.service import EntryService
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
 from aigrid.kernel.compiler import Compiler
@@ -42,6 +43,7 @@ class AppState:
     inbox: Inbox
     compiler: Compiler
     services: ServiceRegistry
+    entries: EntryService
 
 
 def state_of(conn: HTTPConnection) -> AppState:

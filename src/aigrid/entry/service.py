@@ -1,0 +1,195 @@
+"""The super entry: a sentence becomes a plan, a confirmation and a saga across services.
+
+Each entry's work runs as a task of this service, not of the request that asked: a client that
+goes away leaves the saga running, and the request only waits for it (for a while). A restarted
+server ends what it finds open: a plan interrupted before anything changed fails, a confirmed
+saga goes on (or on undoing) from its journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Coroutine
+from datetime import date
+from typing import Any, Literal
+
+import orjson
+
+from aigrid.entry import answers
+from aigrid.entry.calls import Caller
+from aigrid.entry.catalog import Catalog, catalog
+from aigrid.entry.plan import PlanError
+from aigrid.entry.planner import MAX_INPUT_CHARS, Planner, checked
+from aigrid.entry.reading import read
+from aigrid.entry.registry import ServiceRegistry
+from aigrid.entry.saga import Saga
+from aigrid.errors import APIError
+from aigrid.kernel.tools import ToolRegistry
+from aigrid.store.accounts import AccountError
+from aigrid.store.db import StoreCalls
+from aigrid.store.entries import OPEN_SAGA_STATES, EntryRecord, EntryState, EntryStore
+
+log = logging.getLogger(__name__)
+
+USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+DEFAULT_WAIT_S = 120.0
+
+
+class EntryService:
+    """Takes sentences, asks once, carries out and recovers sagas."""
+
+    def __init__(
+        self,
+        store: EntryStore,
+        registry: ServiceRegistry,
+        tools: ToolRegistry,
+        planner: Planner,
+        calls: StoreCalls,
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.store = store
+        self._registry = registry
+        self._tools = tools
+        self._planner = planner
+        self.calls = calls
+        self._today = today
+        self._tasks: set[asyncio.Task[EntryRecord]] = set()
+
+    async def catalog(self, tenant_id: int) -> Catalog:
+        """What the tenant's entries can call now."""
+        return catalog(await self._registry.services(), self._tools, tenant_id)
+
+    async def ask(
+        self,
+        tenant_id: int,
+        user: str,
+        text: str,
+        *,
+        confirm: bool = False,
+        plan: dict[str, Any] | None = None,
+        wait_s: float = DEFAULT_WAIT_S,
+    ) -> EntryRecord:
+        """Plan ``text`` (or run the ``plan`` given), read, and ask; with ``confirm``, carry it out too."""
+        text = " ".join(text.split())
+        if not text:
+            raise AccountError(400, "Say in a sentence what you want done.")
+        if len(text) > MAX_INPUT_CHARS:
+            raise AccountError(
+                400, f"The sentence is longer than {MAX_INPUT_CHARS} characters; say it shorter."
+            )
+        if not USER.match(user):
+            raise AccountError(400, f"'{user}' is not a user name (letters, digits and _.@- only).")
+        entry = await self.calls(self.store.create, tenant_id, user, text)
+        return await self._wait(self._start(self._prepare(entry, plan, confirm)), entry, wait_s)
+
+    async def confirm(
+        self, tenant_id: int | None, entry_id: str, wait_s: float = DEFAULT_WAIT_S
+    ) -> EntryRecord:
+        """Carry out an entry waiting for its confirmation; 409 if it is not waiting."""
+        entry = await self.calls(self.store.get, entry_id, tenant_id)
+        moved = await self.calls(self.store.move, entry.id, ["awaiting_confirmation"], "running")
+        if moved is None:
+            raise AccountError(409, f"Entry {entry.id} is {entry.state}, not waiting for a confirmation.")
+        return await self._wait(self._start(self._carry_out(moved)), moved, wait_s)
+
+    async def decline(self, tenant_id: int | None, entry_id: str) -> EntryRecord:
+        """Say no to an entry waiting for its confirmation: nothing is done; 409 if it is not waiting."""
+        entry = await self.calls(self.store.get, entry_id, tenant_id)
+        moved = await self.calls(
+            self.store.move,
+            entry.id,
+            ["awaiting_confirmation"],
+            "declined",
+            answer="Declined: nothing was bought.",
+        )
+        if moved is None:
+            raise AccountError(409, f"Entry {entry.id} is {entry.state}, not waiting for a confirmation.")
+        return moved
+
+    async def recover(self) -> int:
+        """End what a stopped server left open; how many sagas go on."""
+        for entry in await self.calls(self.store.in_states, ["planning"]):
+            await self.calls(
+                self.store.move,
+                entry.id,
+                ["planning"],
+                "failed",
+                answer="Nothing was done: the server stopped while planning.",
+            )
+        open_sagas = await self.calls(self.store.in_states, OPEN_SAGA_STATES)
+        for entry in open_sagas:
+            self._start(self._carry_out(entry))
+        return len(open_sagas)
+
+    async def wait_idle(self) -> None:
+        """Wait until every entry this server works on has ended (for tests and benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop working: sagas stay journaled and go on at the next start."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _start(self, work: Coroutine[Any, Any, EntryRecord]) -> asyncio.Task[EntryRecord]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+        return task
+
+    def _ended(self, task: asyncio.Task[EntryRecord]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("an entry's work failed; it goes on at the next start", exc_info=error)
+
+    async def _wait(self, task: asyncio.Task[EntryRecord], entry: EntryRecord, wait_s: float) -> EntryRecord:
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            return await self.calls(self.store.get, entry.id)
+
+    async def _prepare(self, entry: EntryRecord, given: dict[str, Any] | None, confirm: bool) -> EntryRecord:
+        try:
+            found = await self.catalog(entry.tenant_id)
+            if given is not None:
+                plan = checked(orjson.dumps(given).decode(), found)
+            else:
+                plan = await self._planner.plan(
+                    entry.tenant_id, entry.user, entry.input, found, self._today()
+                )
+            if not plan.steps:
+                raise PlanError("none of the registered services can do that")
+            reading = await read(plan, found, Caller(entry.id, entry.tenant_id))
+        except PlanError as exc:
+            return await self._end_planning(entry, "failed", f"Nothing was done: {exc}.")
+        except APIError as exc:  # the planner's model: a budget, an upstream down
+            return await self._end_planning(
+                entry, "failed", f"Nothing was done: the planner failed: {exc.message}"
+            )
+        plan_json = plan.model_dump(mode="json", by_alias=True)
+        if not reading.purchases:
+            return await self._end_planning(entry, "done", answers.found(reading.chosen), plan_json)
+        summary = answers.summary(reading.purchases, entry.user, found.payment)
+        state: EntryState = "running" if confirm else "awaiting_confirmation"
+        moved = await self.calls(
+            self.store.move, entry.id, ["planning"], state, plan=plan_json, summary=summary
+        )
+        if moved is None:
+            return await self.calls(self.store.get, entry.id)
+        return await self._carry_out(moved) if confirm else moved
+
+    async def _end_planning(
+        self,
+        entry: EntryRecord,
+        state: Literal["done", "failed"],
+        text: str,
+        plan: dict[str, Any] | None = None,
+    ) -> EntryRecord:
+        moved = await self.calls(self.store.move, entry.id, ["planning"], state, plan=plan, answer=text)
+        return moved if moved is not None else await self.calls(self.store.get, entry.id)
+
+    async def _carry_out(self, entry: EntryRecord) -> EntryRecord:
+        return await Saga(entry, self.store, lambda: self.catalog(entry.tenant_id), self.calls).run()
