@@ -1,4 +1,5 @@
-# aigrid: `make run` starts the server on the embedded model; `make test` runs every check.
+# aigrid: `make run` starts the server on the embedded model and the example services; `make test`
+# runs every check.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,12 +23,17 @@ $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The example services run beside the server and are registered with it; Ctrl-C stops both, and
+# the trap stops the services when the server exits on its own.
 run: install
+	$(BIN)/python examples/services/run.py --data-dir $(DATA_DIR)/services \
+		--aigrid http://$(HOST):$(PORT) --admin-key-file $(DATA_DIR)/admin_key & \
+	services=$$!; trap 'kill $$services 2>/dev/null; wait $$services' EXIT; \
 	$(BIN)/aigrid serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: install
 	$(BIN)/mypy --strict src

@@ -113,10 +113,13 @@ class AdminClient:
         *,
         params: Mapping[str, str | None] | None = None,
         body: Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         query = {k: v for k, v in (params or {}).items() if v is not None}
+        # httpx's own default ("use the client's") is a sentinel, not None: give it only when asked.
+        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
         try:
-            response = self._http.request(method, path, params=query, json=body)
+            response = self._http.request(method, path, params=query, json=body, **extra)
         except (httpx.ConnectError, httpx.TimeoutException) as exc:
             raise CLIError(f"cannot reach aigrid at {self.base_url} (is 'aigrid serve' running?)") from exc
         except httpx.HTTPError as exc:
@@ -212,6 +215,22 @@ class AdminClient:
     def remove_service(self, name: str) -> dict[str, Any]:
         """DELETE /admin/services/{name}."""
         return self._request("DELETE", f"/admin/services/{quote(name, safe='')}")
+
+    def ask(self, text: str, user: str | None, confirm: bool, wait_s: float) -> dict[str, Any]:
+        """POST /v1/entry: plan the sentence, read, and (with ``confirm``) carry it out."""
+        body: dict[str, Any] = {"input": text, "confirm": confirm, "wait": wait_s}
+        if user is not None:
+            body["user"] = user
+        return self._request("POST", "/v1/entry", body=body, timeout_s=wait_s + 30)
+
+    def confirm_entry(self, entry_id: str, wait_s: float) -> dict[str, Any]:
+        """POST /v1/entry/{id}/confirm."""
+        path = f"/v1/entry/{quote(entry_id, safe='')}/confirm"
+        return self._request("POST", path, body={"wait": wait_s}, timeout_s=wait_s + 30)
+
+    def decline_entry(self, entry_id: str) -> dict[str, Any]:
+        """POST /v1/entry/{id}/decline."""
+        return self._request("POST", f"/v1/entry/{quote(entry_id, safe='')}/decline", body={})
 
     def draft_agent(self, description: str, tenant: str, timezone: str) -> dict[str, Any]:
         """POST /v1/agents with a description and ``dry_run``: the compiled spec, not saved."""

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import compose, mcp_server, render, services, system
+from aigrid.cli import ask, compose, mcp_server, render, services, system
 from aigrid.cli.client import AdminClient
 from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail
 
@@ -59,6 +59,7 @@ agent_app.command("create")(compose.create)
 agent_app.command("edit")(compose.edit)
 app.add_typer(system.tool_app, name="tool")
 app.add_typer(services.service_app, name="service")
+app.command("ask")(ask.ask)
 app.add_typer(system.memory_app, name="memory")
 app.command("top")(system.top)
 app.command("audit")(system.audit)

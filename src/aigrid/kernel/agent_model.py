@@ -156,7 +156,7 @@ def _input(messages: Any) -> str:
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise bad_request("Each message must be an object with a 'role'.", param="messages")
-        turns.append((message["role"], _text(message.get("content"))))
+        turns.append((message["role"], message_text(message.get("content"))))
     last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=None)
     if last is None or not turns[last][1].strip():
         raise bad_request("An agent needs a user message with text to work on.", param="messages")
@@ -166,7 +166,7 @@ def _input(messages: Any) -> str:
     return "Conversation so far:\n" + "\n".join(earlier) + "\n\nNow: " + turns[last][1]
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
     """A message's text: a string, or the text parts of a list (other parts say nothing to an agent)."""
     if content is None or isinstance(content, str):
         return content or ""

@@ -16,6 +16,8 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
+from aigrid.entry import chat as entry_chat
+from aigrid.entry.chat import ENTRY_MODEL
 from aigrid.errors import APIError, bad_request, internal_error
 from aigrid.grid.api.state import AppState
 from aigrid.grid.backends.base import Completion, Endpoint
@@ -85,6 +87,9 @@ class HotPath:
         if type(model) is str and model.startswith(AGENT_PREFIX) and endpoint == "chat":
             await _serve_agent(state, principal, body, receive, send)
             return
+        if model == ENTRY_MODEL and endpoint == "chat":
+            await _serve_entry(state, principal, body, receive, send)
+            return
         meta = CallMeta(
             agent=_header(headers, b"x-aigrid-agent", AGENT_MAX),
             process_id=_header(headers, b"x-aigrid-process", PROCESS_MAX),
@@ -107,6 +112,18 @@ async def _serve_agent(
         await _send_json(send, reply.body, pid)
         return
     await _stream(reply.body, [_SSE, _NO_CACHE, pid], receive, send)
+
+
+async def _serve_entry(
+    state: AppState, principal: Principal, body: dict[str, Any], receive: Receive, send: Send
+) -> None:
+    """The ``entry`` model: the super entry answers (see aigrid.entry.chat)."""
+    entry_id, reply = await entry_chat.answer(state.entries, principal, body)
+    header = (b"x-aigrid-entry", entry_id.encode())
+    if isinstance(reply, bytes):
+        await _send_json(send, reply, header)
+        return
+    await _stream(reply, [_SSE, _NO_CACHE, header], receive, send)
 
 
 async def _send_json(send: Send, body: bytes, header: tuple[bytes, bytes]) -> None:

@@ -1,0 +1,66 @@
+"""``aigrid ask "..."``: one sentence to the super entry; see what it would do, confirm once."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from aigrid.cli.client import CLIError, connect
+from aigrid.cli.common import JsonFlag, console, fail
+
+_WAIT_S = 300.0
+
+
+def ask(
+    sentence: Annotated[str, typer.Argument(help='What you want done, e.g. "buy the cheapest X and pay"')],
+    user: Annotated[
+        str | None, typer.Option("--user", help="Whose wallet pays (default: the key's tenant).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ask for something in a sentence: aigrid plans it across services, asks once, and does it."""
+    try:
+        with connect() as client:
+            entry = client.ask(sentence, user, yes, _WAIT_S)
+            if entry["state"] == "awaiting_confirmation":
+                if not as_json:
+                    _show_summary(entry)
+                if _confirmed(entry):
+                    entry = client.confirm_entry(entry["id"], _WAIT_S)
+                else:
+                    entry = client.decline_entry(entry["id"])
+    except CLIError as exc:
+        fail(exc.message, exc.exit_code)
+    _show_end(entry, as_json)
+
+
+def _show_summary(entry: dict[str, Any]) -> None:
+    out = console()
+    out.print(Text("aigrid would:", style="bold"))
+    for line in str(entry["summary"]["text"]).splitlines():
+        out.print(Text(f"  {line}"))
+
+
+def _confirmed(entry: dict[str, Any]) -> bool:
+    try:
+        return typer.confirm("Go ahead?", default=False, err=True)
+    except typer.Abort:  # no terminal, or the input ended: nothing to answer with
+        fail(f"no answer to 'Go ahead?' (entry {entry['id']} waits); pass --yes to go ahead", 2)
+
+
+def _show_end(entry: dict[str, Any], as_json: bool) -> None:
+    out = console()
+    if as_json:
+        out.out(json.dumps(entry, indent=2, ensure_ascii=False), highlight=False)
+        return
+    style = {"done": "green", "failed": "red"}.get(entry["state"], "yellow")
+    answer = (
+        entry.get("answer") or f"Entry {entry['id']} is {entry['state']}; see GET /v1/entry/{entry['id']}."
+    )
+    out.print(Text(answer, style=style))
+    if entry["state"] == "failed":
+        raise typer.Exit(1)
