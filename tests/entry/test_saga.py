@@ -358,6 +358,8 @@ async def test_a_saga_waits_for_a_service_that_is_down(store: EntryStore) -> Non
 
 async def test_nothing_in_stock_is_said_before_anything_is_asked(store: EntryStore) -> None:
     world = WorldMock(stock=0)
-    with pytest.raises(PlanError, match="nothing was found matching anything that is available at shop"):
+    with pytest.raises(
+        PlanError, match=r"nothing found is available \(out of stock, sold out, full or closed\) at shop"
+    ):
         await read(PLAN, _catalog(world), Caller("ent-x", 1))
     assert not world.payments

@@ -10,7 +10,7 @@ The saga pays; the planner never sees ``payment_id`` or the payment operations t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aigrid.entry.manifest import Manifest
@@ -48,6 +48,7 @@ class Catalog:
 
     operations: dict[str, Operation]
     payment: str | None  # the name of the service that pays, if one follows the protocol
+    descriptions: dict[str, str] = field(default_factory=dict)  # each service's, from its manifest
 
     def get(self, name: str) -> Operation | None:
         """The operation ``service.op``, if a service that is up has it."""
@@ -71,11 +72,13 @@ class Catalog:
 def catalog(services: list[Service], tools: ToolRegistry, tenant_id: int) -> Catalog:
     """The catalog of the services the tenant can call now."""
     operations: dict[str, Operation] = {}
+    descriptions: dict[str, str] = {}
     payment: str | None = None
     for service in services:
         if service.status is None or service.status.error is not None:
             continue  # down: nothing of it can be planned or called
         manifest = service.manifest
+        descriptions[service.name] = manifest.description
         found = {op: tools.get(f"{service.name}.{op}", tenant_id) for op in manifest.operations}
         for op, tool in found.items():
             if tool is not None:
@@ -86,7 +89,7 @@ def catalog(services: list[Service], tools: ToolRegistry, tenant_id: int) -> Cat
             and all(found.get(op) is not None for op in PAYMENT_PROTOCOL)
         ):
             payment = service.name
-    return Catalog(operations, payment)
+    return Catalog(operations, payment, descriptions)
 
 
 def _operation(service: str, manifest: Manifest, op: str, tool: Tool) -> Operation:

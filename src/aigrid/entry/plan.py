@@ -178,13 +178,16 @@ def matches(item: Item, words: str) -> bool:
 
 def choose(step: ChooseStep, found: list[Item]) -> Item:
     """The item ``step``'s rule picks among ``found``; PlanError says why there is none."""
+    if not found:
+        raise PlanError("nothing was found")
     candidates = [i for i in found if matches(i, step.match)]
+    if not candidates:
+        raise PlanError(f"nothing found matches '{step.match}'")
     if step.where == "available":
         candidates = [i for i in candidates if available(i)]
-    if not candidates:
-        what = f"'{step.match}'" if step.match else "anything"
-        where = " that is available" if step.where == "available" and found else ""
-        raise PlanError(f"nothing was found matching {what}{where}")
+        if not candidates:
+            what = f"matching '{step.match}'" if step.match else "found"
+            raise PlanError(f"nothing {what} is available (out of stock, sold out, full or closed)")
     if step.choose == "first":
         return candidates[0]
     key = _RULE_KEYS[step.choose]

@@ -38,8 +38,6 @@ _SAYINGS = {
     "buy": "order shop product",
     "purchase": "order shop product",
     "get": "order",
-    "cheapest": "price",
-    "cheap": "price",
     "fly": "flight",
     "flights": "flight",
     "ticket": "flight",
@@ -56,6 +54,8 @@ _SAYINGS = {
     "money": "balance wallet",
     "afford": "balance wallet",
 }
+# How to choose says nothing about where to look ("cheapest" is in every price list's description).
+_CHOICE_WORDS = frozenset(["cheapest", "cheaper", "cheap", "nearest", "closest", "earliest", "best", "first"])
 _SYSTEM = (
     "You plan how to carry out a user's request with the operations listed. Answer with JSON only: "
     '{"steps": [...]}. A step either calls an operation, '
@@ -109,9 +109,11 @@ def relevant(catalog: Catalog, text: str) -> list[Operation]:
     documents = []
     for service in services:
         own = [o for o in plannable if o.service == service]
-        about = [own[0].category, *(f"{o.op.replace('_', ' ')} {o.tool.description}" for o in own)]
+        about = [own[0].category, catalog.descriptions.get(service, "")]
+        about += [f"{o.op.replace('_', ' ')} {o.tool.description}" for o in own]
         documents.append(Tool(name=service, description=" ".join(about), handler=_no_call))
-    words = text + " " + " ".join(_SAYINGS.get(w, "") for w in re.findall(r"[a-z]+", text.lower()))
+    said = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _CHOICE_WORDS]
+    words = " ".join(said + [_SAYINGS.get(w, "") for w in said])
     found = {f.tool.name for f in strong(search_tools(documents, words, limit=len(documents)))}
     return [o for o in plannable if o.service in found] if found else plannable
 
