@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.examples.test_services import SERVICES, Service, check_consistency, connect
+from tests.examples.test_services import SERVICES, Service, check_consistency, connect, running_services
 from tests.support import LiveServer, RecordingUpstream, aigrid
 
 pytestmark = pytest.mark.slow
@@ -50,29 +50,20 @@ def pan_plan(quantity: int = 1) -> dict[str, Any]:
     }
 
 
+def register(server: LiveServer, services: dict[str, Service]) -> None:
+    """Register the example services with the server, as `make run` does."""
+    for name, service in services.items():
+        manifest = json.loads((SERVICES / f"{MANIFESTS[name]}.manifest.json").read_text())
+        body = {"name": name, "kind": "mcp", "url": service.url, "manifest": manifest}
+        added = server.admin("POST", "/admin/services", json=body)
+        assert added.status_code == 201, added.text
+
+
 @pytest.fixture(scope="module")
 def services(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
-    base = tmp_path_factory.mktemp("entry-services")
-    running = {
-        "northwind": Service("shop.py", base / "northwind", "--shop", "northwind"),
-        "lakeside": Service("shop.py", base / "lakeside", "--shop", "lakeside"),
-        "payment": Service("payment.py", base / "payment"),
-        "travel": Service("travel.py", base / "travel"),
-        "food": Service("food.py", base / "food"),
-    }
-    try:
-        for service in running.values():
-            service.start()
-        for name, service in running.items():
-            service.ready()
-            manifest = json.loads((SERVICES / f"{MANIFESTS[name]}.manifest.json").read_text())
-            body = {"name": name, "kind": "mcp", "url": service.url, "manifest": manifest}
-            added = server.admin("POST", "/admin/services", json=body)
-            assert added.status_code == 201, added.text
+    with running_services(tmp_path_factory.mktemp("entry-services")) as running:
+        register(server, running)
         yield running
-    finally:
-        for service in running.values():
-            service.stop()
 
 
 def plans(upstream: RecordingUpstream, *written: dict[str, Any] | str) -> None:
@@ -84,7 +75,7 @@ def plans(upstream: RecordingUpstream, *written: dict[str, Any] | str) -> None:
 
 def call(server: LiveServer, key: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"}
-    return httpx.request(method, server.url + path, headers=headers, timeout=120, **kwargs)
+    return httpx.request(method, server.url + path, headers=headers, timeout=310, **kwargs)
 
 
 def ledger(services: dict[str, Service], name: str) -> list[dict[str, Any]]:

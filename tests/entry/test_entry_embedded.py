@@ -8,15 +8,14 @@ own vocabulary, as llama.cpp refuses some schemas outright.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import llama_cpp
 import pytest
-from tests.entry.test_entry_api import MANIFESTS, consistent, ledger
-from tests.examples.test_services import SERVICES, Service
-from tests.support import LiveServer
+from tests.entry.test_entry_api import MANIFESTS, call, consistent, ledger, register
+from tests.examples.test_services import Service, running_services
+from tests.support import ADMIN_KEY, LiveServer
 
 from aigrid.entry.catalog import Operation
 from aigrid.entry.planner import plan_schema
@@ -31,26 +30,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, dict[str, Service]]]:
     server = LiveServer(tmp_path_factory.mktemp("entry-embedded")).start()
-    base = tmp_path_factory.mktemp("entry-embedded-services")
-    running = {
-        "northwind": Service("shop.py", base / "northwind", "--shop", "northwind"),
-        "lakeside": Service("shop.py", base / "lakeside", "--shop", "lakeside"),
-        "payment": Service("payment.py", base / "payment"),
-        "travel": Service("travel.py", base / "travel"),
-        "food": Service("food.py", base / "food"),
-    }
     try:
-        for service in running.values():
-            service.start()
-        for name, service in running.items():
-            service.ready()
-            manifest = json.loads((SERVICES / f"{MANIFESTS[name]}.manifest.json").read_text())
-            body = {"name": name, "kind": "mcp", "url": service.url, "manifest": manifest}
-            assert server.admin("POST", "/admin/services", json=body).status_code == 201
-        yield server, running
+        with running_services(tmp_path_factory.mktemp("entry-embedded-services")) as running:
+            register(server, running)
+            yield server, running
     finally:
-        for service in running.values():
-            service.stop()
         server.stop()
 
 
@@ -58,7 +42,9 @@ def test_a_purchase_planned_by_the_embedded_model_ends_and_leaves_the_services_c
     embedded: tuple[LiveServer, dict[str, Service]],
 ) -> None:
     server, services = embedded
-    asked = server.admin(
+    asked = call(
+        server,
+        ADMIN_KEY,
         "POST",
         "/v1/entry",
         json={

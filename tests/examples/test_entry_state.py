@@ -24,30 +24,15 @@ from bench.entry_state import (
     snapshot_async,
 )
 from tests.examples.entry_tasks import KINDS, TASKS, World, check_tasks, load_tasks
-from tests.examples.test_services import SEED, Service, Session, connect, key
+from tests.examples.test_services import SEED, Service, Session, connect, key, running_services
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
-    base = tmp_path_factory.mktemp("entry-state")
-    running = {
-        "northwind": Service("shop.py", base / "northwind", "--shop", "northwind"),
-        "lakeside": Service("shop.py", base / "lakeside", "--shop", "lakeside"),
-        "payment": Service("payment.py", base / "payment"),
-        "travel": Service("travel.py", base / "travel"),
-        "food": Service("food.py", base / "food"),
-    }
-    try:
-        for service in running.values():
-            service.start()
-        for service in running.values():
-            service.ready()
+    with running_services(tmp_path_factory.mktemp("entry-state")) as running:
         yield running
-    finally:
-        for service in running.values():
-            service.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +73,9 @@ class Service:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
-    base = tmp_path_factory.mktemp("services")
+@contextmanager
+def running_services(base: Path) -> Iterator[dict[str, Service]]:
+    """The five example services, each with its data under ``base``, stopped at the end."""
     running = {
         "northwind": Service("shop.py", base / "northwind", "--shop", "northwind"),
         "lakeside": Service("shop.py", base / "lakeside", "--shop", "lakeside"),
@@ -92,6 +92,12 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ser
     finally:
         for service in running.values():
             service.stop()
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
+    with running_services(tmp_path_factory.mktemp("services")) as running:
+        yield running
 
 
 def text(result: CallToolResult) -> str:

@@ -18,7 +18,7 @@ import orjson
 from aigrid.entry.service import EntryService
 from aigrid.errors import bad_request
 from aigrid.grid.api.scope import call_store_async
-from aigrid.kernel.agent_model import message_text
+from aigrid.kernel.agent_model import turns_of
 from aigrid.store.accounts import Principal
 from aigrid.store.entries import EntryRecord
 
@@ -60,13 +60,7 @@ async def answer(
 
 
 def _turn(messages: Any) -> _Turn:
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty list of messages.", param="messages")
-    turns: list[tuple[str, str]] = []
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise bad_request("Each message must be an object with a 'role'.", param="messages")
-        turns.append((message["role"], message_text(message.get("content"))))
+    turns = turns_of(messages)
     role, text = turns[-1]
     if role != "user" or not text.strip():
         raise bad_request("The last message must be the user's, with text.", param="messages")

@@ -150,13 +150,7 @@ def _model_object(principal: Principal, name: str, created_us: int) -> dict[str,
 
 def _input(messages: Any) -> str:
     """The process's input: the last user message, after a transcript of the turns before it."""
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty list of messages.", param="messages")
-    turns: list[tuple[str, str]] = []
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise bad_request("Each message must be an object with a 'role'.", param="messages")
-        turns.append((message["role"], message_text(message.get("content"))))
+    turns = turns_of(messages)
     last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=None)
     if last is None or not turns[last][1].strip():
         raise bad_request("An agent needs a user message with text to work on.", param="messages")
@@ -164,6 +158,18 @@ def _input(messages: Any) -> str:
     if not earlier:
         return turns[last][1]
     return "Conversation so far:\n" + "\n".join(earlier) + "\n\nNow: " + turns[last][1]
+
+
+def turns_of(messages: Any) -> list[tuple[str, str]]:
+    """A chat request's messages as (role, text); a 400 for anything that is not a list of messages."""
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' must be a non-empty list of messages.", param="messages")
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise bad_request("Each message must be an object with a 'role'.", param="messages")
+        turns.append((message["role"], message_text(message.get("content"))))
+    return turns
 
 
 def message_text(content: Any) -> str:
