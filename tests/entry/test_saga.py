@@ -324,6 +324,22 @@ async def test_a_server_killed_while_undoing_goes_on_undoing_at_restart(store: E
     world.consistent()
 
 
+async def test_undo_calls_answered_before_a_restart_are_not_made_again(store: EntryStore) -> None:
+    world = WorldMock()
+    entry = await _confirmed(store, world)
+    world.overcharge = 1
+    world.kill_after.add("pay.void")  # the order was cancelled and journaled; the void was not
+    with pytest.raises(ServerKilled):
+        await _run(store, world, entry)
+    ended = await _run(store, world, entry)
+    assert ended.state == "failed"
+    assert [c[0] for c in world.calls].count("shop.cancel_order") == 1
+    assert [c[0] for c in world.calls].count("pay.void") == 2, "the void had no journaled answer"
+    reasons = [s for s in store.journal(entry.id) if s.kind == "note"]
+    assert len(reasons) == 1
+    world.consistent()
+
+
 async def test_a_lost_answer_is_retried_under_the_same_key(store: EntryStore) -> None:
     world = WorldMock()
     world.lose_answer.update({"pay.authorise", "shop.create_order", "pay.capture"})

@@ -15,6 +15,14 @@ def money(cents: int) -> str:
     return f"{sign}{cents // 100:,}.{cents % 100:02d}"
 
 
+def _what(p: Purchase) -> str:
+    """``2 × Kettle``, or for a stay ``Crane Hotel, 2 nights`` (one room, not two)."""
+    nights = p.args.get("nights")
+    if isinstance(nights, int) and not isinstance(nights, bool) and nights > 0:
+        return f"{p.item}, {nights} night{'s' if nights != 1 else ''}"
+    return f"{p.count} × {p.item}"
+
+
 def _verb(call: str, past: bool) -> str:
     op = call.split(".", 1)[-1]
     if "book" in op or "reserve" in op:
@@ -27,7 +35,7 @@ def summary(purchases: list[Purchase], user: str, payment: str | None) -> dict[s
     lines = []
     for p in purchases:
         cost = f" for {money(p.amount_cents)}" if p.amount_cents is not None else ""
-        lines.append(f"{_verb(p.call, False)} {p.count} × {p.item} from {p.seller}{cost}")
+        lines.append(f"{_verb(p.call, False)} {_what(p)} from {p.seller}{cost}")
     total = sum(p.amount_cents or 0 for p in purchases)
     if total:
         lines.append(f"Total {money(total)}, paid from {user}'s wallet.")
@@ -71,9 +79,7 @@ def done(purchases: list[Purchase], results: dict[str, Any], user: str) -> str:
         ref = reference(results.get(f"act:{n}"))
         cost = f" for {money(p.amount_cents)}" if p.amount_cents is not None else ""
         lines.append(
-            f"{_verb(p.call, True)} {p.count} × {p.item} from {p.seller}{cost}"
-            + (f" ({ref})" if ref else "")
-            + "."
+            f"{_verb(p.call, True)} {_what(p)} from {p.seller}{cost}" + (f" ({ref})" if ref else "") + "."
         )
     payments = [
         str(r.get("payment_id"))

@@ -226,10 +226,11 @@ def checked(answer: str, catalog: Catalog, shown: list[Operation] | None = None)
         operation = catalog.get(step.call)
         if operation is None or step.call not in allowed:
             raise PlanError(f"step '{step.id}' calls '{step.call}', which is not one of the operations")
-        if operation.changes_world and not operation.idempotent:
+        undo = catalog.get(f"{operation.service}.{operation.undo}") if operation.undo else None
+        if operation.changes_world and not (operation.idempotent and (undo is None or undo.idempotent)):
             raise PlanError(
-                f"{step.call} changes the world but takes no idempotency key, so a retry could do it "
-                "twice; it cannot be part of a plan"
+                f"{step.call} changes the world but it (or its undo) takes no idempotency key, so a "
+                "retry could do it twice; it cannot be part of a plan"
             )
         _check_args(step, operation, catalog, kinds)
     return plan

@@ -156,13 +156,15 @@ class Saga:
             if undo is None:
                 problems.append(f"{action.call} ({answers.reference(result) or 'no id'}) has no undo")
                 continue
-            args = _undo_args(undo, result, action.args(journal.results))
-            try:
-                await self._make(f"undo:{action.name}", undo.name, args)
-            except Refused as exc:
-                problems.append(f"{undo.name}: {exc}")
-                continue
-            undone.append(_undone(kind, undo, result))
+            name = f"undo:{action.name}"
+            if name not in journal.results | journal.refused:  # undone before a restart: not again
+                args = _undo_args(undo, result, action.args(journal.results))
+                with contextlib.suppress(Refused):
+                    await self._make(name, undo.name, args)
+            if name in journal.refused:
+                problems.append(f"{undo.name}: {journal.refused[name]}")
+            else:
+                undone.append(_undone(kind, undo, result))
         return undone, problems
 
     async def _undo_of(self, action: _Action) -> Operation | None:
@@ -217,6 +219,8 @@ class Saga:
                 journal.reason = str(step.payload.get("reason", ""))
 
     async def _note(self, reason: str) -> None:
+        if self._journal.reason == reason:
+            return  # journaled before a restart
         self._journal.reason = reason
         await self._calls(self._store.append, self._entry.id, "note", {"reason": reason})
 
