@@ -214,7 +214,8 @@ def checked(answer: str, catalog: Catalog, shown: list[Operation] | None = None)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
-        raise PlanError(f"{where}: {error['msg']}" if where else str(error["msg"])) from exc
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise PlanError(f"{where}: {message}" if where else message) from exc
     allowed = {o.name for o in shown} if shown is not None else {o.name for o in catalog.plannable()}
     kinds: dict[str, Any] = {step.id: step for step in plan.steps}
     for step in plan.steps:
