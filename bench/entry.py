@@ -158,7 +158,10 @@ def report_suite(results: list[TaskResult], model: str) -> None:
     nothing = [r for r in results if r.must_buy_nothing]
     print(f"must buy nothing: {sum(r.bought_nothing for r in nothing)}/{len(nothing)} bought nothing")
     broken = [r for r in results if r.violations]
-    print(f"invariant violations: {sum(len(r.violations) for r in results)} (after {len(broken)} task(s))")
+    print(
+        f"invariant violations: {sum(len(r.violations) for r in results)} "
+        f"(checked after each of {len(results)} task(s); {len(broken)} with a violation)"
+    )
     seconds = [r.seconds for r in results]
     print(f"seconds per task: mean {statistics.mean(seconds):.1f}, p95 {p95(seconds):.1f}")
 
