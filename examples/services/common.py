@@ -156,6 +156,14 @@ class Store:
             )
             return result
 
+    def live(self, service: str, table: str, id_column: str) -> dict[str, Any]:
+        """The ledger of a seller: every live (not cancelled) order or booking, its payment and amount."""
+        entries = self.read(
+            f"SELECT {id_column} AS id, payment_id, amount_cents, status FROM {table}"
+            f" WHERE status != 'cancelled' ORDER BY created_at, {id_column}"
+        )
+        return {"service": service, "entries": entries}
+
 
 def new_server(service: str, name: str) -> MCPServer[Any]:
     """An MCP server named ``name`` whose instructions are the description in ``<service>.manifest.json``."""

@@ -180,13 +180,7 @@ def build(seed_dir: Path, data_dir: Path) -> MCPServer[Any]:
     @server.tool()
     def ledger() -> dict[str, Any]:
         """Read-only, for consistency checks: every live (not cancelled) order with its payment and amount."""
-        with store.transaction() as db:
-            entries = fetch_all(
-                db,
-                "SELECT order_id AS id, payment_id, amount_cents, status FROM orders"
-                " WHERE status != 'cancelled' ORDER BY created_at, order_id",
-            )
-        return {"service": "food", "entries": entries}
+        return store.live("food", "orders", "order_id")
 
     return server
 

@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from common import Row, Store, fetch_all, fetch_one, new_id, new_server, now, read_seed, serve, service_parser
+from common import Row, Store, fetch_one, new_id, new_server, now, read_seed, serve, service_parser
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -151,13 +151,7 @@ def build(shop_id: str, seed_dir: Path, data_dir: Path) -> MCPServer[Any]:
     @server.tool()
     def ledger() -> dict[str, Any]:
         """Read-only, for consistency checks: every live (not cancelled) order with its payment and amount."""
-        with store.transaction() as db:
-            entries = fetch_all(
-                db,
-                "SELECT order_id AS id, payment_id, amount_cents, status FROM orders"
-                " WHERE status != 'cancelled' ORDER BY created_at, order_id",
-            )
-        return {"service": f"shop:{shop_id}", "entries": entries}
+        return store.live(f"shop:{shop_id}", "orders", "order_id")
 
     return server
 

@@ -15,7 +15,7 @@ from datetime import date as Date
 from pathlib import Path
 from typing import Any, Literal
 
-from common import Row, Store, fetch_all, fetch_one, new_id, new_server, now, read_seed, serve, service_parser
+from common import Row, Store, fetch_one, new_id, new_server, now, read_seed, serve, service_parser
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -153,13 +153,7 @@ def build(seed_dir: Path, data_dir: Path) -> MCPServer[Any]:
     @server.tool()
     def ledger() -> dict[str, Any]:
         """Read-only, for consistency checks: every live (not cancelled) booking, its payment and amount."""
-        with store.transaction() as db:
-            entries = fetch_all(
-                db,
-                "SELECT booking_id AS id, payment_id, amount_cents, status FROM bookings"
-                " WHERE status != 'cancelled' ORDER BY created_at, booking_id",
-            )
-        return {"service": "travel", "entries": entries}
+        return store.live("travel", "bookings", "booking_id")
 
     return server
 
