@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -21,7 +22,6 @@ from pydantic import ValidationError
 from aigrid.entry.catalog import Catalog, Operation
 from aigrid.entry.plan import RULES, STEP_ID, CallStep, ChooseStep, Plan, PlanError, references
 from aigrid.kernel.tool_search import search_tools, strong
-from aigrid.kernel.tools import Tool
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
 WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]
@@ -106,21 +106,24 @@ def relevant(catalog: Catalog, text: str) -> list[Operation]:
     """The operations of the services the sentence is about (every plannable one if none match)."""
     plannable = catalog.plannable()
     services = sorted({o.service for o in plannable})
-    documents = []
+    documents: list[_ServiceDocument] = []
     for service in services:
         own = [o for o in plannable if o.service == service]
         about = [own[0].category, catalog.descriptions.get(service, "")]
         about += [f"{o.op.replace('_', ' ')} {o.tool.description}" for o in own]
-        documents.append(Tool(name=service, description=" ".join(about), handler=_no_call))
+        documents.append(_ServiceDocument(service, " ".join(about)))
     said = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _CHOICE_WORDS]
     words = " ".join(said + [_SAYINGS.get(w, "") for w in said])
     found = {f.tool.name for f in strong(search_tools(documents, words, limit=len(documents)))}
     return [o for o in plannable if o.service in found] if found else plannable
 
 
-async def _no_call(arguments: dict[str, Any], context: Any) -> None:
-    """A search document is never called."""
-    raise RuntimeError("a search document is not a tool")
+@dataclass(frozen=True, slots=True)
+class _ServiceDocument:
+    """A service as the search reads it: its name, and all its words."""
+
+    name: str
+    description: str
 
 
 def _prompt(user: str, text: str, shown: list[Operation], today: date) -> list[dict[str, Any]]:

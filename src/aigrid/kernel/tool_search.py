@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass
-
-from aigrid.kernel.tools import Tool
+from typing import Generic, Protocol, TypeVar
 
 # Words that say nothing about which tool is needed; the rest of a description is the query.
 # Times and days belong to the schedule, not to the tools ("every morning" names no tool).
@@ -33,15 +32,32 @@ STRONG = 0.6
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]+")
 
 
-@dataclass(frozen=True, slots=True)
-class Found:
-    """A tool that matches, and how well (higher is better)."""
+class Described(Protocol):
+    """What can be searched: a tool, or anything else with a name and a description."""
 
-    tool: Tool
+    @property
+    def name(self) -> str:
+        """Its name; dots and underscores separate words."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """What it does, in words."""
+        ...
+
+
+T = TypeVar("T", bound=Described)
+
+
+@dataclass(frozen=True, slots=True)
+class Found(Generic[T]):
+    """A tool (or other described thing) that matches, and how well (higher is better)."""
+
+    tool: T
     score: float
 
 
-def search_tools(tools: list[Tool], text: str, limit: int = 8) -> list[Found]:
+def search_tools(tools: list[T], text: str, limit: int = 8) -> list[Found[T]]:
     """The tools whose names or descriptions share a word with ``text``, best match first.
 
     No score cut: in a small registry a word most tools share scores near zero however relevant
@@ -67,6 +83,6 @@ def search_tools(tools: list[Tool], text: str, limit: int = 8) -> list[Found]:
     return [Found(tools[i], score) for i, score in rows]
 
 
-def strong(found: list[Found]) -> list[Found]:
+def strong(found: list[Found[T]]) -> list[Found[T]]:
     """The matches that score at least ``STRONG`` times the best one."""
     return [f for f in found if found and f.score >= STRONG * found[0].score]
