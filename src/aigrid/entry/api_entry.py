@@ -12,8 +12,7 @@ from aigrid.errors import bad_request
 from aigrid.grid.api.openai_routes import json_response
 from aigrid.grid.api.scope import call_store, call_store_async
 from aigrid.grid.api.state import AppState, state_of
-from aigrid.kernel.api import json_object, query_number
-from aigrid.store.accounts import Principal
+from aigrid.kernel.api import json_object, owner, query_number
 from aigrid.store.entries import ENTRY_STATES, EntryRecord, JournalStep
 
 _MAX_BODY_BYTES = 64 << 10
@@ -40,11 +39,6 @@ def entry_object(entry: EntryRecord, journal: list[JournalStep] | None = None) -
             for s in journal
         ]
     return body
-
-
-def _owner(principal: Principal) -> int | None:
-    """Whose entries a caller may see: its tenant's, or everyone's for the admin key."""
-    return None if principal.is_admin else principal.tenant_id
 
 
 def _wait_s(body: dict[str, Any]) -> float:
@@ -87,25 +81,23 @@ async def ask(request: Request) -> Response:
 async def confirm(request: Request) -> Response:
     """POST /v1/entry/{id}/confirm: carry out what the summary said."""
     state = state_of(request)
-    principal = state.keyring.authenticate(request)
+    tenant = await owner(request)
     wait = _wait_s(await _body(request))
-    work = state.entries.confirm(_owner(principal), request.path_params["id"], wait)
+    work = state.entries.confirm(tenant, request.path_params["id"], wait)
     return json_response(entry_object(await call_store_async(work)))
 
 
 async def decline(request: Request) -> Response:
     """POST /v1/entry/{id}/decline: do nothing of it."""
     state = state_of(request)
-    principal = state.keyring.authenticate(request)
-    work = state.entries.decline(_owner(principal), request.path_params["id"])
+    work = state.entries.decline(await owner(request), request.path_params["id"])
     return json_response(entry_object(await call_store_async(work)))
 
 
 async def get_entry(request: Request) -> Response:
     """GET /v1/entry/{id}: the entry and its saga's journal."""
     state = state_of(request)
-    principal = state.keyring.authenticate(request)
-    entry = await call_store(state.entries.store.get, request.path_params["id"], _owner(principal))
+    entry = await call_store(state.entries.store.get, request.path_params["id"], await owner(request))
     journal = await call_store(state.entries.store.journal, entry.id)
     return json_response(entry_object(entry, journal))
 
@@ -113,12 +105,12 @@ async def get_entry(request: Request) -> Response:
 async def list_entries(request: Request) -> Response:
     """GET /v1/entry: the caller's entries, newest first (``state`` and ``limit`` filter)."""
     state: AppState = state_of(request)
-    principal = state.keyring.authenticate(request)
+    tenant = await owner(request)
     wanted = request.query_params.get("state")
     if wanted is not None and wanted not in ENTRY_STATES:
         raise bad_request(f"'state' must be one of: {', '.join(ENTRY_STATES)}.", param="state")
     limit = query_number(request, "limit", 50, 1, 500)
-    found = await call_store(state.entries.store.find, _owner(principal), wanted, limit)
+    found = await call_store(state.entries.store.find, tenant, wanted, limit)
     return json_response({"object": "list", "data": [entry_object(e) for e in found]})
 
 

@@ -66,13 +66,3 @@ class Caller:
             except orjson.JSONDecodeError:
                 return value
         return value
-
-    async def until_known(self, operation: Operation, args: dict[str, Any], key: str) -> Any:
-        """Call until the service answers (the result, or Refused); safe because ``key`` is the same."""
-        pause = FIRST_RETRY_S
-        while True:
-            try:
-                return await self.once(operation, args, key)
-            except Unknown:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_S)

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Any
 
 from aigrid.entry import answers
-from aigrid.entry.calls import Caller, Refused
+from aigrid.entry.calls import FIRST_RETRY_S, MAX_RETRY_S, Caller, Refused, Unknown
 from aigrid.entry.catalog import Catalog, Operation
 from aigrid.entry.reading import Purchase
 from aigrid.store.db import StoreCalls
@@ -74,6 +74,7 @@ class Saga:
         self._purchases = [Purchase.from_json(p) for p in entry.summary["purchases"]]
         self._payment = entry.summary.get("payment")
         self._journal = _Journal()
+        self._known: Catalog | None = None  # read again only when a call's service is not in it
 
     async def run(self) -> EntryRecord:
         """Go forward (or on undoing, after a restart) until the entry has ended; the ended entry."""
@@ -98,10 +99,12 @@ class Saga:
             if p.amount_cents is not None:
                 authorise = {"user": self._entry.user, "amount_cents": p.amount_cents}
                 actions.append(_Action(f"authorise:{n}", f"{pay}.authorise", partial(_given, authorise)))
-            actions.append(_Action(f"act:{n}", p.call, partial(_with_payment, p.args, p.amount_cents, n)))
+                actions.append(_Action(f"act:{n}", p.call, partial(_with_payment, p.args, n)))
+            else:
+                actions.append(_Action(f"act:{n}", p.call, partial(_given, p.args)))
         for n, p in enumerate(self._purchases):
             if p.amount_cents is not None:
-                actions.append(_Action(f"capture:{n}", f"{pay}.capture", partial(_with_payment, {}, 1, n)))
+                actions.append(_Action(f"capture:{n}", f"{pay}.capture", partial(_with_payment, {}, n)))
         return actions
 
     async def _forward(self) -> str | None:
@@ -178,14 +181,13 @@ class Saga:
 
     async def _make(self, name: str, call: str, args: dict[str, Any]) -> Any:
         """Journal the call's intent, make it until its outcome is known, journal the outcome."""
-        operation = await self._operation(call)
         key = f"{self._entry.id}:{name}"
         await self._calls(
             self._store.append, self._entry.id, "intent", {"action": name, "call": call, "args": args}
         )
         self._journal.begun.add(name)
         try:
-            value = await self._caller.until_known(operation, args, key)
+            value = await self._until_known(call, args, key)
         except Refused as exc:
             await self._calls(
                 self._store.append, self._entry.id, "refused", {"action": name, "error": str(exc)}
@@ -196,11 +198,24 @@ class Saga:
         self._journal.results[name] = value
         return value
 
+    async def _until_known(self, call: str, args: dict[str, Any], key: str) -> Any:
+        """Call until the service answers (the result, or Refused); safe because ``key`` is the same."""
+        pause = FIRST_RETRY_S
+        while True:
+            try:
+                return await self._caller.once(await self._operation(call), args, key)
+            except Unknown:
+                self._known = None  # a service that comes back may be a new connection
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_S)
+
     async def _operation(self, call: str) -> Operation:
         """The operation, waiting while its service is down or away: the saga needs it to end."""
+        if self._known is not None and (operation := self._known.get(call)) is not None:
+            return operation
         while True:
-            operation = (await self._catalog()).get(call)
-            if operation is not None:
+            self._known = await self._catalog()
+            if (operation := self._known.get(call)) is not None:
                 return operation
             log.warning("entry %s waits for %s, which is not up", self._entry.id, call)
             await asyncio.sleep(_SERVICE_WAIT_S)
@@ -234,9 +249,9 @@ def _given(args: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
     return dict(args)
 
 
-def _with_payment(args: dict[str, Any], paid: int | None, n: int, results: dict[str, Any]) -> dict[str, Any]:
-    """``args``, with the payment_id of purchase ``n``'s authorisation if it is paid."""
-    return dict(args) if paid is None else {**args, "payment_id": _paid(results, n)}
+def _with_payment(args: dict[str, Any], n: int, results: dict[str, Any]) -> dict[str, Any]:
+    """``args``, with the payment_id of purchase ``n``'s authorisation."""
+    return {**args, "payment_id": _paid(results, n)}
 
 
 def _paid(results: dict[str, Any], n: int) -> str:

@@ -88,22 +88,19 @@ class EntryService:
         self, tenant_id: int | None, entry_id: str, wait_s: float = DEFAULT_WAIT_S
     ) -> EntryRecord:
         """Carry out an entry waiting for its confirmation; 409 if it is not waiting."""
-        entry = await self.calls(self.store.get, entry_id, tenant_id)
-        moved = await self.calls(self.store.move, entry.id, ["awaiting_confirmation"], "running")
-        if moved is None:
-            raise AccountError(409, f"Entry {entry.id} is {entry.state}, not waiting for a confirmation.")
+        moved = await self._answered(tenant_id, entry_id, "running")
         return await self._wait(self._start(self._carry_out(moved)), moved, wait_s)
 
     async def decline(self, tenant_id: int | None, entry_id: str) -> EntryRecord:
         """Say no to an entry waiting for its confirmation: nothing is done; 409 if it is not waiting."""
+        return await self._answered(tenant_id, entry_id, "declined", "Declined: nothing was bought.")
+
+    async def _answered(
+        self, tenant_id: int | None, entry_id: str, state: EntryState, answer: str | None = None
+    ) -> EntryRecord:
+        """The entry moved on from waiting for its confirmation; 404 if unknown, 409 if not waiting."""
         entry = await self.calls(self.store.get, entry_id, tenant_id)
-        moved = await self.calls(
-            self.store.move,
-            entry.id,
-            ["awaiting_confirmation"],
-            "declined",
-            answer="Declined: nothing was bought.",
-        )
+        moved = await self.calls(self.store.move, entry.id, ["awaiting_confirmation"], state, answer=answer)
         if moved is None:
             raise AccountError(409, f"Entry {entry.id} is {entry.state}, not waiting for a confirmation.")
         return moved
@@ -122,11 +119,6 @@ class EntryService:
         for entry in open_sagas:
             self._start(self._carry_out(entry))
         return len(open_sagas)
-
-    async def wait_idle(self) -> None:
-        """Wait until every entry this server works on has ended (for tests and benchmarks)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
         """Stop working: sagas stay journaled and go on at the next start."""
