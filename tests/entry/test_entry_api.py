@@ -313,3 +313,20 @@ def test_the_entry_model_asks_in_one_turn_and_acts_on_yes(
     said = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert said.startswith("Bought 1 × Cedar Cast Iron Pan 28cm from northwind for 259.00")
     consistent(services)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"messages": []}, "'messages' must be a non-empty list"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, "The last message must be the user's"),
+        ({"messages": [{"role": "user", "content": "buy a pan"}], "stream": "yes"}, "'stream' must be"),
+        ({"messages": [{"role": "user", "content": "buy a pan"}], "user": 7}, "'user' must be a string"),
+    ],
+)
+def test_the_entry_model_answers_bad_requests_with_clear_400s(
+    server: LiveServer, services: dict[str, Service], body: dict[str, Any], message: str
+) -> None:
+    refused = server.admin("POST", "/v1/chat/completions", json={"model": "entry", **body})
+    assert refused.status_code == 400, refused.text
+    assert message in refused.json()["error"]["message"]
