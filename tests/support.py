@@ -18,6 +18,10 @@ import httpx
 from openai import OpenAI
 
 ADMIN_KEY = "sk-aigrid-admin-test"
+# Where the browser tests leave screenshots of the console for a person to look at.
+SCREENSHOTS = Path(
+    os.environ.get("AIGRID_SCREENSHOTS", Path(__file__).resolve().parents[1] / "build" / "screenshots")
+)
 
 
 def free_port() -> int:

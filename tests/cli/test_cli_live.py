@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -43,6 +44,10 @@ def test_tenant_key_budget_limits_and_the_bill(server: LiveServer) -> None:
     assert rows["shop"]["requests"] == 3 and rows["shop"]["total_tokens"] == 84
     table = aigrid(server, "usage")
     assert table.returncode == 0 and "shop" in table.stdout and "84" in table.stdout
+    bill = table.stdout.split("bill per tenant", 1)[1]
+    shop = next(line for line in bill.splitlines() if line.split()[:1] == ["shop"])
+    assert shop.split()[:3] == ["shop", "0.000126", "84"] and "━" in shop
+    assert "CNY per month  0.000126 / 1.50" in shop
     spent = json.loads(aigrid(server, "budget", "list", "--tenant", "shop", "--json").stdout)["data"][0]
     assert spent["spent"] == 3 * 42  # 12 x 0.8 + 16 x 2.0 = 41.6 micro-CNY, rounded, per request
     assert "mock" in aigrid(server, "deployments").stdout
@@ -145,3 +150,40 @@ def test_run_ps_logs_and_signals(server: LiveServer, tmp_path: Path) -> None:
     assert "approvals" in aigrid(server, "approvals").stdout
     nope = aigrid(server, "approve", "p-nope:3")
     assert nope.returncode == 1 and "No approval p-nope:3" in nope.stderr
+
+
+def test_a_tenants_key_gets_its_bill_without_budgets(server: LiveServer) -> None:
+    key = server.new_tenant_key("viewer")
+    client = OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "hi"}])
+    env = {**os.environ, "AIGRID_URL": server.url, "AIGRID_ADMIN_KEY": key, "COLUMNS": "200"}
+    bill = subprocess.run(
+        [sys.executable, "-m", "aigrid", "usage", "--group-by", "tenant"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bill.returncode == 0, bill.stderr
+    lines = bill.stdout.split("bill per tenant", 1)[1].splitlines()
+    viewer = next(line for line in lines if "viewer" in line)
+    assert viewer.split()[:3] == ["viewer", "0.000042", "28"] and "100.0%" in viewer
+    assert "budget" not in bill.stdout and bill.stderr == ""
+
+
+def test_run_waits_for_the_result_and_top_prints_json(server: LiveServer, tmp_path: Path) -> None:
+    assert aigrid(server, "tenant", "create", "waiter-co").returncode == 0
+    spec = tmp_path / "writer.json"
+    spec.write_text(json.dumps({"name": "writer", "instructions": "Write.", "model": "mock"}))
+    assert aigrid(server, "agent", "save", str(spec), "--tenant", "waiter-co").returncode == 0
+    shown = aigrid(server, "run", "writer", "a haiku", "--tenant", "waiter-co", "--wait")
+    assert shown.returncode == 0, shown.stderr
+    assert "(writer v1) is done." in shown.stdout and shown.stderr == ""
+    ended = aigrid(server, "run", "writer", "a limerick", "--tenant", "waiter-co", "--wait", "--json")
+    assert ended.returncode == 0, ended.stderr
+    process = json.loads(ended.stdout)
+    assert process["state"] == "done" and process["result"]
+    frame = json.loads(aigrid(server, "top", "--json", "--tenant", "waiter-co").stdout)
+    assert {p["pid"] for p in frame["data"]} >= {process["pid"]}
+    assert all(p["tenant"] == "waiter-co" for p in frame["data"])

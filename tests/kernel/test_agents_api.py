@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -43,6 +44,9 @@ def test_a_tenant_stores_versions_of_its_agent(server: LiveServer) -> None:
     assert first["spec"]["max_steps"] == 20
     versions = call(server, key, "GET", "/v1/agents/shopper/versions").json()["data"]
     assert [v["version"] for v in versions] == [1, 2]
+    assert versions[0]["diff"] is None, "the first version has nothing to differ from"
+    assert versions[1]["diff"].startswith("--- v1\n+++ v2\n")
+    assert "-max_steps: 20\n+max_steps: 5\n" in versions[1]["diff"]
     listed = call(server, key, "GET", "/v1/agents").json()["data"]
     assert [(a["name"], a["version"]) for a in listed] == [("shopper", 2)]
 
@@ -85,3 +89,20 @@ def test_malformed_bodies_and_missing_keys(server: LiveServer) -> None:
     no_tenant = server.admin("POST", "/v1/agents", json=SPEC)
     assert no_tenant.status_code == 400 and no_tenant.json()["error"]["param"] == "tenant"
     assert server.admin("POST", "/v1/agents", json={**SPEC, "tenant": "umbrella"}).status_code == 201
+
+
+def test_an_agents_timed_triggers_say_when_they_fire_next(server: LiveServer) -> None:
+    key = server.new_tenant_key("hooli")
+    daily = {"kind": "cron", "cron": "0 8 * * *", "timezone": "UTC"}
+    spec = {**SPEC, "name": "morning", "triggers": [{"kind": "webhook"}, daily]}
+    assert call(server, key, "POST", "/v1/agents", json=spec).status_code == 201
+    triggers = call(server, key, "GET", "/v1/agents/morning/triggers").json()["data"]
+    assert [(t["position"], t["trigger"]["cron"]) for t in triggers] == [(1, "0 8 * * *")]
+    next_at = triggers[0]["next_at"]
+    assert next_at % 86_400 == 8 * 3600 and 0 < next_at - time.time() <= 86_400
+    assert triggers[0]["fired"] == 0 and triggers[0]["last_fired_at"] is None
+    assert call(server, key, "GET", "/v1/agents/nobody/triggers").status_code == 404
+    unnamed = server.admin("GET", "/v1/agents/morning/triggers")
+    assert unnamed.status_code == 400 and unnamed.json()["error"]["param"] == "tenant"
+    admin = server.admin("GET", "/v1/agents/morning/triggers", params={"tenant": "hooli"}).json()["data"]
+    assert admin == triggers

@@ -52,6 +52,12 @@ def test_an_agent_runs_to_its_answer_metered_to_its_process(server: LiveServer) 
     assert [row["agent"] for row in usage["data"]] == ["writer"]
     listed = call(server, key, "GET", "/v1/processes", params={"state": "done"}).json()["data"]
     assert [p["pid"] for p in listed] == [pid]
+    by_agent = call(server, key, "GET", "/v1/processes", params={"agent": "writer"}).json()["data"]
+    assert [p["pid"] for p in by_agent] == [pid]
+    assert call(server, key, "GET", "/v1/processes", params={"agent": "reader"}).json()["data"] == []
+    answer = steps[1]["usage"]
+    assert answer["prompt_tokens"] == process["usage"]["prompt_tokens"], "the journal says what a call used"
+    assert answer["cost_micro"] == process["usage"]["cost_micro"]
     ended = call(server, key, "POST", f"/v1/processes/{pid}/kill")
     assert ended.status_code == 409 and ended.json()["error"]["code"] == "conflict"
 

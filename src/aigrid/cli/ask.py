@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
 from aigrid.cli.client import CLIError, connect
-from aigrid.cli.common import JsonFlag, console, fail
+from aigrid.cli.common import JsonFlag, console, emit_json, fail, waiting
 
 _WAIT_S = 300.0
 
@@ -25,12 +24,14 @@ def ask(
     """Ask for something in a sentence: aigrid plans it across services, asks once, and does it."""
     try:
         with connect() as client:
-            entry = client.ask(sentence, user, yes, _WAIT_S)
+            with waiting("working it out" if yes else "planning", quiet=as_json):
+                entry = client.ask(sentence, user, yes, _WAIT_S)
             if entry["state"] == "awaiting_confirmation":
                 if not as_json:
                     _show_summary(entry)
                 if _confirmed(entry):
-                    entry = client.confirm_entry(entry["id"], _WAIT_S)
+                    with waiting("carrying it out", quiet=as_json):
+                        entry = client.confirm_entry(entry["id"], _WAIT_S)
                 else:
                     entry = client.decline_entry(entry["id"])
     except CLIError as exc:
@@ -53,10 +54,10 @@ def _confirmed(entry: dict[str, Any]) -> bool:
 
 
 def _show_end(entry: dict[str, Any], as_json: bool) -> None:
-    out = console()
     if as_json:
-        out.out(json.dumps(entry, indent=2, ensure_ascii=False), highlight=False)
+        emit_json(entry)
         return
+    out = console()
     style = {"done": "green", "failed": "red"}.get(entry["state"], "yellow")
     answer = (
         entry.get("answer") or f"Entry {entry['id']} is {entry['state']}; see GET /v1/entry/{entry['id']}."

@@ -17,12 +17,13 @@ TIMEOUT_S = 30.0
 
 
 class CLIError(Exception):
-    """A failure the CLI reports as `error: <message>` before exiting with `exit_code`."""
+    """A failure the CLI reports as `error: <message>`, exiting with `exit_code`; `status` is the HTTP one."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = 1, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+        self.status = status
 
 
 def server_url() -> str:
@@ -125,7 +126,7 @@ class AdminClient:
         except httpx.HTTPError as exc:
             raise CLIError(f"request to aigrid at {self.base_url} failed: {exc}") from exc
         if response.is_error:
-            raise CLIError(error_message(response))
+            raise CLIError(error_message(response), status=response.status_code)
         try:
             data = response.json()
         except ValueError as exc:
@@ -266,6 +267,10 @@ class AdminClient:
         return self._request(
             "GET", "/v1/processes", params={"tenant": tenant, "state": state, "limit": str(limit)}
         )
+
+    def get_process(self, pid: str) -> dict[str, Any]:
+        """GET /v1/processes/{pid}."""
+        return self._request("GET", f"/v1/processes/{quote(pid, safe='')}")
 
     def process_journal(self, pid: str) -> dict[str, Any]:
         """GET /v1/processes/{pid}/journal."""

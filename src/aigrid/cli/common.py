@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from aigrid.cli.client import AdminClient, CLIError, connect
@@ -34,19 +37,41 @@ def console() -> Console:
     return terminal
 
 
+def emit_json(data: object) -> None:
+    """Print ``data`` as indented JSON on stdout, with nothing added (for scripts)."""
+    console().out(json.dumps(data, indent=2, ensure_ascii=False), highlight=False)
+
+
+@contextmanager
+def waiting(what: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]]:
+    """A spinner with elapsed time on stderr while the server works, yielding a way to reword it.
+
+    Nothing is shown with ``quiet`` (--json) or when stderr is not a terminal.
+    """
+    err = Console(stderr=True)
+    if quiet or not err.is_terminal:
+        yield lambda _: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    # Transient: once the answer is in, the spinner's line is gone and only the answer stays.
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(escape(what), total=None)
+        yield lambda words: progress.update(task, description=escape(words))
+
+
 def call(
     as_json: bool,
     request: Callable[[AdminClient], dict[str, Any]],
     show: Callable[[dict[str, Any]], RenderableType],
-) -> None:
-    """Make one API call and print its answer as JSON or through `show`; report failures, no traceback."""
+) -> dict[str, Any]:
+    """Make one API call, print its answer as JSON or through `show`, and return it; failures exit."""
     try:
         with connect() as admin:
             result = request(admin)
     except CLIError as exc:
         fail(exc.message, exc.exit_code)
-    out = console()
     if as_json:
-        out.out(json.dumps(result, indent=2, ensure_ascii=False), highlight=False)
+        emit_json(result)
     else:
-        out.print(show(result))
+        console().print(show(result))
+    return result

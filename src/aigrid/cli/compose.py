@@ -6,7 +6,6 @@ command shows it as YAML (an edit as a diff), asks, and saves exactly what was s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from rich.text import Text
 
 from aigrid.cli import render
 from aigrid.cli.client import AdminClient, CLIError, connect
-from aigrid.cli.common import JsonFlag, Tenant, console, fail
+from aigrid.cli.common import JsonFlag, Tenant, console, emit_json, fail, waiting
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Save without asking.")]
 TimeZone = Annotated[
@@ -39,7 +38,13 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Write an agent from a sentence: see its spec, confirm, and it is saved."""
-    _confirm_and_save(lambda c: c.draft_agent(description, tenant, timezone), tenant, yes, as_json)
+    _confirm_and_save(
+        lambda c: c.draft_agent(description, tenant, timezone),
+        "the model writes the agent",
+        tenant,
+        yes,
+        as_json,
+    )
 
 
 def edit(
@@ -51,15 +56,22 @@ def edit(
     as_json: JsonFlag = False,
 ) -> None:
     """Change an agent in words: see the diff, confirm, and it is saved as a new version."""
-    _confirm_and_save(lambda c: c.draft_edit(name, change, tenant, timezone), tenant, yes, as_json)
+    _confirm_and_save(
+        lambda c: c.draft_edit(name, change, tenant, timezone),
+        f"the model writes {name}'s next version",
+        tenant,
+        yes,
+        as_json,
+    )
 
 
 def _confirm_and_save(
-    draft_of: Callable[[AdminClient], dict[str, Any]], tenant: str, yes: bool, as_json: bool
+    draft_of: Callable[[AdminClient], dict[str, Any]], doing: str, tenant: str, yes: bool, as_json: bool
 ) -> None:
     try:
         with connect() as client:
-            draft = draft_of(client)
+            with waiting(doing, quiet=as_json):
+                draft = draft_of(client)
             if not as_json or not yes:
                 _show(draft)
             if not yes and not _confirmed():
@@ -68,10 +80,10 @@ def _confirm_and_save(
             saved = client.save_agent(draft["spec"], tenant)
     except CLIError as exc:
         fail(exc.message, exc.exit_code)
-    out = console()
     if as_json:
-        out.out(json.dumps(saved, indent=2, ensure_ascii=False), highlight=False)
+        emit_json(saved)
     else:
+        out = console()
         out.print(render.saved_agent(saved))
         if "webhook_secret" in saved:
             out.print(Text(f"Webhook secret (shown once): {saved['webhook_secret']}", style="bold"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -16,8 +17,13 @@ from rich.text import Text
 
 from aigrid import __version__
 from aigrid.cli import ask, compose, mcp_server, render, services, system
-from aigrid.cli.client import AdminClient
-from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail
+from aigrid.cli.client import AdminClient, CLIError
+from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail, waiting
+
+# States a process leaves without anyone's help: `run --wait` waits through these and no others.
+_WORKING = frozenset({"ready", "running", "waiting_tool", "sleeping"})
+_FIRST_LOOK_S = 0.1
+_LOOK_S = 1.0
 
 
 class Period(StrEnum):
@@ -228,18 +234,34 @@ def usage(
     tenant: TenantFilter = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show usage and cost as a bill, grouped and optionally bucketed by time."""
-    call(
-        as_json,
-        lambda c: c.usage(
+    """Show usage and cost as a bill, grouped and optionally bucketed by time; by tenant, with a bar each."""
+    budgets: list[dict[str, Any]] | None = None
+
+    def bill(client: AdminClient) -> dict[str, Any]:
+        nonlocal budgets
+        result = client.usage(
             group_by=group_by,
             interval=interval.value if interval else None,
             since=since,
             until=until,
             tenant=tenant,
-        ),
-        render.usage,
-    )
+        )
+        if not as_json and "tenant" in (result.get("group_by") or []):
+            budgets = _readable_budgets(client, tenant)
+        return result
+
+    call(as_json, bill, lambda result: render.usage(result, budgets))
+
+
+def _readable_budgets(client: AdminClient, tenant: str | None) -> list[dict[str, Any]] | None:
+    """The budgets beside a bill; None when this key may not read them (403) or the server has none (404)."""
+    try:
+        data: list[dict[str, Any]] = client.list_budgets(tenant)["data"]
+    except CLIError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    return data
 
 
 @app.command()
@@ -309,10 +331,34 @@ def run_agent(
     agent: Annotated[str, typer.Argument(help="The agent to run (its newest version).")],
     text: Annotated[str, typer.Argument(help="What the agent starts from.")],
     tenant: Tenant,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the process until it ends or needs a person.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start a process of an agent."""
-    call(as_json, lambda c: c.start_process(agent, text, tenant), render.process)
+    """Start a process of an agent; with --wait, show how it ended (exit 1 if it failed)."""
+    if not wait:
+        call(as_json, lambda c: c.start_process(agent, text, tenant), render.process)
+        return
+    ended = call(as_json, lambda c: _follow(c, c.start_process(agent, text, tenant), as_json), render.ended)
+    if ended["state"] in ("failed", "killed"):
+        raise typer.Exit(1)
+
+
+def _follow(client: AdminClient, process: dict[str, Any], as_json: bool) -> dict[str, Any]:
+    """The process once it has ended or waits for a person, looked at less often as time goes by."""
+    pid, pause = process["pid"], _FIRST_LOOK_S
+    try:
+        with waiting(f"process {pid} is {process['state']}", quiet=as_json) as say:
+            while process["state"] in _WORKING:
+                time.sleep(pause)
+                pause = min(_LOOK_S, pause * 2)
+                process = client.get_process(pid)
+                say(f"process {pid} is {process['state']}, {process['steps']} steps")
+    except KeyboardInterrupt:
+        message = f"stopped waiting; process {pid} goes on: follow it with 'aigrid logs {pid}'"
+        raise CLIError(message, exit_code=130) from None
+    return process
 
 
 @app.command("ps")

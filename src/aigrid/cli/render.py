@@ -10,6 +10,7 @@ from typing import Any
 from rich import box
 from rich.console import Group, RenderableType
 from rich.json import JSON
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -18,6 +19,9 @@ _USAGE_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens"
 _USAGE_HEADERS = ("requests", "prompt", "completion", "cached", "total")
 _NUMBER: dict[str, Any] = {"justify": "right", "no_wrap": True}  # numbers are never cut or wrapped
 _WORDS: dict[str, Any] = {"overflow": "fold"}  # text wraps, and long words fold, rather than being cut
+_BAR_WIDTH = 30
+# A budget bar turns yellow from this share of its limit on, and red when the limit is reached.
+_BUDGET_WARNING = 0.8
 
 
 def when(us: int | None) -> str:
@@ -132,8 +136,11 @@ def limits(result: dict[str, Any]) -> Table:
     return _table("rate limits", ("tenant", "requests/min", "tokens/min"), rows, numeric=2)
 
 
-def usage(result: dict[str, Any]) -> Table:
-    """GET /v1/usage as a bill: one row per bucket and group, totals in the footer; costs in CNY."""
+def usage(result: dict[str, Any], budgets: list[dict[str, Any]] | None = None) -> RenderableType:
+    """GET /v1/usage as a bill: one row per bucket and group, totals in the footer; costs in CNY.
+
+    Grouped by tenant, the bill per tenant follows, with each tenant's ``budgets`` when given.
+    """
     labels = (["start"] if result.get("interval") else []) + list(result.get("group_by") or [])
     totals = result["totals"]
     title = "usage" + (f" per {result['interval']}" if result.get("interval") else "")
@@ -154,7 +161,60 @@ def usage(result: dict[str, Any]) -> Table:
             *(Text(count(row[f])) for f in _USAGE_SUMS),
             Text(cny(row["cost_micro"])),
         )
+    if "tenant" not in labels or not result["data"]:
+        return table
+    return Group(table, Text(""), tenant_bill(result, budgets))
+
+
+def tenant_bill(result: dict[str, Any], budgets: list[dict[str, Any]] | None) -> Table:
+    """Each tenant's cost and tokens in a usage answer, a bar of its share, and its budgets' use."""
+    # The rows are summed as they are: integers, so each tenant's figures are the API's own.
+    spent: dict[str | None, tuple[int, int]] = {}
+    for row in result["data"]:
+        cost, tokens = spent.get(row.get("tenant"), (0, 0))
+        spent[row.get("tenant")] = (cost + row["cost_micro"], tokens + row["total_tokens"])
+    totals = result["totals"]
+    by_cost = totals["cost_micro"] > 0
+    whole = totals["cost_micro"] if by_cost else totals["total_tokens"]
+    table = _new_table("bill per tenant")
+    table.add_column("tenant", **_WORDS)
+    table.add_column("CNY", **_NUMBER)
+    table.add_column("tokens", **_NUMBER)
+    table.add_column("share of cost" if by_cost else "share of tokens", no_wrap=True)
+    table.add_column("", **_NUMBER)
+    if budgets is not None:
+        table.add_column("budget this period (spent / limit)", **_NUMBER)
+        table.add_column("", no_wrap=True)
+    for tenant, (cost, tokens) in sorted(spent.items(), key=lambda item: item[1], reverse=True):
+        part = cost if by_cost else tokens
+        cells: list[RenderableType] = [
+            text(tenant),
+            Text(cny(cost)),
+            Text(count(tokens)),
+            ProgressBar(total=whole or 1, completed=part, width=_BAR_WIDTH),
+            Text(f"{part / whole:.1%}" if whole else NONE),
+        ]
+        if budgets is None:
+            table.add_row(*cells)
+            continue
+        # A tenant's first budget goes on its line, any others on lines of their own below it.
+        none: list[tuple[RenderableType, RenderableType]] = [(Text(NONE), Text(""))]
+        uses = [_budget_use(b) for b in budgets if b["tenant"] == tenant] or none
+        for i, use in enumerate(uses):
+            table.add_row(*(cells if i == 0 else [Text("")] * len(cells)), *use)
     return table
+
+
+def _budget_use(budget: dict[str, Any]) -> tuple[RenderableType, RenderableType]:
+    """One budget as "spent / limit" and a bar of spent over limit."""
+    kind, limit, used = budget["kind"], budget["limit"], budget["spent"]
+    period = "in total" if budget["period"] == "total" else f"per {budget['period']}"
+    amount = f"{_budget_amount(kind, used)} / {_budget_amount(kind, limit)}"
+    style = "yellow" if used >= limit * _BUDGET_WARNING else "green"
+    bar = ProgressBar(
+        total=limit, completed=min(used, limit), width=_BAR_WIDTH, complete_style=style, finished_style="red"
+    )
+    return Text(f"{'CNY' if kind == 'cost' else 'tokens'} {period}  {amount}"), bar
 
 
 def _health(d: dict[str, Any]) -> Text:
@@ -258,6 +318,18 @@ def journal(result: dict[str, Any]) -> RenderableType:
             Text(f"{step['seq']:>4}  {when(step['at_us'])}  {step['kind']:<15} ") + Text(str(detail))
         )
     return Group(*lines) if lines else Text("No steps yet.")
+
+
+def ended(result: dict[str, Any]) -> RenderableType:
+    """A process that `run --wait` followed: how it ended, then its result or the reason."""
+    heading = process(result)
+    if result["state"] == "done":
+        return Group(heading, Text(str(result.get("result") or "")))
+    if result["state"] in ("failed", "killed"):
+        return Group(heading, Text(result.get("reason") or NONE, style="red"))
+    # It waits for a person: say what moves it on.
+    hint = "aigrid approvals" if result["state"] == "waiting_approval" else f"aigrid resume {result['pid']}"
+    return Group(heading, Text(f"{result.get('reason') or NONE} (see '{hint}')", style="yellow"))
 
 
 def approvals(result: dict[str, Any]) -> Table:

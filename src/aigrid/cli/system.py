@@ -14,7 +14,7 @@ from rich.text import Text
 
 from aigrid.cli import render
 from aigrid.cli.client import AdminClient, CLIError, connect
-from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, console, fail
+from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, console, emit_json, fail
 
 tool_app = typer.Typer(
     no_args_is_help=True, help="Add, list and remove tools (MCP servers, OpenAPI services)."
@@ -167,14 +167,19 @@ class _Top:
         self._rows = rows
         self._seen: dict[str, tuple[float, int]] = {}
 
-    def frame(self, client: AdminClient) -> RenderableType:
-        now = time.monotonic()
+    def processes(self, client: AdminClient) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The processes a frame shows, as the API answers them, and how many are in each live state."""
         live = client.list_processes(self._tenant, ",".join(_LIVE), 1000)["data"]
         recent = client.list_processes(self._tenant, None, self._rows)["data"]
         counts = {state: sum(p["state"] == state for p in live) for state in _LIVE}
         rank = {state: i for i, state in enumerate(_LIVE)}
         live.sort(key=lambda p: (rank[p["state"]], -p["updated_at"]))
-        shown = live + [p for p in recent if p["state"] not in rank]
+        return (live + [p for p in recent if p["state"] not in rank])[: self._rows], counts
+
+    def frame(self, client: AdminClient) -> RenderableType:
+        """One screenful: the counts per state, then the processes with their token rates."""
+        now = time.monotonic()
+        shown, counts = self.processes(client)
         rates: dict[str, float] = {}
         for p in shown:
             tokens = p["usage"]["prompt_tokens"] + p["usage"]["completion_tokens"]
@@ -184,7 +189,7 @@ class _Top:
             self._seen[p["pid"]] = (now, tokens)
         summary = "  ".join(f"{state} {n}" for state, n in counts.items())
         heading = Text(f"aigrid top — {time.strftime('%H:%M:%S')}  {summary}", style="bold")
-        return Group(heading, render.top(shown[: self._rows], rates))
+        return Group(heading, render.top(shown, rates))
 
 
 def top(
@@ -192,11 +197,15 @@ def top(
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 2.0,
     rows: Annotated[int, typer.Option(min=1, max=1000, help="At most this many processes.")] = 40,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Watch processes live: what runs, what waits, tokens and cost, refreshed until Ctrl-C."""
+    """Watch processes live: what runs, what waits, tokens and cost, until Ctrl-C (--json: one frame)."""
     view = _Top(tenant, rows)
     try:
         with connect() as client:
+            if as_json:
+                emit_json({"object": "list", "data": view.processes(client)[0]})
+                return
             if once:
                 console().print(view.frame(client))
                 return

@@ -8,8 +8,8 @@ import gc
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
 from aigrid.errors import APIError, internal_error
-from aigrid.grid.api import admin_routes, openai_routes
+from aigrid.grid.api import account_routes, admin_routes, openai_routes
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.api.hot_path import HotPath
 from aigrid.grid.api.state import AppState, state_of
@@ -62,6 +62,7 @@ from aigrid.store.processes import ProcessStore
 from aigrid.store.providers import ProviderStore
 from aigrid.store.triggers import TriggerStore
 from aigrid.store.usage import agent_spent
+from aigrid.web import console
 
 log = logging.getLogger(__name__)
 ADMIN_KEY_FILE = "admin_key"
@@ -235,8 +236,16 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
     )
 
 
-def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
-    """A server for a config and a data directory; everything starts in its lifespan."""
+def create_app(
+    config: ServerConfig,
+    data_dir: Path,
+    *,
+    starting: Callable[[Backend], AbstractContextManager[object]] = nullcontext,
+) -> HotPath:
+    """A server for a config and a data directory; everything starts in its lifespan.
+
+    Each backend starts inside ``starting(backend)``: how `aigrid serve` shows models loading.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -254,7 +263,8 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
         parts: _KernelParts | None = None
         try:
             for d in router.deployments():
-                await d.backend.start()
+                with starting(d.backend):
+                    await d.backend.start()
                 started.append(d.backend)
             parts = await asyncio.to_thread(_kernel, grid, store, config)
             await parts.providers.start()
@@ -299,6 +309,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
 
     app = FastAPI(title="aigrid", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.router.routes.extend(openai_routes.routes)
+    app.router.routes.extend(account_routes.routes)
     app.router.routes.extend(compose_routes.routes)
     app.router.routes.extend(service_routes.routes)
     app.router.routes.extend(entry_routes.routes)
@@ -306,6 +317,7 @@ def create_app(config: ServerConfig, data_dir: Path) -> HotPath:
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))
     app.include_router(admin_routes.router)
+    app.router.routes.extend(console.routes)
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)

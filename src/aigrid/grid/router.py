@@ -81,6 +81,7 @@ class Deployment:
     requests: int = 0
     failures: int = 0
     seconds_per_token: float | None = None
+    latency_s: float | None = None
 
     @property
     def name(self) -> str:
@@ -88,7 +89,11 @@ class Deployment:
         return self.backend.name
 
     def observe_speed(self, seconds: float, tokens: int) -> None:
-        """Fold one request's time per output token into the moving average."""
+        """Fold one request's time, and its time per output token, into the moving averages."""
+        if self.latency_s is None:
+            self.latency_s = seconds
+        else:
+            self.latency_s += _EWMA_WEIGHT * (seconds - self.latency_s)
         if tokens <= 0:
             return
         sample = seconds / tokens
@@ -119,6 +124,8 @@ class Deployment:
             "requests": self.requests,
             "failures": self.failures,
             "seconds_per_output_token": self.seconds_per_token,
+            "tokens_per_s": round(1 / self.seconds_per_token, 1) if self.seconds_per_token else None,
+            "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
             "engine": None if (stats := self.backend.engine_stats()) is None else asdict(stats),
         }
 

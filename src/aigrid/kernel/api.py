@@ -15,6 +15,7 @@ from aigrid.errors import APIError, bad_request
 from aigrid.grid.api.openai_routes import json_response
 from aigrid.grid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.grid.api.state import state_of
+from aigrid.kernel.compiler import spec_diff
 from aigrid.kernel.spec import AgentSpec, WebhookTrigger
 from aigrid.store.agents import StoredSpec
 from aigrid.store.processes import STATES, ProcessRecord, Step
@@ -184,12 +185,40 @@ async def get_agent(request: Request) -> Response:
 
 
 async def agent_versions(request: Request) -> Response:
-    """GET /v1/agents/{name}/versions: every version, oldest first."""
+    """GET /v1/agents/{name}/versions: every version, oldest first, each with its diff from the last."""
     state = state_of(request)
     tenant_id = await one_tenant(request)
     stored = await call_store(state.agents.versions, tenant_id, request.path_params["name"])
     tenants = await call_store(state.accounts.tenant_names)
-    return json_response({"object": "list", "data": [_agent_object(s, tenants) for s in stored]})
+    data = []
+    for before, after in zip([None, *stored], stored, strict=False):
+        diff = (
+            None
+            if before is None
+            else spec_diff(before.spec, after.spec, f"v{before.version}", f"v{after.version}")
+        )
+        data.append({**_agent_object(after, tenants), "diff": diff})
+    return json_response({"object": "list", "data": data})
+
+
+async def agent_triggers(request: Request) -> Response:
+    """GET /v1/agents/{name}/triggers: the newest version's timed triggers and when each fires next."""
+    state = state_of(request)
+    tenant_id = await one_tenant(request)
+    stored = await call_store(state.agents.get, tenant_id, request.path_params["name"])
+    rows = await call_store(TriggerStore(state.engine).of, tenant_id, stored.spec.name)
+    data = [
+        {
+            "object": "agent.trigger",
+            "position": r.position,
+            "trigger": orjson.loads(r.definition),
+            "next_at": None if r.next_at_us is None else r.next_at_us // 1_000_000,
+            "last_fired_at": None if r.last_fired_at_us is None else r.last_fired_at_us // 1_000_000,
+            "fired": r.fired,
+        }
+        for r in rows
+    ]
+    return json_response({"object": "list", "data": data})
 
 
 async def one_tenant(request: Request) -> int:
@@ -260,7 +289,7 @@ async def start_process(request: Request) -> Response:
 
 
 async def list_processes(request: Request) -> Response:
-    """GET /v1/processes: the caller's processes, newest first (``?state=``, ``?limit=``)."""
+    """GET /v1/processes: the caller's processes, newest first (``?state=``, ``?agent=``, ``?limit=``)."""
     state = state_of(request)
     principal = state.keyring.authenticate(request)
     params = request.query_params
@@ -270,7 +299,7 @@ async def list_processes(request: Request) -> Response:
     if unknown:
         raise bad_request(f"Unknown state(s) {', '.join(unknown)}; use {', '.join(STATES)}.", param="state")
     limit = query_number(request, "limit", 100, 1, 1000)
-    found = await call_store(state.processes.find, tenant_id, states, limit)
+    found = await call_store(state.processes.find, tenant_id, states, limit, params.get("agent") or None)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response({"object": "list", "data": [_process_object(p, tenants) for p in found]})
 
@@ -361,6 +390,7 @@ routes = [
     Route("/v1/agents", list_agents, methods=["GET"]),
     Route("/v1/agents/{name}", get_agent, methods=["GET"]),
     Route("/v1/agents/{name}/versions", agent_versions, methods=["GET"]),
+    Route("/v1/agents/{name}/triggers", agent_triggers, methods=["GET"]),
     Route("/v1/agents/{name}/secret", new_secret, methods=["POST"]),
     Route("/v1/agents/{name}/trigger", trigger_agent, methods=["POST"]),
 ]

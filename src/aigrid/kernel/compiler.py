@@ -122,6 +122,18 @@ def readable(spec: AgentSpec) -> str:
     return str(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100))
 
 
+def spec_diff(before: AgentSpec, after: AgentSpec, before_label: str, after_label: str) -> str:
+    """A unified diff of two specs as a person reads them; empty when they read the same."""
+    return "".join(
+        difflib.unified_diff(
+            readable(before).splitlines(keepends=True),
+            readable(after).splitlines(keepends=True),
+            before_label,
+            after_label,
+        )
+    )
+
+
 def needs_approval(tool: str) -> bool:
     """The stated rule: a tool whose operation spends, sends, books or deletes waits for a person's yes."""
     operation = tool.lower().partition(".")[2] or tool.lower()
@@ -213,11 +225,7 @@ class Compiler:
 
         spec = await self._validated(tenant_id, prompt, schema, build)
         text = readable(spec)
-        diff = "".join(
-            difflib.unified_diff(
-                readable(current).splitlines(keepends=True), text.splitlines(keepends=True), "current", "new"
-            )
-        )
+        diff = spec_diff(current, spec, "current", "new")
         notes = [f"schedule: {when.summary} (from '{when.phrase}')"] if when else []
         return Draft(spec, text, tuple(notes), diff or "(no change)")
 

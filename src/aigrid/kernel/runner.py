@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -251,7 +251,7 @@ class Runner:
         # same commit; a tool call that needs no person is journaled with it, about to run.
         entries: list[Entry] = [
             ("model_request", {"messages": len(messages), "tools": len(schemas)}),
-            ("model_response", {"message": message}),
+            ("model_response", {"message": message, "usage": asdict(usage)}),
         ]
         calls = message.get("tool_calls") or []
         if not calls:

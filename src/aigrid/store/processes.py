@@ -250,14 +250,20 @@ class ProcessStore:
             return self._read(cursor, pid, tenant_id)
 
     def find(
-        self, tenant_id: int | None = None, states: Collection[str] | None = None, limit: int = 100
+        self,
+        tenant_id: int | None = None,
+        states: Collection[str] | None = None,
+        limit: int = 100,
+        agent: str | None = None,
     ) -> list[ProcessRecord]:
-        """Processes, newest first; of one tenant and in some states if asked."""
+        """Processes, newest first; of one tenant, in some states and of one agent if asked."""
         where = []
         if tenant_id is not None:
             where.append(ProcessRow.tenant_id == tenant_id)
         if states is not None:
             where.append(ProcessRow.state.in_(list(states)))
+        if agent is not None:
+            where.append(ProcessRow.agent == agent)
         newest = (ProcessRow.created_at_us.desc(), ProcessRow.pid)
         return self._select(*where, order=newest, limit=limit)
 

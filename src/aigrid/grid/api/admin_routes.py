@@ -121,6 +121,16 @@ def _budget_view(tenant: str, view: dict[str, object]) -> dict[str, object]:
     return {"tenant": tenant, **view}
 
 
+def budget_views(state: AppState, names: dict[int, str], tenant_id: int | None) -> list[dict[str, object]]:
+    """Each budget with what is spent and reserved in its current period; of one tenant, or all."""
+    return [
+        _budget_view(name, b.view())
+        for tid, name in sorted(names.items())
+        if tenant_id is None or tid == tenant_id
+        for b in state.grid.admission.budgets(tid)
+    ]
+
+
 @router.put("/budgets")
 async def set_budget(body: BudgetIn, state: Admin) -> Response:
     """Add or replace a tenant's budget for a period."""
@@ -140,14 +150,10 @@ async def set_budget(body: BudgetIn, state: Admin) -> Response:
 async def list_budgets(state: Admin, tenant: str | None = None) -> Response:
     """Budgets with what is spent and reserved in the current period."""
     names = await call_store(state.accounts.tenant_names)
-    if tenant is not None and tenant not in names.values():
+    ids = [tid for tid, name in names.items() if name == tenant]
+    if tenant is not None and not ids:
         raise api_error_for(404, f"No tenant named '{tenant}'.")
-    data = [
-        _budget_view(name, b.view())
-        for tid, name in sorted(names.items())
-        if tenant is None or name == tenant
-        for b in state.grid.admission.budgets(tid)
-    ]
+    data = budget_views(state, names, ids[0] if ids else None)
     return json_response({"object": "list", "data": data})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class EmbeddedBackend(Backend):
 
     def __init__(self, name: str, config: DeploymentConfig) -> None:
         super().__init__(name, config)
+        # Set before ``start`` to follow the weights' loading (0.0 to 1.0), told on the loading thread.
+        self.load_progress: Callable[[float], None] | None = None
         self._engine: BatchEngine | None = None
         self._vocab: Any = None
         self._reader: RequestReader | None = None
@@ -75,7 +77,7 @@ class EmbeddedBackend(Backend):
             embed_context=spec.embed_context,
         )
         engine = BatchEngine(spec, self.config.queue_size, self.name)
-        await engine.start()
+        await engine.start(self.load_progress)
         self._engine = engine
         logger.info(
             "%s: loaded %s (context %d, %d threads, %d parallel sequences, %d cached)",

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import llama_cpp
@@ -62,11 +63,11 @@ class BatchEngine:
         self._state: _DecodeLoop | None = None
         self._closed = False
 
-    async def start(self) -> None:
-        """Start the thread and wait until it has loaded the model."""
+    async def start(self, on_progress: Callable[[float], None] | None = None) -> None:
+        """Start the thread and wait until it has loaded the model; ``on_progress`` hears how far."""
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=f"llama:{self._name}", daemon=True
+            target=self._run, args=(ready, on_progress), name=f"llama:{self._name}", daemon=True
         )
         self._thread.start()
         await asyncio.wrap_future(ready)
@@ -123,9 +124,11 @@ class BatchEngine:
     def _shutting_down(self) -> BackendError:
         return BackendError(f"{self._name}: shutting down", retryable=True, status=503)
 
-    def _run(self, ready: concurrent.futures.Future[None]) -> None:
+    def _run(
+        self, ready: concurrent.futures.Future[None], on_progress: Callable[[float], None] | None
+    ) -> None:
         try:
-            model = self._spec.load()
+            model = self._spec.load(on_progress)
         except Exception as exc:
             ready.set_exception(exc)
             return

@@ -6,6 +6,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ _CELL_PAD = 256
 # Prompt tokens decoded in one step, besides one token per generating sequence: one micro-batch.
 PREFILL_TOKENS = 512
 
+_log = logging.getLogger(__name__)
 _llama_log = logging.getLogger("llama.cpp")
 # ggml's levels (none, debug, info, warn, error; 5 continues the last line). llama-cpp-python's own
 # callback reads an older numbering: it printed warnings as errors (a false "training context
@@ -84,9 +86,12 @@ class ModelSpec:
         """The most tokens one embedding input may have."""
         return min(self.context_length, _EMBED_CONTEXT)
 
-    def load(self) -> LoadedModel:
-        """The model that generates text, with a KV cache split into one stream per sequence."""
-        return LoadedModel(self)
+    def load(self, on_progress: Callable[[float], None] | None = None) -> LoadedModel:
+        """The model that generates text, with a KV cache split into one stream per sequence.
+
+        ``on_progress`` hears how far the weights are loaded, from 0.0 to 1.0, on the loading thread.
+        """
+        return LoadedModel(self, on_progress)
 
     def load_embedder(self) -> Any:
         """A second instance of the model that yields mean-pooled embeddings."""
@@ -116,8 +121,11 @@ class LoadedModel:
     benchmark. The price is that sharing a prefix between sequences copies a stream.
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, on_progress: Callable[[float], None] | None = None) -> None:
         model_params = llama_cpp.llama_model_default_params()
+        if on_progress is not None:
+            # The struct keeps the ctypes callback alive for as long as the load takes.
+            model_params.progress_callback = _load_callback(on_progress)
         self.model = llama_cpp.llama_model_load_from_file(str(spec.path).encode(), model_params)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load the model file {spec.path}")
@@ -145,6 +153,20 @@ class LoadedModel:
         """Free the context and the weights."""
         llama_cpp.llama_free(self.context)
         llama_cpp.llama_model_free(self.model)
+
+
+def _load_callback(on_progress: Callable[[float], None]) -> Any:
+    """llama.cpp's load progress callback, calling ``on_progress`` with the share loaded."""
+
+    def report(fraction: float, _user_data: ctypes.c_void_p) -> bool:
+        try:
+            on_progress(fraction)
+        except Exception:
+            # Only a display is told: its fault must not stop the model from loading.
+            _log.exception("the load progress callback failed")
+        return True  # False would abort the load
+
+    return llama_cpp.llama_progress_callback(report)
 
 
 class Vocabulary:
