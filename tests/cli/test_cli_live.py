@@ -126,11 +126,16 @@ def test_bad_agent_files_and_specs_are_clear_errors(server: LiveServer, tmp_path
     assert unknown.returncode == 1 and "No agent named 'nobody'" in unknown.stderr
 
 
-def test_run_ps_logs_and_signals(server: LiveServer, tmp_path: Path) -> None:
-    assert aigrid(server, "tenant", "create", "runner-co").returncode == 0
+def save_writer(server: LiveServer, tmp_path: Path, tenant: str) -> None:
+    """A new tenant with an agent ``writer`` on the mock model, saved through the CLI."""
+    assert aigrid(server, "tenant", "create", tenant).returncode == 0
     spec = tmp_path / "writer.json"
     spec.write_text(json.dumps({"name": "writer", "instructions": "Write.", "model": "mock"}))
-    assert aigrid(server, "agent", "save", str(spec), "--tenant", "runner-co").returncode == 0
+    assert aigrid(server, "agent", "save", str(spec), "--tenant", tenant).returncode == 0
+
+
+def test_run_ps_logs_and_signals(server: LiveServer, tmp_path: Path) -> None:
+    save_writer(server, tmp_path, "runner-co")
     started = aigrid(server, "run", "writer", "a haiku", "--tenant", "runner-co", "--json")
     assert started.returncode == 0, started.stderr
     pid = json.loads(started.stdout)["pid"]
@@ -173,10 +178,7 @@ def test_a_tenants_key_gets_its_bill_without_budgets(server: LiveServer) -> None
 
 
 def test_run_waits_for_the_result_and_top_prints_json(server: LiveServer, tmp_path: Path) -> None:
-    assert aigrid(server, "tenant", "create", "waiter-co").returncode == 0
-    spec = tmp_path / "writer.json"
-    spec.write_text(json.dumps({"name": "writer", "instructions": "Write.", "model": "mock"}))
-    assert aigrid(server, "agent", "save", str(spec), "--tenant", "waiter-co").returncode == 0
+    save_writer(server, tmp_path, "waiter-co")
     shown = aigrid(server, "run", "writer", "a haiku", "--tenant", "waiter-co", "--wait")
     assert shown.returncode == 0, shown.stderr
     assert "(writer v1) is done." in shown.stdout and shown.stderr == ""

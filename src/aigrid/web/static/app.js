@@ -12,7 +12,18 @@ const RANGES = {
   day: { span: 86400, interval: "hour", step: 3600 },
   month: { span: 30 * 86400, interval: "day", step: 86400 },
 };
-const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const PALETTE = [
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#d62728",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#7f7f7f",
+  "#bcbd22",
+  "#17becf",
+];
 const NONE = "—";
 
 class ApiError extends Error {
@@ -73,6 +84,38 @@ function poll(load, ms) {
   };
 }
 
+const STALE = Symbol("stale"); // what a load returns when a newer one has begun
+
+/* A page that keeps itself current: its `load` runs every `ms` while it is shown, and its `error`
+   and `updated` lines say how the last try went. `start`, if any, runs once before the first
+   load, and `teardown` when the page goes. */
+function livePage(ms, component) {
+  const page = {
+    error: "",
+    updated: "",
+    stop: null,
+    init() {
+      if (this.start) this.start();
+      this.stop = poll(() => this.refresh(), ms);
+    },
+    destroy() {
+      this.stop();
+      if (this.teardown) this.teardown();
+    },
+    async refresh() {
+      try {
+        if ((await this.load()) === STALE) return;
+        this.error = "";
+        this.updated = fmt.clock();
+      } catch (err) {
+        this.error = err.message;
+      }
+    },
+  };
+  // Copied as descriptors, so that the component's getters stay getters.
+  return Object.defineProperties(page, Object.getOwnPropertyDescriptors(component));
+}
+
 function isoSeconds(seconds) {
   return new Date(seconds * 1000).toISOString().replace(".000Z", "Z");
 }
@@ -87,7 +130,10 @@ const fmt = {
     const sign = micro < 0 ? "-" : "";
     const abs = Math.abs(micro);
     const whole = Math.floor(abs / 1e6).toLocaleString("en-US");
-    const fraction = String(abs % 1e6).padStart(6, "0").replace(/0+$/, "").padEnd(2, "0");
+    const fraction = String(abs % 1e6)
+      .padStart(6, "0")
+      .replace(/0+$/, "")
+      .padEnd(2, "0");
     return `${sign}${whole}.${fraction}`;
   },
   when(seconds) {
@@ -226,7 +272,7 @@ document.addEventListener("alpine:init", () => {
   Alpine.data("meter", () => {
     const charts = {};
     let seq = 0;
-    return {
+    return livePage(5000, {
       range: "day",
       split: "tenant",
       splits: ["tenant", "model", "deployment", "agent"],
@@ -236,19 +282,14 @@ document.addEventListener("alpine:init", () => {
       totals: null,
       top: [],
       budgets: [],
-      error: "",
-      updated: "",
-      stop: null,
 
-      init() {
+      start() {
         if (!this.me.admin) this.splits = ["model", "deployment", "agent"];
         if (!this.me.admin) this.split = "model";
-        for (const field of ["range", "split", "metric", "tenant"]) this.$watch(field, () => this.load());
-        this.stop = poll(() => this.load(), 5000);
+        for (const field of ["range", "split", "metric", "tenant"]) this.$watch(field, () => this.refresh());
       },
 
-      destroy() {
-        this.stop();
+      teardown() {
         for (const chart of Object.values(charts)) chart.destroy();
       },
 
@@ -269,23 +310,24 @@ document.addEventListener("alpine:init", () => {
         const now = Math.floor(Date.now() / 1000);
         const since = Math.floor(now / 60) * 60 - range.span;
         const base = { since: isoSeconds(since), tenant: this.tenant.trim() };
+        let answers;
         try {
-          const [series, bill, budgets] = await Promise.all([
+          answers = await Promise.all([
             api(`/v1/usage${query({ ...base, group_by: this.split, interval: range.interval })}`),
             api(`/v1/usage${query({ ...base, group_by: this.split })}`),
             api(`/v1/budgets${query({ tenant: base.tenant })}`),
           ]);
-          if (mine !== seq) return; // a newer load (another range or split) has begun
-          this.sinceIso = base.since;
-          this.totals = bill.totals;
-          this.top = this.ranked(bill.data, bill.totals);
-          this.budgets = budgets.data;
-          this.draw(series.data, since, now, range);
-          this.error = "";
-          this.updated = fmt.clock();
         } catch (err) {
-          if (mine === seq) this.error = err.message;
+          if (mine !== seq) return STALE; // a newer load (another range or split) has begun
+          throw err;
         }
+        if (mine !== seq) return STALE;
+        const [series, bill, budgets] = answers;
+        this.sinceIso = base.since;
+        this.totals = bill.totals;
+        this.top = this.ranked(bill.data, bill.totals);
+        this.budgets = budgets.data;
+        this.draw(series.data, since, now, range);
       },
 
       ranked(rows, totals) {
@@ -314,7 +356,11 @@ document.addEventListener("alpine:init", () => {
           tokens[i] += row.total_tokens;
           cost[i] += row.cost_micro / 1e6;
           const label = row[this.split] ?? "(none)";
-          if (!groups.has(label)) groups.set(label, starts.map(() => 0));
+          if (!groups.has(label))
+            groups.set(
+              label,
+              starts.map(() => 0),
+            );
           groups.get(label)[i] += this.metric === "cost" ? row.cost_micro / 1e6 : row.total_tokens;
         }
         drawChart(charts, "line", this.$refs.line, {
@@ -361,40 +407,28 @@ document.addEventListener("alpine:init", () => {
           }),
         });
       },
-    };
+    });
   });
 
-  Alpine.data("grid", () => ({
-    deployments: [],
-    error: "",
-    updated: "",
-    stop: null,
-    init() {
-      this.stop = poll(async () => {
-        try {
-          this.deployments = (await api("/admin/deployments")).data;
-          this.error = "";
-          this.updated = fmt.clock();
-        } catch (err) {
-          this.error = err.message;
-        }
-      }, 2000);
-    },
-    destroy() {
-      this.stop();
-    },
-    health(d) {
-      if (d.healthy) return "ok";
-      const parts = [d.state];
-      if (d.cooldown_left_s) parts.push(`cooling down, retry in ${Math.ceil(d.cooldown_left_s)}s`);
-      if (d.consecutive_failures) parts.push(`${d.consecutive_failures} failures in a row`);
-      return parts.join(", ");
-    },
-  }));
+  Alpine.data("grid", () =>
+    livePage(2000, {
+      deployments: [],
+      async load() {
+        this.deployments = (await api("/admin/deployments")).data;
+      },
+      health(d) {
+        if (d.healthy) return "ok";
+        const parts = [d.state];
+        if (d.cooldown_left_s) parts.push(`cooling down, retry in ${Math.ceil(d.cooldown_left_s)}s`);
+        if (d.consecutive_failures) parts.push(`${d.consecutive_failures} failures in a row`);
+        return parts.join(", ");
+      },
+    }),
+  );
 
   Alpine.data("processes", () => {
     const seen = new Map(); // pid -> [time, tokens] of the last poll, for tokens per second
-    return {
+    return livePage(2000, {
       states: ALL_STATES,
       state: "",
       agent: "",
@@ -402,147 +436,126 @@ document.addEventListener("alpine:init", () => {
       rows: [],
       rates: {},
       counts: {},
-      error: "",
-      updated: "",
-      stop: null,
-      init() {
-        for (const field of ["state", "agent", "tenant"]) this.$watch(field, () => this.load());
-        this.stop = poll(() => this.load(), 2000);
-      },
-      destroy() {
-        this.stop();
+      start() {
+        for (const field of ["state", "agent", "tenant"]) this.$watch(field, () => this.refresh());
       },
       stepText(p) {
         return `step ${p.steps}${p.reason ? ` · ${p.reason}` : ""}`;
       },
       async load() {
         const states = this.state === "live" ? LIVE_STATES.join(",") : this.state;
-        try {
-          const found = await api(
-            `/v1/processes${query({ state: states, agent: this.agent.trim(), tenant: this.tenant.trim(), limit: 200 })}`,
-          );
-          const rank = (p) => (LIVE_STATES.includes(p.state) ? LIVE_STATES.indexOf(p.state) : LIVE_STATES.length);
-          const rows = found.data.sort((a, b) => rank(a) - rank(b) || b.updated_at - a.updated_at);
-          const now = performance.now() / 1000;
-          const rates = {};
-          for (const p of rows) {
-            const tokens = p.usage.prompt_tokens + p.usage.completion_tokens;
-            const before = seen.get(p.pid);
-            if (before && now > before[0] && LIVE_STATES.includes(p.state)) rates[p.pid] = (tokens - before[1]) / (now - before[0]);
-            seen.set(p.pid, [now, tokens]);
-          }
-          const counts = {};
-          for (const p of rows) counts[p.state] = (counts[p.state] || 0) + 1;
-          this.rows = rows;
-          this.rates = rates;
-          this.counts = counts;
-          this.error = "";
-          this.updated = fmt.clock();
-        } catch (err) {
-          this.error = err.message;
+        const found = await api(
+          `/v1/processes${query({ state: states, agent: this.agent.trim(), tenant: this.tenant.trim(), limit: 200 })}`,
+        );
+        const rank = (p) => (LIVE_STATES.includes(p.state) ? LIVE_STATES.indexOf(p.state) : LIVE_STATES.length);
+        const rows = found.data.sort((a, b) => rank(a) - rank(b) || b.updated_at - a.updated_at);
+        const now = performance.now() / 1000;
+        const rates = {};
+        for (const p of rows) {
+          const tokens = p.usage.prompt_tokens + p.usage.completion_tokens;
+          const before = seen.get(p.pid);
+          if (before && now > before[0] && LIVE_STATES.includes(p.state))
+            rates[p.pid] = (tokens - before[1]) / (now - before[0]);
+          seen.set(p.pid, [now, tokens]);
         }
+        const counts = {};
+        for (const p of rows) counts[p.state] = (counts[p.state] || 0) + 1;
+        this.rows = rows;
+        this.rates = rates;
+        this.counts = counts;
       },
-    };
+    });
   });
 
-  Alpine.data("processPage", () => ({
-    p: null,
-    steps: [],
-    calls: {}, // tool call id -> arguments, from the model's answers
-    confirmKill: false,
-    error: "",
-    updated: "",
-    stop: null,
-    pid: null,
-    init() {
-      this.open();
-      this.$watch("route", () => this.open());
-    },
-    destroy() {
-      if (this.stop) this.stop();
-    },
-    open() {
-      if (this.route.page !== "process" || this.route.arg === this.pid) return;
-      if (this.stop) this.stop();
-      Object.assign(this, { pid: this.route.arg, p: null, steps: [], calls: {}, confirmKill: false, error: "" });
-      this.stop = poll(() => this.load(), 1500);
-    },
-    get ended() {
-      return !this.p || ENDED.includes(this.p.state);
-    },
-    get canPause() {
-      return !this.ended && this.p.state !== "suspended";
-    },
-    async load() {
-      const pid = this.pid;
-      try {
+  Alpine.data("processPage", () =>
+    livePage(1500, {
+      p: null,
+      steps: [],
+      calls: {}, // tool call id -> arguments, from the model's answers
+      confirmKill: false,
+      pid: null,
+      start() {
+        this.pid = this.route.arg;
+        // Another process's link on this page keeps the page and changes the process.
+        this.$watch("route", (route) => {
+          if (route.page !== "process" || route.arg === this.pid) return;
+          Object.assign(this, { pid: route.arg, p: null, steps: [], calls: {}, confirmKill: false, error: "" });
+          this.refresh();
+        });
+      },
+      get ended() {
+        return !this.p || ENDED.includes(this.p.state);
+      },
+      get canPause() {
+        return !this.ended && this.p.state !== "suspended";
+      },
+      async load() {
+        const pid = this.pid;
         const p = await api(`/v1/processes/${encodeURIComponent(pid)}`);
         const after = this.steps.length ? this.steps[this.steps.length - 1].seq : 0;
         const journal = await api(`/v1/processes/${encodeURIComponent(pid)}/journal${query({ after })}`);
-        if (pid !== this.pid) return;
+        if (pid !== this.pid) return STALE;
         for (const step of journal.data) {
           for (const call of step.message?.tool_calls || []) this.calls[call.id] = call.function?.arguments;
         }
         this.p = p;
         this.steps = [...this.steps, ...journal.data];
-        this.error = "";
-        this.updated = fmt.clock();
-      } catch (err) {
-        this.error = err.message;
-      }
-    },
-    async send(signal) {
-      try {
-        this.p = await api(`/v1/processes/${encodeURIComponent(this.pid)}/${signal}`, { method: "POST" });
-        this.error = "";
-      } catch (err) {
-        this.error = err.message;
-      }
-      this.confirmKill = false;
-      await this.load();
-    },
-    summary(s) {
-      switch (s.kind) {
-        case "model_request":
-          return `model call with ${s.messages} messages and ${s.tools} tools`;
-        case "model_response": {
-          const u = s.usage;
-          const used = u ? `${fmt.count(u.prompt_tokens)} prompt + ${fmt.count(u.completion_tokens)} completion tokens, ${fmt.cny(u.cost_micro)} CNY` : "";
-          const asks = (s.message?.tool_calls || []).map((c) => c.function?.name);
-          return [used, asks.length ? `asks for ${asks.join(", ")}` : "answers"].filter(Boolean).join(" · ");
+      },
+      async send(signal) {
+        try {
+          this.p = await api(`/v1/processes/${encodeURIComponent(this.pid)}/${signal}`, { method: "POST" });
+          this.error = "";
+        } catch (err) {
+          this.error = err.message;
         }
-        case "tool_call":
-          return `calls ${s.tool}`;
-        case "tool_result":
-          return `${s.tool} ${s.ok ? "answered" : "failed"}`;
-        case "approval":
-          return `${s.tool}: ${s.status === "pending" ? "waits for a person's approval" : s.status}`;
-        default:
-          return s.kind;
-      }
-    },
-    detail(s) {
-      switch (s.kind) {
-        case "model_request":
-          return "";
-        case "model_response": {
-          const calls = s.message?.tool_calls || [];
-          if (!calls.length) return s.message?.content || "";
-          return calls.map((c) => `${c.function?.name}(${fmt.json(c.function?.arguments ?? {})})`).join("\n");
+        this.confirmKill = false;
+        await this.refresh();
+      },
+      summary(s) {
+        switch (s.kind) {
+          case "model_request":
+            return `model call with ${s.messages} messages and ${s.tools} tools`;
+          case "model_response": {
+            const u = s.usage;
+            const used = u
+              ? `${fmt.count(u.prompt_tokens)} prompt + ${fmt.count(u.completion_tokens)} completion tokens, ${fmt.cny(u.cost_micro)} CNY`
+              : "";
+            const asks = (s.message?.tool_calls || []).map((c) => c.function?.name);
+            return [used, asks.length ? `asks for ${asks.join(", ")}` : "answers"].filter(Boolean).join(" · ");
+          }
+          case "tool_call":
+            return `calls ${s.tool}`;
+          case "tool_result":
+            return `${s.tool} ${s.ok ? "answered" : "failed"}`;
+          case "approval":
+            return `${s.tool}: ${s.status === "pending" ? "waits for a person's approval" : s.status}`;
+          default:
+            return s.kind;
         }
-        case "tool_call":
-          return fmt.json(this.calls[s.id] ?? {});
-        case "tool_result":
-          return fmt.json(s.content ?? "");
-        case "approval":
-          return s.arguments ? fmt.json(s.arguments) : "";
-        default: {
-          const { object, seq, kind, at_us, ...rest } = s;
-          return fmt.json(rest);
+      },
+      detail(s) {
+        switch (s.kind) {
+          case "model_request":
+            return "";
+          case "model_response": {
+            const calls = s.message?.tool_calls || [];
+            if (!calls.length) return s.message?.content || "";
+            return calls.map((c) => `${c.function?.name}(${fmt.json(c.function?.arguments ?? {})})`).join("\n");
+          }
+          case "tool_call":
+            return fmt.json(this.calls[s.id] ?? {});
+          case "tool_result":
+            return fmt.json(s.content ?? "");
+          case "approval":
+            return s.arguments ? fmt.json(s.arguments) : "";
+          default: {
+            const { object, seq, kind, at_us, ...rest } = s;
+            return fmt.json(rest);
+          }
         }
-      }
-    },
-  }));
+      },
+    }),
+  );
 
   Alpine.data("agents", () => ({
     list: [],
@@ -671,70 +684,45 @@ document.addEventListener("alpine:init", () => {
     },
   }));
 
-  Alpine.data("approvals", () => ({
-    items: [],
-    notice: "",
-    error: "",
-    updated: "",
-    stop: null,
-    init() {
-      this.stop = poll(() => this.load(), 2000);
-    },
-    destroy() {
-      this.stop();
-    },
-    async load() {
-      try {
+  Alpine.data("approvals", () =>
+    livePage(2000, {
+      items: [],
+      notice: "",
+      async load() {
         this.items = (await api("/v1/approvals")).data;
-        this.error = "";
-        this.updated = fmt.clock();
-      } catch (err) {
-        this.error = err.message;
-      }
-    },
-    async decide(a, decision) {
-      try {
-        const p = await api(`/v1/approvals/${encodeURIComponent(a.id)}/${decision}`, { method: "POST" });
-        const verb = decision === "approve" ? "Approved" : "Denied";
-        this.notice = `${verb} ${a.tool}: process ${p.pid} is ${p.state}.`;
-        this.items = this.items.filter((x) => x.id !== a.id);
-        this.pending = this.items.length; // the count in the tabs, without waiting for its next poll
-        this.error = "";
-      } catch (err) {
-        this.error = err.message;
-      }
-    },
-  }));
-
-  Alpine.data("services", () => ({
-    items: [],
-    tools: {},
-    error: "",
-    updated: "",
-    stop: null,
-    init() {
-      this.stop = poll(async () => {
+      },
+      async decide(a, decision) {
         try {
-          const [services, tools] = await Promise.all([api("/v1/services"), api("/v1/tools")]);
-          this.items = services.data;
-          this.tools = Object.fromEntries(tools.data.map((t) => [t.name, t]));
+          const p = await api(`/v1/approvals/${encodeURIComponent(a.id)}/${decision}`, { method: "POST" });
+          const verb = decision === "approve" ? "Approved" : "Denied";
+          this.notice = `${verb} ${a.tool}: process ${p.pid} is ${p.state}.`;
+          this.items = this.items.filter((x) => x.id !== a.id);
+          this.pending = this.items.length; // the count in the tabs, without waiting for its next poll
           this.error = "";
-          this.updated = fmt.clock();
         } catch (err) {
           this.error = err.message;
         }
-      }, 10000);
-    },
-    destroy() {
-      this.stop();
-    },
-    params(tool) {
-      const schema = this.tools[tool]?.parameters;
-      if (!schema?.properties) return NONE;
-      const required = new Set(schema.required || []);
-      return Object.keys(schema.properties)
-        .map((name) => (required.has(name) ? name : `${name}?`))
-        .join(", ");
-    },
-  }));
+      },
+    }),
+  );
+
+  Alpine.data("services", () =>
+    livePage(10000, {
+      items: [],
+      tools: {},
+      async load() {
+        const [services, tools] = await Promise.all([api("/v1/services"), api("/v1/tools")]);
+        this.items = services.data;
+        this.tools = Object.fromEntries(tools.data.map((t) => [t.name, t]));
+      },
+      params(tool) {
+        const schema = this.tools[tool]?.parameters;
+        if (!schema?.properties) return NONE;
+        const required = new Set(schema.required || []);
+        return Object.keys(schema.properties)
+          .map((name) => (required.has(name) ? name : `${name}?`))
+          .join(", ");
+      },
+    }),
+  );
 });
