@@ -133,7 +133,9 @@ def serve(config_path: Path | None, host: str, port: int, data_dir: Path) -> Non
         # Through the console, log lines appear above the live display rather than across it.
         handler = RichHandler(console=console, show_path=False, markup=False)
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Every HTTP request these clients make (to MCP services, upstreams) is not news for an operator.
+    for chatty in ("alembic", "httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     url = f"http://{host}:{port}/v1"
     names = ", ".join(n for m in config.models for n in (m.name, *m.aliases))
     console.print(f"[bold]aigrid[/bold] serving {names}")

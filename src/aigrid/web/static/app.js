@@ -200,6 +200,48 @@ function drawChart(charts, name, canvas, config) {
   charts[name] = new window.Chart(canvas, config);
 }
 
+const shortNumber = (v) => Number(v).toLocaleString("en-US", { maximumSignificantDigits: 3 });
+
+/* Usage rows of /v1/usage with an interval, placed on every bucket of the range (empty ones too). */
+function bucketed(rows, since, now, range) {
+  const starts = bucketStarts(since, now, range.step);
+  return {
+    rows,
+    starts,
+    index: new Map(starts.map((t, i) => [t, i])),
+    labels: starts.map((t) => bucketLabel(t, range.interval)),
+  };
+}
+
+/* A stacked area chart of `value(row)` per bucket, one area per value of the row's `split` field. */
+function stackedArea(series, split, value) {
+  const groups = new Map();
+  for (const row of series.rows) {
+    const i = series.index.get(Math.floor(row.start_us / 1e6));
+    if (i === undefined) continue;
+    const label = row[split] ?? "(none)";
+    if (!groups.has(label))
+      groups.set(
+        label,
+        series.starts.map(() => 0),
+      );
+    groups.get(label)[i] += value(row);
+  }
+  const datasets = [...groups.entries()].map(([label, data], i) => ({
+    label,
+    data,
+    fill: i === 0 ? "origin" : "-1",
+    borderColor: PALETTE[i % PALETTE.length],
+    backgroundColor: `${PALETTE[i % PALETTE.length]}66`,
+    pointRadius: 0,
+  }));
+  return {
+    type: "line",
+    data: { labels: series.labels, datasets },
+    options: chartOptions({ scales: { y: { stacked: true, beginAtZero: true, ticks: { callback: shortNumber } } } }),
+  };
+}
+
 const chartOptions = (extra = {}) => ({
   animation: false,
   maintainAspectRatio: false,
@@ -344,29 +386,19 @@ document.addEventListener("alpine:init", () => {
       },
 
       draw(rows, since, now, range) {
-        const starts = bucketStarts(since, now, range.step);
-        const index = new Map(starts.map((t, i) => [t, i]));
-        const labels = starts.map((t) => bucketLabel(t, range.interval));
-        const tokens = starts.map(() => 0);
-        const cost = starts.map(() => 0);
-        const groups = new Map();
+        const series = bucketed(rows, since, now, range);
+        const tokens = series.starts.map(() => 0);
+        const cost = series.starts.map(() => 0);
         for (const row of rows) {
-          const i = index.get(Math.floor(row.start_us / 1e6));
+          const i = series.index.get(Math.floor(row.start_us / 1e6));
           if (i === undefined) continue;
           tokens[i] += row.total_tokens;
           cost[i] += row.cost_micro / 1e6;
-          const label = row[this.split] ?? "(none)";
-          if (!groups.has(label))
-            groups.set(
-              label,
-              starts.map(() => 0),
-            );
-          groups.get(label)[i] += this.metric === "cost" ? row.cost_micro / 1e6 : row.total_tokens;
         }
         drawChart(charts, "line", this.$refs.line, {
           type: "line",
           data: {
-            labels,
+            labels: series.labels,
             datasets: [
               { label: "tokens", data: tokens, borderColor: PALETTE[0], yAxisID: "y", pointRadius: 0 },
               { label: "cost (CNY)", data: cost, borderColor: PALETTE[1], yAxisID: "cost", pointRadius: 0 },
@@ -380,41 +412,38 @@ document.addEventListener("alpine:init", () => {
                 position: "right",
                 grid: { drawOnChartArea: false },
                 title: { display: true, text: "CNY" },
-                ticks: { callback: (v) => Number(v).toLocaleString("en-US", { maximumSignificantDigits: 3 }) },
+                ticks: { callback: shortNumber },
               },
             },
           }),
         });
-        const datasets = [...groups.entries()].map(([label, data], i) => ({
-          label,
-          data,
-          fill: i === 0 ? "origin" : "-1",
-          borderColor: PALETTE[i % PALETTE.length],
-          backgroundColor: `${PALETTE[i % PALETTE.length]}66`,
-          pointRadius: 0,
-        }));
-        drawChart(charts, "area", this.$refs.area, {
-          type: "line",
-          data: { labels, datasets },
-          options: chartOptions({
-            scales: {
-              y: {
-                stacked: true,
-                beginAtZero: true,
-                ticks: { callback: (v) => Number(v).toLocaleString("en-US", { maximumSignificantDigits: 3 }) },
-              },
-            },
-          }),
-        });
+        const value = this.metric === "cost" ? (row) => row.cost_micro / 1e6 : (row) => row.total_tokens;
+        drawChart(charts, "area", this.$refs.area, stackedArea(series, this.split, value));
       },
     });
   });
 
-  Alpine.data("grid", () =>
-    livePage(2000, {
+  Alpine.data("grid", () => {
+    const gridCharts = {};
+    return livePage(2000, {
       deployments: [],
       async load() {
-        this.deployments = (await api("/admin/deployments")).data;
+        const range = RANGES.hour;
+        const now = Math.floor(Date.now() / 1000);
+        const since = Math.floor(now / 60) * 60 - range.span;
+        const params = { group_by: "deployment", interval: range.interval, since: isoSeconds(since) };
+        const [deployments, usage] = await Promise.all([api("/admin/deployments"), api(`/v1/usage${query(params)}`)]);
+        this.deployments = deployments.data;
+        const series = bucketed(usage.data, since, now, range);
+        drawChart(
+          gridCharts,
+          "tokens",
+          this.$refs.tokens,
+          stackedArea(series, "deployment", (row) => row.total_tokens),
+        );
+      },
+      teardown() {
+        for (const chart of Object.values(gridCharts)) chart.destroy();
       },
       health(d) {
         if (d.healthy) return "ok";
@@ -423,8 +452,8 @@ document.addEventListener("alpine:init", () => {
         if (d.consecutive_failures) parts.push(`${d.consecutive_failures} failures in a row`);
         return parts.join(", ");
       },
-    }),
-  );
+    });
+  });
 
   Alpine.data("processes", () => {
     const seen = new Map(); // pid -> [time, tokens] of the last poll, for tokens per second
