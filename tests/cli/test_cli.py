@@ -494,22 +494,22 @@ def test_usage_by_tenant_shows_a_bar_per_tenant_and_its_budgets(fake_server: Fak
     assert result.exit_code == 0, result.output
     assert [r.url.path for r in fake_server.requests] == ["/v1/usage", "/admin/budgets"]
     assert "bill per tenant" in result.stdout
-    # acme's two rows summed: 2.00 CNY of 3.00, its bar two thirds of the width, its budgets beside it.
-    acme = _bill_line(result.stdout, "acme")
+    # acme's two rows summed: 2.00 CNY of 3.00, its bar two thirds of the width.
+    bill, limits = result.stdout.split("budgets this period")
+    acme = _bill_line(bill, "acme")
     assert acme.split()[:3] == ["acme", "2.00", "900,000"]
     assert "66.7%" in acme
-    assert "━" * 20 in acme and "━" * 21 not in acme.split("%")[0]
-    assert "CNY per month  2.00 / 5.00" in acme
-    assert acme.rstrip().endswith(" " + "━" * 12)  # 2 of 5 CNY: 12 of 30 characters
-    after_acme = result.stdout.split(acme, 1)[1].splitlines()[1]
-    assert "tokens per day  900,000 / 1,000,000" in after_acme
-    assert after_acme.rstrip().endswith(" " + "━" * 27)
-    globex = _bill_line(result.stdout, "globex")
-    assert globex.split()[:3] == ["globex", "1.00", "60,000"]
-    assert "33.3%" in globex and "CNY in total  1.00 / 0.50" in globex
-    assert globex.rstrip().endswith(" " + "━" * 30)  # over its limit: a full bar
-    initech = _bill_line(result.stdout, "initech")
-    assert initech.split() == ["initech", "0.00", "15", "0.0%", "—"]
+    assert "━" * 13 in acme and "━" * 14 not in acme  # two thirds of 20 characters
+    globex = _bill_line(bill, "globex")
+    assert globex.split()[:3] == ["globex", "1.00", "60,000"] and "33.3%" in globex
+    assert _bill_line(bill, "initech").split() == ["initech", "0.00", "15", "0.0%"]
+    # Each budget on a line of its own, tenants in the bill's order, a bar of spent over limit.
+    lines = [line for line in limits.splitlines() if line.split()[:1] in (["acme"], ["globex"])]
+    assert [line.split()[0] for line in lines] == ["acme", "acme", "globex"]
+    assert "2.00 / 5.00 CNY a month" in lines[0] and lines[0].rstrip().endswith(" " + "━" * 8)
+    assert "900,000 / 1,000,000 tokens a day" in lines[1] and lines[1].rstrip().endswith(" " + "━" * 18)
+    assert "1.00 / 0.50 CNY in all" in lines[2] and lines[2].rstrip().endswith(" " + "━" * 20)  # over: full
+    assert "initech" not in limits, "a tenant without budgets has no budget line"
 
 
 def test_usage_bill_shares_tokens_when_nothing_costs(fake_server: FakeServer) -> None:

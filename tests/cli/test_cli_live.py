@@ -47,7 +47,7 @@ def test_tenant_key_budget_limits_and_the_bill(server: LiveServer) -> None:
     bill = table.stdout.split("bill per tenant", 1)[1]
     shop = next(line for line in bill.splitlines() if line.split()[:1] == ["shop"])
     assert shop.split()[:3] == ["shop", "0.000126", "84"] and "━" in shop
-    assert "CNY per month  0.000126 / 1.50" in shop
+    assert "0.000126 / 1.50 CNY a month" in bill.split("budgets this period", 1)[1]
     spent = json.loads(aigrid(server, "budget", "list", "--tenant", "shop", "--json").stdout)["data"][0]
     assert spent["spent"] == 3 * 42  # 12 x 0.8 + 16 x 2.0 = 41.6 micro-CNY, rounded, per request
     assert "mock" in aigrid(server, "deployments").stdout

@@ -19,7 +19,7 @@ _USAGE_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens"
 _USAGE_HEADERS = ("requests", "prompt", "completion", "cached", "total")
 _NUMBER: dict[str, Any] = {"justify": "right", "no_wrap": True}  # numbers are never cut or wrapped
 _WORDS: dict[str, Any] = {"overflow": "fold"}  # text wraps, and long words fold, rather than being cut
-_BAR_WIDTH = 30
+_BAR_WIDTH = 20
 # A budget bar turns yellow from this share of its limit on, and red when the limit is reached.
 _BUDGET_WARNING = 0.8
 
@@ -166,8 +166,8 @@ def usage(result: dict[str, Any], budgets: list[dict[str, Any]] | None = None) -
     return Group(table, Text(""), tenant_bill(result, budgets))
 
 
-def tenant_bill(result: dict[str, Any], budgets: list[dict[str, Any]] | None) -> Table:
-    """Each tenant's cost and tokens in a usage answer, a bar of its share, and its budgets' use."""
+def tenant_bill(result: dict[str, Any], budgets: list[dict[str, Any]] | None) -> RenderableType:
+    """Each tenant's cost and tokens in a usage answer with a bar of its share; then its budgets' use."""
     # The rows are summed as they are: integers, so each tenant's figures are the API's own.
     spent: dict[str | None, tuple[int, int]] = {}
     for row in result["data"]:
@@ -180,41 +180,41 @@ def tenant_bill(result: dict[str, Any], budgets: list[dict[str, Any]] | None) ->
     table.add_column("tenant", **_WORDS)
     table.add_column("CNY", **_NUMBER)
     table.add_column("tokens", **_NUMBER)
-    table.add_column("share of cost" if by_cost else "share of tokens", no_wrap=True)
+    table.add_column("share of cost" if by_cost else "share of tokens", no_wrap=True, min_width=_BAR_WIDTH)
     table.add_column("", **_NUMBER)
-    if budgets is not None:
-        table.add_column("budget this period (spent / limit)", **_NUMBER)
-        table.add_column("", no_wrap=True)
-    for tenant, (cost, tokens) in sorted(spent.items(), key=lambda item: item[1], reverse=True):
+    ranked = sorted(spent.items(), key=lambda item: item[1], reverse=True)
+    for tenant, (cost, tokens) in ranked:
         part = cost if by_cost else tokens
-        cells: list[RenderableType] = [
+        table.add_row(
             text(tenant),
             Text(cny(cost)),
             Text(count(tokens)),
             ProgressBar(total=whole or 1, completed=part, width=_BAR_WIDTH),
             Text(f"{part / whole:.1%}" if whole else NONE),
-        ]
-        if budgets is None:
-            table.add_row(*cells)
-            continue
-        # A tenant's first budget goes on its line, any others on lines of their own below it.
-        none: list[tuple[RenderableType, RenderableType]] = [(Text(NONE), Text(""))]
-        uses = [_budget_use(b) for b in budgets if b["tenant"] == tenant] or none
-        for i, use in enumerate(uses):
-            table.add_row(*(cells if i == 0 else [Text("")] * len(cells)), *use)
-    return table
+        )
+    if budgets is None:
+        return table
+    # Budgets in a table of their own, in the bill's order, so neither table is too wide for a terminal.
+    limits = _new_table("budgets this period")
+    limits.add_column("tenant", **_WORDS)
+    limits.add_column("spent / limit", **_NUMBER)
+    limits.add_column("", no_wrap=True, min_width=_BAR_WIDTH)
+    for tenant, _ in ranked:
+        for budget in (b for b in budgets if b["tenant"] == tenant):
+            limits.add_row(text(tenant), *_budget_use(budget))
+    return Group(table, Text(""), limits) if limits.row_count else table
 
 
 def _budget_use(budget: dict[str, Any]) -> tuple[RenderableType, RenderableType]:
     """One budget as "spent / limit" and a bar of spent over limit."""
     kind, limit, used = budget["kind"], budget["limit"], budget["spent"]
-    period = "in total" if budget["period"] == "total" else f"per {budget['period']}"
+    period = "in all" if budget["period"] == "total" else f"a {budget['period']}"
     amount = f"{_budget_amount(kind, used)} / {_budget_amount(kind, limit)}"
     style = "yellow" if used >= limit * _BUDGET_WARNING else "green"
     bar = ProgressBar(
         total=limit, completed=min(used, limit), width=_BAR_WIDTH, complete_style=style, finished_style="red"
     )
-    return Text(f"{'CNY' if kind == 'cost' else 'tokens'} {period}  {amount}"), bar
+    return Text(f"{amount} {'CNY' if kind == 'cost' else 'tokens'} {period}"), bar
 
 
 def _health(d: dict[str, Any]) -> Text:
