@@ -352,7 +352,10 @@ def test_the_page_loads_nothing_from_anywhere_else(server: LiveServer) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     policy = page.headers["content-security-policy"]
     assert "default-src 'self'" in policy and "connect-src 'self'" in policy
-    for asset in ("/console/app.js", "/console/vendor/chart.umd.min.js", "/console/vendor/alpine.min.js"):
+    for asset in ("/console/app.js", "/console/pages.js", "/console/vendor/alpine.min.js"):
         assert api(server, ADMIN_KEY, "GET", asset).status_code == 200
+    chart = api(server, ADMIN_KEY, "GET", "/console/vendor/chart.umd.min.js")
+    assert chart.status_code == 200 and chart.headers["content-encoding"] == "gzip", "a phone gets it small"
+    assert chart.num_bytes_downloaded < len(chart.content) / 2
     missing = api(server, ADMIN_KEY, "GET", "/console/nope.js")
     assert missing.status_code == 404 and json.loads(missing.text)["error"]["code"] == "not_found"

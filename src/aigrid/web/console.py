@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -41,5 +42,6 @@ async def to_page(request: Request) -> Response:
 routes: list[BaseRoute] = [
     Route("/", page, methods=["GET", "HEAD"]),
     Route("/console", to_page, methods=["GET", "HEAD"]),
-    Mount("/console", app=StaticFiles(directory=STATIC), name="console"),
+    # Compressed: Chart.js alone is 210 kB as built, 71 kB gzipped, which a phone notices.
+    Mount("/console", app=GZipMiddleware(StaticFiles(directory=STATIC), minimum_size=1024), name="console"),
 ]
