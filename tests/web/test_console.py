@@ -110,6 +110,10 @@ def test_signing_in_with_a_bad_key_says_so_and_a_good_one_opens_the_console(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_test_id("whoami")).to_have_text("tenant initech")
     expect(page.get_by_role("link", name="Grid")).to_be_hidden()  # deployments are the admin's
+    page.goto(server.url + "/#/grid")  # typed in by hand: the API's refusal, in words
+    expect(page.get_by_test_id("page-grid")).to_contain_text("This endpoint needs the admin key.")
+    page.goto(server.url + "/#/nowhere")
+    expect(page.get_by_role("heading", name="No such page")).to_be_visible()
 
     page.reload()  # the key is remembered in this browser until the user signs out
     expect(page.get_by_test_id("whoami")).to_have_text("tenant initech")

@@ -190,6 +190,7 @@ function bucketLabel(seconds, interval) {
 
 /* Draws or redraws a chart on a canvas; the chart object stays out of Alpine's reactive data. */
 function drawChart(charts, name, canvas, config) {
+  if (!canvas?.isConnected) return; // the page went while its figures were on their way
   const chart = charts[name];
   if (chart && chart.canvas === canvas) {
     chart.data = config.data;

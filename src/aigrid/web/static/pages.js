@@ -77,8 +77,8 @@ document.addEventListener("alpine:init", () => {
       budgets: [],
 
       start() {
-        if (!this.me.admin) this.splits = ["model", "deployment", "agent"];
-        if (!this.me.admin) this.split = "model";
+        if (!this.me?.admin) this.splits = ["model", "deployment", "agent"];
+        if (!this.me?.admin) this.split = "model";
         for (const field of ["range", "split", "metric", "tenant"]) this.$watch(field, () => this.refresh());
       },
 
@@ -358,7 +358,7 @@ document.addEventListener("alpine:init", () => {
       }
     },
     agentLink(a) {
-      return `#/agents/${encodeURIComponent(a.name)}${this.me.admin ? query({ tenant: a.tenant }) : ""}`;
+      return `#/agents/${encodeURIComponent(a.name)}${this.me?.admin ? query({ tenant: a.tenant }) : ""}`;
     },
     async draft() {
       this.busy = true;
