@@ -10,7 +10,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -32,7 +32,7 @@ from aigrid.errors import APIError, internal_error
 from aigrid.grid.api import account_routes, admin_routes, openai_routes
 from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.api.hot_path import HotPath
-from aigrid.grid.api.state import AppState, state_of
+from aigrid.grid.api.state import AppState, KernelParts, state_of
 from aigrid.grid.backends.base import Backend
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
@@ -193,21 +193,7 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     return _Store(engine, accounts, keyring, admission)
 
 
-@dataclass
-class _KernelParts:
-    kernel: Kernel
-    tools: ToolRegistry
-    providers: ProviderManager
-    agents: AgentStore
-    processes: ProcessStore
-    triggers: TriggerService
-    inbox: Inbox
-    compiler: Compiler
-    services: ServiceRegistry
-    entries: EntryService
-
-
-def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
+def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
     """The kernel of a server: its processes' model calls go through ``grid`` in-process."""
     engine = store.engine
     agents, processes = AgentStore(engine), ProcessStore(engine)
@@ -231,7 +217,7 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> _KernelParts:
     services = ServiceRegistry(providers, kept)
     planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS))
     entries = EntryService(EntryStore(engine), services, tools, planner, StoreCalls(engine))
-    return _KernelParts(
+    return KernelParts(
         kernel, tools, providers, agents, processes, triggers, inbox, compiler, services, entries
     )
 
@@ -260,7 +246,7 @@ def create_app(
             router, store.admission, ledger, Metrics(lambda: [d.health() for d in router.deployments()])
         )
         started: list[Backend] = []
-        parts: _KernelParts | None = None
+        parts: KernelParts | None = None
         try:
             for d in router.deployments():
                 with starting(d.backend):
@@ -273,22 +259,13 @@ def create_app(
             await parts.triggers.start()
             await parts.entries.recover()
             app.state.aigrid = AppState(
-                config,
-                data_dir,
-                store.engine,
-                store.accounts,
-                store.keyring,
-                grid,
-                parts.kernel,
-                parts.tools,
-                parts.providers,
-                parts.agents,
-                parts.processes,
-                parts.triggers,
-                parts.inbox,
-                parts.compiler,
-                parts.services,
-                parts.entries,
+                **{f.name: getattr(parts, f.name) for f in fields(KernelParts)},
+                config=config,
+                data_dir=data_dir,
+                engine=store.engine,
+                accounts=store.accounts,
+                keyring=store.keyring,
+                grid=grid,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.

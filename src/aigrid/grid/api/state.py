@@ -25,15 +25,9 @@ from aigrid.store.processes import ProcessStore
 
 
 @dataclass
-class AppState:
-    """Everything a route needs: the grid, the kernel, the key ring, the account store and the database."""
+class KernelParts:
+    """The kernel and what runs beside it: what start-up builds on top of the grid."""
 
-    config: ServerConfig
-    data_dir: Path
-    engine: Engine
-    accounts: AccountStore
-    keyring: KeyRing
-    grid: Grid
     kernel: Kernel
     tools: ToolRegistry
     providers: ProviderManager
@@ -44,6 +38,18 @@ class AppState:
     compiler: Compiler
     services: ServiceRegistry
     entries: EntryService
+
+
+@dataclass
+class AppState(KernelParts):
+    """Everything a route needs: the kernel's parts, the grid, the key ring, the accounts and the database."""
+
+    config: ServerConfig
+    data_dir: Path
+    engine: Engine
+    accounts: AccountStore
+    keyring: KeyRing
+    grid: Grid
 
 
 def state_of(conn: HTTPConnection) -> AppState:
