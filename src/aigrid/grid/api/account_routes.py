@@ -6,9 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.grid.api.admin_routes import budget_views
+from aigrid.grid.api.admin_routes import budget_list
 from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store, tenant_scope
 from aigrid.grid.api.state import state_of
 
 
@@ -29,9 +28,7 @@ async def budgets(request: Request) -> Response:
     """GET /v1/budgets: the caller's budgets this period (the admin's: everyone's, or ``?tenant=``)."""
     state = state_of(request)
     principal = state.keyring.authenticate(request)
-    tenant_id = await tenant_scope(state, principal, request.query_params.get("tenant"), "budgets")
-    names = await call_store(state.accounts.tenant_names)
-    return json_response({"object": "list", "data": budget_views(state, names, tenant_id)})
+    return json_response(await budget_list(state, principal, request.query_params.get("tenant")))
 
 
 routes = [

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from aigrid.errors import bad_request
 from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import api_error_for, call_store
+from aigrid.grid.api.scope import call_store, tenant_scope
 from aigrid.grid.api.state import AppState, state_of
 from aigrid.store.accounts import Principal, digest
 
@@ -121,14 +121,17 @@ def _budget_view(tenant: str, view: dict[str, object]) -> dict[str, object]:
     return {"tenant": tenant, **view}
 
 
-def budget_views(state: AppState, names: dict[int, str], tenant_id: int | None) -> list[dict[str, object]]:
-    """Each budget with what is spent and reserved in its current period; of one tenant, or all."""
-    return [
+async def budget_list(state: AppState, principal: Principal, tenant: str | None) -> dict[str, object]:
+    """Budgets with what is spent and reserved in their current period, as far as ``principal`` may see."""
+    tenant_id = await tenant_scope(state, principal, tenant, "budgets")
+    names = await call_store(state.accounts.tenant_names)
+    data = [
         _budget_view(name, b.view())
         for tid, name in sorted(names.items())
         if tenant_id is None or tid == tenant_id
         for b in state.grid.admission.budgets(tid)
     ]
+    return {"object": "list", "data": data}
 
 
 @router.put("/budgets")
@@ -147,14 +150,10 @@ async def set_budget(body: BudgetIn, state: Admin) -> Response:
 
 
 @router.get("/budgets")
-async def list_budgets(state: Admin, tenant: str | None = None) -> Response:
+async def list_budgets(request: Request, tenant: str | None = None) -> Response:
     """Budgets with what is spent and reserved in the current period."""
-    names = await call_store(state.accounts.tenant_names)
-    ids = [tid for tid, name in names.items() if name == tenant]
-    if tenant is not None and not ids:
-        raise api_error_for(404, f"No tenant named '{tenant}'.")
-    data = budget_views(state, names, ids[0] if ids else None)
-    return json_response({"object": "list", "data": data})
+    state = state_of(request)
+    return json_response(await budget_list(state, state.keyring.require_admin(request), tenant))
 
 
 @router.delete("/budgets")
