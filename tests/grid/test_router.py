@@ -135,10 +135,10 @@ async def test_cheapest_and_least_busy_and_fastest_orders() -> None:
 
     slow, quick = FakeBackend("slow"), FakeBackend("quick")
     route = _route("fastest", slow, quick)
-    route.deployments[0].observe_speed(1.0, 10)
-    route.deployments[1].observe_speed(0.1, 10)
+    route.deployments[0].observe(1.0, 10)
+    route.deployments[1].observe(0.1, 10)
     assert await _call(Router([route]), route) == "quick"
-    route.deployments[1].observe_speed(10.0, 10)
+    route.deployments[1].observe(10.0, 10)
     assert route.deployments[1].seconds_per_token == pytest.approx(0.01 + 0.2 * (1.0 - 0.01))
 
 

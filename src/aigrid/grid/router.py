@@ -88,7 +88,7 @@ class Deployment:
         """The deployment's name, as metered."""
         return self.backend.name
 
-    def observe_speed(self, seconds: float, tokens: int) -> None:
+    def observe(self, seconds: float, tokens: int) -> None:
         """Fold one request's time, and its time per output token, into the moving averages."""
         if self.latency_s is None:
             self.latency_s = seconds

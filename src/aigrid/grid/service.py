@@ -212,7 +212,7 @@ class _Call:
         try:
             completion, deployment = await self._route(attempt)
             elapsed = time.monotonic() - self.started
-            deployment.observe_speed(elapsed, completion.usage.completion_tokens)
+            deployment.observe(elapsed, completion.usage.completion_tokens)
             values = self._settle(deployment, completion.usage)
             # A whole answer's first token reaches the client with its last.
             latency_us = int(elapsed * 1e6)
@@ -311,7 +311,7 @@ class MeteredStream:
             ttft_us=int((progress.first_token_at - call.started) * 1e6) if progress.first_token_at else None,
         )
         if status == "ok":
-            self._deployment.observe_speed(elapsed, usage.completion_tokens)
+            self._deployment.observe(elapsed, usage.completion_tokens)
         if progress.first_token_at is not None:
             call.grid.metrics.ttft.labels(call.route.name).observe(progress.first_token_at - call.started)
         call.grid.metrics.record(
