@@ -149,6 +149,17 @@ class RecordingUpstream:
         self._server.server_close()
 
 
+def stop_gracefully(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child that still runs, and SIGKILL it if it has not stopped 20 seconds later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class LiveServer:
     """An ``aigrid serve`` process on a free port, driven through its HTTP API."""
 
@@ -208,13 +219,8 @@ class LiveServer:
 
     def stop(self) -> None:
         """Stop gracefully."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_gracefully(self.proc)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

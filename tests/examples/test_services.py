@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
-from tests.support import ADMIN_KEY, LiveServer, aigrid, free_port, wait_for_port
+from tests.support import ADMIN_KEY, LiveServer, aigrid, free_port, stop_gracefully, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -64,13 +63,8 @@ class Service:
         raise TimeoutError(f"{self.script} does not listen on port {self.port}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_gracefully(self.proc)
 
 
 @contextmanager
