@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from tests.kernel.test_compose_api import WATCHER, model_writes
@@ -361,5 +362,8 @@ def test_the_page_loads_nothing_from_anywhere_else(server: LiveServer) -> None:
     chart = api(server, ADMIN_KEY, "GET", "/console/vendor/chart.umd.min.js")
     assert chart.status_code == 200 and chart.headers["content-encoding"] == "gzip", "a phone gets it small"
     assert chart.num_bytes_downloaded < len(chart.content) / 2
+    assert api(server, ADMIN_KEY, "GET", "/console/index.html").status_code == 404, "the page is only at /"
+    moved = httpx.get(server.url + "/console", follow_redirects=False)
+    assert moved.status_code == 308 and moved.headers["location"] == "/"
     missing = api(server, ADMIN_KEY, "GET", "/console/nope.js")
     assert missing.status_code == 404 and json.loads(missing.text)["error"]["code"] == "not_found"

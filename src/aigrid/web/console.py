@@ -14,6 +14,8 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+# The page lives beside its static files, not among them: served only at /, always with the policy.
+PAGE = Path(__file__).parent / "index.html"
 STATIC = Path(__file__).parent / "static"
 # Alpine evaluates its attribute expressions with Function(), hence 'unsafe-eval'; bindings that set
 # a style attribute need 'unsafe-inline' for styles. Nothing may be loaded from elsewhere.
@@ -31,7 +33,7 @@ _HEADERS = {
 
 async def page(request: Request) -> Response:
     """GET /: the console's one page; it signs in with an API key and routes by the URL's fragment."""
-    return FileResponse(STATIC / "index.html", headers=_HEADERS)
+    return FileResponse(PAGE, headers=_HEADERS)
 
 
 async def to_page(request: Request) -> Response:
