@@ -175,6 +175,12 @@ function parseRoute() {
   return { page: pages[top || ""] || "unknown", arg, params };
 }
 
+/* The time a range covers, from the start of the minute `range.span` seconds ago until now. */
+function rangeWindow(range) {
+  const now = Math.floor(Date.now() / 1000);
+  return { now, since: Math.floor(now / 60) * 60 - range.span };
+}
+
 function bucketStarts(since, now, step) {
   const starts = [];
   for (let t = Math.floor(since / step) * step; t <= now; t += step) starts.push(t);

@@ -100,9 +100,10 @@ document.addEventListener("alpine:init", () => {
       async load() {
         const mine = ++seq;
         const range = RANGES[this.range];
-        const now = Math.floor(Date.now() / 1000);
-        const since = Math.floor(now / 60) * 60 - range.span;
+        const { now, since } = rangeWindow(range);
         const base = { since: isoSeconds(since), tenant: this.tenant.trim() };
+        // The totals and top consumers come from the grouped query as the API sums them (what
+        // `aigrid usage` prints); the bucketed one is only drawn.
         let answers;
         try {
           answers = await Promise.all([
@@ -180,8 +181,7 @@ document.addEventListener("alpine:init", () => {
       deployments: [],
       async load() {
         const range = RANGES.hour;
-        const now = Math.floor(Date.now() / 1000);
-        const since = Math.floor(now / 60) * 60 - range.span;
+        const { now, since } = rangeWindow(range);
         const params = { group_by: "deployment", interval: range.interval, since: isoSeconds(since) };
         const [deployments, usage] = await Promise.all([api("/admin/deployments"), api(`/v1/usage${query(params)}`)]);
         this.deployments = deployments.data;
@@ -207,7 +207,7 @@ document.addEventListener("alpine:init", () => {
   });
 
   Alpine.data("processes", () => {
-    const seen = new Map(); // pid -> [time, tokens] of the last poll, for tokens per second
+    let seen = new Map(); // pid -> [time, tokens] at the last poll of the rows shown, for tokens per second
     return livePage(2000, {
       states: ALL_STATES,
       state: "",
@@ -231,13 +231,15 @@ document.addEventListener("alpine:init", () => {
         const rows = found.data.sort((a, b) => rank(a) - rank(b) || b.updated_at - a.updated_at);
         const now = performance.now() / 1000;
         const rates = {};
+        const looked = new Map();
         for (const p of rows) {
           const tokens = p.usage.prompt_tokens + p.usage.completion_tokens;
           const before = seen.get(p.pid);
           if (before && now > before[0] && LIVE_STATES.includes(p.state))
             rates[p.pid] = (tokens - before[1]) / (now - before[0]);
-          seen.set(p.pid, [now, tokens]);
+          looked.set(p.pid, [now, tokens]);
         }
+        seen = looked; // only the rows shown, so a tab left open does not gather every pid it ever saw
         const counts = {};
         for (const p of rows) counts[p.state] = (counts[p.state] || 0) + 1;
         this.rows = rows;
@@ -271,9 +273,11 @@ document.addEventListener("alpine:init", () => {
       },
       async load() {
         const pid = this.pid;
-        const p = await api(`/v1/processes/${encodeURIComponent(pid)}`);
         const after = this.steps.length ? this.steps[this.steps.length - 1].seq : 0;
-        const journal = await api(`/v1/processes/${encodeURIComponent(pid)}/journal${query({ after })}`);
+        const [p, journal] = await Promise.all([
+          api(`/v1/processes/${encodeURIComponent(pid)}`),
+          api(`/v1/processes/${encodeURIComponent(pid)}/journal${query({ after })}`),
+        ]);
         if (pid !== this.pid) return STALE;
         for (const step of journal.data) {
           for (const call of step.message?.tool_calls || []) this.calls[call.id] = call.function?.arguments;
