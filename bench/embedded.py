@@ -86,9 +86,22 @@ class Direct:
     def __init__(self, path: Path, threads: int, n_ctx: int, max_tokens: int, rep_timeout: float) -> None:
         import llama_cpp
 
+        from aigrid.grid.engine.cpu import host_choice
+        from aigrid.grid.engine.model import model_params
+
         self.max_tokens = max_tokens
         self.rep_timeout = rep_timeout
-        self.llm: Any = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        # Llama takes no use_extra_bufts argument; it starts from llama_model_default_params, so
+        # that is made to answer the choice aigrid's engine makes here (on a CPU with AMX the
+        # default crashes at the first decode, and like is compared with like).
+        choice = host_choice("auto")
+        binding = llama_cpp.llama_cpp  # the module Llama calls it through
+        original = binding.llama_model_default_params
+        binding.llama_model_default_params = lambda: model_params(choice)
+        try:
+            self.llm: Any = llama_cpp.Llama(str(path), n_ctx=n_ctx, n_threads=threads, verbose=False)
+        finally:
+            binding.llama_model_default_params = original
         # Greedy decoding is deterministic: a non-streamed run tells how many tokens the text is.
         out: Any = self.llm.create_chat_completion(
             messages=self.messages(), temperature=0.0, max_tokens=max_tokens, stream=False

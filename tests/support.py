@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -251,6 +254,13 @@ class LiveServer:
         return str(created.json()["key"])
 
 
+def ledger_rows(data_dir: Path) -> dict[str, tuple[str, int]]:
+    """Every ledger row of a server's SQLite database: request id to (status, completion tokens)."""
+    with sqlite3.connect(data_dir / "aigrid.db") as db:
+        rows = db.execute("SELECT id, status, completion_tokens FROM ledger").fetchall()
+    return {rid: (status, tokens) for rid, status, tokens in rows}
+
+
 def aigrid(
     server: LiveServer, *args: str, key_from_data_dir: bool = False, answer: str = ""
 ) -> subprocess.CompletedProcess[str]:
@@ -270,3 +280,11 @@ def aigrid(
         timeout=60,
         check=False,
     )
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Wait until ``check()`` holds: for state another process changes, with no event to wait on."""
+    async with asyncio.timeout(timeout_s):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert check(), what

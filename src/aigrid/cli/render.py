@@ -233,10 +233,11 @@ def deployments(result: dict[str, Any]) -> RenderableType:
     table = _new_table("deployments")
     for name in ("model", "deployment", "upstream", "tier", "health"):
         table.add_column(name, **_WORDS)
-    for name in ("in flight", "requests", "failures", "ms/token"):
+    for name in ("in flight", "requests", "failures", "ms/token", "restarts"):
         table.add_column(name, **_NUMBER)
     for d in result["data"]:
         speed = d.get("seconds_per_output_token")
+        engine = d.get("engine") or {}
         table.add_row(
             text(d.get("model")),
             text(d["name"]),
@@ -245,13 +246,23 @@ def deployments(result: dict[str, Any]) -> RenderableType:
             _health(d),
             *(Text(count(d.get(f))) for f in ("in_flight", "requests", "failures")),
             Text(f"{speed * 1000:,.1f}" if speed else NONE),
+            Text(count(engine.get("restarts")) if engine else NONE),
         )
-    errors = [
+    notes = [
         Text.assemble((f"{d['name']}: ", "bold"), ("last error: ", "red"), str(d["last_error"]))
         for d in result["data"]
         if d.get("last_error")
     ]
-    return Group(table, *errors)
+    notes += [
+        Text.assemble(
+            (f"{d['name']}: ", "bold"),
+            ("engine process ", "yellow"),
+            f"{engine['state']}; last exit: {engine['last_exit']} at {when(engine.get('last_exit_at_us'))}",
+        )
+        for d in result["data"]
+        if (engine := d.get("engine") or {}).get("last_exit")
+    ]
+    return Group(table, *notes)
 
 
 def agents(result: dict[str, Any]) -> Table:

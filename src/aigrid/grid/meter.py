@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from aigrid.config import PRICE_SCALE, DeploymentConfig
@@ -126,7 +126,7 @@ class _DeploymentCollector(Collector):
     def __init__(self, deployments: Callable[[], list[dict[str, object]]]) -> None:
         self._deployments = deployments
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
         healthy = GaugeMetricFamily(
             "aigrid_deployment_healthy", "1 when the deployment's breaker is closed", labels=["deployment"]
         )
@@ -144,6 +144,16 @@ class _DeploymentCollector(Collector):
             "Prompt tokens kept in an engine's prefix cache",
             labels=["deployment"],
         )
+        restarts = CounterMetricFamily(
+            "aigrid_engine_restarts",
+            "Times an engine process was started again after it died",
+            labels=["deployment"],
+        )
+        up = GaugeMetricFamily(
+            "aigrid_engine_up",
+            "1 while the deployment's engine process runs; 0 while it is being restarted",
+            labels=["deployment"],
+        )
         for d in self._deployments():
             name = str(d["name"])
             healthy.add_metric([name], 1.0 if d["healthy"] else 0.0)
@@ -158,7 +168,11 @@ class _DeploymentCollector(Collector):
                 ):
                     sequences.add_metric([name, state], float(engine[key]))
                 cached_tokens.add_metric([name], float(engine["cached_tokens"]))
+                restarts.add_metric([name], float(engine["restarts"]))
+                up.add_metric([name], 1.0 if engine["state"] == "running" else 0.0)
         yield healthy
         yield busy
         yield sequences
         yield cached_tokens
+        yield restarts
+        yield up

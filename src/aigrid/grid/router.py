@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from aigrid.config import BreakerConfig, ModelConfig
-from aigrid.errors import APIError, model_not_found, overloaded_error, upstream_failed
+from aigrid.errors import APIError, model_not_found, overloaded_error, plant_interrupted, upstream_failed
 from aigrid.grid.backends.base import Backend, BackendError
 
 T = TypeVar("T")
@@ -82,6 +82,17 @@ class Deployment:
     failures: int = 0
     seconds_per_token: float | None = None
     latency_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.backend.listener = self._plant_changed
+
+    def _plant_changed(self, cause: str | None) -> None:
+        # A plant that died cools down at once, before a request finds out; one that is back
+        # (an engine process started again) is known good, so it takes requests without waiting.
+        if cause is None:
+            self.breaker.on_success()
+        else:
+            self.breaker.on_failure(cause)
 
     @property
     def name(self) -> str:
@@ -193,13 +204,14 @@ class Router:
         """Run ``attempt`` on deployments in policy order until one succeeds."""
         candidates = route.ordered()
         if not candidates:
-            wait = min(d.breaker.cooldown_left() for d in route.deployments)
+            wait = self._cooldown(route)
             raise upstream_failed(
                 f"Every deployment of '{route.name}' is cooling down after failures; retry in {wait:.1f}s.",
                 status=503,
+                retry_after_s=wait,
             )
         errors: list[str] = []
-        overloaded = 0
+        overloaded = interrupted = 0
         for deployment in candidates:
             deployment.breaker.on_attempt()
             deployment.in_flight += 1
@@ -216,8 +228,12 @@ class Router:
                     deployment.breaker.on_success()
                     raise
                 deployment.failures += 1
-                deployment.breaker.on_failure(exc.message)
                 errors.append(exc.message)
+                if exc.interrupted:
+                    # The plant itself told the breaker it died; once is one failure.
+                    interrupted += 1
+                else:
+                    deployment.breaker.on_failure(exc.message)
                 continue
             finally:
                 deployment.in_flight -= 1
@@ -225,4 +241,12 @@ class Router:
             return result, deployment
         if overloaded == len(candidates):
             raise overloaded_error(f"Every deployment of '{route.name}' is at capacity: {'; '.join(errors)}.")
+        if interrupted:
+            # A plant died under the request and is being started again: the same call will be
+            # answered shortly, so the client is told to retry, not that the request was bad.
+            raise plant_interrupted(f"Every deployment of '{route.name}' failed: " + "; ".join(errors) + ".")
         raise upstream_failed(f"Every deployment of '{route.name}' failed: " + "; ".join(errors), status=502)
+
+    @staticmethod
+    def _cooldown(route: Route) -> float:
+        return min(d.breaker.cooldown_left() for d in route.deployments)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from aigrid.errors import APIError, bad_request, context_length_exceeded, internal_error
+from aigrid.errors import INTERRUPTED, APIError, bad_request, context_length_exceeded, internal_error
 from aigrid.grid.backends.base import (
     BackendError,
     Completion,
@@ -181,12 +181,12 @@ class _Call:
         values = self._settle(deployment, Usage())
         error = exc if isinstance(exc, APIError) else _from_backend(exc)
         values.update(
-            status="error",
+            status=INTERRUPTED if error.code == INTERRUPTED else "error",
             http_status=error.status,
             error_code=error.code[:64] if error.code else None,
             latency_us=int((time.monotonic() - self.started) * 1e6),
         )
-        self.grid.metrics.record(self.principal.tenant, self.route.name, "error", Usage(), 0, None)
+        self.grid.metrics.record(self.principal.tenant, self.route.name, values["status"], Usage(), 0, None)
         await self.grid.ledger.write({**self.row, **values})
         return error
 
@@ -275,7 +275,8 @@ class MeteredStream:
                     next_progress = now + _PROGRESS_EVERY_S
                     grid.ledger.progress(call.request_id, self._counts(progress.usage))
         except BackendError as exc:
-            await self._finish("error", exc.message)
+            # The tokens already sent stand and are billed; a plant that died marks the row so.
+            await self._finish(INTERRUPTED if exc.interrupted else "error", exc.message)
             yield b"data: " + _from_backend(exc).to_json() + b"\n\n"
             return
         except BaseException:
@@ -351,4 +352,6 @@ def _from_backend(exc: BackendError) -> APIError:
                 code=err.get("code") if isinstance(err.get("code"), str) else None,
                 param=err.get("param") if isinstance(err.get("param"), str) else None,
             )
-    return APIError(exc.status, exc.message, type="api_error", code="upstream_error")
+    return APIError(
+        exc.status, exc.message, type="api_error", code=INTERRUPTED if exc.interrupted else "upstream_error"
+    )

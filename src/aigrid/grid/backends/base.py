@@ -6,7 +6,7 @@ import itertools
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -79,25 +79,40 @@ class BackendError(Exception):
         status: int = 502,
         body: bytes | None = None,
         overloaded: bool = False,
+        interrupted: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.retryable = retryable or overloaded
+        self.retryable = retryable or overloaded or interrupted
         self.status = status
         self.body = body
         # A full queue is load, not a fault: the next deployment is tried, but no breaker opens.
         self.overloaded = overloaded
+        # The plant died with the request in hand: what was sent stands, the rest never comes.
+        self.interrupted = interrupted
 
 
 @dataclass(frozen=True, slots=True)
 class EngineStats:
-    """What an in-process engine holds now: running and waiting requests, prompts kept for reuse."""
+    """What a local engine holds now (running and waiting requests, prompts kept for reuse) and,
+    once it runs in a process of its own, that process: its pid, restarts and the last one's cause.
+    """
 
     running: int
     waiting: int
     cached_sequences: int
     cached_tokens: int
     moves: int
+    state: str = "running"
+    pid: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    last_exit_at_us: int | None = None
+    cpu_extra_buffers: str | None = None
+
+
+# Told by a plant when it goes down (with the cause) and when it is back (None).
+PlantListener = Callable[[str | None], None]
 
 
 class Backend(ABC):
@@ -106,6 +121,13 @@ class Backend(ABC):
     def __init__(self, name: str, config: DeploymentConfig) -> None:
         self.name = name
         self.config = config
+        # Set by whoever routes to this plant, to hear of it going down and coming back.
+        self.listener: PlantListener | None = None
+
+    def tell(self, cause: str | None) -> None:
+        """Tell the listener the plant went down (``cause``) or is back (None)."""
+        if self.listener is not None:
+            self.listener(cause)
 
     async def start(self) -> None:
         """Acquire what the backend needs (connections, a loaded model)."""

@@ -1,4 +1,4 @@
-"""The ``embedded`` backend: a GGUF model run in-process by llama.cpp's batched engine."""
+"""The ``embedded`` backend: a GGUF model run by llama.cpp's batched engine in a process of its own."""
 
 from __future__ import annotations
 
@@ -25,35 +25,40 @@ from aigrid.grid.backends.base import (
 )
 from aigrid.grid.backends.embedded_prompt import GenerateRequest, Plan, RequestReader
 from aigrid.grid.backends.embedded_tools import assistant_message, is_call
-from aigrid.grid.engine.engine import BatchEngine
+from aigrid.grid.engine.cpu import host_choice
 from aigrid.grid.engine.jobs import (
     Embeddings,
     EmbedRequest,
     Failed,
     Finished,
     FinishReason,
-    Job,
     Started,
     Tokens,
 )
 from aigrid.grid.engine.model import ModelSpec, default_model_path, default_threads
+from aigrid.grid.engine.supervisor import EngineProcess, RemoteJob
+from aigrid.grid.engine.wire import EngineOrder
 
 logger = logging.getLogger(__name__)
 
 
 class EmbeddedBackend(Backend):
-    """llama.cpp in-process: SmolLM2-135M-Instruct unless ``model_path`` names another GGUF file."""
+    """llama.cpp in an engine process: SmolLM2-135M-Instruct unless ``model_path`` names another GGUF.
+
+    The server keeps only the tokenizer (a vocabulary-only copy) to read requests and count
+    prompts; the weights, the sampler and the decoding live in the engine process.
+    """
 
     def __init__(self, name: str, config: DeploymentConfig) -> None:
         super().__init__(name, config)
         # Set before ``start`` to follow the weights' loading (0.0 to 1.0), told on the loading thread.
         self.load_progress: Callable[[float], None] | None = None
-        self._engine: BatchEngine | None = None
+        self._engine: EngineProcess | None = None
         self._vocab: Any = None
         self._reader: RequestReader | None = None
 
     async def start(self) -> None:
-        """Load the model on the engine thread; a missing model file fails here, naming the path."""
+        """Start the engine process and wait for its model; a missing model file fails here, named."""
         path = Path(self.config.model_path) if self.config.model_path else default_model_path()
         if path is None:
             raise FileNotFoundError(
@@ -62,10 +67,12 @@ class EmbeddedBackend(Backend):
             )
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: model file not found: {path}")
+        buffers = host_choice(self.config.cpu_extra_buffers)
         spec = ModelSpec(
             path,
             self.config.context_length,
             self.config.threads or default_threads(),
+            buffers,
             parallel=self.config.parallel,
             cache_sequences=self.config.cache_sequences,
         )
@@ -76,17 +83,19 @@ class EmbeddedBackend(Backend):
             max_output_tokens=self.config.max_output_tokens,
             embed_context=spec.embed_context,
         )
-        engine = BatchEngine(spec, self.config.queue_size, self.name)
+        logger.info("%s: CPU extra buffers %s (%s)", self.name, buffers.label, buffers.reason)
+        engine = EngineProcess(EngineOrder(spec, self.config.queue_size, self.name), self.tell)
         await engine.start(self.load_progress)
         self._engine = engine
         logger.info(
-            "%s: loaded %s (context %d, %d threads, %d parallel sequences, %d cached)",
+            "%s: loaded %s (context %d, %d threads, %d parallel sequences, %d cached; engine pid %s)",
             self.name,
             path,
             spec.context_length,
             spec.threads,
             spec.parallel,
             spec.cache_sequences,
+            engine.pid,
         )
 
     async def close(self) -> None:
@@ -100,7 +109,7 @@ class EmbeddedBackend(Backend):
             self._vocab = None
 
     def engine_stats(self) -> EngineStats | None:
-        """The engine's running, waiting and cached sequences; None before it starts."""
+        """The engine's sequences and its process (pid, restarts, last exit); None before it starts."""
         return self._engine.stats() if self._engine is not None else None
 
     def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
@@ -127,7 +136,7 @@ class EmbeddedBackend(Backend):
                     elif isinstance(event, Finished):
                         reason = event.reason
                     elif isinstance(event, Failed):
-                        raise _failure(self.name, event.error)
+                        raise event.error(self.name)
         finally:
             job.cancel()
         if reason == "cancelled":
@@ -166,7 +175,7 @@ class EmbeddedBackend(Backend):
             raise BackendError(f"{self.name}: the embedded model is not started", retryable=True, status=503)
         return self._reader
 
-    def _submit(self, request: GenerateRequest | EmbedRequest) -> Job:
+    def _submit(self, request: GenerateRequest | EmbedRequest) -> RemoteJob:
         if self._engine is None:
             raise BackendError(f"{self.name}: the embedded model is not started", retryable=True, status=503)
         return self._engine.submit(request)
@@ -180,7 +189,7 @@ class EmbeddedBackend(Backend):
                     if isinstance(event, Embeddings):
                         result = event
                     elif isinstance(event, Failed):
-                        raise _failure(self.name, event.error)
+                        raise event.error(self.name)
         finally:
             job.cancel()
         if result is None:
@@ -202,12 +211,6 @@ class EmbeddedBackend(Backend):
         return Completion(orjson.dumps(payload), usage)
 
 
-def _failure(name: str, error: Exception) -> BackendError:
-    if isinstance(error, BackendError):  # the engine's own refusals, such as shutting down
-        return error
-    return BackendError(f"{name}: the embedded model failed: {error}", retryable=False, status=500)
-
-
 def _usage_json(usage: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": usage.prompt_tokens,
@@ -221,7 +224,7 @@ class _GenerationStream(StreamSession):
     """A job's tokens as OpenAI chunks: chat deltas or text-completion pieces."""
 
     def __init__(
-        self, endpoint: Endpoint, job: Job, plan: Plan, model: str, include_usage: bool, name: str
+        self, endpoint: Endpoint, job: RemoteJob, plan: Plan, model: str, include_usage: bool, name: str
     ) -> None:
         super().__init__()
         self._endpoint = endpoint
@@ -268,7 +271,7 @@ class _GenerationStream(StreamSession):
                 out: list[bytes] = []
                 for event in batch:
                     if isinstance(event, Failed):
-                        raise _failure(self._name, event.error)
+                        raise event.error(self._name)
                     if isinstance(event, Finished):
                         reason = event.reason
                         continue

@@ -282,10 +282,9 @@ class Plan:
     echo: str = ""
 
 
-def vocab_handle(llm: Any) -> Any:
-    """The C vocabulary of a loaded model."""
-    # llama_cpp has no public accessor for it, and grammars and token pieces need it.
-    return llm._model.vocab
+def vocab_handle(model: Any) -> Any:
+    """The C vocabulary of a vocabulary-only model (``ModelSpec.load_vocab``)."""
+    return model.vocab
 
 
 class RequestReader:
@@ -302,10 +301,10 @@ class RequestReader:
         self._context_length = context_length
         self._max_output_tokens = max_output_tokens
         self._embed_context = embed_context
-        metadata: dict[str, str] = vocab.metadata
+        metadata: dict[str, str] = vocab.metadata()
         bos, eos = vocab.token_bos(), vocab.token_eos()
-        self._bos_text: str = vocab._model.token_get_text(bos) if bos >= 0 else ""
-        eos_text: str = vocab._model.token_get_text(eos) if eos >= 0 else ""
+        self._bos_text: str = vocab.token_get_text(bos) if bos >= 0 else ""
+        eos_text: str = vocab.token_get_text(eos) if eos >= 0 else ""
         self._renderer = ChatRenderer(metadata.get("tokenizer.chat_template"), self._bos_text, eos_text)
         dims = metadata.get(f"{metadata.get('general.architecture')}.embedding_length", "")
         self._embed_dims = int(dims) if dims.isdigit() else None

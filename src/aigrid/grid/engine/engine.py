@@ -1,10 +1,11 @@
-"""The engine thread: continuous batching of many sequences over one llama.cpp context."""
+"""The engine thread: continuous batching of many sequences over one llama.cpp context.
+
+It runs inside the engine process (``worker.py``), never in the server's.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import threading
 from collections import deque
@@ -16,7 +17,7 @@ import llama_cpp
 from aigrid.grid.backends.base import BackendError, EngineStats
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
 from aigrid.grid.engine.embed import EmbeddingQueue
-from aigrid.grid.engine.jobs import EmbedRequest, Failed, FinishReason, Job, Outbox, Started
+from aigrid.grid.engine.jobs import EmbedRequest, Failed, Finished, FinishReason, Job, Outbox, Sink, Started
 from aigrid.grid.engine.model import PREFILL_TOKENS, LoadedModel, ModelSpec
 from aigrid.grid.engine.sampler import Sampler
 from aigrid.grid.engine.streams import MIN_COPY, REEVALUATE, StreamTable, common_prefix
@@ -50,33 +51,34 @@ class BatchEngine:
     """One thread that owns the model and decodes every running sequence in one batch per step.
 
     New requests join between steps and finished ones leave at once; at most ``parallel`` run
-    and ``queue_size`` more wait, beyond which ``submit`` refuses with a retryable 503.
+    and ``queue_size`` more wait, beyond which ``submit`` refuses with a retryable 503. Events go
+    to ``sink``, once per step, from the engine thread (and from the caller's for a withdrawal).
     """
 
-    def __init__(self, spec: ModelSpec, queue_size: int, name: str) -> None:
+    def __init__(self, spec: ModelSpec, queue_size: int, name: str, sink: Sink) -> None:
         self._spec = spec
         self._name = name
         self._limit = queue_size
+        self._sink = sink
         self._waiting: deque[Job] = deque()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._state: _DecodeLoop | None = None
         self._closed = False
 
-    async def start(self, on_progress: Callable[[float], None] | None = None) -> None:
+    def start(self, on_progress: Callable[[float], None] | None = None) -> None:
         """Start the thread and wait until it has loaded the model; ``on_progress`` hears how far."""
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
             target=self._run, args=(ready, on_progress), name=f"llama:{self._name}", daemon=True
         )
         self._thread.start()
-        await asyncio.wrap_future(ready)
+        ready.result()
 
-    def submit(self, request: GenerateRequest | EmbedRequest) -> Job:
-        """Queue a request; a full queue is a retryable 503."""
+    def submit(self, job: Job) -> None:
+        """Queue a job (made with ``withdraw`` as its cancel); a full queue is a retryable 503."""
         if self._closed or self._thread is None:
             raise BackendError(f"{self._name}: the embedded model is not running", retryable=True, status=503)
-        job = Job(request, asyncio.get_running_loop(), self._withdraw)
         with self._wake:
             if len(self._waiting) >= self._limit:
                 raise BackendError(
@@ -87,7 +89,6 @@ class BatchEngine:
                 )
             self._waiting.append(job)
             self._wake.notify()
-        return job
 
     def stats(self) -> EngineStats:
         """A snapshot for metrics and tests; read without stopping the engine."""
@@ -101,13 +102,18 @@ class BatchEngine:
             moves=0 if state is None else state.moves,
         )
 
-    def _withdraw(self, job: Job) -> None:
-        # A cancelled job that still waits gives its place up at once; a running one is dropped
-        # by the engine at its next step.
-        with self._wake, contextlib.suppress(ValueError):
-            self._waiting.remove(job)
+    def withdraw(self, job: Job) -> None:
+        """Take a cancelled job out of the queue."""
+        # A cancelled job that still waits gives its place up at once and is told so; a running
+        # one is dropped by the engine at its next step.
+        with self._wake:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return
+        self._sink([(job.id, Finished("cancelled"))])
 
-    async def stop(self) -> None:
+    def stop(self) -> None:
         """Fail the waiting and running requests and let the thread free the model."""
         if self._closed:
             return
@@ -116,10 +122,10 @@ class BatchEngine:
             waiting = list(self._waiting)
             self._waiting.clear()
             self._wake.notify()
-        for job in waiting:
-            job.emit(Failed(self._shutting_down()))
+        if waiting:
+            self._sink([(job.id, Failed.of(self._shutting_down())) for job in waiting])
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            self._thread.join()
 
     def _shutting_down(self) -> BackendError:
         return BackendError(f"{self._name}: shutting down", retryable=True, status=503)
@@ -129,11 +135,12 @@ class BatchEngine:
     ) -> None:
         try:
             model = self._spec.load(on_progress)
+            model.warm_up()
         except Exception as exc:
             ready.set_exception(exc)
             return
         ready.set_result(None)
-        loop = self._state = _DecodeLoop(model, self._spec)
+        loop = self._state = _DecodeLoop(model, self._spec, Outbox(self._sink))
         try:
             while (jobs := self._next_jobs(loop)) is not None:
                 try:
@@ -171,7 +178,7 @@ class BatchEngine:
 class _DecodeLoop:
     """The engine thread's state: running sequences, the stream table and the batch buffer."""
 
-    def __init__(self, model: LoadedModel, spec: ModelSpec) -> None:
+    def __init__(self, model: LoadedModel, spec: ModelSpec, outbox: Outbox) -> None:
         self._model = model
         self._spec = spec
         self.table = StreamTable(spec.sequences)
@@ -191,8 +198,8 @@ class _DecodeLoop:
             self._batch.n_seq_id[i] = 1
             self._logits[i] = False
         self._gaps_possible = False
-        self.outbox = Outbox()
-        self._embeddings = EmbeddingQueue(spec, self.outbox)
+        self.outbox = outbox
+        self._embeddings = EmbeddingQueue(model, spec, outbox)
 
     @property
     def running(self) -> int:
@@ -215,6 +222,7 @@ class _DecodeLoop:
         request = job.request
         if isinstance(request, EmbedRequest):
             self._embeddings.add(job, request)
+            self.outbox.put(job, Started(0))
             return
         if self._shares_pending_prefix(request.prompt_tokens):
             self._deferred.append(job)
@@ -225,7 +233,7 @@ class _DecodeLoop:
             sampler = Sampler(self._model.vocab.handle, request)
         except Exception as exc:
             logger.exception("a request failed inside the model")
-            self.outbox.put(job, Failed(exc))
+            self.outbox.put(job, Failed.of(exc))
             return
         placement = self.table.place(request.prompt_tokens)
         self._gaps_possible = True
@@ -353,14 +361,14 @@ class _DecodeLoop:
         for sequence in sequences:
             llama_cpp.llama_memory_seq_rm(self._model.memory, sequence.stream, -1, -1)
             self.table.forget(sequence.stream)
-            self.outbox.put(sequence.job, Failed(error))
+            self.outbox.put(sequence.job, Failed.of(error))
             self._release(sequence)
 
     def fail_all(self, error: Exception) -> None:
         """Fail every request in hand: running, waiting for a shared prefix, or embedding."""
         self._fail(list(self._running.values()), error)
         for job in self._deferred:
-            self.outbox.put(job, Failed(error))
+            self.outbox.put(job, Failed.of(error))
         self._deferred.clear()
         self._embeddings.fail(error)
         self.outbox.flush()

@@ -1,13 +1,12 @@
-"""Requests in the engine's hands and the events they send back to the event loop."""
+"""Requests in the engine's hands and the events it sends back about them."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from aigrid.grid.backends.base import BackendError
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -52,93 +51,88 @@ class Embeddings:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """An error raised while the model worked."""
+    """A request the engine could not finish: a refusal (``fault`` False) or an error inside the model.
 
-    error: Exception
+    Plain fields rather than the exception itself, so that it crosses to the server's process.
+    """
+
+    message: str
+    fault: bool = True
+    retryable: bool = False
+    status: int = 500
+    overloaded: bool = False
+    interrupted: bool = False
+
+    @classmethod
+    def of(cls, error: Exception) -> Failed:
+        """The event for an error raised while the engine worked on a request."""
+        if isinstance(error, BackendError):
+            return cls(
+                error.message, False, error.retryable, error.status, error.overloaded, error.interrupted
+            )
+        return cls(str(error) or type(error).__name__)
+
+    def error(self, name: str) -> BackendError:
+        """The error the backend of deployment ``name`` raises for this event."""
+        if self.fault:
+            message = f"{name}: the embedded model failed: {self.message}"
+            return BackendError(message, retryable=False, status=500)
+        return BackendError(
+            self.message,
+            retryable=self.retryable,
+            status=self.status,
+            overloaded=self.overloaded,
+            interrupted=self.interrupted,
+        )
 
 
 Event = Started | Tokens | Finished | Embeddings | Failed
-_LAST = (Finished, Embeddings, Failed)
+LAST_EVENTS = (Finished, Embeddings, Failed)
+Sink = Callable[[list[tuple[int, Event]]], None]
 
 
 class Job:
-    """A request in the engine's hands; its events reach the event loop through an asyncio queue."""
+    """A request in the engine's hands, known by the id its client gave it."""
+
+    __slots__ = ("_cancelled", "_on_cancel", "id", "request")
 
     def __init__(
-        self,
-        request: GenerateRequest | EmbedRequest,
-        loop: asyncio.AbstractEventLoop,
-        on_cancel: Callable[[Job], None],
+        self, job_id: int, request: GenerateRequest | EmbedRequest, on_cancel: Callable[[Job], None]
     ) -> None:
+        self.id = job_id
         self.request = request
-        self.loop = loop
         self._on_cancel = on_cancel
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
-        self._cancelled = threading.Event()
+        self._cancelled = False
 
     @property
     def cancelled(self) -> bool:
-        """Whether the reader gave the job up."""
-        return self._cancelled.is_set()
+        """Whether the client gave the job up."""
+        return self._cancelled
 
     def cancel(self) -> None:
-        """Ask the engine to drop this job at its next step, or at once if it still waits."""
-        if not self._cancelled.is_set():
-            self._cancelled.set()
+        """Drop this job at the engine's next step, or at once if it still waits."""
+        if not self._cancelled:
+            self._cancelled = True
             self._on_cancel(self)
-
-    def emit(self, event: Event) -> None:
-        """Hand an event to the event loop; called on the engine's thread."""
-        try:
-            self.loop.call_soon_threadsafe(self._events.put_nowait, event)
-        except RuntimeError:  # the loop is closed, so nobody is left to read
-            self._cancelled.set()
-
-    def deliver(self, event: Event) -> None:
-        """Put an event in the queue; runs on the event loop."""
-        self._events.put_nowait(event)
-
-    async def batches(self) -> AsyncIterator[list[Event]]:
-        """Events as they come, several at once when the reader fell behind; ends with the last."""
-        while True:
-            batch = [await self._events.get()]
-            while not self._events.empty():
-                batch.append(self._events.get_nowait())
-            yield batch
-            if isinstance(batch[-1], _LAST):
-                return
 
 
 class Outbox:
-    """The events of one engine step, handed to each event loop in one call.
+    """The events of one engine step, handed to the sink in one call.
 
-    One wake-up of the loop per step instead of one per token: the loop then does its work while
-    the engine is inside llama_decode, which releases the GIL.
+    One message per step instead of one per token: the server's event loop then wakes once per
+    step, while the engine is already inside the next llama_decode.
     """
 
-    def __init__(self) -> None:
-        self._items: list[tuple[Job, Event]] = []
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._items: list[tuple[int, Event]] = []
 
     def put(self, job: Job, event: Event) -> None:
         """Keep an event for the next flush."""
-        self._items.append((job, event))
+        self._items.append((job.id, event))
 
     def flush(self) -> None:
         """Send what was kept."""
-        if not self._items:
-            return
-        items, self._items = self._items, []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
-        for job, event in items:
-            by_loop.setdefault(job.loop, []).append((job, event))
-        for loop, batch in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, batch)
-            except RuntimeError:  # the loop is closed, so nobody is left to read
-                for job, _ in batch:
-                    job.cancel()
-
-
-def _deliver(batch: list[tuple[Job, Event]]) -> None:
-    for job, event in batch:
-        job.deliver(event)
+        if self._items:
+            items, self._items = self._items, []
+            self._sink(items)

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+import llama_cpp._internals as llama_internals
+
+from aigrid.grid.engine.cpu import BufferChoice
 
 # Pooled embeddings need the whole input in one micro-batch, whose buffers grow with its size.
 _EMBED_CONTEXT = 2048
@@ -68,6 +71,7 @@ class ModelSpec:
     path: Path
     context_length: int
     threads: int
+    buffers: BufferChoice
     parallel: int = 1
     cache_sequences: int = 0
 
@@ -93,24 +97,30 @@ class ModelSpec:
         """
         return LoadedModel(self, on_progress)
 
-    def load_embedder(self) -> Any:
-        """A second instance of the model that yields mean-pooled embeddings."""
-        size = self.embed_context
-        return llama_cpp.Llama(
-            str(self.path),
-            n_ctx=size,
-            n_batch=size,
-            n_ubatch=size,
-            n_threads=self.threads,
-            n_threads_batch=self.threads,
-            embedding=True,
-            pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-            verbose=False,
-        )
+    def model_params(self) -> Any:
+        """llama.cpp's parameters for loading this file's weights, under the buffer choice."""
+        return model_params(self.buffers)
 
     def load_vocab(self) -> Any:
         """The tokenizer and metadata alone, with no weights: safe to use beside the engine."""
-        return llama_cpp.Llama(str(self.path), vocab_only=True, verbose=False)
+        return load_vocabulary(self.path, self.buffers)
+
+
+def model_params(buffers: BufferChoice, *, vocab_only: bool = False) -> Any:
+    """llama.cpp's model parameters: the one place every load takes its buffer types from."""
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = buffers.enabled
+    params.vocab_only = vocab_only
+    return params
+
+
+def load_vocabulary(path: Path, buffers: BufferChoice) -> Any:
+    """A vocabulary-only copy of a GGUF file (``llama_cpp``'s LlamaModel): tokenizer and metadata."""
+    # verbose=True only stops llama_cpp from swapping the process's stdout and stderr, which
+    # would lose other threads' output; its log lines go through the callback above.
+    return llama_internals.LlamaModel(
+        path_model=str(path), params=model_params(buffers, vocab_only=True), verbose=True
+    )
 
 
 class LoadedModel:
@@ -122,7 +132,7 @@ class LoadedModel:
     """
 
     def __init__(self, spec: ModelSpec, on_progress: Callable[[float], None] | None = None) -> None:
-        model_params = llama_cpp.llama_model_default_params()
+        model_params = spec.model_params()
         if on_progress is not None:
             # The struct keeps the ctypes callback alive for as long as the load takes.
             model_params.progress_callback = _load_callback(on_progress)
@@ -148,6 +158,15 @@ class LoadedModel:
             )
         self.vocab = Vocabulary(llama_cpp.llama_model_get_vocab(self.model))
         self.memory = llama_cpp.llama_get_memory(self.context)
+
+    def warm_up(self) -> None:
+        """Decode a few tokens once and forget them: kernels that crash do so at load, not on a request."""
+        tokens = tokenize(self.vocab.handle, b"Hello there", add_special=True, parse_special=False)
+        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        status = llama_cpp.llama_decode(self.context, llama_cpp.llama_batch_get_one(array, len(tokens)))
+        llama_cpp.llama_memory_clear(self.memory, True)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status} on the warm-up tokens")
 
     def close(self) -> None:
         """Free the context and the weights."""
@@ -194,6 +213,20 @@ class Vocabulary:
         if found is None:
             found = self._ends[token] = bool(llama_cpp.llama_vocab_is_eog(self.handle, token))
         return found
+
+
+def tokenize(vocab: Any, text: bytes, *, add_special: bool, parse_special: bool) -> list[int]:
+    """The tokens of ``text`` under a C vocabulary."""
+    size = len(text) + 2
+    buffer = (llama_cpp.llama_token * size)()
+    count = llama_cpp.llama_tokenize(vocab, text, len(text), buffer, size, add_special, parse_special)
+    if count < 0:
+        size = -count
+        buffer = (llama_cpp.llama_token * size)()
+        count = llama_cpp.llama_tokenize(vocab, text, len(text), buffer, size, add_special, parse_special)
+    if count < 0:
+        raise RuntimeError(f"llama.cpp could not tokenize {len(text)} bytes")
+    return list(buffer[:count])
 
 
 def token_piece(vocab: Any, token: int) -> bytes:
