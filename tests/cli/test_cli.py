@@ -364,6 +364,14 @@ def test_deployments_table(fake_server: FakeServer) -> None:
         "requests": 12_345,
         "failures": 1,
         "seconds_per_output_token": 0.0125,
+        "engine": {
+            "running": 0,
+            "waiting": 0,
+            "state": "running",
+            "restarts": 2,
+            "last_exit": "killed by SIGSEGV (a fault in native code)",
+            "last_exit_at_us": 1_796_300_000_000_000,
+        },
     }
     failing = deployment | {
         "model": "gpt-x",
@@ -377,6 +385,7 @@ def test_deployments_table(fake_server: FakeServer) -> None:
         "cooldown_left_s": 12.2,
         "last_error": "HTTP 503 from upstream",
         "seconds_per_output_token": None,
+        "engine": None,
     }
     fake_server.answer("GET", "/admin/deployments", {"object": "list", "data": [deployment, failing]})
     result = run("deployments")
@@ -393,9 +402,16 @@ def test_deployments_table(fake_server: FakeServer) -> None:
         "12,345",
         "1",
         "12.5",
+        "2",
     ]
+    failing_line = next(line for line in result.stdout.splitlines() if "cloud-a" in line)
+    assert failing_line.split()[-1] == "—", "a remote plant has no engine to restart"
     assert "open, retry in 12s, 3 failures in a row" in result.stdout
     assert "cloud-a: last error: HTTP 503 from upstream" in result.stdout
+    assert (
+        "embedded-smollm2: engine process running; last exit: killed by SIGSEGV (a fault in native code)"
+        " at 2026-12-03 12:13:20" in result.stdout
+    )
 
 
 def test_an_openai_error_prints_its_message_and_exits_1(fake_server: FakeServer) -> None:
