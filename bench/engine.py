@@ -278,6 +278,7 @@ def run_batched_bench(
     shared: bool,
     repack: bool = BUFFERS.enabled,
     log_name: str = "llama-batched-bench",
+    extra: tuple[str, ...] = (),
 ) -> tuple[list[str], str, list[BenchRow]]:
     ctx = max(BENCH_CONTEXT, max(npl) * (args.npp + args.ntg))
     argv = [str(binary), "-m", str(model), "-c", str(ctx), "-b", "2048", "-ub", "512"]
@@ -289,6 +290,7 @@ def run_batched_bench(
         argv.append("-nr")
     if shared:
         argv.append("-pps")
+    argv += extra
     log = LOGS / f"{log_name}{'-pps' if shared else ''}.log"
     log.write_bytes(b"")
     print(f"  $ {shlex.join(argv)}", file=sys.stderr)

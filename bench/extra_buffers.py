@@ -54,14 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         binary = ensure_batched_bench(args.skip_build, "noamx", NO_AMX)
         best: dict[tuple[bool, int, str], float] = {}
         buffers: dict[bool, set[str]] = {True: set(), False: set()}
+        refused: dict[bool, set[tuple[str, str]]] = {True: set(), False: set()}
         for rep in range(args.reps):
             for repack in (True, False):
                 name = f"extra-buffers-{'on' if repack else 'off'}"
+                # -v: llama.cpp then logs where each tensor went (and which could not be repacked).
                 _, _, rows = run_batched_bench(
-                    binary, model_path(), args, SEQUENCES, False, repack=repack, log_name=name
+                    binary, model_path(), args, SEQUENCES, False, repack=repack, log_name=name, extra=("-v",)
                 )
                 text = (LOGS / f"{name}.log").read_text(errors="replace")
-                buffers[repack] |= set(re.findall(r"(\w+) model buffer size", text))
+                buffers[repack] |= {
+                    f"{b} ({m} MiB)" for b, m in re.findall(r"(\S+) model buffer size = +([\d.]+)", text)
+                }
+                refused[repack] |= set(
+                    re.findall(r"\(and (\d+) others\) cannot be used with preferred buffer type (\w+)", text)
+                )
                 for row in rows:
                     for attr in ("s_tg", "s_pp"):
                         key = (repack, row.pl, attr)
@@ -70,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nllama-batched-bench built without AMX kernels ({binary}), {model_path().name},")
     print(f"{args.threads} threads, npp {args.npp}, ntg {args.ntg}, best of {args.reps} runs each")
     for repack in (True, False):
-        placed = ", ".join(sorted(buffers[repack]))
+        placed = ", ".join(sorted(buffers[repack])) or "?"
         print(f"  weights placed in, repacking {'on' if repack else 'off'}: {placed}")
+        for others, kind in sorted(refused[repack]):
+            print(f"    {int(others) + 1} tensors could not go to {kind} (no kernel for their type)")
     print(f"\n{'tokens/s':32}{'extra buffers on':>18}{'off':>10}{'off ÷ on':>10}")
     for pl in SEQUENCES:
         for attr, label in (("s_tg", "generation"), ("s_pp", "prompt")):
