@@ -46,6 +46,7 @@ run: install
 lint: install
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy --strict src

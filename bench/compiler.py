@@ -8,7 +8,7 @@
 Everything runs in one process, as the server runs it for its default config (no config file, no
 ``[[models]]``: the embedded SmolLM2-135M, ``load_config(None)``): the grid (admission, routing,
 the ledger) over a scratch SQLite database under ``bench/.work/``, ``GridModelClient.json_writer``
-for the kernel's ``compiler_model`` and the ``Compiler`` that ``aigrid.grid.app._kernel`` builds.
+for the kernel's ``compiler_model`` and the ``Compiler`` that ``aigrid.api.app._kernel`` builds.
 The tools offered are the built-ins (``SystemCalls``, on the same database) and the example
 services' catalog ``tests/data/tool_catalog.json``, whose handlers raise: nothing runs, a spec is
 only compiled.
@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import orjson
 import yaml
 
+from aigrid.api.app import build_routes
 from aigrid.config import load_config
-from aigrid.grid.app import build_routes
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
 from aigrid.grid.router import Router
@@ -56,9 +56,9 @@ from aigrid.kernel.builtins import SystemCalls
 from aigrid.kernel.compiler import CompileError, Compiler, Draft
 from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.model import GridModelClient, TenantNames
-from aigrid.kernel.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, IntervalTrigger, OnceTrigger
 from aigrid.kernel.tool_search import search_tools
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
+from aigrid.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, IntervalTrigger, OnceTrigger
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import WalCheckpointer, make_engine, migrate

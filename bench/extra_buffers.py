@@ -21,7 +21,8 @@ import os
 import re
 import sys
 
-from engine import LOGS, ensure_batched_bench, model_path, run_batched_bench
+from embedded import model_path
+from llama_bench import LOGS, ensure_batched_bench, run_batched_bench
 from processes import signals_raise
 
 # x86-64 kernels as a CPU without AMX would get them; AMX off (GGML_NATIVE=OFF leaves it off).

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from aigrid.api.app import build_routes
 from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
-from aigrid.grid.app import build_routes
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
 from aigrid.grid.router import Deployment, Router
@@ -47,8 +47,8 @@ from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.model import GridModelClient, TenantNames
 from aigrid.kernel.runner import Runner
 from aigrid.kernel.scheduler import FairScheduler, Runnable, Scheduler
-from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
+from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import WalCheckpointer, make_engine, migrate

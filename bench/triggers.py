@@ -31,8 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aigrid.kernel.scheduler import FairScheduler
-from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.triggers import TriggerService
+from aigrid.spec import AgentSpec
 from aigrid.store.agents import AgentStore
 from aigrid.store.schema import AgentTrigger, ProcessRow
 from aigrid.store.triggers import TriggerStore

@@ -10,12 +10,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aigrid.kernel.providers.base import ProviderConfig
-
 Backend = Literal["openai", "embedded"]
 Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
 Tier = Literal["edge", "cloud"]
 ExtraBuffers = Literal["auto", "on", "off"]
+ProviderKind = Literal["mcp", "openapi"]
+# A provider's name prefixes its tools ("shop" gives "shop.search"), so it is kept short and plain.
+PROVIDER_NAME = r"^[a-z][a-z0-9_-]{0,31}$"
 
 # Prices are kept as integers of a millionth of a micro-unit per token, so costs are integer sums.
 PRICE_SCALE = 1_000_000
@@ -142,6 +143,39 @@ class KernelConfig(_Strict):
             if weight <= 0:
                 raise ValueError(f"tenant '{tenant}' needs a weight above 0")
         return v
+
+
+class ProviderConfig(BaseModel):
+    """One MCP server (a command over stdio, or a streamable HTTP URL) or one OpenAPI service."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=PROVIDER_NAME)
+    kind: ProviderKind
+    command: tuple[str, ...] = Field(default=(), max_length=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    url: str | None = Field(default=None, max_length=2000)
+    spec: str | None = Field(default=None, max_length=2000)
+    base_url: str | None = Field(default=None, max_length=2000)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    tenant: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProviderConfig:
+        if self.kind == "mcp" and bool(self.command) == bool(self.url):
+            raise ValueError("an 'mcp' provider needs either command (stdio) or url (streamable HTTP)")
+        if self.kind == "openapi" and not self.spec:
+            raise ValueError("an 'openapi' provider needs spec (a file path or URL)")
+        if self.kind == "openapi" and self.command:
+            raise ValueError("an 'openapi' provider takes spec and base_url, not command")
+        return self
+
+    def describe(self) -> str:
+        """Where the tools come from, in a few words, for listings."""
+        if self.kind == "openapi":
+            return f"openapi {self.spec}"
+        return f"mcp {self.url}" if self.url else f"mcp stdio {' '.join(self.command)}"
 
 
 class ServerConfig(_Strict):

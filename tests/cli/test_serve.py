@@ -22,7 +22,7 @@ from tests.support import ADMIN_KEY, LiveServer, free_port, mock_config
 from aigrid.config import DeploymentConfig
 from aigrid.grid.backends.base import Backend, Completion, Endpoint, StreamSession
 from aigrid.grid.backends.embedded import EmbeddedBackend
-from aigrid.grid.server import StartDisplay
+from aigrid.server import StartDisplay
 
 URL = "http://127.0.0.1:8700/v1"
 CLOUD = DeploymentConfig(backend="openai", base_url="http://cloud.test/v1", upstream_model="gpt-x")
@@ -158,5 +158,5 @@ def test_serve_off_a_terminal_logs_lines_only(tmp_path: Path, mock_upstream: str
         server.stop()
     log = server.log()
     assert f"URL:       {server.url}/v1" in log and f"admin key: {ADMIN_KEY}" in log
-    assert re.search(rf"INFO aigrid\.grid\.server: ready: {re.escape(server.url)}/v1", log), log
+    assert re.search(rf"INFO aigrid\.server: ready: {re.escape(server.url)}/v1", log), log
     assert "━" not in log and "loading" not in log and "\x1b[" not in log

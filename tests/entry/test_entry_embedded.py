@@ -13,7 +13,7 @@ from typing import Any
 
 import llama_cpp
 import pytest
-from tests.entry.test_entry_api import MANIFESTS, call, consistent, ledger, register
+from tests.api.test_entry_api import MANIFESTS, call, consistent, ledger, register
 from tests.examples.test_services import Service, running_services
 from tests.support import ADMIN_KEY, LiveServer
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.kernel.test_tools_api import api
+from tests.api.test_tools_api import api
 from tests.support import ADMIN_KEY, LiveServer, aigrid
 
 from aigrid.entry.manifest import Manifest

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from aigrid.config import ProviderConfig
 from aigrid.entry import answers
 from aigrid.entry.calls import Caller
 from aigrid.entry.catalog import Catalog, catalog
@@ -23,7 +24,6 @@ from aigrid.entry.plan import Plan, PlanError
 from aigrid.entry.reading import read
 from aigrid.entry.registry import Service
 from aigrid.entry.saga import Saga
-from aigrid.kernel.providers.base import ProviderConfig
 from aigrid.kernel.providers.manager import ProviderStatus
 from aigrid.kernel.providers.mcp import McpToolError
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from aigrid.clock import period_start_us
 from aigrid.errors import APIError
-from aigrid.grid.limits import Admission, TokenBucket, period_start_us
+from aigrid.grid.limits import Admission, TokenBucket
 
 DAY_US = 86_400_000_000
 

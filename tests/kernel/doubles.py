@@ -13,8 +13,8 @@ from aigrid.kernel.builtins import SystemCalls
 from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.runner import Runner
-from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
+from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import make_engine, migrate

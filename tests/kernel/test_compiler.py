@@ -14,8 +14,8 @@ from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
 from aigrid.grid.engine.cpu import host_choice
 from aigrid.grid.engine.model import default_model_path, load_vocabulary
 from aigrid.kernel.compiler import CompileError, Compiler, _schema, needs_approval
-from aigrid.kernel.spec import AgentSpec, CronTrigger, WebhookTrigger
 from aigrid.kernel.tools import Tool
+from aigrid.spec import AgentSpec, CronTrigger, WebhookTrigger
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 EXAMPLE = (

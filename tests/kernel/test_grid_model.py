@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.support import mock_config
 
+from aigrid.api.app import create_app
 from aigrid.config import ServerConfig, load_config
-from aigrid.grid.app import create_app
 from aigrid.kernel.model import GridModelClient
 from aigrid.kernel.runner import Runner
-from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import ToolRegistry
+from aigrid.spec import AgentSpec
 from aigrid.store.agents import AgentStore
 from aigrid.store.processes import ProcessStore
 from aigrid.store.schema import LedgerEntry

@@ -25,7 +25,8 @@ from mcp_types import (
 )
 from tests.support import free_port
 
-from aigrid.kernel.providers.base import ProviderConfig, ProviderError
+from aigrid.config import ProviderConfig
+from aigrid.kernel.providers.base import ProviderError
 from aigrid.kernel.providers.mcp import McpConnectionError, McpProvider, McpToolError, result_value
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 

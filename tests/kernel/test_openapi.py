@@ -16,7 +16,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from tests.support import free_port
 
-from aigrid.kernel.providers.base import ProviderConfig, ProviderError
+from aigrid.config import ProviderConfig
+from aigrid.kernel.providers.base import ProviderError
 from aigrid.kernel.providers.openapi import OpenApiHttpError, OpenApiProvider
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.kernel.test_tools_api import api, wait_state
+from tests.api.test_tools_api import api, wait_state
 from tests.support import LiveServer, RecordingUpstream
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from aigrid.kernel.spec import CronTrigger, IntervalTrigger, OnceTrigger
 from aigrid.kernel.when import When, parse_when
+from aigrid.spec import CronTrigger, IntervalTrigger, OnceTrigger
 
 SHANGHAI = "Asia/Shanghai"
 SH = ZoneInfo(SHANGHAI)

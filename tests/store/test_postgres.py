@@ -96,7 +96,7 @@ def test_the_grid_meters_into_postgresql_and_survives_a_kill(
 
 
 def test_memory_search_and_the_journal_work_on_postgresql(postgres_url: str) -> None:
-    from aigrid.kernel.spec import AgentSpec
+    from aigrid.spec import AgentSpec
     from aigrid.store.accounts import AccountStore
     from aigrid.store.agents import AgentStore
     from aigrid.store.db import make_engine, migrate

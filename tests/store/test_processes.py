@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aigrid.kernel.spec import AgentSpec
+from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError, AccountStore
 from aigrid.store.agents import AgentStore, StoredSpec
 from aigrid.store.db import make_engine, migrate

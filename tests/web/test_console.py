@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
-from tests.kernel.test_compose_api import WATCHER, model_writes
-from tests.kernel.test_tools_api import api, tool_call, wait_state
+from tests.api.test_compose_api import WATCHER, model_writes
+from tests.api.test_tools_api import api, tool_call, wait_state
 from tests.support import ADMIN_KEY, SCREENSHOTS, LiveServer, RecordingUpstream, aigrid
 
 from aigrid.cli.render import cny, count

@@ -99,7 +99,7 @@ def serve(
 ) -> None:
     """Run the gateway until interrupted."""
     from aigrid.config import ConfigError
-    from aigrid.grid.server import serve as run_server
+    from aigrid.server import serve as run_server
 
     try:
         run_server(config, host, port, data_dir)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from aigrid.config import ProviderConfig
 from aigrid.entry.manifest import Manifest
-from aigrid.kernel.providers.base import ProviderConfig
 from aigrid.kernel.providers.manager import ProviderManager, ProviderStatus
 from aigrid.store.accounts import AccountError
 from aigrid.store.providers import ProviderStore

@@ -10,31 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+from aigrid.clock import now_us, period_start_us
 from aigrid.errors import insufficient_quota, rate_limited
 
 PERIODS = ("day", "month", "total")
 KINDS = ("tokens", "cost")
-
-
-def period_start_us(period: str, now_us: int) -> int:
-    """The start (UTC, microseconds) of the budget period that contains ``now_us``."""
-    if period == "total":
-        return 0
-    now = datetime.fromtimestamp(now_us / 1e6, tz=UTC)
-    if period == "day":
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    elif period == "month":
-        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    else:
-        raise ValueError(f"unknown period {period!r}")
-    return int(start.timestamp() * 1_000_000)
-
-
-def now_us() -> int:
-    """Wall-clock time in integer microseconds."""
-    return time.time_ns() // 1000
 
 
 class TokenBucket:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from aigrid.clock import now_us
 from aigrid.errors import INTERRUPTED, APIError, bad_request, context_length_exceeded, internal_error
 from aigrid.grid.backends.base import (
     BackendError,
@@ -19,7 +20,7 @@ from aigrid.grid.backends.base import (
     Usage,
     new_id,
 )
-from aigrid.grid.limits import Admission, Reservation, now_us
+from aigrid.grid.limits import Admission, Reservation
 from aigrid.grid.meter import Metrics, cost_micro, worst_cost_micro
 from aigrid.grid.router import Deployment, Route, Router
 from aigrid.grid.tokens import estimate_prompt_tokens, requested_max_tokens

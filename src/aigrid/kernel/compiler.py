@@ -26,10 +26,10 @@ import yaml
 from pydantic import ValidationError
 
 from aigrid.errors import APIError
-from aigrid.kernel.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, TimedTrigger
 from aigrid.kernel.tool_search import search_tools, strong
 from aigrid.kernel.tools import Tool
 from aigrid.kernel.when import When, parse_when
+from aigrid.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, TimedTrigger
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
 WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]

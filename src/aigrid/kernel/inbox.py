@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from aigrid.grid.limits import now_us
+from aigrid.clock import now_us
 from aigrid.store.agents import AgentStore
 from aigrid.store.inbox import MAX_DELIVERY_ATTEMPTS, InboxMessage, InboxStore
 from aigrid.store.processes import ProcessRecord, ProcessStore

@@ -19,11 +19,11 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from aigrid.clock import now_us, period_start_us
 from aigrid.errors import APIError
-from aigrid.grid.limits import now_us, period_start_us
 from aigrid.kernel.context import fit
-from aigrid.kernel.spec import AgentSpec
 from aigrid.kernel.tools import CallContext, Tool, ToolOutcome, ToolRegistry
+from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
 from aigrid.store.processes import AuditEntry, ProcessRecord, ProcessStore, Step, StepKind, StepUsage

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.kernel.spec import AgentSpec
+from aigrid.spec import AgentSpec
 
 # What the model gets back from one call at most; the rest is cut and said to be cut.
 MAX_RESULT_CHARS = 16_000

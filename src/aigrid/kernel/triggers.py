@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import TypeAdapter, ValidationError
 
 from aigrid.kernel.kernel import Kernel
-from aigrid.kernel.spec import IntervalTrigger, TimedTrigger
+from aigrid.spec import IntervalTrigger, TimedTrigger
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
 from aigrid.store.triggers import PlannedTrigger, TriggerRecord, TriggerStore

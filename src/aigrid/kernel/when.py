@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import parsedatetime
 from recurrent.event_parser import RecurringEvent, Tokenizer
 
-from aigrid.kernel.spec import CronTrigger, IntervalTrigger, OnceTrigger, TimedTrigger
+from aigrid.spec import CronTrigger, IntervalTrigger, OnceTrigger, TimedTrigger
 
 _DEFAULT_HOUR = 9
 _HOURS_24 = (0, 24)  # recurrent's preferred_time_range; its default (8, 19) makes "at 7:30" 19:30

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us, period_start_us
+from aigrid.clock import now_us, period_start_us
 from aigrid.store.schema import ApiKey, Budget, LedgerEntry, RateLimit, Tenant
 
 ADMIN_TENANT = "admin"

@@ -9,8 +9,8 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
-from aigrid.kernel.spec import AgentSpec
+from aigrid.clock import now_us
+from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError
 from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls
 from aigrid.store.schema import AgentSpecVersion

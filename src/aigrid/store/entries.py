@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
+from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.schema import EntryJournalRow, EntryRow
 

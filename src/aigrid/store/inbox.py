@@ -13,7 +13,7 @@ from typing import Literal
 from sqlalchemy import Engine, and_, exists, select, update
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
+from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.schema import InboxRow, ProcessRow
 

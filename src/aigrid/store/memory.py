@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
+from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.schema import Memory
 

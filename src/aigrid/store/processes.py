@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
+from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
 from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls

@@ -6,8 +6,8 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
-from aigrid.kernel.providers.base import ProviderConfig
+from aigrid.clock import now_us
+from aigrid.config import ProviderConfig
 from aigrid.store.accounts import AccountError
 from aigrid.store.schema import ToolProviderRow
 

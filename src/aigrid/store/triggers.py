@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from aigrid.grid.limits import now_us
+from aigrid.clock import now_us
 from aigrid.store.schema import AgentSecret, AgentTrigger
 
 _SECRET_PREFIX = "whs-"

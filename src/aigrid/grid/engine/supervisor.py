@@ -21,11 +21,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from aigrid.clock import now_us
 from aigrid.grid.backends.base import BackendError, EngineStats
 from aigrid.grid.backends.embedded_prompt import GenerateRequest
 from aigrid.grid.engine.jobs import LAST_EVENTS, EmbedRequest, Event, Failed, Started
 from aigrid.grid.engine.wire import ChannelError, EngineOrder, encode, read_message
-from aigrid.grid.limits import now_us
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aigrid.kernel.providers.base import ProviderConfig, ProviderError, ToolProvider
+from aigrid.config import ProviderConfig
+from aigrid.kernel.providers.base import ProviderError, ToolProvider
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.providers import ProviderStore

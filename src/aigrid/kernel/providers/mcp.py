@@ -30,7 +30,8 @@ from mcp_types import (
 )
 from mcp_types import Tool as McpTool
 
-from aigrid.kernel.providers.base import ProviderConfig, ProviderError, tool_name
+from aigrid.config import ProviderConfig
+from aigrid.kernel.providers.base import ProviderError, tool_name
 from aigrid.kernel.tools import CallContext, Handler, Tool
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 import httpx
 import yaml
 
-from aigrid.kernel.providers.base import ProviderConfig, ProviderError, tool_name
+from aigrid.config import ProviderConfig
+from aigrid.kernel.providers.base import ProviderError, tool_name
 from aigrid.kernel.tools import CallContext, Handler, Tool
 
 logger = logging.getLogger(__name__)

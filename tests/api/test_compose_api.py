@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from tests.kernel.test_tools_api import api, wait_state
+from tests.api.test_tools_api import api, wait_state
 from tests.support import LiveServer, RecordingUpstream, aigrid
 
 pytestmark = pytest.mark.slow

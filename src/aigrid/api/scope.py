@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from aigrid.api.state import AppState
 from aigrid.errors import APIError, not_found
-from aigrid.grid.api.state import AppState
 from aigrid.store.accounts import AccountError, Principal
 
 T = TypeVar("T")

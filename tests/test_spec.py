@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from aigrid.kernel.spec import AgentSpec
+from aigrid.spec import AgentSpec
 
 BASE: dict[str, Any] = {"name": "shopper", "instructions": "Buy the cheapest item that fits."}
 

@@ -22,25 +22,27 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as HTTPRoute
 
+from aigrid.api import accounts as account_routes
+from aigrid.api import admin as admin_routes
+from aigrid.api import agents as agent_routes
+from aigrid.api import compose as compose_routes
+from aigrid.api import entry as entry_routes
+from aigrid.api import openai as openai_routes
+from aigrid.api import services as service_routes
+from aigrid.api import tools as tool_routes
+from aigrid.api.auth import KeyRing
+from aigrid.api.hot_path import HotPath
+from aigrid.api.state import AppState, KernelParts, state_of
 from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
-from aigrid.entry import api as service_routes
-from aigrid.entry import api_entry as entry_routes
 from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
 from aigrid.errors import APIError, internal_error
-from aigrid.grid.api import account_routes, admin_routes, openai_routes
-from aigrid.grid.api.auth import KeyRing
-from aigrid.grid.api.hot_path import HotPath
-from aigrid.grid.api.state import AppState, KernelParts, state_of
 from aigrid.grid.backends.base import Backend
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
 from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
 from aigrid.grid.service import Grid
-from aigrid.kernel import api as agent_routes
-from aigrid.kernel import api_compose as compose_routes
-from aigrid.kernel import api_tools as tool_routes
 from aigrid.kernel.builtins import SystemCalls
 from aigrid.kernel.compiler import Compiler
 from aigrid.kernel.inbox import Inbox

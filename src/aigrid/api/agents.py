@@ -11,12 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store, call_store_async, tenant_scope
+from aigrid.api.state import state_of
 from aigrid.errors import APIError, bad_request
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store, call_store_async, tenant_scope
-from aigrid.grid.api.state import state_of
 from aigrid.kernel.compiler import spec_diff
-from aigrid.kernel.spec import AgentSpec, WebhookTrigger
+from aigrid.spec import AgentSpec, WebhookTrigger
 from aigrid.store.agents import StoredSpec
 from aigrid.store.processes import STATES, ProcessRecord, Step
 from aigrid.store.triggers import TriggerStore

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.api.agent_model import AGENT_PREFIX, agent_model, agent_models
+from aigrid.api.scope import tenant_scope
+from aigrid.api.state import state_of
 from aigrid.errors import bad_request, not_found
-from aigrid.grid.api.scope import tenant_scope
-from aigrid.grid.api.state import state_of
-from aigrid.kernel.agent_model import AGENT_PREFIX, agent_model, agent_models
 from aigrid.store.usage import GROUPS, INTERVALS, UsageQuery, query_usage
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
+from aigrid.api.scope import api_error_for, call_store
+from aigrid.api.state import AppState
 from aigrid.errors import APIError, bad_request, model_not_found
-from aigrid.grid.api.scope import api_error_for, call_store
-from aigrid.grid.api.state import AppState
 from aigrid.kernel.kernel import WAITING_FOR_SOMEONE, Kernel
-from aigrid.kernel.spec import AGENT_NAME
+from aigrid.spec import AGENT_NAME
 from aigrid.store.accounts import AccountError, Principal
 from aigrid.store.processes import ProcessRecord
 

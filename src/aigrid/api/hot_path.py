@@ -16,14 +16,14 @@ import orjson
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
-from aigrid.entry import chat as entry_chat
-from aigrid.entry.chat import ENTRY_MODEL
+from aigrid.api import agent_model
+from aigrid.api import entry_model as entry_chat
+from aigrid.api.agent_model import AGENT_PREFIX
+from aigrid.api.entry_model import ENTRY_MODEL
+from aigrid.api.state import AppState
 from aigrid.errors import APIError, bad_request, internal_error
-from aigrid.grid.api.state import AppState
 from aigrid.grid.backends.base import Completion, Endpoint
 from aigrid.grid.service import CallMeta
-from aigrid.kernel import agent_model
-from aigrid.kernel.agent_model import AGENT_PREFIX
 from aigrid.store.accounts import Principal
 from aigrid.store.schema import LedgerEntry
 
@@ -105,7 +105,7 @@ class HotPath:
 async def _serve_agent(
     state: AppState, principal: Principal, body: dict[str, Any], receive: Receive, send: Send
 ) -> None:
-    """An ``agent:NAME`` model: a process of the caller's agent answers (see aigrid.kernel.agent_model)."""
+    """An ``agent:NAME`` model: a process of the caller's agent answers (see aigrid.api.agent_model)."""
     reply = await agent_model.answer(state, principal, body)
     pid = (b"x-aigrid-process", reply.pid.encode())
     if isinstance(reply.body, bytes):
@@ -117,7 +117,7 @@ async def _serve_agent(
 async def _serve_entry(
     state: AppState, principal: Principal, body: dict[str, Any], receive: Receive, send: Send
 ) -> None:
-    """The ``entry`` model: the super entry answers (see aigrid.entry.chat)."""
+    """The ``entry`` model: the super entry answers (see aigrid.api.entry_model)."""
     entry_id, reply = await entry_chat.answer(state.entries, principal, body)
     header = (b"x-aigrid-entry", entry_id.encode())
     if isinstance(reply, bytes):

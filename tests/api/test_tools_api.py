@@ -15,7 +15,7 @@ from tests.support import LiveServer, RecordingUpstream, aigrid
 
 pytestmark = pytest.mark.slow
 
-STDIO_SERVER = Path(__file__).with_name("mcp_stdio_server.py")
+STDIO_SERVER = Path(__file__).parent.parent / "kernel" / "mcp_stdio_server.py"
 
 
 SERVER_CONFIG = (
@@ -94,7 +94,7 @@ def test_an_approved_mcp_call_survives_a_restart_and_lands_in_the_audit_log(
 
 
 def test_providers_are_added_listed_and_removed_by_the_admin_only(server: LiveServer) -> None:
-    spec = Path(__file__).with_name("petstore.yaml")
+    spec = Path(__file__).parent.parent / "kernel" / "petstore.yaml"
     added = aigrid(server, "tool", "add", "pets", "--openapi", str(spec), "--base-url", "http://127.0.0.1:9")
     assert added.returncode == 0, added.stderr
     assert "pets." in added.stdout

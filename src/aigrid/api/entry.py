@@ -8,11 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.api.agents import json_object, owner, query_number
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store, call_store_async
+from aigrid.api.state import AppState, state_of
 from aigrid.errors import bad_request
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store, call_store_async
-from aigrid.grid.api.state import AppState, state_of
-from aigrid.kernel.api import json_object, owner, query_number
 from aigrid.store.entries import ENTRY_STATES, EntryRecord, JournalStep
 
 _MAX_BODY_BYTES = 64 << 10

@@ -8,12 +8,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.api.agents import json_object, query_number, validated
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store, call_store_async, tenant_scope
+from aigrid.api.state import state_of
+from aigrid.config import ProviderConfig
 from aigrid.errors import bad_request
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store, call_store_async, tenant_scope
-from aigrid.grid.api.state import state_of
-from aigrid.kernel.api import json_object, query_number, validated
-from aigrid.kernel.providers.base import ProviderConfig
 from aigrid.kernel.providers.manager import ProviderStatus
 from aigrid.store.inbox import InboxStore
 from aigrid.store.memory import TENANT_WIDE, MemoryRecord, MemoryStore

@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.api.agents import MAX_SPEC_BYTES, json_object, named_tenant, one_tenant, save_agent, save_spec
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store
+from aigrid.api.state import state_of
 from aigrid.errors import APIError, bad_request
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store
-from aigrid.grid.api.state import state_of
-from aigrid.kernel.api import MAX_SPEC_BYTES, json_object, named_tenant, one_tenant, save_agent, save_spec
 from aigrid.kernel.compiler import CompileError, Draft
 from aigrid.kernel.triggers import utc_now
 

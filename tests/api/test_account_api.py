@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tests.kernel.test_tools_api import api
+from tests.api.test_tools_api import api
 from tests.support import ADMIN_KEY, LiveServer
 
 pytestmark = pytest.mark.slow

@@ -23,8 +23,8 @@ from rich.progress import (
 )
 from uvicorn.config import STARTUP_FAILURE
 
+from aigrid.api.app import admin_key, create_app
 from aigrid.config import load_config
-from aigrid.grid.app import admin_key, create_app
 from aigrid.grid.backends.base import Backend
 
 if TYPE_CHECKING:

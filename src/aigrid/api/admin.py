@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store, tenant_scope
+from aigrid.api.state import AppState, state_of
 from aigrid.errors import bad_request
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store, tenant_scope
-from aigrid.grid.api.state import AppState, state_of
 from aigrid.store.accounts import Principal, digest
 
 Kind = Literal["tokens", "cost"]

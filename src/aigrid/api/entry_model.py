@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
+from aigrid.api.agent_model import turns_of
+from aigrid.api.scope import call_store_async
 from aigrid.entry.service import EntryService
 from aigrid.errors import bad_request
-from aigrid.grid.api.scope import call_store_async
-from aigrid.kernel.agent_model import turns_of
 from aigrid.store.accounts import Principal
 from aigrid.store.entries import EntryRecord
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
+from aigrid.api.auth import KeyRing
 from aigrid.config import ServerConfig
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
-from aigrid.grid.api.auth import KeyRing
 from aigrid.grid.service import Grid
 from aigrid.kernel.compiler import Compiler
 from aigrid.kernel.inbox import Inbox

@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.grid.api.admin_routes import budget_list
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.state import state_of
+from aigrid.api.admin import budget_list
+from aigrid.api.openai import json_response
+from aigrid.api.state import state_of
 
 
 async def me(request: Request) -> Response:

@@ -8,14 +8,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.api.agents import json_object, validated
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store_async
+from aigrid.api.state import state_of
+from aigrid.config import ProviderConfig
 from aigrid.entry.manifest import Manifest
 from aigrid.entry.registry import Service
 from aigrid.errors import bad_request
-from aigrid.grid.api.openai_routes import json_response
-from aigrid.grid.api.scope import call_store_async
-from aigrid.grid.api.state import state_of
-from aigrid.kernel.api import json_object, validated
-from aigrid.kernel.providers.base import ProviderConfig
 
 _MAX_SERVICE_BYTES = 256 << 10
 

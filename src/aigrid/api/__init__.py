@@ -1,0 +1,1 @@
+"""The HTTP surface: one router module per area, and the app's assembly (``app.py``)."""

@@ -1,1 +1,0 @@
-"""The HTTP face of the grid: the OpenAI-compatible API, the admin API and metrics."""
