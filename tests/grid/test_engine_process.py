@@ -68,6 +68,7 @@ def first_answer_after(server: LiveServer, key: str, model: str) -> float:
             return time.monotonic() - started
         assert reply.status_code == 503, reply.text
         assert reply.json()["error"]["type"] == "api_error"
+        assert reply.headers["Retry-After"] == "1", "a restart takes a second or two, not a cool-down"
         time.sleep(0.02)
     raise AssertionError("no answer within 30 s of the engine's death")
 

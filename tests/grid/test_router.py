@@ -171,3 +171,46 @@ async def test_every_deployment_full_is_503_overloaded_with_retry_after() -> Non
     assert err.value.status == 503 and err.value.code == "overloaded"
     assert err.value.headers["Retry-After"] == "1"
     assert all(d.breaker.state == "closed" for d in route.deployments)
+
+
+async def test_a_plant_that_says_it_died_is_skipped_at_once_and_taken_back_when_it_says_so() -> None:
+    engine, cloud = FakeBackend("engine"), FakeBackend("cloud")
+    route = _route("failover", engine, cloud)
+    router = Router([route])
+    engine.tell("the engine process killed by SIGSEGV (a fault in native code)")
+    assert await _call(router, route) == "cloud" and engine.calls == 0, "no request had to find out"
+    engine.tell(None)
+    assert await _call(router, route) == "engine", "back at once, without waiting out the cool-down"
+
+
+async def test_when_every_plant_is_restarting_the_503_says_so_and_to_retry_in_a_second() -> None:
+    engine = FakeBackend("engine")
+    route = _route("failover", engine)
+    engine.tell("the engine process killed by SIGKILL (out of memory, or killed by hand)")
+    with pytest.raises(APIError) as err:
+        await _call(Router([route]), route)
+    assert err.value.status == 503 and err.value.headers["Retry-After"] == "1"
+    assert "restarting" in err.value.message and "SIGKILL" in err.value.message
+
+
+async def test_a_plant_interrupted_mid_answer_fails_over_and_counts_one_failure() -> None:
+    class Dying(FakeBackend):
+        async def complete(self, endpoint: Endpoint, body: dict[str, Any], model: str) -> Completion:
+            self.calls += 1
+            self.tell("the engine process killed by SIGSEGV (a fault in native code)")
+            raise BackendError(
+                "engine: the engine process died", retryable=True, status=503, interrupted=True
+            )
+
+    dying, cloud = Dying("engine"), FakeBackend("cloud")
+    route = _route("failover", dying, cloud)
+    assert await _call(Router([route]), route) == "cloud"
+    assert route.deployments[0].breaker.consecutive_failures == 1, "the plant's own word is the one failure"
+    alone = _route("failover", Dying("engine"))
+    with pytest.raises(APIError) as err:
+        await _call(Router([alone]), alone)
+    assert (
+        err.value.status == 503
+        and err.value.code == "interrupted"
+        and err.value.headers["Retry-After"] == "1"
+    )

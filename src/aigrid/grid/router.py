@@ -82,6 +82,8 @@ class Deployment:
     failures: int = 0
     seconds_per_token: float | None = None
     latency_s: float | None = None
+    # Why the plant said it is down (its engine process died and is being started again).
+    plant_down: str | None = None
 
     def __post_init__(self) -> None:
         self.backend.listener = self._plant_changed
@@ -89,6 +91,7 @@ class Deployment:
     def _plant_changed(self, cause: str | None) -> None:
         # A plant that died cools down at once, before a request finds out; one that is back
         # (an engine process started again) is known good, so it takes requests without waiting.
+        self.plant_down = cause
         if cause is None:
             self.breaker.on_success()
         else:
@@ -204,6 +207,15 @@ class Router:
         """Run ``attempt`` on deployments in policy order until one succeeds."""
         candidates = route.ordered()
         if not candidates:
+            restarting = [d for d in route.deployments if d.plant_down is not None]
+            if len(restarting) == len(route.deployments):
+                # Every plant is being started again: that takes a second or two, not a cool-down.
+                causes = "; ".join(f"{d.name}: {d.plant_down}" for d in restarting)
+                raise upstream_failed(
+                    f"Every deployment of '{route.name}' is restarting ({causes}); retry shortly.",
+                    status=503,
+                    retry_after_s=1,
+                )
             wait = self._cooldown(route)
             raise upstream_failed(
                 f"Every deployment of '{route.name}' is cooling down after failures; retry in {wait:.1f}s.",
