@@ -58,6 +58,9 @@ class DeploymentConfig(_Strict):
     # Whether llama.cpp may repack an embedded model's weights into extra CPU buffer types (AMX,
     # CPU_REPACK): "auto" turns them off on CPUs whose AMX buffers crash llama.cpp.
     cpu_extra_buffers: ExtraBuffers = "auto"
+    # An embedded engine that finishes no decode step for this long while it has requests is
+    # taken for hung, killed and started again (as vLLM's engine iteration timeout does).
+    engine_step_timeout_s: float = Field(default=300.0, gt=0)
 
     @field_validator("input_price_per_mtok", "cached_input_price_per_mtok", "output_price_per_mtok")
     @classmethod

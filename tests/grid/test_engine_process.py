@@ -239,3 +239,30 @@ async def test_an_engine_that_cannot_start_again_backs_off_and_refuses_clearly_m
         assert answer.usage.completion_tokens >= 1
     finally:
         await backend.close()
+
+
+def test_an_engine_that_stops_answering_is_killed_and_started_again(tmp_path: Path) -> None:
+    config = ENGINE_MODEL.replace("parallel = 2\n", "parallel = 2\nengine_step_timeout_s = 2\n")
+    server = LiveServer(tmp_path, config).start()
+    try:
+        key = server.new_tenant_key("acme")
+        wedged = engine_of(server)["pid"]
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reply = pool.submit(
+                httpx.post,
+                server.url + "/v1/chat/completions",
+                json={"model": "edge", **LONG},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            )
+            wait_for(lambda: engine_of(server)["running"] == 1, "the request runs")
+            # A stopped process neither dies nor answers: as an engine stuck inside native code.
+            os.kill(wedged, signal.SIGSTOP)
+            answer = reply.result()
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "interrupted"
+        assert "hung" in answer.json()["error"]["message"]
+        first_answer_after(server, key, "edge")
+        engine = engine_of(server)
+        assert engine["restarts"] == 1 and engine["pid"] != wedged and "hung" in engine["last_exit"]
+    finally:
+        server.stop()

@@ -84,7 +84,8 @@ class EmbeddedBackend(Backend):
             embed_context=spec.embed_context,
         )
         logger.info("%s: CPU extra buffers %s (%s)", self.name, buffers.label, buffers.reason)
-        engine = EngineProcess(EngineOrder(spec, self.config.queue_size, self.name), self.tell)
+        order = EngineOrder(spec, self.config.queue_size, self.name, self.config.engine_step_timeout_s)
+        engine = EngineProcess(order, self.tell)
         await engine.start(self.load_progress)
         self._engine = engine
         logger.info(

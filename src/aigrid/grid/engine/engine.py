@@ -152,7 +152,9 @@ class BatchEngine:
                     # and nothing that arrives later waits for a thread that is gone.
                     logger.exception("%s: the engine failed a step", self._name)
                     loop.fail_all(exc)
-                loop.outbox.flush()
+                # Every step is heard of, even one that only computed a prompt: the server takes
+                # an engine that stays silent with requests in hand for hung.
+                loop.outbox.flush(heartbeat=True)
         finally:
             loop.fail_all(self._shutting_down())
             loop.close()

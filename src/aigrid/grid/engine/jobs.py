@@ -131,8 +131,8 @@ class Outbox:
         """Keep an event for the next flush."""
         self._items.append((job.id, event))
 
-    def flush(self) -> None:
-        """Send what was kept."""
-        if self._items:
+    def flush(self, heartbeat: bool = False) -> None:
+        """Send what was kept; with ``heartbeat``, an empty message when nothing was (a step ended)."""
+        if self._items or heartbeat:
             items, self._items = self._items, []
             self._sink(items)

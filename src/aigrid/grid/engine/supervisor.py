@@ -258,8 +258,29 @@ class EngineProcess:
 
     async def _follow(self, process: _Process) -> str:
         """Deliver the process's events until it ends; how it ended."""
+        hung: float | None = None
         try:
-            while (message := await read_message(process.reader)) is not None:
+            while True:
+                # With requests in hand the engine reports every step; silence that long is a hang.
+                limit = self._order.step_timeout_s if self._jobs else None
+                try:
+                    # A timer on this task, not a task of its own: this runs once per decode step.
+                    async with asyncio.timeout(limit):
+                        message = await read_message(process.reader)
+                except TimeoutError:
+                    hung = limit
+                    logger.error(
+                        "%s: the engine process (pid %d) finished no step for %.0f s with %d request(s)"
+                        " in hand; killing it",
+                        self._name,
+                        process.pid,
+                        limit,
+                        len(self._jobs),
+                    )
+                    process.popen.kill()
+                    break
+                if message is None:
+                    break
                 if isinstance(message, tuple) and message and message[0] == "events":
                     self._deliver(message[1], message[2])
         except ChannelError:
@@ -268,6 +289,8 @@ class EngineProcess:
         code = await _reap(process.popen, _STOP_GRACE_S)
         process.writer.close()
         self._current = None
+        if hung is not None:
+            return f"finished no step for {hung:.0f} s with requests in hand (hung), and was killed"
         return exit_cause(code)
 
     def _deliver(self, items: list[tuple[int, Event]], stats: EngineStats) -> None:
