@@ -80,6 +80,8 @@ def test_model_params_carry_the_choice_and_the_vocab_only_copy_too() -> None:
 def test_a_bad_setting_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match="cpu_extra_buffers"):
         DeploymentConfig(backend="embedded", cpu_extra_buffers="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="engine_step_timeout_s"):
+        DeploymentConfig(backend="embedded", engine_step_timeout_s=0)
 
 
 def test_exit_causes_read_as_words() -> None:
