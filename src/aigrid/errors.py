@@ -78,15 +78,15 @@ def context_length_exceeded(tokens: int, limit: int) -> APIError:
     )
 
 
+def retry_after(seconds: float) -> dict[str, str]:
+    """The Retry-After header for a wait of ``seconds``, in whole seconds, at least one."""
+    return {"Retry-After": str(max(1, int(seconds + 0.999)))}
+
+
 def rate_limited(message: str, retry_after_s: float) -> APIError:
     """A 429 for a rate limit, with Retry-After."""
-    seconds = max(1, int(retry_after_s + 0.999))
     return APIError(
-        429,
-        message,
-        type="rate_limit_error",
-        code="rate_limit_exceeded",
-        headers={"Retry-After": str(seconds)},
+        429, message, type="rate_limit_error", code="rate_limit_exceeded", headers=retry_after(retry_after_s)
     )
 
 
@@ -97,13 +97,13 @@ def insufficient_quota(message: str) -> APIError:
 
 def upstream_failed(message: str, *, status: int = 502, retry_after_s: float | None = None) -> APIError:
     """A 502/503 when no deployment could answer; with Retry-After when it is known when to try again."""
-    headers = None if retry_after_s is None else {"Retry-After": str(max(1, int(retry_after_s + 0.999)))}
+    headers = None if retry_after_s is None else retry_after(retry_after_s)
     return APIError(status, message, type="api_error", code="upstream_error", headers=headers)
 
 
 def plant_interrupted(message: str) -> APIError:
     """A 503 for a request whose plant died while it answered; the plant restarts within seconds."""
-    return APIError(503, message, type="api_error", code=INTERRUPTED, headers={"Retry-After": "1"})
+    return APIError(503, message, type="api_error", code=INTERRUPTED, headers=retry_after(1))
 
 
 # The error code, and the ledger status, of a request cut off by its plant's death.
@@ -119,4 +119,4 @@ def internal_error() -> APIError:
 
 def overloaded_error(message: str) -> APIError:
     """A 503 for a grid at capacity: nothing failed, the client should retry shortly."""
-    return APIError(503, message, type="api_error", code="overloaded", headers={"Retry-After": "1"})
+    return APIError(503, message, type="api_error", code="overloaded", headers=retry_after(1))

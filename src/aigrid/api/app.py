@@ -37,7 +37,7 @@ from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
 from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
-from aigrid.errors import APIError, internal_error
+from aigrid.errors import APIError, internal_error, retry_after
 from aigrid.grid.backends.base import Backend
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
@@ -147,7 +147,7 @@ async def _on_ledger_behind(request: Request, exc: Exception) -> Response:
             f"Usage figures are not available right now: {exc}. Try again shortly.",
             type="api_error",
             code="ledger_unavailable",
-            headers={"Retry-After": "5"},
+            headers=retry_after(5),
         )
     )
 

@@ -253,11 +253,12 @@ class Router:
             return result, deployment
         if overloaded == len(candidates):
             raise overloaded_error(f"Every deployment of '{route.name}' is at capacity: {'; '.join(errors)}.")
+        failed = f"Every deployment of '{route.name}' failed: " + "; ".join(errors)
         if interrupted:
             # A plant died under the request and is being started again: the same call will be
             # answered shortly, so the client is told to retry, not that the request was bad.
-            raise plant_interrupted(f"Every deployment of '{route.name}' failed: " + "; ".join(errors) + ".")
-        raise upstream_failed(f"Every deployment of '{route.name}' failed: " + "; ".join(errors), status=502)
+            raise plant_interrupted(failed + ".")
+        raise upstream_failed(failed, status=502)
 
     @staticmethod
     def _cooldown(route: Route) -> float:

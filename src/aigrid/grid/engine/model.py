@@ -97,10 +97,6 @@ class ModelSpec:
         """
         return LoadedModel(self, on_progress)
 
-    def model_params(self) -> Any:
-        """llama.cpp's parameters for loading this file's weights, under the buffer choice."""
-        return model_params(self.buffers)
-
     def load_vocab(self) -> Any:
         """The tokenizer and metadata alone, with no weights: safe to use beside the engine."""
         return load_vocabulary(self.path, self.buffers)
@@ -132,11 +128,11 @@ class LoadedModel:
     """
 
     def __init__(self, spec: ModelSpec, on_progress: Callable[[float], None] | None = None) -> None:
-        model_params = spec.model_params()
+        load = model_params(spec.buffers)
         if on_progress is not None:
             # The struct keeps the ctypes callback alive for as long as the load takes.
-            model_params.progress_callback = _load_callback(on_progress)
-        self.model = llama_cpp.llama_model_load_from_file(str(spec.path).encode(), model_params)
+            load.progress_callback = _load_callback(on_progress)
+        self.model = llama_cpp.llama_model_load_from_file(str(spec.path).encode(), load)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load the model file {spec.path}")
         params = llama_cpp.llama_context_default_params()

@@ -125,13 +125,21 @@ class EngineProcess:
         self._ids = itertools.count(1)
         self._current: _Process | None = None
         self._cache = EngineStats(0, 0, 0, 0, 0)
-        self._state = "starting"
         self._crashes = 0
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self.restarts = 0
         self.last_exit: str | None = None
         self.last_exit_at_us: int | None = None
+
+    @property
+    def state(self) -> str:
+        """``running``; ``restarting`` between processes; ``stopped``; ``starting`` before the first."""
+        if self._closing:
+            return "stopped"
+        if self._current is not None:
+            return "running"
+        return "restarting" if self._supervisor is not None else "starting"
 
     @property
     def pid(self) -> int | None:
@@ -142,7 +150,6 @@ class EngineProcess:
         """Start the first process and wait until its model is loaded; ``on_progress`` hears how far."""
         process = await self._launch(on_progress)
         self._current = process
-        self._state = "running"
         self._supervisor = asyncio.create_task(self._supervise(process), name=f"engine:{self._name}")
 
     def submit(self, request: GenerateRequest | EmbedRequest) -> RemoteJob:
@@ -182,7 +189,7 @@ class EngineProcess:
             cached_sequences=cache.cached_sequences,
             cached_tokens=cache.cached_tokens,
             moves=cache.moves,
-            state=self._state,
+            state=self.state,
             pid=self.pid,
             restarts=self.restarts,
             last_exit=self.last_exit,
@@ -195,7 +202,6 @@ class EngineProcess:
         if self._closing:
             return
         self._closing = True
-        self._state = "stopped"
         process = self._current
         if process is not None:
             process.writer.write(encode(("stop",)))
@@ -328,7 +334,6 @@ class EngineProcess:
                 interrupted=True,
             )
         )
-        self._state = "restarting"
         self._on_change(f"the engine process {cause}")
         while not self._closing:
             delay = restart_delay(self._crashes)
@@ -348,7 +353,6 @@ class EngineProcess:
                 return None
             self.restarts += 1
             self._current = process
-            self._state = "running"
             logger.warning(
                 "%s: the engine process is back (pid %d), ready in %.1f s; restarts so far: %d",
                 self._name,
