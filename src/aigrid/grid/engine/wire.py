@@ -30,7 +30,7 @@ class EngineOrder:
     spec: ModelSpec
     queue_size: int
     name: str
-    step_timeout_s: float = 300.0
+    step_timeout_s: float
 
 
 class ChannelError(Exception):
