@@ -10,10 +10,10 @@ Everything runs in one process, as the server runs it for its default config (no
 the ledger) over a scratch SQLite database under ``bench/.work/``, ``GridModelClient.json_writer``
 for the kernel's ``compiler_model`` and the ``Compiler`` that ``aigrid.api.app._kernel`` builds.
 The tools offered are the built-ins (``SystemCalls``, on the same database) and the example
-services' catalog ``tests/data/tool_catalog.json``, whose handlers raise: nothing runs, a spec is
-only compiled.
+services' catalog ``src/aigrid/learn/suites/compiler_tools.json``, whose handlers raise: nothing
+runs, a spec is only compiled.
 
-Each line of ``tests/data/agent_descriptions.jsonl`` is compiled at a fixed "now",
+Each line of ``src/aigrid/learn/suites/compiler_heldout.jsonl`` is compiled at a fixed "now",
 2026-11-23T10:00:00+08:00 (a Monday morning in Shanghai), in its ``timezone`` (Asia/Shanghai if
 none). A line states the tools a careful person would grant and the timed trigger (or none), or
 ``"error": true`` for a description that should make no agent. Per line the bench prints ok/miss
@@ -70,9 +70,8 @@ from aigrid.store.processes import ProcessRecord, ProcessStore
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work"
 LOG = WORK / "compiler-last.log"  # stderr of the run: llama.cpp's messages (a refused grammar is long)
-DATA = ROOT / "tests" / "data"
-CATALOG = DATA / "tool_catalog.json"
-CORPUS = DATA / "agent_descriptions.jsonl"
+CATALOG = ROOT / "src" / "aigrid" / "learn" / "suites" / "compiler_tools.json"
+CORPUS = ROOT / "src" / "aigrid" / "learn" / "suites" / "compiler_heldout.jsonl"
 NOW = datetime.fromisoformat("2026-11-23T10:00:00+08:00")  # a Monday, 10:00 in Shanghai
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 TENANT = "bench"

@@ -11,9 +11,9 @@ another model), registers the services through ``POST /admin/services`` with the
 wrote, and stops everything at the end, on Ctrl-C and SIGTERM too. Scratch files go under
 ``bench/.work/`` (``--keep`` keeps them, with the server's and the services' logs).
 
-Suite: each task of ``tests/data/entry_tasks.jsonl`` is asked with ``confirm: true`` (its user, wait
-300 s); the services' state before and after is scored (``entry_state.score``) and the money checked
-(``entry_state.invariant``).
+Suite: each task of ``src/aigrid/learn/suites/entry_heldout.jsonl`` is asked with ``confirm: true``
+(its user, wait 300 s); the services' state before and after is scored (``entry_state.score``) and
+the money checked (``entry_state.invariant``).
 
 Faults: purchase plans built here (no model; shop orders, flights, hotels, food, two purchases in one
 plan, and purchases the seller refuses once the money is held) are sent with ``confirm: true``, and the
@@ -54,7 +54,7 @@ from entry_state import State, default_seed_dir, invariant, new_since, score, se
 from entry_world import ROOT, TASK_WAIT_S, BenchError, Rig, ask, open_entries, settle, short
 from processes import signals_raise
 
-TASKS = ROOT / "tests" / "data" / "entry_tasks.jsonl"
+TASKS = ROOT / "src" / "aigrid" / "learn" / "suites" / "entry_heldout.jsonl"
 
 
 def p95(values: list[float]) -> float:

@@ -16,7 +16,7 @@ and ``food`` to their ``http://HOST:PORT/mcp``) and only reads: ``ledger``, ``ge
 - ``invariant(state)``: the money captured equals what the live orders and bookings cost, nothing is
   left held, and each balance is the seed's minus the user's captured payments.
 
-A task (one line of ``tests/data/entry_tasks.jsonl``) expects a list of purchases, each
+A task (one line of ``src/aigrid/learn/suites/entry_heldout.jsonl``) expects a list of purchases, each
 ``{"service": "northwind"|"lakeside"|"travel"|"food", "item": sku|flight id|hotel id|restaurant id,
 "quantity": n}`` plus ``"nights"`` for a hotel and ``"items": [{"item": name, "quantity": n}]`` for
 food. One order or booking is one purchase (a flight or hotel booking and a food order have

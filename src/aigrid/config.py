@@ -148,6 +148,19 @@ class KernelConfig(_Strict):
         return v
 
 
+class LearnConfig(_Strict):
+    """The experience memory: whether plans and compiles learn from judged examples, and how."""
+
+    # On by default: verified successes are kept and the nearest few shown to the next plan or compile.
+    experience: bool = True
+    # The model whose /v1/embeddings finds examples by meaning ("" for words alone).
+    embedding_model: str = Field(default="local", max_length=128)
+    # Worked examples shown to one plan or compile.
+    examples: int = Field(default=3, ge=0, le=8)
+    # The most examples a tenant keeps of a kind; past it the least recently used are forgotten.
+    max_examples: int = Field(default=5000, ge=10, le=1_000_000)
+
+
 class ProviderConfig(BaseModel):
     """One MCP server (a command over stdio, or a streamable HTTP URL) or one OpenAPI service."""
 
@@ -190,6 +203,7 @@ class ServerConfig(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     tools: list[ProviderConfig] = Field(default_factory=list)
     kernel: KernelConfig = KernelConfig()
+    learn: LearnConfig = LearnConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerConfig:

@@ -16,6 +16,8 @@ import pytest
 from tests.examples.test_services import SERVICES, Service, check_consistency, connect, running_services
 from tests.support import LiveServer, RecordingUpstream, aigrid
 
+from aigrid.entry.planner import to_written
+
 pytestmark = pytest.mark.slow
 
 SERVER_CONFIG = '[kernel]\nplanner_model = "mock"\n'
@@ -67,9 +69,11 @@ def services(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def plans(upstream: RecordingUpstream, *written: dict[str, Any] | str) -> None:
-    """The planner's next answers, as the model writes them (JSON text)."""
+    """The planner's next answers: a plan in its own form is written as the model writes it
+    (numbered steps); text goes as it is."""
     upstream.script[:] = [
-        {"role": "assistant", "content": w if isinstance(w, str) else json.dumps(w)} for w in written
+        {"role": "assistant", "content": w if isinstance(w, str) else json.dumps(to_written(w))}
+        for w in written
     ]
 
 
@@ -122,7 +126,8 @@ def test_a_sentence_is_planned_read_confirmed_once_and_carried_out(
     assert not ledger(services, "lakeside"), "nothing changes before the user confirms"
     request = upstream.requests[-1]
     assert request["response_format"]["type"] == "json_schema", "the planner writes under a grammar"
-    prompt = request["messages"][-1]["content"]
+    prompt = request["messages"][0]["content"]  # the operations are in the system turn
+    assert request["messages"][-1]["content"] == "Request: buy the cheapest Aurora X2 earbuds"
     assert "northwind.search" in prompt and "lakeside.create_order" in prompt
     assert "travel." not in prompt and "food." not in prompt, "it sees only the operations the sentence needs"
     assert "payment.capture" not in prompt and "cancel_order" not in prompt, (

@@ -10,12 +10,12 @@ from alembic.migration import MigrationContext
 from aigrid.store.db import make_engine, migrate
 from aigrid.store.schema import Base
 
-# The full-text index lives outside the models: FTS5's own tables on SQLite.
-_SEARCH_INDEX = "memories_fts"
+# The full-text indexes live outside the models: FTS5's own tables on SQLite.
+_SEARCH_INDEXES = ("memories_fts", "experience_fts")
 
 
 def _modelled(name: str | None, kind: str, _parent: dict[str, str | None]) -> bool:
-    return not (kind == "table" and (name or "").startswith(_SEARCH_INDEX))
+    return not (kind == "table" and (name or "").startswith(_SEARCH_INDEXES))
 
 
 def test_migrated_database_matches_the_models(tmp_path: Path) -> None:

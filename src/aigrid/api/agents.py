@@ -95,6 +95,8 @@ async def save_agent(request: Request, tenant_id: int, spec: AgentSpec) -> tuple
     state = state_of(request)
     stored, added = await call_store(state.agents.save, tenant_id, spec)
     await state.triggers.agent_saved(tenant_id, stored)
+    if added:
+        await state.learn.compiles.saved(tenant_id, spec, stored.version)
     body = _agent_object(stored, await call_store(state.accounts.tenant_names))
     store = TriggerStore(state.engine)
     if _takes_webhooks(spec) and not await call_store(store.has_secret, tenant_id, spec.name):

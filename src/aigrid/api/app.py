@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,12 +27,13 @@ from aigrid.api import admin as admin_routes
 from aigrid.api import agents as agent_routes
 from aigrid.api import compose as compose_routes
 from aigrid.api import entry as entry_routes
+from aigrid.api import learn as learn_routes
 from aigrid.api import openai as openai_routes
 from aigrid.api import services as service_routes
 from aigrid.api import tools as tool_routes
 from aigrid.api.auth import KeyRing
 from aigrid.api.hot_path import HotPath
-from aigrid.api.state import AppState, KernelParts, state_of
+from aigrid.api.state import AppState, KernelParts, LearnParts, state_of
 from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
 from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
 from aigrid.entry.registry import ServiceRegistry
@@ -51,17 +52,27 @@ from aigrid.kernel.model import GridModelClient, TenantNames
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.runner import Runner
 from aigrid.kernel.scheduler import FairScheduler
-from aigrid.kernel.tools import ToolRegistry
+from aigrid.kernel.tools import Tool, ToolRegistry
 from aigrid.kernel.triggers import TriggerService
+from aigrid.learn.evals import EvalService
+from aigrid.learn.experience import ExperienceMemory
+from aigrid.learn.feedback import FeedbackService
+from aigrid.learn.judges import CompilerJudge, EntryJudge, Judge, ToolsJudge, plan_writer
+from aigrid.learn.lessons import Teacher, call_recall, plan_recall, spec_recall
+from aigrid.learn.recorder import CompileRecorder, EntryRecorder, ProcessRecorder
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
 from aigrid.store.entries import EntryStore
+from aigrid.store.evals import EvalStore
+from aigrid.store.experience import ExperienceStore
+from aigrid.store.feedback import FeedbackStore
 from aigrid.store.inbox import InboxStore
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.memory import MemoryStore
 from aigrid.store.processes import ProcessStore
 from aigrid.store.providers import ProviderStore
+from aigrid.store.traces import TraceStore
 from aigrid.store.triggers import TriggerStore
 from aigrid.store.usage import agent_spent
 from aigrid.web import console
@@ -215,12 +226,65 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
     kept = ProviderStore(engine)
     providers = ProviderManager(tools, kept, store.accounts.tenant_id, list(config.tools))
     triggers = TriggerService(TriggerStore(engine), kernel)
-    compiler = Compiler(model.json_writer(settings.compiler_model), settings.agent_model)
+    learning = config.learn
+    calls = StoreCalls(engine)
+    embed = model.embedder(learning.embedding_model, "experience") if learning.embedding_model else None
+    memory = ExperienceMemory(
+        ExperienceStore(engine, learning.max_examples),
+        calls,
+        embed,
+        learning.embedding_model or None,
+        enabled=learning.experience,
+        observe=Histogram(
+            "aigrid_experience_lookup_seconds",
+            "Time to find the worked examples for one plan or compile (embedding and search)",
+            registry=grid.metrics.registry,
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+        ).observe,
+    )
+    traces = TraceStore(engine)
+    compiler = Compiler(
+        model.json_writer(settings.compiler_model),
+        settings.agent_model,
+        spec_recall(memory, learning.examples),
+    )
     services = ServiceRegistry(providers, kept)
-    planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS))
-    entries = EntryService(EntryStore(engine), services, tools, planner, StoreCalls(engine))
+    recall = plan_recall(memory, learning.examples)
+    planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS), recall)
+    entries_store = EntryStore(engine)
+    recorder = EntryRecorder(traces, memory, calls, settings.planner_model)
+    entries = EntryService(entries_store, services, tools, planner, calls, observer=recorder)
+    kernel.add_end_listener(ProcessRecorder(traces, processes, tools, calls).ended)
+
+    def builtins(tenant_id: int) -> list[Tool]:
+        return [r.tool for r in tools.visible(tenant_id) if r.provider is None]
+
+    examples = learning.examples
+    compiler_judge = CompilerJudge(
+        lambda m: model.json_writer(m, "eval"), builtins, settings.agent_model, spec_recall(memory, examples)
+    )
+    judges: dict[str, Judge] = {
+        "entry": EntryJudge(entries.catalog, plan_writer(model.json_writer), recall),
+        "compiler": compiler_judge,
+        "tools": ToolsJudge(model.ask, call_recall(memory, examples)),
+    }
+    defaults = {
+        "entry": settings.planner_model,
+        "compiler": settings.compiler_model,
+        "tools": settings.agent_model,
+    }
+    learn = LearnParts(
+        traces,
+        FeedbackService(
+            FeedbackStore(engine), engine, calls, entries_store, processes, agents, memory, entries.catalog
+        ),
+        memory,
+        EvalService(EvalStore(engine), calls, judges, defaults),
+        Teacher(memory, entries.catalog, lambda tenant_id: {t.name for t in compiler_judge.tools(tenant_id)}),
+        CompileRecorder(traces, memory, calls, settings.compiler_model),
+    )
     return KernelParts(
-        kernel, tools, providers, agents, processes, triggers, inbox, compiler, services, entries
+        kernel, tools, providers, agents, processes, triggers, inbox, compiler, services, entries, learn
     )
 
 
@@ -260,6 +324,7 @@ def create_app(
             await parts.inbox.start()
             await parts.triggers.start()
             await parts.entries.recover()
+            await parts.learn.evals.recover()
             app.state.aigrid = AppState(
                 **{f.name: getattr(parts, f.name) for f in fields(KernelParts)},
                 config=config,
@@ -275,6 +340,7 @@ def create_app(
             yield
         finally:
             if parts is not None:
+                await parts.learn.evals.close()
                 await parts.entries.close()
                 await parts.triggers.aclose()
                 await parts.kernel.close()
@@ -292,6 +358,7 @@ def create_app(
     app.router.routes.extend(compose_routes.routes)
     app.router.routes.extend(service_routes.routes)
     app.router.routes.extend(entry_routes.routes)
+    app.router.routes.extend(learn_routes.routes)
     app.router.routes.extend(agent_routes.routes)
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))

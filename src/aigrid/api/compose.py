@@ -73,7 +73,9 @@ async def create_described(request: Request, body: dict[str, Any]) -> Response:
     try:
         draft = await state.compiler.compile(tenant_id, description, tools, utc_now(), timezone, taken)
     except CompileError as exc:
+        await state.learn.compiles.refused(tenant_id, description, exc.message)
         raise _refused(exc) from exc
+    await state.learn.compiles.compiled(tenant_id, description, draft)
     if dry_run:
         return json_response(_draft_object(draft))
     saved, _ = await save_agent(request, tenant_id, draft.spec)

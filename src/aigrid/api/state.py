@@ -19,9 +19,27 @@ from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.kernel.triggers import TriggerService
+from aigrid.learn.evals import EvalService
+from aigrid.learn.experience import ExperienceMemory
+from aigrid.learn.feedback import FeedbackService
+from aigrid.learn.lessons import Teacher
+from aigrid.learn.recorder import CompileRecorder
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.processes import ProcessStore
+from aigrid.store.traces import TraceStore
+
+
+@dataclass
+class LearnParts:
+    """The learning loop: traces, feedback, the experience memory, evals and teaching."""
+
+    traces: TraceStore
+    feedback: FeedbackService
+    memory: ExperienceMemory
+    evals: EvalService
+    teacher: Teacher
+    compiles: CompileRecorder
 
 
 @dataclass
@@ -38,6 +56,7 @@ class KernelParts:
     compiler: Compiler
     services: ServiceRegistry
     entries: EntryService
+    learn: LearnParts
 
 
 @dataclass

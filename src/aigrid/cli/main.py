@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import ask, compose, mcp_server, render, services, system
+from aigrid.cli import ask, compose, learn, mcp_server, render, services, system
 from aigrid.cli.client import AdminClient, CLIError
 from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail, waiting
 
@@ -71,6 +71,9 @@ app.command("top")(system.top)
 app.command("audit")(system.audit)
 app.command("inbox")(system.inbox)
 app.command("mcp")(mcp_server.mcp)
+app.command("feedback")(learn.feedback)
+app.command("traces")(learn.traces)
+app.add_typer(learn.learn_app, name="learn")
 
 
 def _version(value: bool) -> None:

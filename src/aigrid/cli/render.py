@@ -72,6 +72,11 @@ def _table(
     return table
 
 
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[object]], *, numeric: int = 0) -> Table:
+    """A titled table of plain-text cells, for commands that keep their renderings beside them."""
+    return _table(title, columns, rows, numeric=numeric)
+
+
 def tenants(result: dict[str, Any]) -> Table:
     """GET /admin/tenants as a table."""
     rows = ((t["name"], t["id"], when(t.get("created_at_us"))) for t in result["data"])

@@ -2,17 +2,24 @@
 
 The model sees only the operations of the services a full-text search finds for the sentence
 (over each service's category, description and operations; everything when nothing matches, as
-in a small registry whose descriptions share no word with the user's). The grammar names exactly
-those operations with their arguments, so the answer always parses into steps that exist; the
-plan is then checked (references, required arguments, what may not be retried) and a refusal
-goes back to the model once with the reason.
+in a small registry whose descriptions share no word with the user's), and the operations of the
+services its worked examples used. Worked examples are plans that ran and were verified for
+similar sentences (the experience memory hands them in through ``Recall``); without any, one
+built-in example shows the form.
+
+The model writes its steps numbered, ``{"steps": {"1": ..., "2": ...}}``, and refers to an earlier
+step by its number (``$3.sku``). The grammar gives each number its own rule, in which a reference
+or a choice may name only smaller numbers: a plan whose steps share an id or refer to a later step
+cannot be written at all. The answer is then turned into the plan's own form (ids ``s1``, ``s2``,
+...) and checked (required arguments, what may not be retried); a refusal goes back to the model
+once with the reason.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -20,18 +27,38 @@ import orjson
 from pydantic import ValidationError
 
 from aigrid.entry.catalog import Catalog, Operation
-from aigrid.entry.plan import RULES, STEP_ID, CallStep, ChooseStep, Plan, PlanError, references
+from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, references
 from aigrid.kernel.tool_search import search_tools, strong
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
 WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]
 
+
+@dataclass(frozen=True, slots=True)
+class PlanExample:
+    """A worked example: a sentence and the plan (in the plan's own form) that did it right."""
+
+    text: str
+    plan: dict[str, Any]
+    example_id: int | None = None  # the experience memory's id, when it came from there
+
+
+# The worked examples for a tenant's sentence, nearest first (the experience memory's lookup).
+Recall = Callable[[int, str], Awaitable[list[PlanExample]]]
+
 MAX_INPUT_CHARS = 1000
 # A plan of six steps is about 200 tokens; a model that rambles to the bound is cut there.
 PLAN_MAX_TOKENS = 400
+# The most steps the model may write; numbered 1 to 8, so a reference is one digit.
+WRITTEN_STEPS = 8
 _MAX_STRING = 40
+# Words for a string argument: anything of at most 40 characters but what would read as a reference
+# (a leading "$"), and no quote or backslash, so no escape sequence can smuggle one in.
+_TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{_MAX_STRING - 1}}})?$'}
 _MAX_ARRAY = 4
-_REF = {"type": "string", "pattern": r"^[$][a-z][a-z0-9_]{0,11}[.][a-z_]{1,24}$"}
+_MAX_EXAMPLES = 3
+_WRITTEN_REF = re.compile(r"^\$([1-9])\.([A-Za-z_][A-Za-z0-9_]{0,31})$")
+_PLAN_REF = re.compile(r"^\$([a-z][a-z0-9_]{0,11})\.([A-Za-z_][A-Za-z0-9_]{0,31})$")
 # Words people say for what services do, so "buy" finds the shop that "orders" and "fly" the
 # agency with "flights": the search is over the services' own words.
 _SAYINGS = {
@@ -58,52 +85,97 @@ _SAYINGS = {
 _CHOICE_WORDS = frozenset(["cheapest", "cheaper", "cheap", "nearest", "closest", "earliest", "best", "first"])
 _SYSTEM = (
     "You plan how to carry out a user's request with the operations listed. Answer with JSON only: "
-    '{"steps": [...]}. A step either calls an operation, '
-    '{"id": "a", "call": "service.operation", "args": {...}}, '
-    "or chooses one item among the results of earlier calls, "
-    '{"id": "pick", "choose": "cheapest", "from": ["a", "b"], "where": "available", "match": "words"}, '
+    '{"steps": {"1": step, "2": step, ...}}, the steps numbered in order. A step either calls an '
+    'operation, {"call": "service.operation", "args": {...}}, or chooses one item among what earlier '
+    'steps found, {"choose": "cheapest", "from": [1, 2], "where": "available", "match": "words"}, '
     "where choose is cheapest, nearest, earliest, best or first, and match holds the words the item "
-    'must contain. An argument "$pick.field" is that field of the chosen item, like "$pick.sku" or '
-    '"$pick.id". Search every service that may have what is wanted, one step each (they run at the '
-    "same time), choose, then call the operation that orders or books the chosen item. Payment is "
-    "done for you: never pay. To answer a question, stop after the choice. If the operations "
-    'cannot do the request, answer {"steps": []}.\n'
-    'Example. Request: buy two of the cheapest Pebble power banks. Plan: {"steps": ['
-    '{"id": "a", "call": "shop_a.search", "args": {"query": "pebble power bank"}}, '
-    '{"id": "b", "call": "shop_b.search", "args": {"query": "pebble power bank"}}, '
-    '{"id": "pick", "choose": "cheapest", "from": ["a", "b"], "where": "available", '
-    '"match": "pebble power bank"}, '
-    '{"id": "buy", "call": "shop_a.create_order", "args": {"sku": "$pick.sku", "quantity": 2}}]}'
+    'must contain. An argument "$3.sku" is the field sku of what step 3 chose, like "$3.id". '
+    "Search every service that may have what is wanted, one step each (they run at the same time), "
+    "choose, then call the operation that orders or books the chosen item. Payment is done for you: "
+    "never pay. To answer a question, stop after the choice. If the operations cannot do the "
+    'request, answer {"steps": {}}.'
 )
+# Shows the form when the experience memory has nothing closer; its services are made up.
+_BUILT_IN = PlanExample(
+    "buy two of the cheapest Pebble power banks",
+    {
+        "steps": [
+            {"id": "a", "call": "shop_a.search", "args": {"query": "pebble power bank"}},
+            {"id": "b", "call": "shop_b.search", "args": {"query": "pebble power bank"}},
+            {
+                "id": "pick",
+                "choose": "cheapest",
+                "from": ["a", "b"],
+                "where": "available",
+                "match": "pebble power bank",
+            },
+            {"id": "buy", "call": "shop_a.create_order", "args": {"sku": "$pick.sku", "quantity": 2}},
+        ]
+    },
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A checked plan and how it was written: the last prompt, the model's answer, the examples shown."""
+
+    plan: Plan
+    messages: list[dict[str, Any]]
+    answer: str
+    attempts: int
+    examples: tuple[PlanExample, ...] = field(default=())
 
 
 class Planner:
     """Writes plans for sentences with the model, over the operations the sentence needs."""
 
-    def __init__(self, write: WriteFn) -> None:
+    def __init__(self, write: WriteFn, recall: Recall | None = None) -> None:
         self._write = write
+        self._recall = recall
 
-    async def plan(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Plan:
+    async def plan(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Planned:
         """A checked plan for ``text``; PlanError if the model writes none that holds."""
-        shown = relevant(catalog, text)
+        found = await self._recall(tenant_id, text) if self._recall is not None else []
+        examples = usable_examples(found, catalog)
+        shown = relevant(catalog, text, examples)
         if not shown:
             raise PlanError("no registered service can do anything yet")
-        messages = _prompt(user, text, shown, today)
+        messages = prompt(user, text, shown, today, examples)
         schema = plan_schema(shown)
         answer = await self._write(tenant_id, messages, schema)
         try:
-            return checked(answer, catalog, shown)
+            return Planned(checked_written(answer, catalog, shown), messages, answer, 1, tuple(examples))
         except PlanError as first:
             retry = [
                 *messages,
                 {"role": "assistant", "content": answer[:800]},
                 {"role": "user", "content": f"That plan cannot run: {first}. Write it again, fixed."},
             ]
-            return checked(await self._write(tenant_id, retry, schema), catalog, shown)
+            again = await self._write(tenant_id, retry, schema)
+            return Planned(checked_written(again, catalog, shown), retry, again, 2, tuple(examples))
 
 
-def relevant(catalog: Catalog, text: str) -> list[Operation]:
-    """The operations of the services the sentence is about (every plannable one if none match)."""
+def usable_examples(found: list[PlanExample], catalog: Catalog) -> list[PlanExample]:
+    """The nearest few examples whose every call the catalog can still make."""
+    plannable = {o.name for o in catalog.plannable()}
+    usable = [e for e in found if set(plan_calls(e.plan)) <= plannable and plan_calls(e.plan)]
+    return usable[:_MAX_EXAMPLES]
+
+
+def plan_calls(plan: dict[str, Any]) -> list[str]:
+    """The operations a plan (in its own form) calls, in order."""
+    steps = plan.get("steps")
+    if not isinstance(steps, list):
+        return []
+    return [str(s["call"]) for s in steps if isinstance(s, dict) and "call" in s]
+
+
+def relevant(catalog: Catalog, text: str, examples: list[PlanExample] | None = None) -> list[Operation]:
+    """The operations of the services the sentence is about (every plannable one if none match).
+
+    The services the worked examples used are about it too: the examples were picked for meaning,
+    which a search of the words alone can miss.
+    """
     plannable = catalog.plannable()
     services = sorted({o.service for o in plannable})
     documents: list[_ServiceDocument] = []
@@ -115,6 +187,7 @@ def relevant(catalog: Catalog, text: str) -> list[Operation]:
     said = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in _CHOICE_WORDS]
     words = " ".join(said + [_SAYINGS.get(w, "") for w in said])
     found = {f.tool.name for f in strong(search_tools(documents, words, limit=len(documents)))}
+    found |= {call.split(".")[0] for e in examples or [] for call in plan_calls(e.plan)}
     return [o for o in plannable if o.service in found] if found else plannable
 
 
@@ -126,90 +199,188 @@ class _ServiceDocument:
     description: str
 
 
-def _prompt(user: str, text: str, shown: list[Operation], today: date) -> list[dict[str, Any]]:
-    lines = [f"Today is {today.isoformat()}. The user is {user}.", f"Request: {text}", "Operations:"]
+def prompt(
+    user: str, text: str, shown: list[Operation], today: date, examples: list[PlanExample]
+) -> list[dict[str, Any]]:
+    """The conversation the model plans in: the form and the operations, worked examples as earlier
+    turns (the built-in one when there are none), then the request."""
+    lines = [_SYSTEM, f"Today is {today.isoformat()}. The user is {user}.", "Operations:"]
     for o in shown:
         params = ", ".join(o.parameters.get("properties", {}))
         lines.append(f"- {o.name}({params}): {' '.join(o.tool.description.split())}")
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "\n".join(lines)}]
+    for example in examples or [_BUILT_IN]:
+        messages.append({"role": "user", "content": f"Request: {example.text}"})
+        messages.append({"role": "assistant", "content": orjson.dumps(to_written(example.plan)).decode()})
+    messages.append({"role": "user", "content": f"Request: {text}"})
+    return messages
 
 
 def plan_schema(shown: list[Operation]) -> dict[str, Any]:
-    """The grammar the model plans under: a step calls one of ``shown`` or chooses.
+    """The grammar the model plans under: numbered steps, each calling one of ``shown`` or choosing.
 
-    Lengths and repeats are bounded: llama.cpp turns the schema into a grammar and refuses one
-    that long strings or unbounded repeats blow up, and a bound also stops a model that repeats.
+    Step N has a rule of its own, in which references (``$M.field``) and choices (``from``) name
+    only steps M < N, so no answer reuses a step's number or refers forward. Lengths and repeats
+    are bounded: llama.cpp turns the schema into a grammar and refuses one that long strings or
+    unbounded repeats blow up, and a bound also stops a model that repeats.
     """
-    step_id = {"type": "string", "pattern": STEP_ID.replace("{0,11}", "{0,7}")}
-    calls = [
-        {
-            "type": "object",
-            "properties": {
-                "id": step_id,
-                "call": {"const": o.name},
-                "args": _referable(o.parameters, o.parameters),
-            },
-            "required": ["id", "call", "args"],
-            "additionalProperties": False,
-        }
-        for o in shown
-    ]
-    choose = {
-        "type": "object",
-        "properties": {
-            "id": step_id,
-            "choose": {"enum": list(RULES)},
-            "from": {"type": "array", "items": step_id, "minItems": 1, "maxItems": _MAX_ARRAY},
-            "where": {"enum": ["available", "any"]},
-            "match": {"type": "string", "maxLength": 40},
-        },
-        "required": ["id", "choose", "from", "where", "match"],
-        "additionalProperties": False,
-    }
+    numbered: dict[str, Any] = {}
+    for n in range(1, WRITTEN_STEPS + 1):
+        ref = {"$ref": f"#/$defs/ref{n}"} if n > 1 else None
+        text = {"$ref": f"#/$defs/text{n}"} if n > 1 else {"$ref": "#/$defs/text"}
+        steps: list[dict[str, Any]] = [
+            {
+                "type": "object",
+                "properties": {
+                    "call": {"const": o.name},
+                    "args": _referable(o.parameters, o.parameters, ref, text),
+                },
+                "required": ["call", "args"],
+                "additionalProperties": False,
+            }
+            for o in shown
+        ]
+        if n > 1:
+            earlier = {"enum": list(range(1, n))}
+            steps.append(
+                {
+                    "type": "object",
+                    "properties": {
+                        "choose": {"enum": list(RULES)},
+                        "from": {"type": "array", "items": earlier, "minItems": 1, "maxItems": _MAX_ARRAY},
+                        "where": {"enum": ["available", "any"]},
+                        "match": {"type": "string", "maxLength": 40},
+                    },
+                    "required": ["choose", "from", "where", "match"],
+                    "additionalProperties": False,
+                }
+            )
+        numbered[str(n)] = steps[0] if len(steps) == 1 else {"anyOf": steps}
+    # Shared rules: each step number's reference, and words or a reference, written once.
+    defs: dict[str, Any] = {"text": _TEXT}
+    for n in range(2, WRITTEN_STEPS + 1):
+        defs[f"ref{n}"] = {"type": "string", "pattern": f"^[$][1-{n - 1}][.][a-z_]{{1,24}}$"}
+        defs[f"text{n}"] = {"anyOf": [{"$ref": f"#/$defs/ref{n}"}, {"$ref": "#/$defs/text"}]}
     return {
         "type": "object",
-        "properties": {"steps": {"type": "array", "items": {"anyOf": [*calls, choose]}, "maxItems": 6}},
+        "properties": {"steps": {"type": "object", "properties": numbered, "additionalProperties": False}},
         "required": ["steps"],
         "additionalProperties": False,
+        "$defs": defs,
     }
 
 
-def _referable(schema: Any, root: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` bounded for a grammar, with each scalar also allowed to be a ``$step.field``."""
+def _referable(
+    schema: Any, root: dict[str, Any], ref: dict[str, Any] | None, text: dict[str, Any]
+) -> dict[str, Any]:
+    """``schema`` bounded for a grammar, each scalar also allowed to be ``ref`` (a reference); a
+    string is ``text``: a reference, or words that cannot be taken for one."""
     if not isinstance(schema, dict):
-        return {"type": "string", "maxLength": _MAX_STRING}
+        return text
     if "$ref" in schema:  # "#/$defs/Name", as pydantic writes nested models
         name = str(schema["$ref"]).rsplit("/", 1)[-1]
-        return _referable(root.get("$defs", {}).get(name), root)
+        return _referable(root.get("$defs", {}).get(name), root, ref, text)
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         properties = schema.get("properties") or {}
         return {
             "type": "object",
-            "properties": {k: _referable(v, root) for k, v in properties.items()},
+            "properties": {k: _referable(v, root, ref, text) for k, v in properties.items()},
             "required": [r for r in schema.get("required", []) if r in properties],
             "additionalProperties": False,
         }
     if kind == "array":
         return {
             "type": "array",
-            "items": _referable(schema.get("items"), root),
+            "items": _referable(schema.get("items"), root, ref, text),
             "minItems": min(int(schema.get("minItems", 0)), _MAX_ARRAY),
             "maxItems": _MAX_ARRAY,
         }
     if kind in ("integer", "number", "boolean"):
-        return {"anyOf": [{"type": kind}, _REF]}
+        return {"anyOf": [{"type": kind}, ref]} if ref is not None else {"type": kind}
     if "enum" in schema:
         return {"enum": list(schema["enum"])}
-    return {"type": "string", "maxLength": _MAX_STRING}
+    return text
 
 
-def checked(answer: str, catalog: Catalog, shown: list[Operation] | None = None) -> Plan:
-    """The plan in ``answer``, if it parses and every step can run; PlanError says why not."""
+def to_written(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan in its own form (ids, ``$id.field``) as the model writes it: numbered, ``$N.field``."""
+    steps = [s for s in plan.get("steps", []) if isinstance(s, dict)]
+    number = {str(s.get("id")): str(n) for n, s in enumerate(steps, 1)}
+
+    def renumbered(value: Any) -> Any:
+        if isinstance(value, str):
+            found = _PLAN_REF.match(value)
+            return f"${number[found[1]]}.{found[2]}" if found and found[1] in number else value
+        if isinstance(value, dict):
+            return {k: renumbered(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renumbered(v) for v in value]
+        return value
+
+    written: dict[str, Any] = {}
+    for n, step in enumerate(steps, 1):
+        if "choose" in step:
+            written[str(n)] = {
+                "choose": step["choose"],
+                "from": [int(number[str(f)]) for f in step.get("from", []) if str(f) in number],
+                "where": step.get("where", "available"),
+                "match": step.get("match", ""),
+            }
+        else:
+            written[str(n)] = {"call": step.get("call"), "args": renumbered(step.get("args", {}))}
+    return {"steps": written}
+
+
+def from_written(raw: Any) -> dict[str, Any]:
+    """What the model wrote (numbered steps, ``$N.field``) in the plan's own form (``s1``, ``$s1.field``)."""
+    steps = raw.get("steps") if isinstance(raw, dict) else None
+    if not isinstance(steps, dict):
+        raise PlanError('the plan is not {"steps": {"1": ..., "2": ...}}')
+
+    def renamed(value: Any) -> Any:
+        if isinstance(value, str):
+            found = _WRITTEN_REF.match(value)
+            return f"$s{found[1]}.{found[2]}" if found else value
+        if isinstance(value, dict):
+            return {k: renamed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renamed(v) for v in value]
+        return value
+
+    converted: list[dict[str, Any]] = []
+    for number, step in steps.items():
+        if not isinstance(step, dict):
+            raise PlanError(f"step {number} is not an object")
+        own = {"id": f"s{number}", **{k: v for k, v in step.items() if k not in ("id", "from", "args")}}
+        if "from" in step:
+            own["from"] = [f"s{f}" for f in step["from"]] if isinstance(step["from"], list) else step["from"]
+        if "args" in step:
+            own["args"] = renamed(step["args"])
+        converted.append(own)
+    return {"steps": converted}
+
+
+def checked_written(answer: str, catalog: Catalog, shown: list[Operation] | None = None) -> Plan:
+    """The plan the model wrote in ``answer``, if it parses and every step can run."""
     try:
         raw = orjson.loads(answer)
     except orjson.JSONDecodeError as exc:
         raise PlanError(f"the plan is not JSON: {exc}") from exc
+    return validated(from_written(raw), catalog, shown)
+
+
+def checked(answer: str, catalog: Catalog, shown: list[Operation] | None = None) -> Plan:
+    """The plan in ``answer`` (in the plan's own form), if it parses and every step can run."""
+    try:
+        raw = orjson.loads(answer)
+    except orjson.JSONDecodeError as exc:
+        raise PlanError(f"the plan is not JSON: {exc}") from exc
+    return validated(raw, catalog, shown)
+
+
+def validated(raw: Any, catalog: Catalog, shown: list[Operation] | None = None) -> Plan:
+    """``raw`` as a plan whose every step can run; PlanError says why not."""
     if isinstance(raw, dict) and raw.get("steps") == []:
         return Plan.model_construct(steps=[])
     try:

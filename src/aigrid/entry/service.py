@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable, Coroutine
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -21,7 +22,7 @@ from aigrid.entry import answers
 from aigrid.entry.calls import Caller
 from aigrid.entry.catalog import Catalog, catalog
 from aigrid.entry.plan import PlanError
-from aigrid.entry.planner import MAX_INPUT_CHARS, Planner, checked
+from aigrid.entry.planner import MAX_INPUT_CHARS, Planned, Planner, checked
 from aigrid.entry.reading import read
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.saga import Saga
@@ -29,12 +30,24 @@ from aigrid.errors import APIError
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.db import StoreCalls
-from aigrid.store.entries import OPEN_SAGA_STATES, EntryRecord, EntryState, EntryStore
+from aigrid.store.entries import FINAL_ENTRY_STATES, OPEN_SAGA_STATES, EntryRecord, EntryState, EntryStore
 
 log = logging.getLogger(__name__)
 
 USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 DEFAULT_WAIT_S = 120.0
+
+
+class EntryObserver(Protocol):
+    """Is told how each entry was planned and how it ended (the learning loop's traces)."""
+
+    async def planned(
+        self, entry: EntryRecord, planned: Planned | None, error: str | None, seconds: float
+    ) -> None:
+        """The planner wrote ``planned`` for ``entry`` (None: the plan was given, or none held)."""
+
+    async def ended(self, entry: EntryRecord) -> None:
+        """``entry`` reached a final state: done, failed or declined."""
 
 
 class EntryService:
@@ -48,8 +61,10 @@ class EntryService:
         planner: Planner,
         calls: StoreCalls,
         today: Callable[[], date] = date.today,
+        observer: EntryObserver | None = None,
     ) -> None:
         self.store = store
+        self._observer = observer
         self._registry = registry
         self._tools = tools
         self._planner = planner
@@ -93,7 +108,9 @@ class EntryService:
 
     async def decline(self, tenant_id: int | None, entry_id: str) -> EntryRecord:
         """Say no to an entry waiting for its confirmation: nothing is done; 409 if it is not waiting."""
-        return await self._answered(tenant_id, entry_id, "declined", "Declined: nothing was bought.")
+        declined = await self._answered(tenant_id, entry_id, "declined", "Declined: nothing was bought.")
+        await self._tell_ended(declined)
+        return declined
 
     async def _answered(
         self, tenant_id: int | None, entry_id: str, state: EntryState, answer: str | None = None
@@ -127,10 +144,34 @@ class EntryService:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def _start(self, work: Coroutine[Any, Any, EntryRecord]) -> asyncio.Task[EntryRecord]:
-        task = asyncio.get_running_loop().create_task(work)
+        task = asyncio.get_running_loop().create_task(self._observed(work))
         self._tasks.add(task)
         task.add_done_callback(self._ended)
         return task
+
+    async def _observed(self, work: Coroutine[Any, Any, EntryRecord]) -> EntryRecord:
+        ended = await work
+        if ended.state in FINAL_ENTRY_STATES:
+            await self._tell_ended(ended)
+        return ended
+
+    async def _tell_ended(self, entry: EntryRecord) -> None:
+        if self._observer is None:
+            return
+        try:
+            await self._observer.ended(entry)
+        except Exception:  # learning from an entry never changes how it went
+            log.exception("the observer of entry %s failed", entry.id)
+
+    async def _tell_planned(
+        self, entry: EntryRecord, planned: Planned | None, error: str | None, began: float
+    ) -> None:
+        if self._observer is None:
+            return
+        try:
+            await self._observer.planned(entry, planned, error, time.perf_counter() - began)
+        except Exception:
+            log.exception("the observer of entry %s failed", entry.id)
 
     def _ended(self, task: asyncio.Task[EntryRecord]) -> None:
         self._tasks.discard(task)
@@ -144,20 +185,27 @@ class EntryService:
             return await self.calls(self.store.get, entry.id)
 
     async def _prepare(self, entry: EntryRecord, given: dict[str, Any] | None, confirm: bool) -> EntryRecord:
+        began = time.perf_counter()
+        planned: Planned | None = None
         try:
             found = await self.catalog(entry.tenant_id)
             if given is not None:
                 plan = checked(orjson.dumps(given).decode(), found)
             else:
-                plan = await self._planner.plan(
+                planned = await self._planner.plan(
                     entry.tenant_id, entry.user, entry.input, found, self._today()
                 )
+                plan = planned.plan
+            await self._tell_planned(entry, planned, None, began)
             if not plan.steps:
                 raise PlanError("none of the registered services can do that")
             reading = await read(plan, found, Caller(entry.id, entry.tenant_id))
         except PlanError as exc:
+            if planned is None and given is None:
+                await self._tell_planned(entry, None, str(exc), began)
             return await self._end_planning(entry, "failed", f"Nothing was done: {exc}.")
         except APIError as exc:  # the planner's model: a budget, an upstream down
+            await self._tell_planned(entry, None, f"the planner failed: {exc.message}", began)
             return await self._end_planning(
                 entry, "failed", f"Nothing was done: the planner failed: {exc.message}"
             )

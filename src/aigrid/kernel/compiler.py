@@ -5,8 +5,11 @@ the tools from a full-text search over the registry (``tool_search``: the strong
 sentence without its schedule), the approval policy from a stated rule (tools that spend money,
 send, book or delete wait for a person's yes), the budget and priority from defaults. The model
 writes only what needs language: the agent's name, its instructions and, when a description states
-a schedule the library cannot read, a cron expression. (On the corpus in ``tests/data``, the small
-embedded model chose tools worse than the search does; see ``bench/compiler.py``.) It answers under
+a schedule the library cannot read, a cron expression. (On the held-out compiler suite, the small
+embedded model chose tools worse than the search does; see ``bench/compiler.py``.) With experience
+(specs that were verified or saved for similar descriptions, handed in through ``SpecRecall``), the
+tools are what most of the nearest examples granted, plus what the search found and at least one
+example granted; the examples are also shown to the model as worked examples. It answers under
 a JSON-schema grammar, so its answer always parses; the spec is then validated, and a refusal goes
 back to the model once with the reason. What still fails is a clear ``CompileError``; nothing
 broken is ever saved.
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -99,6 +103,21 @@ _SYSTEM = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SpecExample:
+    """A worked example: a description and the parts of the spec that were right for it."""
+
+    text: str
+    tools: tuple[str, ...]
+    name: str
+    instructions: str
+    example_id: int | None = None
+
+
+# The worked examples for a tenant's description, nearest first (the experience memory's lookup).
+SpecRecall = Callable[[int, str], Awaitable[list[SpecExample]]]
+
+
 class CompileError(Exception):
     """A description that yields no valid spec; the message says why, for the user."""
 
@@ -143,9 +162,10 @@ def needs_approval(tool: str) -> bool:
 class Compiler:
     """Compiles descriptions into agent specs, and change requests into new versions."""
 
-    def __init__(self, write: WriteFn, model: str = "local") -> None:
+    def __init__(self, write: WriteFn, model: str = "local", recall: SpecRecall | None = None) -> None:
         self._write = write
         self._model = model
+        self._recall = recall
 
     async def compile(
         self,
@@ -159,12 +179,14 @@ class Compiler:
         """A spec for ``description``, with tools from ``tools`` and a name not in ``taken``."""
         description = _checked(description, "description")
         when = _when(description, now, timezone)
-        chosen = _tools_for(description, when, tools)
+        found = await self._recall(tenant_id, description) if self._recall is not None else []
+        examples = _usable(found, tools)
+        chosen = _tools_for(description, when, tools, examples)
         if not chosen and when is None and len(re.findall(r"[^\W\d_]{2,}", description)) < _MIN_WORDS_ALONE:
             raise CompileError("there is too little to go on: say in a sentence what the agent should do")
         notes = [f"schedule: {when.summary} (from '{when.phrase}')" if when else "schedule: none stated"]
         ask_cron = when is None and _mentions_time(description)
-        prompt = _prompt(description, when.summary if when else None, chosen, ask_cron)
+        prompt = _prompt(description, when.summary if when else None, chosen, ask_cron, examples)
 
         def build(answer: dict[str, Any]) -> AgentSpec:
             trigger = when.trigger if when else _cron(answer, timezone) if ask_cron else None
@@ -182,7 +204,8 @@ class Compiler:
             return AgentSpec.model_validate(fields)
 
         spec = await self._validated(tenant_id, prompt, _schema(ask_cron, None), build)
-        notes.append("tools found by search: " + (", ".join(t.name for t in chosen) or "none"))
+        source = f"search and {len(examples)} similar agent(s)" if examples else "search"
+        notes.append(f"tools found by {source}: " + (", ".join(t.name for t in chosen) or "none"))
         if spec.approval:
             notes.append("these wait for your yes before they run: " + ", ".join(spec.approval))
         return Draft(spec, readable(spec), tuple(notes))
@@ -303,14 +326,31 @@ def _when(text: str, now: datetime, timezone: str) -> When | None:
         raise CompileError(str(exc)) from exc
 
 
-def _tools_for(text: str, when: When | None, tools: list[Tool]) -> list[Tool]:
+def _usable(found: list[SpecExample], tools: list[Tool]) -> list[SpecExample]:
+    """The examples whose every tool the tenant can still grant."""
+    names = {t.name for t in tools}
+    return [e for e in found if e.tools and set(e.tools) <= names]
+
+
+def _tools_for(
+    text: str, when: When | None, tools: list[Tool], examples: Sequence[SpecExample] = ()
+) -> list[Tool]:
     """The tools ``text`` asks for: the strong search matches of its words but the schedule's.
 
-    Memory is the spec's switch, not a grant: its tools are never chosen.
+    With worked examples, a tool is chosen when most of them granted it, or when the search found
+    it and at least one of them granted it: the examples say what similar sentences needed, the
+    search keeps a tool no example had a reason to grant. Memory is the spec's switch, not a
+    grant: its tools are never chosen.
     """
     grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
     wanted = text.replace(when.phrase, " ") if when else text
-    return [f.tool for f in strong(search_tools(grantable, wanted))]
+    found = [f.tool for f in strong(search_tools(grantable, wanted))]
+    if not examples:
+        return found
+    votes = Counter(name for e in examples for name in set(e.tools))
+    majority = len(examples) // 2 + 1
+    searched = {t.name for t in found}
+    return [t for t in grantable if votes[t.name] >= majority or (votes[t.name] and t.name in searched)]
 
 
 def _mentions_time(text: str) -> bool:
@@ -325,14 +365,24 @@ def _tool_list(tools: list[Tool]) -> str:
 
 
 def _prompt(
-    description: str, schedule: str | None, tools: list[Tool], ask_cron: bool
+    description: str,
+    schedule: str | None,
+    tools: list[Tool],
+    ask_cron: bool,
+    examples: Sequence[SpecExample] = (),
 ) -> list[dict[str, Any]]:
+    """The conversation: worked examples as earlier turns (name and instructions), then the description."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": _SYSTEM}]
+    for example in examples:
+        messages.append({"role": "user", "content": f"Description: {example.text}"})
+        answer = {"name": example.name, "instructions": example.instructions}
+        messages.append({"role": "assistant", "content": orjson.dumps(answer).decode()})
     parts = [f"Description: {description}"]
     parts.append(f"Schedule, already understood: {schedule}" if schedule else "Schedule: none understood.")
     if ask_cron:
         parts.append("cron: the schedule the description states, as a five-field cron expression.")
     parts.append(_tool_list(tools))
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": "\n".join(parts)}]
+    return [*messages, {"role": "user", "content": "\n".join(parts)}]
 
 
 def _schema(ask_cron: bool, fixed_name: str | None) -> dict[str, Any]:

@@ -76,6 +76,25 @@ class GridModelClient:
 
         return write
 
+    async def ask(self, tenant_id: int, agent: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The assistant message of a whole chat completion, metered to the tenant as ``agent``."""
+        message, _ = await self._ask(tenant_id, body, CallMeta(agent, None))
+        return message
+
+    def embedder(self, model: str, agent: str) -> Callable[[int, list[str]], Awaitable[list[list[float]]]]:
+        """Embeds texts with ``model`` through the grid, metered to the tenant as ``agent``."""
+
+        async def embed(tenant_id: int, texts: list[str]) -> list[list[float]]:
+            principal = Principal(tenant_id, self._tenant_name(tenant_id), None)
+            body = {"model": self.model_name(model), "input": texts}
+            _, answer = await self._grid.request(principal, "embeddings", body, CallMeta(agent, None))
+            if not isinstance(answer, Completion):
+                raise TypeError("the grid answered embeddings with a stream")
+            data = sorted(orjson.loads(answer.body)["data"], key=lambda d: int(d["index"]))
+            return [[float(x) for x in d["embedding"]] for d in data]
+
+        return embed
+
     async def _ask(
         self, tenant_id: int, body: dict[str, Any], meta: CallMeta
     ) -> tuple[dict[str, Any], StepUsage]:

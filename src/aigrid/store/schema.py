@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -290,3 +302,109 @@ class EntryJournalRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     payload: Mapped[str] = mapped_column(Text)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class TraceRow(Base):
+    """One task's run as the learning loop reads it: what was asked, what the model saw and said,
+    what was called, and how it ended (an entry's plan, a compile, a process)."""
+
+    __tablename__ = "traces"
+    __table_args__ = (
+        Index("ix_traces_tenant_time", "tenant_id", "created_at_us"),
+        UniqueConstraint("kind", "subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # entry | compile | process
+    subject: Mapped[str] = mapped_column(String(96))  # the entry id, agent@version or pid it traces
+    input: Mapped[str] = mapped_column(Text)
+    messages: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the model's last prompt
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tools: Mapped[str] = mapped_column(Text, server_default="[]")  # JSON: the operations or tools called
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # pending | success | failure
+    reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    cost_micro: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    latency_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class FeedbackRow(Base):
+    """A person's word on an answer: a rating, a comment, and perhaps the answer it should have been."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_tenant", "tenant_id", "id"), Index("ix_feedback_target", "target"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # completion | process | entry | agent
+    target: Mapped[str] = mapped_column(String(96))
+    rating: Mapped[int] = mapped_column(Integer)  # 1 good, -1 bad, 0 neither
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class ExperienceRow(Base):
+    """A judged example a tenant's next plans and compiles learn from: a sentence and what did (or
+    did not) work for it, with the sentence's embedding for finding it again by meaning."""
+
+    __tablename__ = "experience"
+    __table_args__ = (
+        Index("ix_experience_tenant_kind", "tenant_id", "kind", "outcome"),
+        UniqueConstraint("tenant_id", "kind", "digest"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # plan | spec
+    text: Mapped[str] = mapped_column(Text)
+    example: Mapped[str] = mapped_column(Text)  # JSON: the plan, or the spec's parts
+    outcome: Mapped[str] = mapped_column(String(16))  # success | failure
+    reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    source: Mapped[str] = mapped_column(String(96))  # where it came from: entry id, suite, feedback
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of kind, text and example: no duplicates
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32, normalised
+    embedding_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    uses: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    last_used_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class EvalRunRow(Base):
+    """One run of an eval suite's split against a model, with or without experience."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (Index("ix_eval_runs_tenant", "tenant_id", "started_at_us"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    suite: Mapped[str] = mapped_column(String(32))
+    split: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128))
+    experience: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    total: Mapped[int] = mapped_column(Integer, server_default="0")
+    done: Mapped[int] = mapped_column(Integer, server_default="0")
+    metrics: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: name -> [passed, counted]
+    error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    started_at_us: Mapped[int] = mapped_column(BigInteger)
+    ended_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class EvalResultRow(Base):
+    """One task of an eval run: what the verifier said of it."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (UniqueConstraint("run_id", "task_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    task_id: Mapped[str] = mapped_column(String(96))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    checks: Mapped[str] = mapped_column(Text)  # JSON: metric -> bool, for the metrics this task counts in
+    reason: Mapped[str] = mapped_column(Text)
+    seconds: Mapped[float] = mapped_column(Float)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -218,10 +218,18 @@ def build_grammar(plan: ToolPlan, schema: dict[str, Any] | None) -> str | None:
 
 
 def _rebase_refs(schema: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """A copy of ``schema`` whose local references point at where it sits inside the holder."""
+    """A copy of ``schema`` whose local references point at where it sits inside the holder.
+
+    A schema built in Python may share one object in several places (the copy keeps the sharing):
+    each object is rewritten once.
+    """
     out = copy.deepcopy(schema)
+    seen: set[int] = set()
 
     def visit(node: Any) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#"):

@@ -172,6 +172,7 @@ function parseRoute() {
   const pages = { "": "meter", meter: "meter", grid: "grid", approvals: "approvals", services: "services" };
   if (top === "processes") return { page: arg ? "process" : "processes", arg, params };
   if (top === "agents") return { page: arg ? "agent" : "agents", arg, params };
+  if (top === "learning") return { page: "learning", arg, params }; // arg: an eval run shown open
   return { page: pages[top || ""] || "unknown", arg, params };
 }
 

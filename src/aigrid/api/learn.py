@@ -1,0 +1,245 @@
+"""HTTP routes of the learning loop: traces, feedback, suites and evals, and the experience memory.
+
+A tenant key reaches its own; the admin key reads every tenant's (``?tenant=`` narrows it) and acts
+for its own tenant unless it names another (``tenant`` in the body or the query).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigrid.api.agents import json_object, query_number
+from aigrid.api.openai import json_response
+from aigrid.api.scope import call_store, call_store_async, tenant_scope
+from aigrid.api.state import state_of
+from aigrid.errors import bad_request
+from aigrid.learn.evals import comparison, run_json
+from aigrid.learn.suites import SUITES
+from aigrid.store.experience import EXPERIENCE_KINDS
+from aigrid.store.traces import OUTCOMES, TRACE_KINDS
+
+_MAX_BODY_BYTES = 64 << 10
+_MAX_WAIT_S = 3600.0
+_JUDGEMENTS = ("success", "failure")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > _MAX_BODY_BYTES:
+        raise bad_request(f"The body may be at most {_MAX_BODY_BYTES >> 10} KiB.")
+    return json_object(raw or b"{}", "The body must be a JSON object.")
+
+
+async def _reader(request: Request) -> int | None:
+    """Whose records a read reaches: a tenant key's own; the admin's named tenant, or all."""
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
+    return await tenant_scope(state, principal, request.query_params.get("tenant"), "learning records")
+
+
+async def _actor(request: Request, body: dict[str, Any]) -> int:
+    """Whom an action is for: a tenant key's own tenant; the admin's named one, else its own."""
+    state = state_of(request)
+    principal = state.keyring.authenticate(request)
+    named = body.get("tenant", request.query_params.get("tenant"))
+    if named is not None and not isinstance(named, str):
+        raise bad_request("'tenant' must be a tenant's name.", param="tenant")
+    scoped = await tenant_scope(state, principal, named, "learning records")
+    return principal.tenant_id if scoped is None else scoped
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise bad_request(f"'{name}' must be one of: {', '.join(allowed)}.", param=name)
+    return value
+
+
+def _whole(value: Any, name: str, low: int, high: int) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise bad_request(f"'{name}' must be a whole number from {low} to {high}.", param=name)
+    return value
+
+
+def _listing(data: list[dict[str, Any]], **extra: Any) -> Response:
+    return json_response({"object": "list", "data": data, **extra})
+
+
+# -- traces and feedback ------------------------------------------------------------------------------
+
+
+async def list_traces(request: Request) -> Response:
+    """GET /v1/traces: traces, newest first (``kind``, ``outcome``, ``limit``)."""
+    state = state_of(request)
+    tenant = await _reader(request)
+    kind = _choice(request, "kind", TRACE_KINDS)
+    outcome = _choice(request, "outcome", OUTCOMES)
+    limit = query_number(request, "limit", 50, 1, 500)
+    found = await call_store(state.learn.traces.recent, tenant, kind, outcome, limit)
+    return _listing([t.to_json() for t in found])
+
+
+async def get_trace(request: Request) -> Response:
+    """GET /v1/traces/{id}: one trace."""
+    state = state_of(request)
+    raw = request.path_params["id"]
+    if not raw.isdigit() or int(raw) > 2**62:
+        raise bad_request("A trace id is a whole number.", param="id")
+    return json_response(
+        (await call_store(state.learn.traces.get, int(raw), await _reader(request))).to_json()
+    )
+
+
+async def give_feedback(request: Request) -> Response:
+    """POST /v1/feedback: a rating (and comment, correction) on a completion, process, entry or agent."""
+    state = state_of(request)
+    body = await _body(request)
+    tenant = await _actor(request, body)
+    given = await call_store_async(state.learn.feedback.give(tenant, body))
+    return json_response(given.to_json(), status=201)
+
+
+async def list_feedback(request: Request) -> Response:
+    """GET /v1/feedback: feedback received, newest first (``kind``, ``target``, ``limit``)."""
+    state = state_of(request)
+    tenant = await _reader(request)
+    kind = _choice(request, "kind", ("completion", "process", "entry", "agent"))
+    target = request.query_params.get("target")
+    limit = query_number(request, "limit", 50, 1, 500)
+    found = await call_store(state.learn.feedback.store.recent, tenant, kind, target, limit)
+    return _listing([f.to_json() for f in found])
+
+
+# -- suites and evals ---------------------------------------------------------------------------------
+
+
+async def list_suites(request: Request) -> Response:
+    """GET /v1/learn/suites: each suite, its metrics and its recorded splits."""
+    state_of(request).keyring.authenticate(request)
+    return _listing([s.to_json() for s in SUITES.values()])
+
+
+async def start_eval(request: Request) -> Response:
+    """POST /v1/learn/evals: run a suite's split against a model (``wait`` seconds for its end)."""
+    state = state_of(request)
+    body = await _body(request)
+    tenant = await _actor(request, body)
+    name = body.get("suite")
+    if not isinstance(name, str):
+        raise bad_request(f"'suite' must name a suite: {', '.join(SUITES)}.", param="suite")
+    split = body.get("split", "heldout")
+    if not isinstance(split, str):
+        raise bad_request("'split' must be 'heldout' or 'train'.", param="split")
+    model = body.get("model")
+    if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 128):
+        raise bad_request("'model' must be a model's name.", param="model")
+    if model is not None and not state.grid.router.knows(model) and state.grid.router.for_tier(model) is None:
+        raise bad_request(f"No model named '{model}' on this grid.", param="model")
+    experience = body.get("experience", True)
+    if not isinstance(experience, bool):
+        raise bad_request("'experience' must be true or false.", param="experience")
+    limit = _whole(body.get("limit"), "limit", 1, 100_000)
+    wait = body.get("wait", 0)
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= _MAX_WAIT_S:
+        raise bad_request(f"'wait' must be a number of seconds from 0 to {_MAX_WAIT_S:g}.", param="wait")
+    evals = state.learn.evals
+    run = await call_store_async(evals.start(tenant, name, split, model, experience, limit))
+    await evals.wait(run.id, float(wait))
+    run = await call_store(evals.store.get, run.id, None)
+    return json_response(run_json(run), status=202 if run.state == "running" else 200)
+
+
+async def list_evals(request: Request) -> Response:
+    """GET /v1/learn/evals: runs, newest first (``suite``, ``limit``)."""
+    state = state_of(request)
+    tenant = await _reader(request)
+    suite = _choice(request, "suite", tuple(SUITES))
+    limit = query_number(request, "limit", 50, 1, 500)
+    runs = await call_store(state.learn.evals.store.recent, tenant, suite, limit)
+    return _listing([run_json(r) for r in runs])
+
+
+async def get_eval(request: Request) -> Response:
+    """GET /v1/learn/evals/{id}: a run with its results."""
+    state = state_of(request)
+    store = state.learn.evals.store
+    run = await call_store(store.get, request.path_params["id"], await _reader(request))
+    return json_response(run_json(run, await call_store(store.results, run.id)))
+
+
+async def compare_evals(request: Request) -> Response:
+    """GET /v1/learn/compare?a=RUN&b=RUN: two runs side by side."""
+    state = state_of(request)
+    store = state.learn.evals.store
+    tenant = await _reader(request)
+    ids = [request.query_params.get(k) for k in ("a", "b")]
+    if not all(ids):
+        raise bad_request("Name the two runs to compare: ?a=RUN&b=RUN.", param="a" if not ids[0] else "b")
+    a, b = [await call_store(store.get, i, tenant) for i in ids]
+    if a.suite != b.suite:
+        raise bad_request(
+            f"Run {a.id} is of suite '{a.suite}' and {b.id} of '{b.suite}': compare like with like."
+        )
+    results = [await call_store(store.results, r.id) for r in (a, b)]
+    return json_response(comparison(a, b, *results))
+
+
+# -- the experience memory ----------------------------------------------------------------------------
+
+
+async def list_memory(request: Request) -> Response:
+    """GET /v1/learn/memory: examples, newest first (``kind``, ``outcome``, ``limit``), with counts."""
+    state = state_of(request)
+    tenant = await _reader(request)
+    kind = _choice(request, "kind", EXPERIENCE_KINDS)
+    outcome = _choice(request, "outcome", _JUDGEMENTS)
+    limit = query_number(request, "limit", 50, 1, 500)
+    store = state.learn.memory.store
+    found = await call_store(store.recent, tenant, kind, outcome, limit)
+    counts = await call_store(store.count, tenant)
+    return _listing([e.to_json() for e in found], counts=counts)
+
+
+async def forget_example(request: Request) -> Response:
+    """DELETE /v1/learn/memory/{id}: forget one example."""
+    state = state_of(request)
+    raw = request.path_params["id"]
+    if not raw.isdigit() or int(raw) > 2**62:
+        raise bad_request("An example id is a whole number.", param="id")
+    gone = await call_store_async(state.learn.memory.forget(int(raw), await _reader(request)))
+    return json_response({"id": gone.id, "object": "experience", "deleted": True})
+
+
+async def teach(request: Request) -> Response:
+    """POST /v1/learn/memory/teach: a suite's verified training examples into the tenant's memory."""
+    state = state_of(request)
+    body = await _body(request)
+    tenant = await _actor(request, body)
+    name = body.get("suite")
+    if not isinstance(name, str):
+        raise bad_request(f"'suite' must name a suite: {', '.join(SUITES)}.", param="suite")
+    limit = _whole(body.get("limit"), "limit", 1, 100_000)
+    taught = await call_store_async(state.learn.teacher.teach(tenant, name, limit))
+    return json_response(taught.to_json())
+
+
+routes = [
+    Route("/v1/traces", list_traces, methods=["GET"]),
+    Route("/v1/traces/{id}", get_trace, methods=["GET"]),
+    Route("/v1/feedback", give_feedback, methods=["POST"]),
+    Route("/v1/feedback", list_feedback, methods=["GET"]),
+    Route("/v1/learn/suites", list_suites, methods=["GET"]),
+    Route("/v1/learn/evals", start_eval, methods=["POST"]),
+    Route("/v1/learn/evals", list_evals, methods=["GET"]),
+    Route("/v1/learn/evals/{id}", get_eval, methods=["GET"]),
+    Route("/v1/learn/compare", compare_evals, methods=["GET"]),
+    Route("/v1/learn/memory", list_memory, methods=["GET"]),
+    Route("/v1/learn/memory/{id}", forget_example, methods=["DELETE"]),
+    Route("/v1/learn/memory/teach", teach, methods=["POST"]),
+]

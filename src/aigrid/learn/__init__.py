@@ -1,0 +1,1 @@
+"""Self-iteration: traces and feedback, verifiers, held-out evals and the experience memory."""

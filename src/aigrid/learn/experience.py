@@ -1,0 +1,181 @@
+"""The experience memory: verified examples, found again by meaning and by words, one tenant at a time.
+
+A success (a plan whose saga ended done, a spec that was saved, a training task the verifier
+accepted) is kept with its sentence's embedding, from the grid's own ``/v1/embeddings``. At the
+next plan or compile the nearest few are shown to the model as worked examples. Nearness is the
+fusion of two rankings (reciprocal rank fusion): cosine similarity of the embeddings, and the
+full-text index's bm25 over the sentences' words; when the embedding model is down or none is
+configured, the words alone decide. Failures are kept with their reasons, for training, and are
+never shown. One tenant's examples never reach another tenant's prompts: every lookup and every
+vector index is per tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from aigrid.errors import APIError
+from aigrid.store.db import StoreCalls
+from aigrid.store.experience import ExampleRecord, ExperienceKind, ExperienceStore, Judgement
+
+log = logging.getLogger(__name__)
+
+# Embeds texts for a tenant: one vector per text.
+EmbedFn = Callable[[int, list[str]], Awaitable[list[list[float]]]]
+# Rank fusion's constant: how much the top of one ranking outweighs the rest (the usual 60).
+_FUSION_K = 60
+# How deep each ranking is read before fusing.
+_DEPTH = 20
+
+
+@dataclass
+class _VectorIndex:
+    """A tenant's examples of one kind with their unit vectors, as one matrix."""
+
+    ids: list[int] = field(default_factory=list)
+    rows: list[NDArray[np.float32]] = field(default_factory=list)
+    matrix: NDArray[np.float32] | None = None
+
+    def add(self, example_id: int, vector: NDArray[np.float32]) -> None:
+        self.ids.append(example_id)
+        self.rows.append(vector)
+        self.matrix = None
+
+    def nearest(self, query: NDArray[np.float32], depth: int) -> list[int]:
+        if not self.ids:
+            return []
+        if self.matrix is None or self.matrix.shape[0] != len(self.ids):
+            self.matrix = np.vstack(self.rows)
+        if self.matrix.shape[1] != query.shape[0]:
+            return []  # vectors of another embedding model: words alone decide
+        scores = self.matrix @ query
+        top = np.argsort(-scores)[:depth]
+        return [self.ids[i] for i in top]
+
+
+def unit(vector: list[float]) -> NDArray[np.float32]:
+    """The vector scaled to length 1 (cosine similarity is then a dot product)."""
+    array = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(array))
+    return array / norm if norm > 0 else array
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a lookup found, nearest first, and how long it took."""
+
+    examples: list[ExampleRecord]
+    seconds: float
+    by_meaning: bool
+
+
+class ExperienceMemory:
+    """Keeps judged examples and finds the nearest successes for a sentence."""
+
+    def __init__(
+        self,
+        store: ExperienceStore,
+        calls: StoreCalls,
+        embed: EmbedFn | None,
+        embedding_model: str | None,
+        enabled: bool = True,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
+        self.store = store
+        self._observe = observe
+        self._calls = calls
+        self._embed = embed
+        self._embedding_model = embedding_model
+        self.enabled = enabled
+        self._indexes: dict[tuple[int, str], _VectorIndex] = {}
+
+    async def _vector(self, tenant_id: int, text: str) -> NDArray[np.float32] | None:
+        if self._embed is None:
+            return None
+        try:
+            return unit((await self._embed(tenant_id, [text]))[0])
+        except APIError as exc:  # the embedding model is busy, down or over budget: words still work
+            log.info("experience: no embedding for a lookup (%s); full-text search alone", exc.message)
+            return None
+
+    async def remember(
+        self,
+        tenant_id: int,
+        kind: ExperienceKind,
+        text: str,
+        example: dict[str, Any],
+        outcome: Judgement,
+        source: str,
+        reason: str | None = None,
+    ) -> tuple[ExampleRecord, bool]:
+        """Keep a judged example; (it, whether it is new). A success is found by the very next lookup."""
+        vector = await self._vector(tenant_id, text) if outcome == "success" else None
+        record, new = await self._calls(
+            self.store.add,
+            tenant_id,
+            kind,
+            text,
+            example,
+            outcome,
+            source,
+            reason=reason,
+            embedding=None if vector is None else vector.tobytes(),
+            embedding_model=None if vector is None else self._embedding_model,
+        )
+        index = self._indexes.get((tenant_id, kind))
+        if new and outcome == "success" and vector is not None and index is not None:
+            index.add(record.id, vector)
+        return record, new
+
+    async def recall(self, tenant_id: int, kind: str, text: str, k: int) -> Lookup:
+        """The ``k`` successful examples nearest to ``text``, nearest first."""
+        began = time.perf_counter()
+        if not self.enabled or k <= 0:
+            return Lookup([], 0.0, False)
+        vector = await self._vector(tenant_id, text)
+        worded = await self._calls(self.store.search, tenant_id, kind, text, _DEPTH)
+        rankings = [worded]
+        if vector is not None:
+            index = await self._index(tenant_id, kind)
+            rankings.append(index.nearest(vector, _DEPTH))
+        fused: dict[int, float] = {}
+        for ranking in rankings:
+            for rank, example_id in enumerate(ranking):
+                fused[example_id] = fused.get(example_id, 0.0) + 1.0 / (_FUSION_K + rank)
+        chosen = sorted(fused, key=lambda i: -fused[i])[:k]
+        found = [await self._calls(self.store.get, i, tenant_id) for i in chosen]
+        await self._calls(self.store.used, chosen)
+        seconds = time.perf_counter() - began
+        if self._observe is not None:
+            self._observe(seconds)
+        return Lookup(found, seconds, vector is not None)
+
+    async def _index(self, tenant_id: int, kind: str) -> _VectorIndex:
+        index = self._indexes.get((tenant_id, kind))
+        if index is None:
+            index = _VectorIndex()
+            for record in await self._calls(self.store.all, tenant_id, kind):
+                if record.embedding is not None and record.embedding_model == self._embedding_model:
+                    index.add(record.id, np.frombuffer(record.embedding, dtype=np.float32))
+            self._indexes[(tenant_id, kind)] = index
+        return index
+
+    async def rejudge(self, tenant_id: int, source: str, outcome: Judgement, reason: str | None) -> int:
+        """Judge again what ``source`` taught (a person said otherwise); how many examples changed."""
+        ids = await self._calls(self.store.rejudge, tenant_id, source, outcome, reason)
+        for key in [k for k in self._indexes if k[0] == tenant_id]:
+            del self._indexes[key]  # a success that became a failure must not be found again
+        return len(ids)
+
+    async def forget(self, example_id: int, tenant_id: int | None) -> ExampleRecord:
+        """Forget one example; 404 if the tenant has none of that id."""
+        record = await self._calls(self.store.forget, example_id, tenant_id)
+        self._indexes.pop((record.tenant_id, record.kind), None)
+        return record
