@@ -44,7 +44,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import orjson
-import yaml
 
 from aigrid.api.app import build_routes
 from aigrid.config import load_config
@@ -53,12 +52,14 @@ from aigrid.grid.meter import Metrics
 from aigrid.grid.router import Router
 from aigrid.grid.service import Grid
 from aigrid.kernel.builtins import SystemCalls
-from aigrid.kernel.compiler import CompileError, Compiler, Draft
+from aigrid.kernel.compiler import CompileError, Compiler
 from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.model import GridModelClient, TenantNames
 from aigrid.kernel.tool_search import search_tools
-from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
-from aigrid.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, IntervalTrigger, OnceTrigger
+from aigrid.kernel.tools import Tool, ToolRegistry
+from aigrid.learn.judges import catalog_tools
+from aigrid.learn.verifiers import broken_spec, same_trigger, shown_trigger, trigger_of
+from aigrid.spec import MEMORY_TOOLS
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import WalCheckpointer, make_engine, migrate
@@ -77,10 +78,6 @@ DEFAULT_TIMEZONE = "Asia/Shanghai"
 TENANT = "bench"
 
 
-async def _not_run(_arguments: dict[str, Any], _context: CallContext) -> Any:
-    raise RuntimeError("the compiler bench runs no tools")
-
-
 class _NoSpawn:
     """The system calls' spawner: the bench compiles specs and starts no process."""
 
@@ -95,12 +92,6 @@ class _NoSpawn:
         sender: str | None = None,
     ) -> ProcessRecord:
         raise RuntimeError("the compiler bench starts no process")
-
-
-def catalog_tools(path: Path) -> list[Tool]:
-    """The example services' tools, each with a handler that raises."""
-    entries = orjson.loads(path.read_bytes())
-    return [Tool(e["name"], e["description"], _not_run, e["parameters"]) for e in entries]
 
 
 @dataclass
@@ -144,57 +135,6 @@ async def make_rig(workdir: Path) -> AsyncIterator[Rig]:
 
 
 # --- expectations --------------------------------------------------------------------------------
-
-
-def trigger_of(spec: AgentSpec) -> dict[str, Any] | None:
-    """The spec's timed trigger in the corpus's form; the compiler makes at most one."""
-    for trigger in spec.triggers:
-        if isinstance(trigger, CronTrigger):
-            return {"kind": "cron", "cron": trigger.cron, "timezone": trigger.timezone}
-        if isinstance(trigger, IntervalTrigger):
-            return {"kind": "interval", "every_s": trigger.every_s}
-        if isinstance(trigger, OnceTrigger):
-            return {"kind": "once", "at": trigger.at.isoformat()}
-    return None
-
-
-def same_trigger(got: dict[str, Any] | None, want: dict[str, Any] | None, timezone: str) -> bool:
-    if got is None or want is None:
-        return got is want
-    if got["kind"] != want["kind"]:
-        return False
-    if want["kind"] == "cron":
-        return bool(got["cron"] == want["cron"] and got["timezone"] == timezone)
-    if want["kind"] == "interval":
-        return bool(got["every_s"] == want["every_s"])
-    return datetime.fromisoformat(got["at"]) == datetime.fromisoformat(want["at"])  # the same instant
-
-
-def shown(trigger: dict[str, Any] | None) -> str:
-    if trigger is None:
-        return "none"
-    if trigger["kind"] == "cron":
-        return f"cron '{trigger['cron']}'"
-    if trigger["kind"] == "interval":
-        return f"every {trigger['every_s']}s"
-    return f"once {trigger['at']}"
-
-
-def broken_spec(draft: Draft, names: set[str]) -> str | None:
-    """Why a draft is not a valid spec, or None: it must validate again, as text and as data."""
-    try:
-        again = AgentSpec.model_validate(draft.spec.model_dump(mode="json"))
-        from_text = AgentSpec.model_validate(yaml.safe_load(draft.text))
-    except Exception as exc:  # any failure is the finding
-        return f"does not validate again: {exc}"
-    if again != draft.spec or from_text != draft.spec:
-        return "the spec changes when validated again"
-    unknown = set(draft.spec.tools) - names
-    if unknown:
-        return f"grants unknown tools: {sorted(unknown)}"
-    if not set(draft.spec.approval) <= set(draft.spec.tools):
-        return "asks approval for tools it does not grant"
-    return None
 
 
 @dataclass
@@ -256,7 +196,7 @@ async def measure(rig: Rig, line: int, case: dict[str, Any]) -> Row:
     row.tools_ok = got_tools == want_tools
     differences = []
     if not row.trigger_ok:
-        differences.append(f"trigger {shown(got_trigger)}, want {shown(want_trigger)}")
+        differences.append(f"trigger {shown_trigger(got_trigger)}, want {shown_trigger(want_trigger)}")
     if not row.tools_ok:
         missing = [
             name + ("" if name in row.offered else " (not offered)")

@@ -4,7 +4,10 @@
 
 Each service is a child process (northwind 8801, lakeside 8802, payment 8810, travel 8820, food 8830),
 its database and log (``<name>.log``) in ``--data-dir``. With ``--aigrid`` it waits for that server and
-registers each service not listed up there, with the manifest beside it. It runs until SIGINT or SIGTERM
+registers each service not listed up there, with the manifest beside it, then teaches that server's
+experience memory the training splits of its suites, which are made from this world (in the
+background; each example the verifier accepts against these services is shown to every tenant's
+plans and compiles, and teaching again adds only what is new). It runs until SIGINT or SIGTERM
 (or that server is gone for a minute), then stops the services; one that dies stops the rest (exit 1).
 """
 
@@ -18,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,8 @@ SERVICES = (
 DEFAULT_PORTS = "8801,8802,8810,8820,8830"
 AIGRID_WAIT_S = 120.0  # how long the aigrid server may take to answer at first
 AIGRID_GONE_S = 60.0  # the aigrid server silent this long: stop the services and exit
+TAUGHT_SUITES = ("entry", "compiler", "tools")
+TEACH_TIMEOUT_S = 3600.0  # teaching reads every training task from the services: minutes
 log = logging.getLogger("services")
 _signals: list[int] = []
 
@@ -129,6 +135,27 @@ def register(client: httpx.Client, running: list[Service], urls: dict[str, str])
             raise LaunchError(f"registering {service.name}: {added.status_code} {added.text}")
 
 
+def teach(client: httpx.Client) -> None:
+    """Teach the server's experience memory every suite's training split, for all its tenants."""
+    for suite in TAUGHT_SUITES:
+        try:
+            taught = client.post("/v1/learn/memory/teach", json={"suite": suite}, timeout=TEACH_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            log.warning("teaching the %s suite failed: %s", suite, exc)
+            continue
+        if taught.status_code != 200:
+            log.warning("teaching the %s suite failed: %s %s", suite, taught.status_code, taught.text[:300])
+            continue
+        done = taught.json()
+        log.info(
+            "experience memory: %d %s example(s) taught, %d already kept, %d refused by the verifier",
+            done["taught"],
+            suite,
+            done["already"],
+            done["refused"],
+        )
+
+
 def run(opts: argparse.Namespace, running: list[Service]) -> int:
     start_all(running, opts)
     urls = {s.name: f"http://{opts.connect_host}:{s.port}/mcp" for s in running}
@@ -143,6 +170,8 @@ def run(opts: argparse.Namespace, running: list[Service]) -> int:
     if client is not None:
         client.headers["Authorization"] = f"Bearer {key}"
         register(client, running, urls)
+        if opts.teach:
+            threading.Thread(target=teach, args=(client,), name="teach", daemon=True).start()
     listing = ", ".join(f"{name} {url}" for name, url in urls.items())
     log.info("up%s: %s", f" and registered with aigrid at {opts.aigrid}" if client else "", listing)
     last_answer = time.monotonic()
@@ -165,6 +194,9 @@ def main() -> int:
     parser.add_argument("--ports", default=DEFAULT_PORTS, help=f"{names} (default {DEFAULT_PORTS})")
     parser.add_argument("--aigrid", help="an aigrid server to register them with: http://127.0.0.1:8700")
     parser.add_argument("--admin-key-file", type=Path, help="its admin key (AIGRID_ADMIN_KEY comes first)")
+    parser.add_argument(
+        "--no-teach", dest="teach", action="store_false", help="do not teach its experience memory"
+    )
     opts = parser.parse_args()
     ports = [int(p) for p in opts.ports.split(",") if p.strip().isdigit()]
     if len(ports) != len(SERVICES):

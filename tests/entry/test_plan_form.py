@@ -158,3 +158,25 @@ def _json(value: Any) -> str:
     import orjson
 
     return orjson.dumps(value).decode()
+
+
+def test_arguments_the_examples_took_from_their_requests_are_written_in_this_requests_words() -> None:
+    from aigrid.entry.planner import said_in
+
+    example = PlanExample("buy two pans from the cheaper shop", PLAN)
+    said = said_in("Buy me a Cedar cast iron pan, cheapest shop!", [example])
+    assert said.arguments == {"query", "match"}, "the example's query and match were words of its request"
+    assert "Cedar cast iron pan" in said.phrases and "cedar cast iron pan" in said.phrases
+    assert "shop!" not in said.phrases and "shop" in said.phrases, "a word's punctuation is not part of it"
+    schema = plan_schema(OPERATIONS, said)
+    plan = to_written(PLAN)
+    plan["steps"]["1"]["args"]["query"] = "cedar cast iron pan"
+    plan["steps"]["3"]["match"] = "cast iron pan"
+    jsonschema.validate(plan, schema)
+    plan["steps"]["2"]["args"]["query"] = "aurora x2 pro earbuds"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(plan, schema)  # words the request never said
+    free = PlanExample(
+        "get me the thing", {"steps": [{"id": "a", "call": "north.search", "args": {"query": "pan"}}]}
+    )
+    assert said_in("Buy me a pan", [free]).arguments == frozenset(), "that example's query was not its words"

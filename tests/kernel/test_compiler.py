@@ -13,7 +13,7 @@ from aigrid.grid.backends.embedded_prompt import vocab_handle
 from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
 from aigrid.grid.engine.cpu import host_choice
 from aigrid.grid.engine.model import default_model_path, load_vocabulary
-from aigrid.kernel.compiler import CompileError, Compiler, _schema, needs_approval
+from aigrid.kernel.compiler import CompileError, Compiler, SpecExample, _schema, needs_approval
 from aigrid.kernel.tools import Tool
 from aigrid.spec import AgentSpec, CronTrigger, WebhookTrigger
 
@@ -164,6 +164,83 @@ async def test_an_edit_keeps_the_name_shows_a_diff_and_can_replace_the_schedule(
     )
     assert moved.spec.triggers == (WebhookTrigger(), CronTrigger(cron="0 9 * * 1", timezone="Asia/Shanghai"))
     assert moved.spec.tools == current.tools, "an edit does not take away tools it was not asked to"
+
+
+def recalled(*examples: SpecExample) -> Any:
+    async def recall(tenant_id: int, text: str) -> list[SpecExample]:
+        return list(examples)
+
+    return recall
+
+
+@pytest.mark.asyncio
+async def test_with_experience_the_tools_are_what_most_similar_agents_granted() -> None:
+    alike = [
+        SpecExample(
+            "Each morning check the Kestrel keyboard price and alert me",
+            ("shop.search", "notify.owner"),
+            "a",
+            "x",
+        ),
+        SpecExample(
+            "Daily, look up the Orchid phone in the shops and tell me",
+            ("shop.search", "notify.owner"),
+            "b",
+            "y",
+        ),
+        SpecExample(
+            "Find the Pebble power bank and the weather", ("shop.search", "weather.forecast"), "c", "z"
+        ),
+    ]
+    model = ScriptedWriterMock(watcher())
+    compiler = Compiler(model, recall=recalled(*alike))
+    draft = await compiler.compile(1, "Look up the Lumen monitor in the shops and let me know", TOOLS, NOW)
+    assert draft.spec.tools == ("shop.search", "notify.owner"), (
+        "all three granted the search, two the note; one alone, the forecast"
+    )
+    assert any("3 similar agent(s)" in note for note in draft.notes)
+    turns = model.requests[0][0]
+    assert [m["role"] for m in turns] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert turns[1]["content"] == f"Description: {alike[0].text}"
+    text = "Look up the Lumen monitor in the shops and let me know"
+    gone = SpecExample("Fly somewhere", ("travel.book",), "d", "w")
+    plain = await Compiler(ScriptedWriterMock(watcher()), recall=recalled(gone)).compile(1, text, TOOLS, NOW)
+    searched = await Compiler(ScriptedWriterMock(watcher())).compile(1, text, TOOLS, NOW)
+    assert plain.spec.tools == searched.spec.tools != draft.spec.tools, (
+        "an example the tenant cannot follow is not used: the search alone decides"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_date_similar_agents_treated_as_the_tasks_object_is_no_schedule() -> None:
+    unscheduled = [
+        SpecExample("Check the weather in Beijing for December 9", ("weather.forecast",), "a", "x"),
+        SpecExample(
+            "Tell me the forecast for Shanghai on Friday", ("weather.forecast", "notify.owner"), "b", "y"
+        ),
+    ]
+    description = "Get the weather forecast for Hangzhou for December 12"
+    dated = await Compiler(ScriptedWriterMock(watcher()), recall=recalled(*unscheduled)).compile(
+        1, description, TOOLS, NOW, "Asia/Shanghai"
+    )
+    assert dated.spec.triggers == () and any("not when it runs" in n for n in dated.notes)
+    alone = await Compiler(ScriptedWriterMock(watcher())).compile(1, description, TOOLS, NOW, "Asia/Shanghai")
+    assert alone.spec.triggers, "without experience the library's reading stands"
+    daily = await Compiler(ScriptedWriterMock(watcher()), recall=recalled(*unscheduled)).compile(
+        1, "Every day at 7, get the weather forecast for Hangzhou", TOOLS, NOW, "Asia/Shanghai"
+    )
+    assert daily.spec.triggers == (CronTrigger(cron="0 7 * * *", timezone="Asia/Shanghai"),), (
+        "a recurrence is always a schedule"
+    )
 
 
 def test_every_schema_the_compiler_sends_is_a_grammar_the_embedded_model_takes() -> None:

@@ -129,3 +129,18 @@ async def test_switched_off_it_shows_nothing(
     calls = embed.calls
     assert (await kept.recall(acme, "plan", "buy a pan", 3)).examples == []
     assert embed.calls == calls, "a memory switched off costs no embedding"
+
+
+async def test_shared_training_examples_are_shown_to_every_tenant_and_changed_by_none(
+    memory: tuple[ExperienceMemory, BagOfWordsEmbedderDouble, int, int],
+) -> None:
+    kept, _, acme, globex = memory
+    assert (await kept.recall(globex, "plan", "buy a pan", 1)).examples == []  # its index is built now
+    record, _ = await kept.remember(acme, "plan", "buy a pan", PLAN, "success", "suite:entry", shared=True)
+    found = await kept.recall(globex, "plan", "please buy me a pan", 1)
+    assert [e.id for e in found.examples] == [record.id] and found.by_meaning, "a loaded index sees it too"
+    assert [e.text for e in kept.store.recent(globex, "plan", None, 10)] == ["buy a pan"]
+    with pytest.raises(AccountError, match="No example"):
+        await kept.forget(record.id, globex)
+    await kept.remember(globex, "plan", "buy a pan today", plan("pan"), "success", "ent-7")
+    assert [e.text for e in kept.store.recent(acme, "plan", None, 10)] == ["buy a pan"], "not globex's own"

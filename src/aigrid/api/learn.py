@@ -217,7 +217,8 @@ async def forget_example(request: Request) -> Response:
 
 
 async def teach(request: Request) -> Response:
-    """POST /v1/learn/memory/teach: a suite's verified training examples into the tenant's memory."""
+    """POST /v1/learn/memory/teach: a suite's verified training examples into the tenant's memory
+    (the admin key naming no tenant: into every tenant's, as shared examples)."""
     state = state_of(request)
     body = await _body(request)
     tenant = await _actor(request, body)
@@ -225,7 +226,10 @@ async def teach(request: Request) -> Response:
     if not isinstance(name, str):
         raise bad_request(f"'suite' must name a suite: {', '.join(SUITES)}.", param="suite")
     limit = _whole(body.get("limit"), "limit", 1, 100_000)
-    taught = await call_store_async(state.learn.teacher.teach(tenant, name, limit))
+    # The admin naming no tenant teaches the whole grid: training examples are no one's data.
+    principal = state.keyring.authenticate(request)
+    shared = principal.is_admin and body.get("tenant", request.query_params.get("tenant")) is None
+    taught = await call_store_async(state.learn.teacher.teach(tenant, name, limit, shared))
     return json_response(taught.to_json())
 
 

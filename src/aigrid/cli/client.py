@@ -107,7 +107,7 @@ class AdminClient:
         """Close the underlying connections."""
         self._http.close()
 
-    def _request(
+    def request(
         self,
         method: str,
         path: str,
@@ -116,6 +116,7 @@ class AdminClient:
         body: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> dict[str, Any]:
+        """One call to the API: its JSON object, or a CLIError with the server's message."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         # httpx's own default ("use the client's") is a sentinel, not None: give it only when asked.
         extra: dict[str, Any] = {} if timeout_s is None else {"timeout": timeout_s}
@@ -137,46 +138,46 @@ class AdminClient:
 
     def create_tenant(self, name: str) -> dict[str, Any]:
         """POST /admin/tenants."""
-        return self._request("POST", "/admin/tenants", body={"name": name})
+        return self.request("POST", "/admin/tenants", body={"name": name})
 
     def list_tenants(self) -> dict[str, Any]:
         """GET /admin/tenants."""
-        return self._request("GET", "/admin/tenants")
+        return self.request("GET", "/admin/tenants")
 
     def create_key(self, tenant: str, name: str | None) -> dict[str, Any]:
         """POST /admin/keys; the answer holds the secret, shown this once."""
-        return self._request("POST", "/admin/keys", body={"tenant": tenant, "name": name})
+        return self.request("POST", "/admin/keys", body={"tenant": tenant, "name": name})
 
     def list_keys(self, tenant: str | None) -> dict[str, Any]:
         """GET /admin/keys, optionally of one tenant."""
-        return self._request("GET", "/admin/keys", params={"tenant": tenant})
+        return self.request("GET", "/admin/keys", params={"tenant": tenant})
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         """DELETE /admin/keys/{id}."""
-        return self._request("DELETE", f"/admin/keys/{quote(key_id, safe='')}")
+        return self.request("DELETE", f"/admin/keys/{quote(key_id, safe='')}")
 
     def set_budget(self, tenant: str, period: str, *, tokens: int | None, cost: str | None) -> dict[str, Any]:
         """PUT /admin/budgets with a token limit or a cost limit (a decimal string in CNY)."""
         limit: dict[str, Any] = {"tokens": tokens} if tokens is not None else {"cost": cost}
-        return self._request("PUT", "/admin/budgets", body={"tenant": tenant, "period": period, **limit})
+        return self.request("PUT", "/admin/budgets", body={"tenant": tenant, "period": period, **limit})
 
     def list_budgets(self, tenant: str | None) -> dict[str, Any]:
         """GET /admin/budgets, optionally of one tenant."""
-        return self._request("GET", "/admin/budgets", params={"tenant": tenant})
+        return self.request("GET", "/admin/budgets", params={"tenant": tenant})
 
     def remove_budget(self, tenant: str, kind: str, period: str) -> dict[str, Any]:
         """DELETE /admin/budgets."""
-        return self._request(
+        return self.request(
             "DELETE", "/admin/budgets", params={"tenant": tenant, "kind": kind, "period": period}
         )
 
     def set_limits(self, tenant: str, rpm: int | None, tpm: int | None) -> dict[str, Any]:
         """PUT /admin/limits; None removes a limit."""
-        return self._request("PUT", "/admin/limits", body={"tenant": tenant, "rpm": rpm, "tpm": tpm})
+        return self.request("PUT", "/admin/limits", body={"tenant": tenant, "rpm": rpm, "tpm": tpm})
 
     def list_limits(self, tenant: str | None) -> dict[str, Any]:
         """GET /admin/limits, optionally of one tenant."""
-        return self._request("GET", "/admin/limits", params={"tenant": tenant})
+        return self.request("GET", "/admin/limits", params={"tenant": tenant})
 
     def usage(
         self,
@@ -195,133 +196,133 @@ class AdminClient:
             "until": until,
             "tenant": tenant,
         }
-        return self._request("GET", "/v1/usage", params=params)
+        return self.request("GET", "/v1/usage", params=params)
 
     def deployments(self) -> dict[str, Any]:
         """GET /admin/deployments."""
-        return self._request("GET", "/admin/deployments")
+        return self.request("GET", "/admin/deployments")
 
     def save_agent(self, spec: Mapping[str, Any], tenant: str) -> dict[str, Any]:
         """POST /v1/agents: the spec as the agent's next version."""
-        return self._request("POST", "/v1/agents", body={**spec, "tenant": tenant})
+        return self.request("POST", "/v1/agents", body={**spec, "tenant": tenant})
 
     def add_service(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """POST /admin/services."""
-        return self._request("POST", "/admin/services", body=config)
+        return self.request("POST", "/admin/services", body=config)
 
     def list_services(self) -> dict[str, Any]:
         """GET /v1/services."""
-        return self._request("GET", "/v1/services")
+        return self.request("GET", "/v1/services")
 
     def remove_service(self, name: str) -> dict[str, Any]:
         """DELETE /admin/services/{name}."""
-        return self._request("DELETE", f"/admin/services/{quote(name, safe='')}")
+        return self.request("DELETE", f"/admin/services/{quote(name, safe='')}")
 
     def ask(self, text: str, user: str | None, confirm: bool, wait_s: float) -> dict[str, Any]:
         """POST /v1/entry: plan the sentence, read, and (with ``confirm``) carry it out."""
         body: dict[str, Any] = {"input": text, "confirm": confirm, "wait": wait_s}
         if user is not None:
             body["user"] = user
-        return self._request("POST", "/v1/entry", body=body, timeout_s=wait_s + 30)
+        return self.request("POST", "/v1/entry", body=body, timeout_s=wait_s + 30)
 
     def confirm_entry(self, entry_id: str, wait_s: float) -> dict[str, Any]:
         """POST /v1/entry/{id}/confirm."""
         path = f"/v1/entry/{quote(entry_id, safe='')}/confirm"
-        return self._request("POST", path, body={"wait": wait_s}, timeout_s=wait_s + 30)
+        return self.request("POST", path, body={"wait": wait_s}, timeout_s=wait_s + 30)
 
     def decline_entry(self, entry_id: str) -> dict[str, Any]:
         """POST /v1/entry/{id}/decline."""
-        return self._request("POST", f"/v1/entry/{quote(entry_id, safe='')}/decline", body={})
+        return self.request("POST", f"/v1/entry/{quote(entry_id, safe='')}/decline", body={})
 
     def draft_agent(self, description: str, tenant: str, timezone: str) -> dict[str, Any]:
         """POST /v1/agents with a description and ``dry_run``: the compiled spec, not saved."""
         body = {"description": description, "tenant": tenant, "timezone": timezone, "dry_run": True}
-        return self._request("POST", "/v1/agents", body=body)
+        return self.request("POST", "/v1/agents", body=body)
 
     def draft_edit(self, name: str, change: str, tenant: str, timezone: str) -> dict[str, Any]:
         """POST /v1/agents/{name}/edit with ``dry_run``: the next version and its diff, not saved."""
         body = {"change": change, "timezone": timezone, "dry_run": True}
-        return self._request(
+        return self.request(
             "POST", f"/v1/agents/{quote(name, safe='')}/edit", body=body, params={"tenant": tenant}
         )
 
     def list_agents(self, tenant: str | None) -> dict[str, Any]:
         """GET /v1/agents: the newest version of each agent, optionally of one tenant."""
-        return self._request("GET", "/v1/agents", params={"tenant": tenant})
+        return self.request("GET", "/v1/agents", params={"tenant": tenant})
 
     def get_agent(self, name: str, tenant: str, version: int | None) -> dict[str, Any]:
         """GET /v1/agents/{name}, the newest version or the one asked for."""
         params = {"tenant": tenant, "version": None if version is None else str(version)}
-        return self._request("GET", f"/v1/agents/{quote(name, safe='')}", params=params)
+        return self.request("GET", f"/v1/agents/{quote(name, safe='')}", params=params)
 
     def agent_versions(self, name: str, tenant: str) -> dict[str, Any]:
         """GET /v1/agents/{name}/versions."""
-        return self._request("GET", f"/v1/agents/{quote(name, safe='')}/versions", params={"tenant": tenant})
+        return self.request("GET", f"/v1/agents/{quote(name, safe='')}/versions", params={"tenant": tenant})
 
     def start_process(self, agent: str, text: str, tenant: str) -> dict[str, Any]:
         """POST /v1/processes."""
-        return self._request("POST", "/v1/processes", body={"agent": agent, "input": text, "tenant": tenant})
+        return self.request("POST", "/v1/processes", body={"agent": agent, "input": text, "tenant": tenant})
 
     def list_processes(self, tenant: str | None, state: str | None, limit: int) -> dict[str, Any]:
         """GET /v1/processes, newest first."""
-        return self._request(
+        return self.request(
             "GET", "/v1/processes", params={"tenant": tenant, "state": state, "limit": str(limit)}
         )
 
     def get_process(self, pid: str) -> dict[str, Any]:
         """GET /v1/processes/{pid}."""
-        return self._request("GET", f"/v1/processes/{quote(pid, safe='')}")
+        return self.request("GET", f"/v1/processes/{quote(pid, safe='')}")
 
     def process_journal(self, pid: str) -> dict[str, Any]:
         """GET /v1/processes/{pid}/journal."""
-        return self._request("GET", f"/v1/processes/{quote(pid, safe='')}/journal")
+        return self.request("GET", f"/v1/processes/{quote(pid, safe='')}/journal")
 
     def signal_process(self, pid: str, signal: str) -> dict[str, Any]:
         """POST /v1/processes/{pid}/{signal}."""
-        return self._request("POST", f"/v1/processes/{quote(pid, safe='')}/{signal}")
+        return self.request("POST", f"/v1/processes/{quote(pid, safe='')}/{signal}")
 
     def approvals(self, tenant: str | None) -> dict[str, Any]:
         """GET /v1/approvals."""
-        return self._request("GET", "/v1/approvals", params={"tenant": tenant})
+        return self.request("GET", "/v1/approvals", params={"tenant": tenant})
 
     def decide(self, approval_id: str, decision: str) -> dict[str, Any]:
         """POST /v1/approvals/{id}/approve|deny."""
-        return self._request("POST", f"/v1/approvals/{quote(approval_id, safe='')}/{decision}")
+        return self.request("POST", f"/v1/approvals/{quote(approval_id, safe='')}/{decision}")
 
     def list_tools(self, tenant: str | None) -> dict[str, Any]:
         """GET /v1/tools."""
-        return self._request("GET", "/v1/tools", params={"tenant": tenant})
+        return self.request("GET", "/v1/tools", params={"tenant": tenant})
 
     def list_providers(self) -> dict[str, Any]:
         """GET /admin/tools/providers."""
-        return self._request("GET", "/admin/tools/providers")
+        return self.request("GET", "/admin/tools/providers")
 
     def add_provider(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """POST /admin/tools/providers."""
-        return self._request("POST", "/admin/tools/providers", body=config)
+        return self.request("POST", "/admin/tools/providers", body=config)
 
     def remove_provider(self, name: str) -> dict[str, Any]:
         """DELETE /admin/tools/providers/{name}."""
-        return self._request("DELETE", f"/admin/tools/providers/{quote(name, safe='')}")
+        return self.request("DELETE", f"/admin/tools/providers/{quote(name, safe='')}")
 
     def audit(self, tenant: str | None, pid: str | None, limit: int) -> dict[str, Any]:
         """GET /v1/audit."""
-        return self._request("GET", "/v1/audit", params={"tenant": tenant, "pid": pid, "limit": str(limit)})
+        return self.request("GET", "/v1/audit", params={"tenant": tenant, "pid": pid, "limit": str(limit)})
 
     def memories(self, tenant: str, query: str | None, agent: str | None, limit: int) -> dict[str, Any]:
         """GET /v1/memory: a search with a query, else the newest."""
         params = {"tenant": tenant, "q": query, "agent": agent, "limit": str(limit)}
-        return self._request("GET", "/v1/memory", params=params)
+        return self.request("GET", "/v1/memory", params=params)
 
     def remember(self, tenant: str, text: str, key: str | None, agent: str | None) -> dict[str, Any]:
         """POST /v1/memory."""
         body = {"text": text, "key": key, "agent": agent}
-        return self._request("POST", "/v1/memory", params={"tenant": tenant}, body=body)
+        return self.request("POST", "/v1/memory", params={"tenant": tenant}, body=body)
 
     def forget(self, tenant: str, memory_id: int) -> dict[str, Any]:
         """DELETE /v1/memory/{id}."""
-        return self._request("DELETE", f"/v1/memory/{memory_id}", params={"tenant": tenant})
+        return self.request("DELETE", f"/v1/memory/{memory_id}", params={"tenant": tenant})
 
     def inbox(self, tenant: str | None, after: int) -> dict[str, Any]:
         """GET /v1/inbox."""
-        return self._request("GET", "/v1/inbox", params={"tenant": tenant, "after": str(after)})
+        return self.request("GET", "/v1/inbox", params={"tenant": tenant, "after": str(after)})

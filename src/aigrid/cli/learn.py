@@ -62,10 +62,11 @@ class Split(StrEnum):
 
 
 class ExampleKind(StrEnum):
-    """What an experience example shows: a super entry plan or a compiled agent spec."""
+    """What an experience example shows: a super entry plan, a compiled agent spec or a tool call."""
 
     PLAN = "plan"
     SPEC = "spec"
+    CALL = "call"
 
 
 class ExampleOutcome(StrEnum):
@@ -84,10 +85,9 @@ def _api(
     body: Mapping[str, Any] | None = None,
     timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """One call to the learning API through the client's own request, so errors read as every other's."""
-    # Not AdminClient methods (yet): this module keeps the learning endpoints while their API settles.
+    """One call to the learning API, its query's values as text."""
     query = {k: None if v is None else str(v) for k, v in (params or {}).items()}
-    return client._request(method, path, params=query, body=body, timeout_s=timeout_s)
+    return client.request(method, path, params=query, body=body, timeout_s=timeout_s)
 
 
 def _cut(value: str | None) -> str:

@@ -52,6 +52,10 @@ PLAN_MAX_TOKENS = 400
 # The most steps the model may write; numbered 1 to 8, so a reference is one digit.
 WRITTEN_STEPS = 8
 _MAX_STRING = 40
+# A phrase of the request is at most this many words; what ends a word is not part of it.
+_MAX_PHRASE_WORDS = 6
+_EDGE = ".,;:!?()[]{}\"'“”‘’"
+_SAYABLE = re.compile(r'^[^$"\\][^"\\]*$')
 # Words for a string argument: anything of at most 40 characters but what would read as a reference
 # (a leading "$"), and no quote or backslash, so no escape sequence can smuggle one in.
 _TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{_MAX_STRING - 1}}})?$'}
@@ -116,6 +120,48 @@ _BUILT_IN = PlanExample(
 
 
 @dataclass(frozen=True, slots=True)
+class Said:
+    """The request's own phrases, and the arguments to write in them: those the worked examples
+    filled with words of their own requests (a product, a city), so the model copies the request's
+    words, not the example's."""
+
+    phrases: tuple[str, ...]
+    arguments: frozenset[str]
+
+
+def said_in(text: str, examples: list[PlanExample]) -> Said:
+    """What of ``text`` the plan's arguments may be written in, learned from ``examples``."""
+    words = [w.strip(_EDGE) for w in text.split()]
+    words = [w for w in words if w]
+    found: dict[str, None] = {}
+    for start in range(len(words)):
+        for end in range(start + 1, min(len(words), start + _MAX_PHRASE_WORDS) + 1):
+            phrase = " ".join(words[start:end])
+            if len(phrase) < _MAX_STRING and _SAYABLE.match(phrase):
+                found[phrase] = None
+                found[phrase.lower()] = None
+    return Said(tuple(found), copied_arguments(examples))
+
+
+def copied_arguments(examples: list[PlanExample]) -> frozenset[str]:
+    """The string arguments (and choices' ``match``) that every example filled from its request's words."""
+    copied: dict[str, bool] = {}
+    for example in examples:
+        said = example.text.lower()
+        for step in example.plan.get("steps", []):
+            if not isinstance(step, dict):
+                continue
+            if "choose" in step:
+                values = [("match", step.get("match"))]
+            else:
+                values = list((step.get("args") or {}).items())
+            for name, value in values:
+                if isinstance(value, str) and value and not value.startswith("$"):
+                    copied[name] = copied.get(name, True) and value.lower() in said
+    return frozenset(name for name, always in copied.items() if always)
+
+
+@dataclass(frozen=True, slots=True)
 class Planned:
     """A checked plan and how it was written: the last prompt, the model's answer, the examples shown."""
 
@@ -141,7 +187,7 @@ class Planner:
         if not shown:
             raise PlanError("no registered service can do anything yet")
         messages = prompt(user, text, shown, today, examples)
-        schema = plan_schema(shown)
+        schema = plan_schema(shown, said_in(text, examples))
         answer = await self._write(tenant_id, messages, schema)
         try:
             return Planned(checked_written(answer, catalog, shown), messages, answer, 1, tuple(examples))
@@ -203,37 +249,42 @@ def prompt(
     user: str, text: str, shown: list[Operation], today: date, examples: list[PlanExample]
 ) -> list[dict[str, Any]]:
     """The conversation the model plans in: the form and the operations, worked examples as earlier
-    turns (the built-in one when there are none), then the request."""
+    turns (the built-in one when there are none; the nearest last, next to the request, where a
+    small model heeds it most), then the request."""
     lines = [_SYSTEM, f"Today is {today.isoformat()}. The user is {user}.", "Operations:"]
     for o in shown:
         params = ", ".join(o.parameters.get("properties", {}))
         lines.append(f"- {o.name}({params}): {' '.join(o.tool.description.split())}")
     messages: list[dict[str, Any]] = [{"role": "system", "content": "\n".join(lines)}]
-    for example in examples or [_BUILT_IN]:
+    for example in reversed(examples or [_BUILT_IN]):
         messages.append({"role": "user", "content": f"Request: {example.text}"})
         messages.append({"role": "assistant", "content": orjson.dumps(to_written(example.plan)).decode()})
     messages.append({"role": "user", "content": f"Request: {text}"})
     return messages
 
 
-def plan_schema(shown: list[Operation]) -> dict[str, Any]:
+def plan_schema(shown: list[Operation], said: Said | None = None) -> dict[str, Any]:
     """The grammar the model plans under: numbered steps, each calling one of ``shown`` or choosing.
 
     Step N has a rule of its own, in which references (``$M.field``) and choices (``from``) name
-    only steps M < N, so no answer reuses a step's number or refers forward. Lengths and repeats
+    only steps M < N, so no answer reuses a step's number or refers forward. The arguments that
+    ``said`` names are written in the request's own phrases (or as references). Lengths and repeats
     are bounded: llama.cpp turns the schema into a grammar and refuses one that long strings or
     unbounded repeats blow up, and a bound also stops a model that repeats.
     """
+    copied = said.arguments if said is not None and said.phrases else frozenset()
     numbered: dict[str, Any] = {}
     for n in range(1, WRITTEN_STEPS + 1):
         ref = {"$ref": f"#/$defs/ref{n}"} if n > 1 else None
         text = {"$ref": f"#/$defs/text{n}"} if n > 1 else {"$ref": "#/$defs/text"}
+        words = {"$ref": f"#/$defs/said{n}"} if n > 1 else {"$ref": "#/$defs/said"}
+        strings = Strings(text, words if copied else text, copied)
         steps: list[dict[str, Any]] = [
             {
                 "type": "object",
                 "properties": {
                     "call": {"const": o.name},
-                    "args": _referable(o.parameters, o.parameters, ref, text),
+                    "args": _referable(o.parameters, o.parameters, ref, strings),
                 },
                 "required": ["call", "args"],
                 "additionalProperties": False,
@@ -249,7 +300,9 @@ def plan_schema(shown: list[Operation]) -> dict[str, Any]:
                         "choose": {"enum": list(RULES)},
                         "from": {"type": "array", "items": earlier, "minItems": 1, "maxItems": _MAX_ARRAY},
                         "where": {"enum": ["available", "any"]},
-                        "match": {"type": "string", "maxLength": 40},
+                        "match": {"anyOf": [{"$ref": "#/$defs/said"}, {"const": ""}]}
+                        if "match" in copied
+                        else {"type": "string", "maxLength": _MAX_STRING},
                     },
                     "required": ["choose", "from", "where", "match"],
                     "additionalProperties": False,
@@ -258,9 +311,13 @@ def plan_schema(shown: list[Operation]) -> dict[str, Any]:
         numbered[str(n)] = steps[0] if len(steps) == 1 else {"anyOf": steps}
     # Shared rules: each step number's reference, and words or a reference, written once.
     defs: dict[str, Any] = {"text": _TEXT}
+    if copied and said is not None:
+        defs["said"] = {"enum": list(said.phrases)}
     for n in range(2, WRITTEN_STEPS + 1):
         defs[f"ref{n}"] = {"type": "string", "pattern": f"^[$][1-{n - 1}][.][a-z_]{{1,24}}$"}
         defs[f"text{n}"] = {"anyOf": [{"$ref": f"#/$defs/ref{n}"}, {"$ref": "#/$defs/text"}]}
+        if copied:
+            defs[f"said{n}"] = {"anyOf": [{"$ref": f"#/$defs/ref{n}"}, {"$ref": "#/$defs/said"}]}
     return {
         "type": "object",
         "properties": {"steps": {"type": "object", "properties": numbered, "additionalProperties": False}},
@@ -270,29 +327,40 @@ def plan_schema(shown: list[Operation]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Strings:
+    """The rules for a step's string arguments: free ``text``, or ``said`` (the request's phrases) for
+    the arguments ``copied`` names; either may also be a reference where the step has one."""
+
+    text: dict[str, Any]
+    said: dict[str, Any]
+    copied: frozenset[str]
+
+
 def _referable(
-    schema: Any, root: dict[str, Any], ref: dict[str, Any] | None, text: dict[str, Any]
+    schema: Any, root: dict[str, Any], ref: dict[str, Any] | None, strings: Strings, name: str = ""
 ) -> dict[str, Any]:
     """``schema`` bounded for a grammar, each scalar also allowed to be ``ref`` (a reference); a
-    string is ``text``: a reference, or words that cannot be taken for one."""
+    string argument is ``strings``' rule for its ``name``."""
+    text = strings.said if name in strings.copied else strings.text
     if not isinstance(schema, dict):
         return text
     if "$ref" in schema:  # "#/$defs/Name", as pydantic writes nested models
-        name = str(schema["$ref"]).rsplit("/", 1)[-1]
-        return _referable(root.get("$defs", {}).get(name), root, ref, text)
+        target = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return _referable(root.get("$defs", {}).get(target), root, ref, strings, name)
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
         properties = schema.get("properties") or {}
         return {
             "type": "object",
-            "properties": {k: _referable(v, root, ref, text) for k, v in properties.items()},
+            "properties": {k: _referable(v, root, ref, strings, k) for k, v in properties.items()},
             "required": [r for r in schema.get("required", []) if r in properties],
             "additionalProperties": False,
         }
     if kind == "array":
         return {
             "type": "array",
-            "items": _referable(schema.get("items"), root, ref, text),
+            "items": _referable(schema.get("items"), root, ref, strings),
             "minItems": min(int(schema.get("minItems", 0)), _MAX_ARRAY),
             "maxItems": _MAX_ARRAY,
         }

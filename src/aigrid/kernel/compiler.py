@@ -33,7 +33,7 @@ from aigrid.errors import APIError
 from aigrid.kernel.tool_search import search_tools, strong
 from aigrid.kernel.tools import Tool
 from aigrid.kernel.when import When, parse_when
-from aigrid.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, TimedTrigger
+from aigrid.spec import MEMORY_TOOLS, AgentSpec, CronTrigger, OnceTrigger, TimedTrigger
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
 WriteFn = Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]
@@ -111,6 +111,7 @@ class SpecExample:
     tools: tuple[str, ...]
     name: str
     instructions: str
+    trigger: str | None = None  # its timed trigger's kind (cron, interval, once), None for none
     example_id: int | None = None
 
 
@@ -181,11 +182,17 @@ class Compiler:
         when = _when(description, now, timezone)
         found = await self._recall(tenant_id, description) if self._recall is not None else []
         examples = _usable(found, tools)
+        dated = when if when is not None and _is_a_date(when, examples) else None
+        when = None if dated is not None else when
         chosen = _tools_for(description, when, tools, examples)
         if not chosen and when is None and len(re.findall(r"[^\W\d_]{2,}", description)) < _MIN_WORDS_ALONE:
             raise CompileError("there is too little to go on: say in a sentence what the agent should do")
         notes = [f"schedule: {when.summary} (from '{when.phrase}')" if when else "schedule: none stated"]
-        ask_cron = when is None and _mentions_time(description)
+        if dated is not None:
+            notes.append(
+                f"'{dated.phrase}' read as what the task is about, not when it runs, as in similar agents"
+            )
+        ask_cron = when is None and dated is None and _mentions_time(description)
         prompt = _prompt(description, when.summary if when else None, chosen, ask_cron, examples)
 
         def build(answer: dict[str, Any]) -> AgentSpec:
@@ -324,6 +331,14 @@ def _when(text: str, now: datetime, timezone: str) -> When | None:
         return parse_when(text, now, timezone)
     except ValueError as exc:  # an unknown time zone, for one
         raise CompileError(str(exc)) from exc
+
+
+def _is_a_date(when: When, examples: Sequence[SpecExample]) -> bool:
+    """Whether a one-time phrase is the task's object ("the flight on December 6") rather than when to
+    run: most of the nearest verified agents had no schedule. A recurrence always is a schedule."""
+    if not isinstance(when.trigger, OnceTrigger) or not examples:
+        return False
+    return sum(e.trigger is None for e in examples) > len(examples) / 2
 
 
 def _usable(found: list[SpecExample], tools: list[Tool]) -> list[SpecExample]:

@@ -7,7 +7,8 @@ fusion of two rankings (reciprocal rank fusion): cosine similarity of the embedd
 full-text index's bm25 over the sentences' words; when the embedding model is down or none is
 configured, the words alone decide. Failures are kept with their reasons, for training, and are
 never shown. One tenant's examples never reach another tenant's prompts: every lookup and every
-vector index is per tenant.
+vector index is per tenant; only the training examples the admin taught the whole grid (``shared``,
+no one's data) are shown to every tenant.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 
 from aigrid.errors import APIError
 from aigrid.store.db import StoreCalls
-from aigrid.store.experience import ExampleRecord, ExperienceKind, ExperienceStore, Judgement
+from aigrid.store.experience import ExampleRecord, ExperienceKind, ExperienceStore, Judgement, example_digest
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class ExperienceMemory:
         outcome: Judgement,
         source: str,
         reason: str | None = None,
+        shared: bool = False,
     ) -> tuple[ExampleRecord, bool]:
         """Keep a judged example; (it, whether it is new). A success is found by the very next lookup."""
         vector = await self._vector(tenant_id, text) if outcome == "success" else None
@@ -128,11 +130,17 @@ class ExperienceMemory:
             reason=reason,
             embedding=None if vector is None else vector.tobytes(),
             embedding_model=None if vector is None else self._embedding_model,
+            shared=shared,
         )
-        index = self._indexes.get((tenant_id, kind))
-        if new and outcome == "success" and vector is not None and index is not None:
-            index.add(record.id, vector)
+        if new and outcome == "success" and vector is not None:
+            keys = [k for k in self._indexes if k[1] == kind and (shared or k[0] == tenant_id)]
+            for key in keys:  # a shared example is every tenant's
+                self._indexes[key].add(record.id, vector)
         return record, new
+
+    async def known(self, tenant_id: int, kind: ExperienceKind, text: str, example: dict[str, Any]) -> bool:
+        """Whether this very example is kept already (teaching skips its checks then)."""
+        return await self._calls(self.store.holds, tenant_id, kind, example_digest(kind, text, example))
 
     async def recall(self, tenant_id: int, kind: str, text: str, k: int) -> Lookup:
         """The ``k`` successful examples nearest to ``text``, nearest first."""
@@ -170,12 +178,15 @@ class ExperienceMemory:
     async def rejudge(self, tenant_id: int, source: str, outcome: Judgement, reason: str | None) -> int:
         """Judge again what ``source`` taught (a person said otherwise); how many examples changed."""
         ids = await self._calls(self.store.rejudge, tenant_id, source, outcome, reason)
-        for key in [k for k in self._indexes if k[0] == tenant_id]:
-            del self._indexes[key]  # a success that became a failure must not be found again
+        if ids:  # a success that became a failure must not be found again
+            self._indexes.clear()
         return len(ids)
 
     async def forget(self, example_id: int, tenant_id: int | None) -> ExampleRecord:
         """Forget one example; 404 if the tenant has none of that id."""
         record = await self._calls(self.store.forget, example_id, tenant_id)
-        self._indexes.pop((record.tenant_id, record.kind), None)
+        for key in [
+            k for k in self._indexes if k[1] == record.kind and (record.shared or k[0] == record.tenant_id)
+        ]:
+            del self._indexes[key]
         return record

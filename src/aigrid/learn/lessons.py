@@ -53,12 +53,17 @@ def spec_recall(memory: ExperienceMemory, k: int) -> SpecRecall:
                 tuple(str(t) for t in e.example.get("tools", [])),
                 str(e.example.get("name") or ""),
                 str(e.example.get("instructions") or e.text),
+                _trigger_kind(e.example.get("trigger")),
                 e.id,
             )
             for e in found.examples
         ]
 
     return recall
+
+
+def _trigger_kind(trigger: Any) -> str | None:
+    return str(trigger["kind"]) if isinstance(trigger, dict) and trigger.get("kind") else None
 
 
 def call_recall(memory: ExperienceMemory, k: int) -> CallRecall:
@@ -76,6 +81,7 @@ class Teaching:
     """What teaching a suite did."""
 
     suite: str
+    shared: bool
     taught: int = 0
     already: int = 0
     refusals: list[str] = field(default_factory=list)
@@ -86,6 +92,7 @@ class Teaching:
         return {
             "object": "teaching",
             "suite": self.suite,
+            "shared": self.shared,
             "taught": self.taught,
             "already": self.already,
             "refused": len(self.refusals),
@@ -107,42 +114,52 @@ class Teacher:
         self._catalog = catalog
         self._tool_names = tool_names
 
-    async def teach(self, tenant_id: int, suite_name: str, limit: int | None = None) -> Teaching:
-        """Teach the training split of ``suite_name`` (its first ``limit`` tasks)."""
+    async def teach(
+        self, tenant_id: int, suite_name: str, limit: int | None = None, shared: bool = False
+    ) -> Teaching:
+        """Teach the training split of ``suite_name`` (its first ``limit`` tasks); ``shared``: for all."""
         chosen = suite(suite_name)
         if limit is not None and limit < 1:
             raise AccountError(400, "limit must be at least 1.")
         tasks = training(chosen.name)[:limit]
         began = time.perf_counter()
-        teaching = Teaching(chosen.name)
+        teaching = Teaching(chosen.name, shared)
         lesson = {"entry": self._entry, "compiler": self._spec, "tools": self._call}[chosen.name]
         found = await self._catalog(tenant_id) if chosen.name == "entry" else None
         for task in tasks:
+            text = str(task.get("input") or task.get("description"))
             try:
                 kind, example = await lesson(tenant_id, task, found)
+                if await self._memory.known(tenant_id, kind, text, example):
+                    teaching.already += 1  # checked when it was taught; the services' reads are spared
+                    continue
+                if found is not None:
+                    await self._verify_plan(tenant_id, task, found, example)
             except (NoReference, PlanError, ValueError) as exc:
                 teaching.refusals.append(f"{task['id']}: {exc}")
                 continue
-            text = str(task.get("input") or task.get("description"))
-            _, new = await self._memory.remember(
-                tenant_id, kind, text, example, "success", f"suite:{chosen.name}"
-            )
-            if new:
-                teaching.taught += 1
-            else:
-                teaching.already += 1
+            source = f"suite:{chosen.name}"
+            await self._memory.remember(tenant_id, kind, text, example, "success", source, shared=shared)
+            teaching.taught += 1
         teaching.seconds = time.perf_counter() - began
         return teaching
 
     async def _entry(
-        self, tenant_id: int, task: dict[str, Any], found: Catalog | None
+        self, _tenant_id: int, task: dict[str, Any], found: Catalog | None
     ) -> tuple[ExperienceKind, dict[str, Any]]:
+        """The teacher's plan for the task, checked like any plan (not run yet)."""
         assert found is not None
         buys = str(task.get("kind")) != "info"
         raw = reference_plan(task["rule"], found, buys)
         if len(raw["steps"]) > WRITTEN_STEPS:
             raise NoReference(f"the plan has more than {WRITTEN_STEPS} steps")
-        plan = validated(raw, found)
+        return "plan", validated(raw, found).model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    async def _verify_plan(
+        self, tenant_id: int, task: dict[str, Any], found: Catalog, example: dict[str, Any]
+    ) -> None:
+        """The entry's verifier on the plan's reading against the live services; ValueError if refused."""
+        plan = validated(example, found)
         caller = Caller(f"teach-{task['id']}", tenant_id)
         try:
             purchases = (await read(plan, found, caller)).purchases
@@ -155,7 +172,6 @@ class Teacher:
         verdict = entry_verdict(task, purchases, refusal, available)
         if not verdict.passed:
             raise ValueError(f"the verifier refused the reference plan: {verdict.reason}")
-        return "plan", plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
     async def _spec(
         self, tenant_id: int, task: dict[str, Any], _found: Catalog | None

@@ -649,6 +649,82 @@ UNSUPPORTED_SCHEDULES = (
     "Every other Friday at 18:00, email me@example.com my wallet transactions",
 )
 UNKNOWN_ZONES = ("Mars/Olympus", "Moon/Tranquility", "Atlantis/Capital", "Asia/Nowhere")
+# Dates and times that are what the task is about, not when to run it: (tools, templates). The agent
+# runs when asked, so the trigger meant is none, though the time library reads a one-time one in most.
+# Slots: those of ACTIONS, and DATE_OBJECT_WORDS'.
+DATE_OBJECT: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        ("travel.flights", "travel.book"),
+        (
+            "book me a seat on the earliest flight from {a} to {b} on {fday}",
+            "get me the cheapest ticket from {a} to {b} for {fday}",
+            "I'm flying {a} to {b} on {fday}: pick the cheapest flight with seats and book it",
+            "reserve a seat from {a} to {b} on {fday}, whichever flight leaves first",
+        ),
+    ),
+    (("travel.flights",), ("show me which flights go from {a} to {b} on {fday}",)),
+    (
+        ("travel.flights", "mail.send"),
+        ("look for flights from {a} to {b} on {fday} and send the times and prices to {email}",),
+    ),
+    (
+        ("travel.hotels", "travel.book"),
+        (
+            "reserve a room at {hotel} for {count} nights from {hday}",
+            "book me into {hotel} for one night, checking in on {hday}",
+            "get me the lowest-priced room in {city} for {hday} and book it",
+        ),
+    ),
+    (
+        ("travel.hotels", "mail.send"),
+        ("find hotels in {city} with free rooms on {hday} and email the list to {email}",),
+    ),
+    (
+        ("travel.bookings", "calendar.add"),
+        ("add my stay at {hotel} on {hday} to my calendar", "copy my {a} to {b} flight on {fday} into my calendar"),
+    ),
+    (
+        ("calendar.add",),
+        (
+            "put '{title}' in my calendar on {cday} at {ctime}",
+            "create a calendar event called '{title}' for {cday} at {ctime}",
+            "pencil in a {appointment} at {ctime} on {cday}",
+            "make a calendar entry '{title}' at {place} on {cday}, starting at {ctime}",
+        ),
+    ),
+    (("calendar.events",), ("check what's in my calendar on {cday}", "list my meetings for {wday}")),
+    (("calendar.events", "mail.send"), ("email {email} my calendar events for {cday}",)),
+    (
+        ("weather.forecast",),
+        (
+            "check the forecast for {city} for {wday}",
+            "find out the temperatures in {city} for {wday}",
+            "look up the chance of rain in {city} on {cday}",
+        ),
+    ),
+    (("weather.forecast", "mail.send"), ("send {email} the weather forecast for {city} for {wday}",)),
+    (("food.search", "food.order"), ("order {dish} from {restaurant} with a note asking for delivery at {ftime}",)),
+    (
+        ("mail.send",),
+        (
+            "email {email} that the meeting moved to {cday} at {ctime}",
+            "send {email} an email saying the office is closed on {cday}",
+            "write to {email} that my flight lands at {ctime} on {fday}",
+            "let {email} know by email that I'll be in {city} on {hday}",
+        ),
+    ),
+)
+DATE_OBJECT_WORDS = {
+    # The days the seed's flights leave, said several ways; stays, meetings and forecasts any day.
+    "fday": ("December 5", "December 6", "Dec 5", "Dec 6", "December 5th", "the 6th of December"),
+    "hday": ("December 5", "Dec 12", "December 19", "the 5th of December", "Saturday", "next Friday"),
+    "cday": ("Thursday", "next Wednesday", "December 3", "Dec 9", "the 11th of December", "this Friday"),
+    "wday": ("tomorrow", "Saturday", "this Sunday", "December 5", "next Tuesday", "Friday"),
+    "ctime": ("9am", "10:30", "2pm", "4:15pm", "noon", "18:00", "7:45pm"),
+    "ftime": ("7pm", "6:30pm", "12:15", "noon", "8pm"),
+    "appointment": ("haircut", "doctor's visit", "call with the bank", "piano lesson", "car service"),
+    "place": ("Room 4", "the Pine Inn", "West Lake", "the office"),
+}
 
 # --- tool calls -----------------------------------------------------------------------------------
 # (tool, template, arguments): each argument names the slot whose value the request states plainly,

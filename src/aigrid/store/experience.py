@@ -4,6 +4,8 @@ An example is a sentence and what was done for it (a plan, a spec's parts), judg
 ``failure`` with the reason. The same example is kept once (a digest of kind, text and example).
 Each tenant keeps at most ``MAX_EXAMPLES`` of a kind: past that, the oldest never shown go first,
 then the least recently used.
+An example may be ``shared``: a suite's training example the admin taught the whole grid, shown
+to every tenant and changed by the admin alone; a tenant's own examples are only its own.
 Embeddings are float32 vectors of unit length, kept as bytes beside the row; words are found with
 SQLite's FTS5 (bm25) or PostgreSQL's text search (ts_rank), any word matching.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import orjson
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import ColumnElement, Engine, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from aigrid.clock import now_us
@@ -43,6 +45,7 @@ class ExampleRecord:
     outcome: str
     reason: str | None
     source: str
+    shared: bool
     embedding: bytes | None
     embedding_model: str | None
     uses: int
@@ -60,6 +63,7 @@ class ExampleRecord:
             "outcome": self.outcome,
             "reason": self.reason,
             "source": self.source,
+            "shared": self.shared,
             "embedded": self.embedding is not None,
             "uses": self.uses,
             "created_at": self.created_at_us // 1_000_000,
@@ -77,6 +81,7 @@ def _record(row: ExperienceRow) -> ExampleRecord:
         row.outcome,
         row.reason,
         row.source,
+        row.shared,
         row.embedding,
         row.embedding_model,
         row.uses,
@@ -112,6 +117,7 @@ class ExperienceStore:
         reason: str | None = None,
         embedding: bytes | None = None,
         embedding_model: str | None = None,
+        shared: bool = False,
     ) -> tuple[ExampleRecord, bool]:
         """Keep an example; (the record, whether it is new). An example kept before is returned as it is."""
         digest = example_digest(kind, sentence, example)
@@ -133,6 +139,7 @@ class ExperienceStore:
                 outcome=outcome,
                 reason=None if reason is None else reason[:1000],
                 source=source[:96],
+                shared=shared,
                 digest=digest,
                 embedding=embedding,
                 embedding_model=embedding_model,
@@ -144,6 +151,16 @@ class ExperienceStore:
             kept = _record(row)
             self._trim(session, tenant_id, kind)
             return kept, True
+
+    def holds(self, tenant_id: int, kind: str, digest: str) -> bool:
+        """Whether the tenant keeps the example with this digest."""
+        mine = (
+            ExperienceRow.tenant_id == tenant_id,
+            ExperienceRow.kind == kind,
+            ExperienceRow.digest == digest,
+        )
+        with Session(self._engine) as session:
+            return session.scalar(select(ExperienceRow.id).where(*mine)) is not None
 
     def _trim(self, session: Session, tenant_id: int, kind: str) -> None:
         """Past the bound, forget first the oldest examples never shown, then the least recently used."""
@@ -157,10 +174,10 @@ class ExperienceStore:
         session.execute(delete(ExperienceRow).where(ExperienceRow.id.in_(list(session.scalars(victims)))))
 
     def all(self, tenant_id: int, kind: str, outcome: str = "success") -> list[ExampleRecord]:
-        """Every example of a tenant's kind and outcome, oldest first (what the vector index loads)."""
+        """Every example of a kind and outcome a tenant is shown, oldest first (for the vector index)."""
         query = (
             select(ExperienceRow)
-            .where(ExperienceRow.tenant_id == tenant_id, ExperienceRow.kind == kind)
+            .where(_shown_to(tenant_id), ExperienceRow.kind == kind)
             .where(ExperienceRow.outcome == outcome)
             .order_by(ExperienceRow.id)
         )
@@ -172,7 +189,7 @@ class ExperienceStore:
         terms = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))[:_MAX_TERMS]
         if not terms:
             return []
-        where = "e.tenant_id = :tenant AND e.kind = :kind AND e.outcome = 'success'"
+        where = "(e.tenant_id = :tenant OR e.shared) AND e.kind = :kind AND e.outcome = 'success'"
         if self._postgres:
             sql = (
                 "SELECT e.id FROM experience e, to_tsquery('english', :q) q "
@@ -207,10 +224,10 @@ class ExperienceStore:
         outcome: str | None = None,
         limit: int = 50,
     ) -> list[ExampleRecord]:
-        """Examples, newest first; of one tenant (all for None), kind and outcome if asked."""
+        """Examples, newest first; those a tenant is shown (all for None), of a kind and outcome if asked."""
         query = select(ExperienceRow)
         if tenant_id is not None:
-            query = query.where(ExperienceRow.tenant_id == tenant_id)
+            query = query.where(_shown_to(tenant_id))
         if kind is not None:
             query = query.where(ExperienceRow.kind == kind)
         if outcome is not None:
@@ -219,12 +236,12 @@ class ExperienceStore:
             return [_record(r) for r in session.scalars(query.order_by(ExperienceRow.id.desc()).limit(limit))]
 
     def count(self, tenant_id: int | None) -> dict[str, dict[str, int]]:
-        """How many examples by kind and outcome."""
+        """How many examples a tenant is shown (all for None), by kind and outcome."""
         query = select(ExperienceRow.kind, ExperienceRow.outcome, func.count()).group_by(
             ExperienceRow.kind, ExperienceRow.outcome
         )
         if tenant_id is not None:
-            query = query.where(ExperienceRow.tenant_id == tenant_id)
+            query = query.where(_shown_to(tenant_id))
         counted: dict[str, dict[str, int]] = {}
         with Session(self._engine) as session:
             for kind, outcome, n in session.execute(query):
@@ -241,17 +258,25 @@ class ExperienceStore:
                 session.execute(update(ExperienceRow).where(ExperienceRow.id.in_(ids)).values(**values))
         return ids
 
-    def get(self, example_id: int, tenant_id: int | None) -> ExampleRecord:
-        """The example, if the tenant owns it (any tenant's for None); 404 otherwise."""
+    def get(self, example_id: int, tenant_id: int | None, shared: bool = True) -> ExampleRecord:
+        """The example if the tenant is shown it (owns it, without ``shared``; any for None); else 404."""
         with Session(self._engine) as session:
             row = session.get(ExperienceRow, example_id)
-            if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+            visible = row is not None and (
+                tenant_id is None or row.tenant_id == tenant_id or (shared and row.shared)
+            )
+            if row is None or not visible:
                 raise AccountError(404, f"No example {example_id} in the experience memory.")
             return _record(row)
 
     def forget(self, example_id: int, tenant_id: int | None) -> ExampleRecord:
-        """Delete an example; 404 if the tenant has none of that id."""
-        found = self.get(example_id, tenant_id)
+        """Delete an example; 404 if the tenant owns none of that id (shared ones are the admin's)."""
+        found = self.get(example_id, tenant_id, shared=False)
         with Session(self._engine) as session, session.begin():
             session.execute(delete(ExperienceRow).where(ExperienceRow.id == example_id))
         return found
+
+
+def _shown_to(tenant_id: int) -> ColumnElement[bool]:
+    """A tenant's own examples and the shared ones."""
+    return or_(ExperienceRow.tenant_id == tenant_id, ExperienceRow.shared)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -365,6 +366,8 @@ class ExperienceRow(Base):
     outcome: Mapped[str] = mapped_column(String(16))  # success | failure
     reason: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     source: Mapped[str] = mapped_column(String(96))  # where it came from: entry id, suite, feedback
+    # Shown to every tenant: a suite's training examples the admin taught the whole grid (no one's data).
+    shared: Mapped[bool] = mapped_column(Boolean, server_default=false())
     digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of kind, text and example: no duplicates
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # float32, normalised
     embedding_model: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -65,6 +65,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=1000), nullable=True),
         sa.Column("source", sa.String(length=96), nullable=False),
+        sa.Column("shared", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("embedding", sa.LargeBinary(), nullable=True),
         sa.Column("embedding_model", sa.String(length=128), nullable=True),
