@@ -119,7 +119,7 @@ def test_feedback_on_a_process_an_agent_version_and_an_entry_shows_on_the_learni
     given = page.get_by_test_id("process-feedback")
     given.get_by_test_id("feedback-comment").fill("it wrote down the wrong day")
     given.get_by_test_id("feedback-bad").click()
-    expect(given.get_by_test_id("feedback-notice")).to_have_text(f"Recorded 👎 on process {pid}.")
+    expect(given.get_by_test_id("feedback-notice")).to_have_text(f"Recorded bad on process {pid}.")
     expect(given.get_by_test_id("feedback-comment")).to_have_value("")
     shoot(page, "23-process-feedback")
     kept = api(server, key, "GET", "/v1/feedback").json()["data"]
@@ -132,7 +132,7 @@ def test_feedback_on_a_process_an_agent_version_and_an_entry_shows_on_the_learni
     on_agent = page.get_by_test_id("agent-feedback")
     expect(on_agent).to_contain_text("v1")
     on_agent.get_by_test_id("feedback-good").click()
-    expect(on_agent.get_by_test_id("feedback-notice")).to_contain_text("Recorded 👍 on agent note-keeper")
+    expect(on_agent.get_by_test_id("feedback-notice")).to_contain_text("Recorded good on agent note-keeper")
     agent_feedback = api(server, key, "GET", "/v1/feedback", params={"kind": "agent"}).json()["data"]
     assert len(agent_feedback) == 1 and agent_feedback[0]["rating"] == 1
 
@@ -142,15 +142,15 @@ def test_feedback_on_a_process_an_agent_version_and_an_entry_shows_on_the_learni
     on_entry = page.locator(f"[data-entry='{entry['id']}']")
     expect(on_entry).to_contain_text("what is on sale")
     on_entry.get_by_test_id("feedback-bad").click()
-    expect(on_entry.get_by_test_id("feedback-notice")).to_have_text(f"Recorded 👎 on entry {entry['id']}.")
+    expect(on_entry.get_by_test_id("feedback-notice")).to_have_text(f"Recorded bad on entry {entry['id']}.")
 
     # All three are in the feedback received, newest first, the process's linking back to it.
     rows = page.get_by_test_id("feedback-list").locator("tbody tr[data-feedback]")
     expect(rows).to_have_count(3)
     expect(rows.nth(0)).to_contain_text(entry["id"])
     expect(rows.nth(1)).to_contain_text("agent")
-    expect(rows.nth(1).locator("td").nth(3)).to_have_text("👍")
-    expect(rows.nth(2).locator("td").nth(3)).to_have_text("👎")
+    expect(rows.nth(1).locator("td").nth(3)).to_have_text("good")
+    expect(rows.nth(2).locator("td").nth(3)).to_have_text("bad")
     expect(rows.nth(2)).to_contain_text("it wrote down the wrong day")
     shoot(page, "24-learning-feedback")
     rows.nth(2).get_by_role("link", name=pid).click()
@@ -166,7 +166,7 @@ def test_feedback_on_a_process_an_agent_version_and_an_entry_shows_on_the_learni
     sign_in(page, server, ADMIN_KEY, f"#/processes/{pid}")
     page.get_by_test_id("process-feedback").get_by_test_id("feedback-good").click()
     expect(page.get_by_test_id("process-feedback").get_by_test_id("feedback-notice")).to_have_text(
-        f"Recorded 👍 on process {pid}."
+        f"Recorded good on process {pid}."
     )
     ratings = [
         f["rating"]

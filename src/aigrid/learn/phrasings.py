@@ -681,7 +681,10 @@ DATE_OBJECT: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     (
         ("travel.bookings", "calendar.add"),
-        ("add my stay at {hotel} on {hday} to my calendar", "copy my {a} to {b} flight on {fday} into my calendar"),
+        (
+            "add my stay at {hotel} on {hday} to my calendar",
+            "copy my {a} to {b} flight on {fday} into my calendar",
+        ),
     ),
     (
         ("calendar.add",),
@@ -703,7 +706,10 @@ DATE_OBJECT: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
         ),
     ),
     (("weather.forecast", "mail.send"), ("send {email} the weather forecast for {city} for {wday}",)),
-    (("food.search", "food.order"), ("order {dish} from {restaurant} with a note asking for delivery at {ftime}",)),
+    (
+        ("food.search", "food.order"),
+        ("order {dish} from {restaurant} with a note asking for delivery at {ftime}",),
+    ),
     (
         ("mail.send",),
         (
@@ -717,8 +723,8 @@ DATE_OBJECT: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 DATE_OBJECT_WORDS = {
     # The days the seed's flights leave, said several ways; stays, meetings and forecasts any day.
     "fday": ("December 5", "December 6", "Dec 5", "Dec 6", "December 5th", "the 6th of December"),
-    "hday": ("December 5", "Dec 12", "December 19", "the 5th of December", "Saturday", "next Friday"),
-    "cday": ("Thursday", "next Wednesday", "December 3", "Dec 9", "the 11th of December", "this Friday"),
+    "hday": ("December 5", "Dec 12", "December 19", "the 5th of December", "Saturday", "Friday"),
+    "cday": ("Thursday", "Wednesday", "December 3", "Dec 9", "the 11th of December", "Friday"),
     "wday": ("tomorrow", "Saturday", "this Sunday", "December 5", "next Tuesday", "Friday"),
     "ctime": ("9am", "10:30", "2pm", "4:15pm", "noon", "18:00", "7:45pm"),
     "ftime": ("7pm", "6:30pm", "12:15", "noon", "8pm"),

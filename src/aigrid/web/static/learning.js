@@ -16,7 +16,7 @@ function mainMetric(names) {
   return names.includes("all") ? "all" : names[0];
 }
 
-const RATINGS = { 1: "👍", "-1": "👎", 0: "·" };
+const RATINGS = { 1: "good", "-1": "bad", 0: "neutral" };
 
 /* A suite's pass rate over its finished runs (oldest first): runs with the experience memory and
    runs without, as two lines over the same time axis; a point's tooltip gives its interval. */
