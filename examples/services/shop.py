@@ -68,10 +68,11 @@ def build(shop_id: str, seed_dir: Path, data_dir: Path) -> MCPServer[Any]:
 
     @server.tool()
     def search(query: str) -> dict[str, Any]:
-        """Find products: every word of the query must appear in the name, brand or category
-        (case-insensitive; an empty query lists everything). Prices are in cents; stock 0 cannot be bought.
+        """Find products: every word of the query must appear in the name, brand or category, singular
+        or plural (case-insensitive; an empty query lists everything). Prices are in cents; stock 0
+        cannot be bought.
         """
-        words = query.lower().split()
+        words = [_singular(w) for w in query.lower().split()]
         found = [
             {key: product[key] for key in ("sku", "name", "brand", "price_cents", "stock")}
             for product in store.read(PRODUCT + " ORDER BY sku")
@@ -162,6 +163,14 @@ def main() -> None:
     parser.add_argument("--shop", required=True, help="which shop of shops.json: northwind or lakeside")
     args = parser.parse_args()
     serve(build(args.shop, args.seed, args.data_dir), args)
+
+
+def _singular(word: str) -> str:
+    """A plural's stem, so "power banks" finds a power bank ("boxes" finds a box, "glass" stays)."""
+    for ending in ("ies", "es", "s"):
+        if word.endswith(ending) and len(word) > len(ending) + 2 and not word.endswith("ss"):
+            return word[: -len(ending)] + ("y" if ending == "ies" else "")
+    return word
 
 
 if __name__ == "__main__":

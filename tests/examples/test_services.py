@@ -150,6 +150,8 @@ async def test_read_answers_match_the_fixture(services: dict[str, Service]) -> N
             products = {p["sku"]: p for p in shops[shop_id]["products"]}
             for sku, seeded in products.items():
                 assert await shop.ok("product", sku=sku) == {"shop": shop_id, **seeded}
+            plural = (await shop.ok("search", query="Pebble power banks"))["results"]
+            assert plural and all("Power Bank" in p["name"] for p in plural), "plurals find the singular"
             found = (await shop.ok("search", query="aurora EARBUDS"))["results"]
             want = [p for p in products.values() if p["brand"] == "Aurora"]
             assert [r["sku"] for r in found] == [p["sku"] for p in want]

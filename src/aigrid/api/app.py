@@ -226,31 +226,15 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
     kept = ProviderStore(engine)
     providers = ProviderManager(tools, kept, store.accounts.tenant_id, list(config.tools))
     triggers = TriggerService(TriggerStore(engine), kernel)
-    learning = config.learn
     calls = StoreCalls(engine)
-    embed = model.embedder(learning.embedding_model, "experience") if learning.embedding_model else None
-    memory = ExperienceMemory(
-        ExperienceStore(engine, learning.max_examples),
-        calls,
-        embed,
-        learning.embedding_model or None,
-        enabled=learning.experience,
-        observe=Histogram(
-            "aigrid_experience_lookup_seconds",
-            "Time to find the worked examples for one plan or compile (embedding and search)",
-            registry=grid.metrics.registry,
-            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-        ).observe,
-    )
+    memory = _memory(grid, model, engine, calls, config)
     traces = TraceStore(engine)
-    compiler = Compiler(
-        model.json_writer(settings.compiler_model),
-        settings.agent_model,
-        spec_recall(memory, learning.examples),
-    )
+    examples = config.learn.examples
+    specs = spec_recall(memory, examples)
+    compiler = Compiler(model.json_writer(settings.compiler_model), settings.agent_model, specs)
     services = ServiceRegistry(providers, kept)
-    recall = plan_recall(memory, learning.examples)
-    planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS), recall)
+    plans = plan_recall(memory, examples)
+    planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS), plans)
     entries_store = EntryStore(engine)
     recorder = EntryRecorder(traces, memory, calls, settings.planner_model)
     entries = EntryService(entries_store, services, tools, planner, calls, observer=recorder)
@@ -259,12 +243,11 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
     def builtins(tenant_id: int) -> list[Tool]:
         return [r.tool for r in tools.visible(tenant_id) if r.provider is None]
 
-    examples = learning.examples
     compiler_judge = CompilerJudge(
-        lambda m: model.json_writer(m, "eval"), builtins, settings.agent_model, spec_recall(memory, examples)
+        lambda m: model.json_writer(m, "eval"), builtins, settings.agent_model, specs
     )
     judges: dict[str, Judge] = {
-        "entry": EntryJudge(entries.catalog, plan_writer(model.json_writer), recall),
+        "entry": EntryJudge(entries.catalog, plan_writer(model.json_writer), plans),
         "compiler": compiler_judge,
         "tools": ToolsJudge(model.ask, call_recall(memory, examples)),
     }
@@ -273,11 +256,12 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
         "compiler": settings.compiler_model,
         "tools": settings.agent_model,
     }
+    feedback = FeedbackService(
+        FeedbackStore(engine), engine, calls, entries_store, processes, agents, memory, entries.catalog
+    )
     learn = LearnParts(
         traces,
-        FeedbackService(
-            FeedbackStore(engine), engine, calls, entries_store, processes, agents, memory, entries.catalog
-        ),
+        feedback,
         memory,
         EvalService(EvalStore(engine), calls, judges, defaults),
         Teacher(memory, entries.catalog, lambda tenant_id: {t.name for t in compiler_judge.tools(tenant_id)}),
@@ -285,6 +269,28 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
     )
     return KernelParts(
         kernel, tools, providers, agents, processes, triggers, inbox, compiler, services, entries, learn
+    )
+
+
+def _memory(
+    grid: Grid, model: GridModelClient, engine: Engine, calls: StoreCalls, config: ServerConfig
+) -> ExperienceMemory:
+    """The experience memory: embeddings from the grid's own model, lookups timed in /metrics."""
+    learning = config.learn
+    embed = model.embedder(learning.embedding_model, "experience") if learning.embedding_model else None
+    lookups = Histogram(
+        "aigrid_experience_lookup_seconds",
+        "Time to find the worked examples for one plan or compile (embedding and search)",
+        registry=grid.metrics.registry,
+        buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+    )
+    return ExperienceMemory(
+        ExperienceStore(engine, learning.max_examples),
+        calls,
+        embed,
+        learning.embedding_model or None,
+        enabled=learning.experience,
+        observe=lookups.observe,
     )
 
 

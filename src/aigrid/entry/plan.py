@@ -171,9 +171,17 @@ def available(item: Item) -> bool:
 
 
 def matches(item: Item, words: str) -> bool:
-    """Whether every word of ``words`` is in the item's text fields (case-insensitive)."""
+    """Whether every word of ``words`` is in the item's text fields, singular or plural (case-insensitive)."""
     text = " ".join(str(v) for v in item.fields.values() if isinstance(v, str)).lower()
-    return all(w in text for w in re.findall(r"[a-z0-9]+", words.lower()))
+    return all(singular(w) in text for w in re.findall(r"[a-z0-9]+", words.lower()))
+
+
+def singular(word: str) -> str:
+    """A plural's stem, enough for a words-in-text test: "banks" finds a bank, "boxes" a box."""
+    for ending in ("ies", "es", "s"):
+        if word.endswith(ending) and len(word) > len(ending) + 2 and not word.endswith("ss"):
+            return word[: -len(ending)] + ("y" if ending == "ies" else "")
+    return word
 
 
 def choose(step: ChooseStep, found: list[Item]) -> Item:

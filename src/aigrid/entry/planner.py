@@ -56,6 +56,73 @@ _MAX_STRING = 40
 _MAX_PHRASE_WORDS = 6
 _EDGE = ".,;:!?()[]{}\"'“”‘’"
 _SAYABLE = re.compile(r'^[^$"\\][^"\\]*$')
+# What a request says around its names and places, never a name or place itself: no phrase an
+# argument is written in begins or ends with one ("How", "Book", "in Shanghai").
+_ASKING_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "for",
+        "in",
+        "on",
+        "at",
+        "to",
+        "from",
+        "with",
+        "and",
+        "or",
+        "by",
+        "me",
+        "my",
+        "i",
+        "i'm",
+        "you",
+        "it",
+        "its",
+        "is",
+        "are",
+        "be",
+        "that",
+        "this",
+        "these",
+        "those",
+        "there",
+        "here",
+        "how",
+        "what",
+        "which",
+        "where",
+        "when",
+        "who",
+        "please",
+        "just",
+        "only",
+        "get",
+        "buy",
+        "order",
+        "book",
+        "find",
+        "send",
+        "fly",
+        "pick",
+        "grab",
+        "purchase",
+        "reserve",
+        "want",
+        "need",
+        "would",
+        "like",
+        "could",
+        "can",
+        "some",
+        "any",
+        "all",
+        "each",
+        "one",
+    ]
+)
 # Words for a string argument: anything of at most 40 characters but what would read as a reference
 # (a leading "$"), and no quote or backslash, so no escape sequence can smuggle one in.
 _TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{_MAX_STRING - 1}}})?$'}
@@ -137,7 +204,8 @@ def said_in(text: str, examples: list[PlanExample]) -> Said:
     for start in range(len(words)):
         for end in range(start + 1, min(len(words), start + _MAX_PHRASE_WORDS) + 1):
             phrase = " ".join(words[start:end])
-            if len(phrase) < _MAX_STRING and _SAYABLE.match(phrase):
+            edges = {words[start].lower(), words[end - 1].lower()}
+            if len(phrase) < _MAX_STRING and _SAYABLE.match(phrase) and not edges & _ASKING_WORDS:
                 found[phrase] = None
                 found[phrase.lower()] = None
     return Said(tuple(found), copied_arguments(examples))

@@ -37,17 +37,23 @@ _DEPTH = 20
 
 
 @dataclass
-class _VectorIndex:
-    """A tenant's examples of one kind with their unit vectors, as one matrix."""
+class ExampleIndex:
+    """The examples of one kind a tenant is shown, and the unit vectors of those embedded, as one matrix."""
 
+    records: dict[int, ExampleRecord] = field(default_factory=dict)
     ids: list[int] = field(default_factory=list)
     rows: list[NDArray[np.float32]] = field(default_factory=list)
     matrix: NDArray[np.float32] | None = None
+    # What was learned from these examples (a classifier), until they change.
+    derived: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, example_id: int, vector: NDArray[np.float32]) -> None:
-        self.ids.append(example_id)
-        self.rows.append(vector)
-        self.matrix = None
+    def add(self, record: ExampleRecord, vector: NDArray[np.float32] | None) -> None:
+        self.records[record.id] = record
+        self.derived.clear()
+        if vector is not None:
+            self.ids.append(record.id)
+            self.rows.append(vector)
+            self.matrix = None
 
     def nearest(self, query: NDArray[np.float32], depth: int) -> list[int]:
         if not self.ids:
@@ -59,6 +65,10 @@ class _VectorIndex:
         scores = self.matrix @ query
         top = np.argsort(-scores)[:depth]
         return [self.ids[i] for i in top]
+
+
+# Given every example shown and the sentence, which examples suit it best (a learned preference).
+Prefer = Callable[["ExampleIndex", str], Callable[[ExampleRecord], bool]]
 
 
 def unit(vector: list[float]) -> NDArray[np.float32]:
@@ -95,7 +105,7 @@ class ExperienceMemory:
         self._embed = embed
         self._embedding_model = embedding_model
         self.enabled = enabled
-        self._indexes: dict[tuple[int, str], _VectorIndex] = {}
+        self._indexes: dict[tuple[int, str], ExampleIndex] = {}
 
     async def _vector(self, tenant_id: int, text: str) -> NDArray[np.float32] | None:
         if self._embed is None:
@@ -132,46 +142,50 @@ class ExperienceMemory:
             embedding_model=None if vector is None else self._embedding_model,
             shared=shared,
         )
-        if new and outcome == "success" and vector is not None:
+        if new and outcome == "success":
             keys = [k for k in self._indexes if k[1] == kind and (shared or k[0] == tenant_id)]
             for key in keys:  # a shared example is every tenant's
-                self._indexes[key].add(record.id, vector)
+                self._indexes[key].add(record, vector)
         return record, new
 
     async def known(self, tenant_id: int, kind: ExperienceKind, text: str, example: dict[str, Any]) -> bool:
         """Whether this very example is kept already (teaching skips its checks then)."""
         return await self._calls(self.store.holds, tenant_id, kind, example_digest(kind, text, example))
 
-    async def recall(self, tenant_id: int, kind: str, text: str, k: int) -> Lookup:
-        """The ``k`` successful examples nearest to ``text``, nearest first."""
+    async def recall(
+        self, tenant_id: int, kind: str, text: str, k: int, prefer: Prefer | None = None
+    ) -> Lookup:
+        """The ``k`` successful examples nearest to ``text``, nearest first; those ``prefer`` picks
+        out of the nearest few go before the rest."""
         began = time.perf_counter()
         if not self.enabled or k <= 0:
             return Lookup([], 0.0, False)
         vector = await self._vector(tenant_id, text)
         worded = await self._calls(self.store.search, tenant_id, kind, text, _DEPTH)
-        rankings = [worded]
-        if vector is not None:
-            index = await self._index(tenant_id, kind)
-            rankings.append(index.nearest(vector, _DEPTH))
+        index = await self._index(tenant_id, kind)
+        rankings = [worded] if vector is None else [worded, index.nearest(vector, _DEPTH)]
         fused: dict[int, float] = {}
         for ranking in rankings:
             for rank, example_id in enumerate(ranking):
                 fused[example_id] = fused.get(example_id, 0.0) + 1.0 / (_FUSION_K + rank)
-        chosen = sorted(fused, key=lambda i: -fused[i])[:k]
-        found = [await self._calls(self.store.get, i, tenant_id) for i in chosen]
-        await self._calls(self.store.used, chosen)
+        ranked = [index.records[i] for i in sorted(fused, key=lambda i: -fused[i]) if i in index.records]
+        if prefer is not None:
+            suits = prefer(index, text)
+            ranked.sort(key=lambda e: not suits(e))  # stable: nearness orders each group
+        found = ranked[:k]
+        await self._calls(self.store.used, [e.id for e in found])
         seconds = time.perf_counter() - began
         if self._observe is not None:
             self._observe(seconds)
         return Lookup(found, seconds, vector is not None)
 
-    async def _index(self, tenant_id: int, kind: str) -> _VectorIndex:
+    async def _index(self, tenant_id: int, kind: str) -> ExampleIndex:
         index = self._indexes.get((tenant_id, kind))
         if index is None:
-            index = _VectorIndex()
+            index = ExampleIndex()
             for record in await self._calls(self.store.all, tenant_id, kind):
-                if record.embedding is not None and record.embedding_model == self._embedding_model:
-                    index.add(record.id, np.frombuffer(record.embedding, dtype=np.float32))
+                embedded = record.embedding if record.embedding_model == self._embedding_model else None
+                index.add(record, None if embedded is None else np.frombuffer(embedded, dtype=np.float32))
             self._indexes[(tenant_id, kind)] = index
         return index
 

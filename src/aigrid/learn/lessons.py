@@ -20,6 +20,7 @@ from aigrid.entry.planner import WRITTEN_STEPS, PlanExample, Recall, validated
 from aigrid.entry.reading import read
 from aigrid.kernel.compiler import SpecExample, SpecRecall
 from aigrid.learn.experience import ExperienceMemory
+from aigrid.learn.intent import acting_as_asked
 from aigrid.learn.judges import CallRecall, available_cents, catalog_tools
 from aigrid.learn.suites import suite, training
 from aigrid.learn.teacher import NoReference, reference_plan
@@ -33,10 +34,11 @@ _SHOWN_REFUSALS = 20
 
 
 def plan_recall(memory: ExperienceMemory, k: int) -> Recall:
-    """The planner's view of the memory: the nearest verified plans."""
+    """The planner's view of the memory: the nearest verified plans, those that act (or only answer)
+    as the sentence asks first."""
 
     async def recall(tenant_id: int, text: str) -> list[PlanExample]:
-        found = await memory.recall(tenant_id, "plan", text, k)
+        found = await memory.recall(tenant_id, "plan", text, k, acting_as_asked)
         return [PlanExample(e.text, e.example, e.id) for e in found.examples]
 
     return recall
