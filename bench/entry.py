@@ -32,11 +32,8 @@ import argparse
 import json
 import math
 import random
-import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -51,8 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aigrid.config import load_config
 from entry_faults import report_faults, run_faults
 from entry_state import State, default_seed_dir, invariant, new_since, score, seed_balances
-from entry_world import ROOT, TASK_WAIT_S, BenchError, Rig, ask, open_entries, settle, short
-from processes import signals_raise
+from entry_world import ROOT, TASK_WAIT_S, BenchError, Rig, ask, open_entries, run_in_scratch, settle, short
 
 TASKS = ROOT / "src" / "aigrid" / "learn" / "suites" / "entry_heldout.jsonl"
 
@@ -211,25 +207,7 @@ def cli() -> None:
     parser.add_argument("--seed", type=int, default=1, help="random seed of the fault plans and kill times")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
     args = parser.parse_args()
-    (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="entry-", dir=ROOT / "bench" / ".work"))
-    code = 1
-    # A shell starts a background job with SIGINT ignored; Ctrl-C (or kill -INT) must still clean up.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with signals_raise():
-        try:
-            code = run(args, work)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            code = 130
-        except BenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-        finally:
-            if args.keep or code not in (0, 130):
-                print(f"scratch and logs kept in {work}", file=sys.stderr)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
-    sys.exit(code)
+    sys.exit(run_in_scratch("entry-", args.keep, lambda work: run(args, work)))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Any
 import httpx
 
 from entry_state import State, default_seed_dir, snapshot
-from processes import stop_process_group
+from processes import signals_raise, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES_DIR = ROOT / "examples" / "services"
@@ -204,6 +207,32 @@ def ask(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
     if answer.status_code != 200:
         raise BenchError(f"POST /v1/entry: {answer.status_code} {short(answer.text, 300)}")
     return dict(answer.json())
+
+
+def run_in_scratch(prefix: str, keep: bool, run: Callable[[Path], int]) -> int:
+    """``run(work)`` in a new scratch folder under bench/.work, removed unless kept or failed; its exit code.
+
+    Ctrl-C (or a SIGTERM) stops it with 130 and cleans up as well.
+    """
+    (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=ROOT / "bench" / ".work"))
+    code = 1
+    # A shell starts a background job with SIGINT ignored; Ctrl-C (or kill -INT) must still clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with signals_raise():
+        try:
+            code = run(work)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            code = 130
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+        finally:
+            if keep or code not in (0, 130):
+                print(f"scratch and logs kept in {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    return code
 
 
 def settle(client: httpx.Client, entry: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from entry_world import ROOT, BenchError, Rig
-from processes import signals_raise
+from entry_world import BenchError, Rig, run_in_scratch
 
 SUITES = ("entry", "compiler", "tools")
 # The figures issue 17 asks for, per suite and metric: (with experience at least, base for context).
@@ -189,24 +185,7 @@ def cli() -> None:
     parser.add_argument("--config", type=Path, help="a server config for aigrid serve --config")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
     args = parser.parse_args()
-    (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="learn-", dir=ROOT / "bench" / ".work"))
-    code = 1
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with signals_raise():
-        try:
-            code = run(args, work)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            code = 130
-        except BenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-        finally:
-            if args.keep or code not in (0, 130):
-                print(f"scratch and logs kept in {work}", file=sys.stderr)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
-    sys.exit(code)
+    sys.exit(run_in_scratch("learn-", args.keep, lambda work: run(args, work)))
 
 
 if __name__ == "__main__":

@@ -32,14 +32,18 @@ from aigrid.store.traces import Outcome, TraceStore
 log = logging.getLogger(__name__)
 
 
-class EntryRecorder:
-    """Traces each entry's plan and outcome, and keeps what it teaches (an EntryObserver)."""
+class _Recorder:
+    """Writes traces, and keeps in the experience memory what they teach; ``model`` wrote the answers."""
 
     def __init__(self, traces: TraceStore, memory: ExperienceMemory, calls: StoreCalls, model: str) -> None:
         self._traces = traces
         self._memory = memory
         self._calls = calls
         self._model = model
+
+
+class EntryRecorder(_Recorder):
+    """Traces each entry's plan and outcome, and keeps what it teaches (an EntryObserver)."""
 
     async def planned(
         self, entry: EntryRecord, planned: Planned | None, error: str | None, seconds: float
@@ -99,14 +103,8 @@ class EntryRecorder:
             )
 
 
-class CompileRecorder:
+class CompileRecorder(_Recorder):
     """Traces compiles; a compiled spec that a person saved is a success the next compiles learn from."""
-
-    def __init__(self, traces: TraceStore, memory: ExperienceMemory, calls: StoreCalls, model: str) -> None:
-        self._traces = traces
-        self._memory = memory
-        self._calls = calls
-        self._model = model
 
     async def compiled(self, tenant_id: int, description: str, draft: Draft) -> None:
         """A draft was made for ``description`` (shown, not saved yet)."""
