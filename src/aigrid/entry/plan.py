@@ -160,12 +160,12 @@ def fees_cents(item: Item) -> int:
     )
 
 
-def available(item: Item) -> bool:
-    """Whether the item can be had: nothing at 0 left, nothing closed."""
+def available(item: Item, needed: int = 1) -> bool:
+    """Whether ``needed`` of the item can be had: no fewer left (stock, seats, rooms), nothing closed."""
     fields = item.fields
     for name in _AVAILABILITY_COUNTS:
         value = fields.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value < needed:
             return False
     return all(fields.get(name) is not False for name in _AVAILABILITY_FLAGS)
 
@@ -184,15 +184,16 @@ def singular(word: str) -> str:
     return word
 
 
-def choose(step: ChooseStep, found: list[Item]) -> Item:
-    """The item ``step``'s rule picks among ``found``; PlanError says why there is none."""
+def choose(step: ChooseStep, found: list[Item], needed: int = 1) -> Item:
+    """The item ``step``'s rule picks among ``found`` (with ``needed`` of it available, where it must
+    be); PlanError says why there is none."""
     if not found:
         raise PlanError("nothing was found")
     candidates = [i for i in found if matches(i, step.match)]
     if not candidates:
         raise PlanError(f"nothing found matches '{step.match}'")
     if step.where == "available":
-        candidates = [i for i in candidates if available(i)]
+        candidates = [i for i in candidates if available(i, needed)]
         if not candidates:
             what = f"matching '{step.match}'" if step.match else "found"
             raise PlanError(f"nothing {what} is available (out of stock, sold out, full or closed)")

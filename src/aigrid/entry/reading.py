@@ -73,7 +73,8 @@ async def read(plan: Plan, catalog: Catalog, caller: Caller) -> Reading:
         pending = [s for s in pending if s not in wave]
         for choice in [s for s in wave if isinstance(s, ChooseStep)]:
             found = [i for ref in choice.from_ for i in items_of(*results[ref])]
-            chosen[choice.id] = _choose(choice, found, [results[ref][0] for ref in choice.from_])
+            needed = _needed(choice.id, acting)
+            chosen[choice.id] = _choose(choice, found, [results[ref][0] for ref in choice.from_], needed)
         calls = [s for s in wave if isinstance(s, CallStep)]
         answers = await asyncio.gather(*(_read_call(s, catalog, caller, results, chosen) for s in calls))
         for step, answer in zip(calls, answers, strict=True):
@@ -89,9 +90,22 @@ def _operation(catalog: Catalog, name: str) -> Operation:
     return operation
 
 
-def _choose(step: ChooseStep, found: list[Item], services: list[str]) -> Item:
+def _needed(choice: str, acting: list[CallStep]) -> int:
+    """How many of the chosen item the plan's orders take (1 when none says): a shop that has fewer
+    is no place to buy them."""
+    counts = [
+        quantity
+        for s in acting
+        if choice in {ref for ref, _ in references(s.args)}
+        and isinstance(quantity := s.args.get("quantity"), int)
+        and not isinstance(quantity, bool)
+    ]
+    return max(counts, default=1)
+
+
+def _choose(step: ChooseStep, found: list[Item], services: list[str], needed: int) -> Item:
     try:
-        return choose(step, found)
+        return choose(step, found, needed)
     except PlanError as exc:
         where = ", ".join(dict.fromkeys(services))
         raise PlanError(f"{exc} at {where}") from exc
