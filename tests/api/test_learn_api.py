@@ -287,6 +287,18 @@ def test_an_eval_run_is_stored_with_intervals_and_runs_compare_side_by_side(
     compared = call(server, mine, "GET", "/v1/learn/compare", params={"a": off["id"], "b": run["id"]}).json()
     assert [m["name"] for m in compared["metrics"]] == ["right_tools", "right_trigger", "valid", "all"]
     assert compared["a"]["experience"] is False and compared["b"]["experience"] is True
+    tools = call(
+        server, mine, "POST", "/v1/learn/evals", json={"suite": "tools", "limit": 2, "wait": 60}
+    ).json()
+    assert tools["state"] == "done" and tools["done"] == 2
+    reasons = [
+        r["reason"] for r in call(server, mine, "GET", f"/v1/learn/evals/{tools['id']}").json()["results"]
+    ]
+    assert all(r.startswith("no tool call; want") for r in reasons), "the scripted model called no tool"
+    asked = upstream.requests[-1]
+    assert asked["tool_choice"] == "required" and all(
+        "." not in t["function"]["name"] for t in asked["tools"]
+    )
     suites = {s["name"]: s for s in listed(server, mine, "/v1/learn/suites")}
     assert (
         suites["entry"]["splits"]["heldout"]["tasks"] == 43

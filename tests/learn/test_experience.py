@@ -144,3 +144,14 @@ async def test_shared_training_examples_are_shown_to_every_tenant_and_changed_by
         await kept.forget(record.id, globex)
     await kept.remember(globex, "plan", "buy a pan today", plan("pan"), "success", "ent-7")
     assert [e.text for e in kept.store.recent(acme, "plan", None, 10)] == ["buy a pan"], "not globex's own"
+
+
+async def test_a_sentence_that_shares_no_word_with_any_example_has_no_neighbours(
+    memory: tuple[ExperienceMemory, BagOfWordsEmbedderDouble, int, int],
+) -> None:
+    kept, embed, acme, _ = memory
+    await kept.remember(acme, "plan", "buy a pan", PLAN, "success", "ent-2")
+    calls = embed.calls
+    assert (await kept.recall(acme, "plan", "asdf qwerty zxcv", 3)).examples == []
+    assert (await kept.recall(acme, "plan", "?!", 3)).examples == []
+    assert embed.calls == calls, "and costs no embedding"

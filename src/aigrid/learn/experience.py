@@ -156,12 +156,15 @@ class ExperienceMemory:
         self, tenant_id: int, kind: str, text: str, k: int, prefer: Prefer | None = None
     ) -> Lookup:
         """The ``k`` successful examples nearest to ``text``, nearest first; those ``prefer`` picks
-        out of the nearest few go before the rest."""
+        out of the nearest few go before the rest. None when no example shares a word with ``text``:
+        an embedding always has nearest neighbours, even of "asdf qwerty"."""
         began = time.perf_counter()
         if not self.enabled or k <= 0:
             return Lookup([], 0.0, False)
-        vector = await self._vector(tenant_id, text)
         worded = await self._calls(self.store.search, tenant_id, kind, text, _DEPTH)
+        if not worded:  # no example shares a word with it: nothing is near, whatever a vector says
+            return Lookup([], time.perf_counter() - began, False)
+        vector = await self._vector(tenant_id, text)
         index = await self._index(tenant_id, kind)
         rankings = [worded] if vector is None else [worded, index.nearest(vector, _DEPTH)]
         fused: dict[int, float] = {}

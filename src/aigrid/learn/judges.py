@@ -24,7 +24,7 @@ from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner, Recall, WriteFn
 from aigrid.entry.reading import Purchase, read
 from aigrid.errors import APIError
 from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall
-from aigrid.kernel.tools import CallContext, Tool
+from aigrid.kernel.tools import CallContext, Tool, wire_name
 from aigrid.learn.suites import TOOL_CATALOG
 from aigrid.learn.verifiers import Verdict, compiler_verdict, entry_verdict, tool_call_verdict
 
@@ -176,7 +176,7 @@ class ToolsJudge:
                                 "id": call_id,
                                 "type": "function",
                                 "function": {
-                                    "name": str(shown["name"]).replace(".", "__"),
+                                    "name": wire_name(str(shown["name"])),
                                     "arguments": orjson.dumps(shown.get("arguments", {})).decode(),
                                 },
                             }
@@ -188,7 +188,7 @@ class ToolsJudge:
         body = {
             "model": model,
             "messages": messages,
-            "tools": [{"type": "function", "function": t.schema()} for t in offered],
+            "tools": [t.schema() for t in offered],
             "tool_choice": "required",
             "temperature": 0,
             "max_tokens": 200,
