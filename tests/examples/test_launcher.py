@@ -116,6 +116,16 @@ def test_run_starts_registers_and_stops_the_services(tmp_path: Path, server: Liv
             "food.db",
         }
         assert {p.name for p in data_dir.glob("*.log")} == {f"{name}.log" for name in NAMES}
+        # It teaches the server's experience memory this world's training examples, for every tenant.
+        deadline = time.monotonic() + 120
+        taught: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not taught:
+            memory = server.admin("GET", "/v1/learn/memory", params={"kind": "plan", "limit": 5})
+            taught = memory.json()["data"]
+            time.sleep(0.5)
+        assert taught and all(e["shared"] and e["source"] == "suite:entry" for e in taught), launchers[
+            -1
+        ].output()
 
         # SIGTERM stops every service, and run.py exits 0.
         assert launchers[-1].stop() == 0, launchers[-1].output()
