@@ -42,6 +42,7 @@ from typing import Any
 
 from aigrid.kernel.when import parse_when
 from aigrid.learn import phrasings as P
+from aigrid.learn import phrasings_agents as PA
 from aigrid.learn.world import STEP_KINDS, TaskError, World, solve
 from aigrid.spec import CronTrigger, IntervalTrigger, OnceTrigger
 
@@ -309,7 +310,7 @@ def _compiler_words(world: World) -> dict[str, tuple[str, ...]]:
     """What a description's slots are filled with: the seed's names and ``phrasings``' words."""
     names = tuple(dict.fromkeys(p["name"] for p in world.products.values()))
     return {
-        **P.COMPILER_WORDS,
+        **PA.COMPILER_WORDS,
         "product": names,
         "sku": tuple(sku for _, sku in world.products),
         "shop": tuple(n for names in P.SHOP_NAMES.values() for n in names[:2]),
@@ -354,7 +355,7 @@ def compiler_cases(
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
     """The compiler suite's training descriptions, and why others were left out."""
     words, cases, seen, dropped = _compiler_words(world), [], set(held), Counter[str]()
-    for tools, mode, templates in P.ACTIONS:
+    for tools, mode, templates in PA.ACTIONS:
         for template, n in itertools.product(templates, range(_TEMPLATES_PER_ACTION)):
             kind = _KINDS_BY_MODE[mode][n % len(_KINDS_BY_MODE[mode])]
             text, chosen, meant = _describe(rng, _fill(rng, words, world), tools, mode, template, kind)
@@ -382,11 +383,11 @@ def compiler_cases(
 def _date_object_cases(
     world: World, words: dict[str, tuple[str, ...]], seen: set[str]
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Descriptions of ``P.DATE_OBJECT``: the date is what the task is about, so no trigger is meant."""
+    """Descriptions of ``PA.DATE_OBJECT``: the date is what the task is about, so no trigger is meant."""
     rng, cases, dropped = random.Random(f"{RANDOM_SEED}:compiler-dates"), [], Counter[str]()
-    for tools, templates in P.DATE_OBJECT:
+    for tools, templates in PA.DATE_OBJECT:
         for template, _ in itertools.product(templates, range(_DATE_OBJECT_FILLS)):
-            fill = {**_fill(rng, words, world), **{s: rng.choice(w) for s, w in P.DATE_OBJECT_WORDS.items()}}
+            fill = {**_fill(rng, words, world), **{s: rng.choice(w) for s, w in PA.DATE_OBJECT_WORDS.items()}}
             text = P.cap(template.format(**fill)) + ("." if rng.random() < 0.7 else "")
             if (_reading(text) or {}).get("kind") not in ("once", None):
                 dropped["date as object read as a recurrence"] += 1
@@ -406,7 +407,7 @@ def _describe(
     chosen, action, follow = list(tools), template.format(**fill), ""
     if len(chosen) < 3 and not {"notify.owner", "mail.send"} & set(chosen) and rng.random() < 0.5:
         travel = any(t.startswith("travel.") for t in chosen)
-        options = [f for f in P.FOLLOW_UPS if mode in f[1] and (f[0] != "calendar.add" or travel)]
+        options = [f for f in PA.FOLLOW_UPS if mode in f[1] and (f[0] != "calendar.add" or travel)]
         tool, _, phrased = rng.choice(options)
         follow, chosen = rng.choice(phrased).format(**fill), [*chosen, tool]
     if chosen[-1] in ("shop.buy", "food.order") and rng.random() < 0.4:
@@ -414,13 +415,13 @@ def _describe(
     meant: dict[str, Any] | None = None
     phrase = ""
     if kind == "cron":
-        phrase, cron = rng.choice(P.CRON)
+        phrase, cron = rng.choice(PA.CRON)
         meant = {"kind": "cron", "cron": cron}
     elif kind == "interval":
-        phrase, every_s = rng.choice(P.INTERVAL)
+        phrase, every_s = rng.choice(PA.INTERVAL)
         meant = {"kind": "interval", "every_s": every_s}
     elif kind == "once":
-        phrase, meant = rng.choice(P.ONCE), {"kind": "once"}  # the instant is the one the library reads
+        phrase, meant = rng.choice(PA.ONCE), {"kind": "once"}  # the instant is the one the library reads
     if meant is None:
         text = P.cap(action + follow)
     elif rng.random() < 0.6 or len(action.split()) > 8 or tools[0] in _SCHEDULE_FIRST:
@@ -432,15 +433,16 @@ def _describe(
 
 def _error_cases(rng: random.Random, cases: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
     """Descriptions that should make no agent: empty-ish, gibberish, vague, impossible to schedule."""
-    found: list[tuple[str, str, str | None]] = [(text, note, None) for text, note in P.ERROR_DESCRIPTIONS]
+    found: list[tuple[str, str, str | None]] = [(text, note, None) for text, note in PA.ERROR_DESCRIPTIONS]
     for _ in range(6):
         gibberish = " ".join(
-            "".join(rng.choices(P.GIBBERISH_SYLLABLES, k=rng.randint(1, 3))) for _ in range(rng.randint(2, 4))
+            "".join(rng.choices(PA.GIBBERISH_SYLLABLES, k=rng.randint(1, 3)))
+            for _ in range(rng.randint(2, 4))
         )
         found.append((gibberish, "nonsense", None))
-    unsupported = [text for text in P.UNSUPPORTED_SCHEDULES if _reading(text) is None]
+    unsupported = [text for text in PA.UNSUPPORTED_SCHEDULES if _reading(text) is None]
     found += [(text, "a schedule no trigger holds", None) for text in unsupported]
-    for zone in P.UNKNOWN_ZONES:
+    for zone in PA.UNKNOWN_ZONES:
         found.append((rng.choice(cases)["description"], "unknown time zone", zone))
     for _ in range(2):
         sentence = P.cap(rng.choice(cases)["description"].rstrip(".")) + ". "
@@ -463,8 +465,8 @@ def _tool_slots(world: World, rng: random.Random) -> dict[str, tuple[str, Any]]:
     iso, iso2 = (f"2026-12-{day:02d}" for day in sorted(rng.sample(range(1, 29), 2)))
     shop, email, time = (
         rng.choice(list(P.SHOP_NAMES)),
-        rng.choice(P.COMPILER_WORDS["email"]),
-        rng.choice(P.TOOL_WORDS["time"]),
+        rng.choice(PA.COMPILER_WORDS["email"]),
+        rng.choice(PA.TOOL_WORDS["time"]),
     )
     yuan, count = rng.choice((80, 120, 200, 300, 450, 600, 1000, 2100)), rng.randint(2, 5)
     numbers = {"stars": rng.randint(3, 5), "days": rng.randint(2, 7), "hours": rng.choice((6, 12, 24, 48))}
@@ -483,9 +485,9 @@ def _tool_slots(world: World, rng: random.Random) -> dict[str, tuple[str, Any]]:
         "order": f"FD-{rng.randint(1000, 9999)}",
         "flight": rng.choice(list(world.flights)),
         "hotel": rng.choice(list(world.hotels)),
-        "topic": rng.choice(P.COMPILER_WORDS["topic"]).removeprefix("the "),  # the words a query needs
-        **{slot: rng.choice(P.COMPILER_WORDS[slot]) for slot in ("message", "title")},
-        **{slot: rng.choice(P.TOOL_WORDS[slot]) for slot in ("subject", "place", "status")},
+        "topic": rng.choice(PA.COMPILER_WORDS["topic"]).removeprefix("the "),  # the words a query needs
+        **{slot: rng.choice(PA.COMPILER_WORDS[slot]) for slot in ("message", "title")},
+        **{slot: rng.choice(PA.TOOL_WORDS[slot]) for slot in ("subject", "place", "status")},
         **{"base": base, "quote": quote, "a": a, "b": b, "time": time, "day": iso, "day2": iso2},
     }
     return {
@@ -515,7 +517,7 @@ def _offered(rng: random.Random, tool: str, catalog: list[str]) -> list[str]:
 def tool_tasks(world: World, rng: random.Random, held: set[str], catalog: list[str]) -> list[dict[str, Any]]:
     """The tool-calling suite's training requests, ids given."""
     tasks, seen = [], set(held)
-    for tool, template, arguments in P.TOOL_REQUESTS:
+    for tool, template, arguments in PA.TOOL_REQUESTS:
         for _ in range(_TOOL_FILLS):
             slots = _tool_slots(world, rng)
             text = template.format(**{slot: said for slot, (said, _) in slots.items()})
@@ -604,7 +606,7 @@ def _made(world: World, kinds: Counter[str], errors: int, dated: int) -> dict[st
         f"{len(world.products)} product listings in 2 shops, {len(world.flights)} flights, "
         f"{len(world.hotels)} hotels, {len(world.restaurants)} restaurants, {len(world.balances)} wallets"
     )
-    schedules = len(P.CRON) + len(P.INTERVAL) + len(P.ONCE)
+    schedules = len(PA.CRON) + len(PA.INTERVAL) + len(PA.ONCE)
     by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     held_errors = sum(1 for c in held["compiler"] if c.get("error"))
     return {
@@ -616,16 +618,16 @@ def _made(world: World, kinds: Counter[str], errors: int, dated: int) -> dict[st
         ),
         "compiler": (
             f"generated by aigrid.learn.generate: {schedules} schedule phrasings (or none) with "
-            f"{sum(len(a[2]) for a in P.ACTIONS)} action templates over {CATALOG} and the built-in tools, "
+            f"{sum(len(a[2]) for a in PA.ACTIONS)} action templates over {CATALOG} and the built-in tools, "
             f"triggers read by parse_when at {COMPILER_NOW.isoformat()} ({COMPILER_TIMEZONE}), {errors} "
             f"meant to make no agent; and {dated} of dates as the task's object, no schedule "
-            f"({sum(len(t) for _, t in P.DATE_OBJECT)} templates, trigger none though parse_when may read "
+            f"({sum(len(t) for _, t in PA.DATE_OBJECT)} templates, trigger none though parse_when may read "
             f"a one-time one, marked date_is_object), seed {RANDOM_SEED}",
             f"hand-written: {len(held['compiler'])} agent descriptions with the tools and trigger a careful "
             f"person expects, {held_errors} meant to make no agent",
         ),
         "tools": (
-            f"generated by aigrid.learn.generate: {len(P.TOOL_REQUESTS)} request templates over {CATALOG} "
+            f"generated by aigrid.learn.generate: {len(PA.TOOL_REQUESTS)} request templates over {CATALOG} "
             f"filled from the services' seed, 3 to 5 tools offered each, seed {RANDOM_SEED}",
             f"hand-written: {len(held['tools'])} natural requests, 3 to 5 tools offered each, with the "
             "arguments they state plainly",
