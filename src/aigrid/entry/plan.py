@@ -15,6 +15,7 @@ false, is not available; a distance starts with ``distance``; a time is ``depart
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -244,13 +245,22 @@ _RULE_KEYS: dict[str, Any] = {
 
 def resolve(value: Any, lookup: Any) -> Any:
     """``value`` with each reference replaced by ``lookup(step, field)``."""
+
+    def replaced(text: str) -> Any:
+        found = REFERENCE.match(text)
+        return lookup(found[1], found[2]) if found else text
+
+    return map_strings(value, replaced)
+
+
+def map_strings(value: Any, change: Callable[[str], Any]) -> Any:
+    """``value`` (JSON-like) with ``change`` applied to every string in it, however deep."""
     if isinstance(value, str):
-        found = REFERENCE.match(value)
-        return lookup(found[1], found[2]) if found else value
+        return change(value)
     if isinstance(value, dict):
-        return {k: resolve(v, lookup) for k, v in value.items()}
+        return {k: map_strings(v, change) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v, lookup) for v in value]
+        return [map_strings(v, change) for v in value]
     return value
 
 

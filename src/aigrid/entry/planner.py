@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -27,7 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from aigrid.entry.catalog import Catalog, Operation
-from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, references
+from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, map_strings, references
 from aigrid.kernel.tool_search import search_tools, strong
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
@@ -40,7 +40,6 @@ class PlanExample:
 
     text: str
     plan: dict[str, Any]
-    example_id: int | None = None  # the experience memory's id, when it came from there
 
 
 # The worked examples for a tenant's sentence, nearest first (the experience memory's lookup).
@@ -231,13 +230,11 @@ def copied_arguments(examples: list[PlanExample]) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """A checked plan and how it was written: the last prompt, the model's answer, the examples shown."""
+    """A checked plan and how it was written: the last prompt and the model's answer to it."""
 
     plan: Plan
     messages: list[dict[str, Any]]
     answer: str
-    attempts: int
-    examples: tuple[PlanExample, ...] = field(default=())
 
 
 class Planner:
@@ -258,7 +255,7 @@ class Planner:
         schema = plan_schema(shown, said_in(text, examples))
         answer = await self._write(tenant_id, messages, schema)
         try:
-            return Planned(checked_written(answer, catalog, shown), messages, answer, 1, tuple(examples))
+            return Planned(checked_written(answer, catalog, shown), messages, answer)
         except PlanError as first:
             retry = [
                 *messages,
@@ -266,7 +263,7 @@ class Planner:
                 {"role": "user", "content": f"That plan cannot run: {first}. Write it again, fixed."},
             ]
             again = await self._write(tenant_id, retry, schema)
-            return Planned(checked_written(again, catalog, shown), retry, again, 2, tuple(examples))
+            return Planned(checked_written(again, catalog, shown), retry, again)
 
 
 def usable_examples(found: list[PlanExample], catalog: Catalog) -> list[PlanExample]:
@@ -444,15 +441,9 @@ def to_written(plan: dict[str, Any]) -> dict[str, Any]:
     steps = [s for s in plan.get("steps", []) if isinstance(s, dict)]
     number = {str(s.get("id")): str(n) for n, s in enumerate(steps, 1)}
 
-    def renumbered(value: Any) -> Any:
-        if isinstance(value, str):
-            found = _PLAN_REF.match(value)
-            return f"${number[found[1]]}.{found[2]}" if found and found[1] in number else value
-        if isinstance(value, dict):
-            return {k: renumbered(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [renumbered(v) for v in value]
-        return value
+    def renumbered(text: str) -> str:
+        found = _PLAN_REF.match(text)
+        return f"${number[found[1]]}.{found[2]}" if found and found[1] in number else text
 
     written: dict[str, Any] = {}
     for n, step in enumerate(steps, 1):
@@ -464,7 +455,10 @@ def to_written(plan: dict[str, Any]) -> dict[str, Any]:
                 "match": step.get("match", ""),
             }
         else:
-            written[str(n)] = {"call": step.get("call"), "args": renumbered(step.get("args", {}))}
+            written[str(n)] = {
+                "call": step.get("call"),
+                "args": map_strings(step.get("args", {}), renumbered),
+            }
     return {"steps": written}
 
 
@@ -474,15 +468,9 @@ def from_written(raw: Any) -> dict[str, Any]:
     if not isinstance(steps, dict):
         raise PlanError('the plan is not {"steps": {"1": ..., "2": ...}}')
 
-    def renamed(value: Any) -> Any:
-        if isinstance(value, str):
-            found = _WRITTEN_REF.match(value)
-            return f"$s{found[1]}.{found[2]}" if found else value
-        if isinstance(value, dict):
-            return {k: renamed(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [renamed(v) for v in value]
-        return value
+    def renamed(text: str) -> str:
+        found = _WRITTEN_REF.match(text)
+        return f"$s{found[1]}.{found[2]}" if found else text
 
     converted: list[dict[str, Any]] = []
     for number, step in steps.items():
@@ -492,7 +480,7 @@ def from_written(raw: Any) -> dict[str, Any]:
         if "from" in step:
             own["from"] = [f"s{f}" for f in step["from"]] if isinstance(step["from"], list) else step["from"]
         if "args" in step:
-            own["args"] = renamed(step["args"])
+            own["args"] = map_strings(step["args"], renamed)
         converted.append(own)
     return {"steps": converted}
 

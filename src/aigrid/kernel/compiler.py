@@ -112,7 +112,6 @@ class SpecExample:
     name: str
     instructions: str
     trigger: str | None = None  # its timed trigger's kind (cron, interval, once), None for none
-    example_id: int | None = None
 
 
 # The worked examples for a tenant's description, nearest first (the experience memory's lookup).

@@ -26,7 +26,13 @@ from aigrid.errors import APIError
 from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall
 from aigrid.kernel.tools import CallContext, Tool, wire_name
 from aigrid.learn.suites import TOOL_CATALOG
-from aigrid.learn.verifiers import Verdict, compiler_verdict, entry_verdict, tool_call_verdict
+from aigrid.learn.verifiers import (
+    Verdict,
+    compiler_verdict,
+    entry_verdict,
+    tool_call_verdict,
+    written_arguments,
+)
 
 # The compiler suite's "now": a Monday morning in Shanghai, as its expectations were written.
 COMPILER_NOW = datetime.fromisoformat("2026-11-23T10:00:00+08:00")
@@ -201,11 +207,7 @@ class ToolsJudge:
             if calls:
                 function = calls[0]["function"]
                 name = str(function["name"]).replace("__", ".")
-                try:
-                    arguments: Any = orjson.loads(function.get("arguments") or "{}")
-                except orjson.JSONDecodeError:
-                    arguments = function.get("arguments")
-                call = {"name": name, "arguments": arguments}
+                call = {"name": name, "arguments": written_arguments(function)}
                 answer = orjson.dumps(call).decode()
             else:
                 answer = str(message.get("content") or "")

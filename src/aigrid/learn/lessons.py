@@ -39,7 +39,7 @@ def plan_recall(memory: ExperienceMemory, k: int) -> Recall:
 
     async def recall(tenant_id: int, text: str) -> list[PlanExample]:
         found = await memory.recall(tenant_id, "plan", text, k, acting_as_asked)
-        return [PlanExample(e.text, e.example, e.id) for e in found.examples]
+        return [PlanExample(e.text, e.example) for e in found.examples]
 
     return recall
 
@@ -56,12 +56,18 @@ def spec_recall(memory: ExperienceMemory, k: int) -> SpecRecall:
                 str(e.example.get("name") or ""),
                 str(e.example.get("instructions") or e.text),
                 _trigger_kind(e.example.get("trigger")),
-                e.id,
             )
             for e in found.examples
         ]
 
     return recall
+
+
+def _with_zone(trigger: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """A suite's trigger as a spec holds it: a cron fires in the task's time zone."""
+    return (
+        {**trigger, "timezone": task.get("timezone") or "UTC"} if trigger.get("kind") == "cron" else trigger
+    )
 
 
 def _trigger_kind(trigger: Any) -> str | None:
@@ -191,11 +197,7 @@ class Teacher:
             "description": task["description"],
             "instructions": task["description"],
             "tools": tools,
-            "triggers": []
-            if trigger is None
-            else [{**trigger, "timezone": task.get("timezone") or "UTC"}]
-            if trigger.get("kind") == "cron"
-            else [trigger],
+            "triggers": [] if trigger is None else [_with_zone(trigger, task)],
         }
         AgentSpec.model_validate(fields)  # the verifier: a spec that validates
         return "spec", {"tools": tools, "trigger": trigger, "name": name, "instructions": task["description"]}

@@ -16,13 +16,11 @@ import hashlib
 import logging
 from typing import Any
 
-import orjson
-
 from aigrid.entry.planner import Planned
 from aigrid.kernel.compiler import Draft
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.learn.experience import ExperienceMemory
-from aigrid.learn.verifiers import journaled_call_problem
+from aigrid.learn.verifiers import journaled_call_problem, written_arguments
 from aigrid.spec import AgentSpec
 from aigrid.store.db import StoreCalls
 from aigrid.store.entries import EntryRecord
@@ -214,11 +212,7 @@ class ProcessRecorder:
         for kind, payload in steps:
             if kind == "model_response":
                 for call in payload.get("message", {}).get("tool_calls") or []:
-                    raw = call.get("function", {}).get("arguments")
-                    try:
-                        arguments[str(call.get("id"))] = orjson.loads(raw) if isinstance(raw, str) else raw
-                    except orjson.JSONDecodeError:
-                        arguments[str(call.get("id"))] = raw
+                    arguments[str(call.get("id"))] = written_arguments(call.get("function", {}))
             elif kind == "tool_result":
                 name = str(payload.get("tool") or "")
                 called.append(name)

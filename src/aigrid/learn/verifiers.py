@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import jsonschema
+import orjson
 import yaml
 
 from aigrid.entry.reading import Purchase
@@ -231,6 +232,16 @@ def compiler_verdict(
 
 
 # -- tool calls ---------------------------------------------------------------------------------------
+
+
+def written_arguments(function: dict[str, Any]) -> Any:
+    """A tool call's arguments as the model wrote them: the JSON they hold (none written is ``{}``), or
+    their text when it is not JSON."""
+    raw = function.get("arguments") or "{}"
+    try:
+        return orjson.loads(raw) if isinstance(raw, str) else raw
+    except orjson.JSONDecodeError:
+        return raw
 
 
 def arguments_problem(arguments: Any, schema: dict[str, Any]) -> str | None:
