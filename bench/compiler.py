@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import orjson
 
-from aigrid.api.app import build_routes
 from aigrid.config import load_config
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
+from aigrid.grid.plants import build_routes
 from aigrid.grid.router import Router
 from aigrid.grid.service import Grid
 from aigrid.kernel.builtins import SystemCalls

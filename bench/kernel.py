@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from aigrid.api.app import build_routes
 from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
+from aigrid.grid.plants import build_routes
 from aigrid.grid.router import Deployment, Router
 from aigrid.grid.service import Grid
 from aigrid.kernel.kernel import Kernel

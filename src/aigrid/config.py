@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Backend = Literal["openai", "embedded"]
@@ -42,6 +43,8 @@ class DeploymentConfig(_Strict):
     api_key_env: str | None = None
     upstream_model: str | None = None
     model_path: str | None = None
+    # An embedded deployment's GGUF LoRA adapter (a learned version of its model).
+    adapter_path: str | None = None
     input_price_per_mtok: Decimal = Decimal(0)
     cached_input_price_per_mtok: Decimal | None = None
     output_price_per_mtok: Decimal = Decimal(0)
@@ -89,6 +92,8 @@ class DeploymentConfig(_Strict):
             raise ValueError("an 'openai' deployment needs base_url")
         if self.backend == "openai" and not self.upstream_model:
             raise ValueError("an 'openai' deployment needs upstream_model")
+        if self.adapter_path and self.backend != "embedded":
+            raise ValueError("adapter_path is for an 'embedded' deployment (llama.cpp applies it)")
         return self
 
     @property
@@ -159,6 +164,17 @@ class LearnConfig(_Strict):
     examples: int = Field(default=3, ge=0, le=8)
     # The most examples a tenant keeps of a kind; past it the least recently used are forgotten.
     max_examples: int = Field(default=5000, ge=10, le=1_000_000)
+    # When the self-training loop runs a round by itself (a cron expression, UTC); off when unset.
+    schedule: str | None = Field(default=None, max_length=100)
+    # A scheduled round runs only when this many verified traces came in since the last one.
+    min_new_traces: int = Field(default=50, ge=1, le=1_000_000)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and not croniter.is_valid(v):
+            raise ValueError(f"'{v}' is not a cron expression (five fields: minute hour day month weekday)")
+        return v
 
 
 class ProviderConfig(BaseModel):

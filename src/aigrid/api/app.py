@@ -28,13 +28,14 @@ from aigrid.api import agents as agent_routes
 from aigrid.api import compose as compose_routes
 from aigrid.api import entry as entry_routes
 from aigrid.api import learn as learn_routes
+from aigrid.api import learn_models as learn_model_routes
 from aigrid.api import openai as openai_routes
 from aigrid.api import services as service_routes
 from aigrid.api import tools as tool_routes
 from aigrid.api.auth import KeyRing
 from aigrid.api.hot_path import HotPath
 from aigrid.api.state import AppState, KernelParts, LearnParts, state_of
-from aigrid.config import DeploymentConfig, ModelConfig, ServerConfig
+from aigrid.config import ServerConfig
 from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
@@ -42,24 +43,29 @@ from aigrid.errors import APIError, internal_error, retry_after
 from aigrid.grid.backends.base import Backend
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
-from aigrid.grid.router import CircuitBreaker, Deployment, Route, Router
+from aigrid.grid.plants import build_routes
+from aigrid.grid.router import Router
 from aigrid.grid.service import Grid
 from aigrid.kernel.builtins import SystemCalls
 from aigrid.kernel.compiler import Compiler
 from aigrid.kernel.inbox import Inbox
 from aigrid.kernel.kernel import Kernel
-from aigrid.kernel.model import GridModelClient, TenantNames
+from aigrid.kernel.model import GridModelClient, ModelRoles, TenantNames
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.runner import Runner
 from aigrid.kernel.scheduler import FairScheduler
 from aigrid.kernel.tools import Tool, ToolRegistry
 from aigrid.kernel.triggers import TriggerService
+from aigrid.learn.datasets import DatasetBuilder
 from aigrid.learn.evals import EvalService
 from aigrid.learn.experience import ExperienceMemory
 from aigrid.learn.feedback import FeedbackService
 from aigrid.learn.judges import CompilerJudge, EntryJudge, Judge, ToolsJudge, plan_writer
 from aigrid.learn.lessons import Teacher, call_recall, plan_recall, spec_recall
+from aigrid.learn.loop import SelfTraining
+from aigrid.learn.models import LearnedModels, SuiteModels
 from aigrid.learn.recorder import CompileRecorder, EntryRecorder, ProcessRecorder
+from aigrid.learn.sampling import Sampler
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
@@ -68,6 +74,7 @@ from aigrid.store.evals import EvalStore
 from aigrid.store.experience import ExperienceStore
 from aigrid.store.feedback import FeedbackStore
 from aigrid.store.inbox import InboxStore
+from aigrid.store.learned import LearnedStore
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.memory import MemoryStore
 from aigrid.store.processes import ProcessStore
@@ -96,33 +103,6 @@ def admin_key(data_dir: Path) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(key + "\n")
     return key
-
-
-def build_backend(name: str, config: DeploymentConfig) -> Backend:
-    """The backend for a deployment's kind."""
-    if config.backend == "openai":
-        from aigrid.grid.backends.openai_upstream import OpenAIUpstream
-
-        return OpenAIUpstream(name, config)
-    from aigrid.grid.backends.embedded import EmbeddedBackend
-
-    return EmbeddedBackend(name, config)
-
-
-def build_routes(models: list[ModelConfig], config: ServerConfig) -> list[Route]:
-    """One route per model, each deployment named uniquely."""
-    routes: list[Route] = []
-    used: set[str] = set()
-    for model in models:
-        route = Route(model)
-        for index, dep in enumerate(model.deployments):
-            name = dep.name or f"{model.name}/{dep.upstream_model or dep.backend}"
-            if name in used:
-                name = f"{name}#{index}"
-            used.add(name)
-            route.deployments.append(Deployment(build_backend(name, dep), CircuitBreaker(config.breaker)))
-        routes.append(route)
-    return routes
 
 
 def _error_response(exc: APIError) -> Response:
@@ -206,7 +186,7 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     return _Store(engine, accounts, keyring, admission)
 
 
-def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
+def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> KernelParts:
     """The kernel of a server: its processes' model calls go through ``grid`` in-process."""
     engine = store.engine
     agents, processes = AgentStore(engine), ProcessStore(engine)
@@ -231,10 +211,19 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
     traces = TraceStore(engine)
     examples = config.learn.examples
     specs = spec_recall(memory, examples)
-    compiler = Compiler(model.json_writer(settings.compiler_model), settings.agent_model, specs)
+    roles = ModelRoles(
+        {
+            "planner": settings.planner_model,
+            "compiler": settings.compiler_model,
+            "agents": settings.agent_model,
+        }
+    )
+    compiler = Compiler(
+        model.json_writer(lambda: roles.model("compiler")), lambda: roles.model("agents"), specs
+    )
     services = ServiceRegistry(providers, kept)
     plans = plan_recall(memory, examples)
-    planner = Planner(model.json_writer(settings.planner_model, "planner", PLAN_MAX_TOKENS), plans)
+    planner = Planner(model.json_writer(lambda: roles.model("planner"), "planner", PLAN_MAX_TOKENS), plans)
     entries_store = EntryStore(engine)
     recorder = EntryRecorder(traces, memory, calls, settings.planner_model)
     entries = EntryService(entries_store, services, tools, planner, calls, observer=recorder)
@@ -251,21 +240,27 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig) -> KernelParts:
         "compiler": compiler_judge,
         "tools": ToolsJudge(model.ask, call_recall(memory, examples)),
     }
-    defaults = {
-        "entry": settings.planner_model,
-        "compiler": settings.compiler_model,
-        "tools": settings.agent_model,
-    }
+    defaults = SuiteModels(roles)
     feedback = FeedbackService(
         FeedbackStore(engine), engine, calls, entries_store, processes, agents, memory, entries.catalog
     )
+    evals = EvalService(EvalStore(engine), calls, judges, defaults)
+    learned = LearnedStore(engine)
+    models = LearnedModels(
+        learned, calls, data_dir / "learn" / "models", grid.router, config.breaker, roles, evals
+    )
+    datasets = DatasetBuilder(traces, FeedbackStore(engine), learned, calls, data_dir / "learn" / "datasets")
+    sampler = Sampler(entries.catalog, lambda m, t: model.json_writer(m, "learn", PLAN_MAX_TOKENS, t), plans)
     learn = LearnParts(
         traces,
         feedback,
         memory,
-        EvalService(EvalStore(engine), calls, judges, defaults),
+        evals,
         Teacher(memory, entries.catalog, lambda tenant_id: {t.name for t in compiler_judge.tools(tenant_id)}),
         CompileRecorder(traces, memory, calls, settings.compiler_model),
+        datasets,
+        models,
+        SelfTraining(sampler, datasets, models, roles, traces, calls),
     )
     return KernelParts(
         kernel, tools, providers, agents, processes, triggers, inbox, compiler, services, entries, learn
@@ -324,13 +319,15 @@ def create_app(
                 with starting(d.backend):
                     await d.backend.start()
                 started.append(d.backend)
-            parts = await asyncio.to_thread(_kernel, grid, store, config)
+            parts = await asyncio.to_thread(_kernel, grid, store, config, data_dir)
             await parts.providers.start()
             await parts.kernel.start()
             await parts.inbox.start()
             await parts.triggers.start()
             await parts.entries.recover()
             await parts.learn.evals.recover()
+            await parts.learn.models.start()
+            parts.learn.loop.schedule(config.learn, store.accounts.tenant_id(ADMIN_TENANT))
             app.state.aigrid = AppState(
                 **{f.name: getattr(parts, f.name) for f in fields(KernelParts)},
                 config=config,
@@ -346,6 +343,8 @@ def create_app(
             yield
         finally:
             if parts is not None:
+                await parts.learn.loop.close()
+                await parts.learn.models.close()
                 await parts.learn.evals.close()
                 await parts.entries.close()
                 await parts.triggers.aclose()
@@ -365,6 +364,7 @@ def create_app(
     app.router.routes.extend(service_routes.routes)
     app.router.routes.extend(entry_routes.routes)
     app.router.routes.extend(learn_routes.routes)
+    app.router.routes.extend(learn_model_routes.routes)
     app.router.routes.extend(agent_routes.routes)
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))

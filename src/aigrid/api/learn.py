@@ -18,7 +18,7 @@ from aigrid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.api.state import state_of
 from aigrid.errors import bad_request
 from aigrid.learn.evals import comparison, run_json
-from aigrid.learn.suites import SUITES
+from aigrid.learn.suites import SPLITS, SUITES
 from aigrid.store.experience import EXPERIENCE_KINDS
 from aigrid.store.traces import OUTCOMES, TRACE_KINDS
 
@@ -135,7 +135,7 @@ async def start_eval(request: Request) -> Response:
         raise bad_request(f"'suite' must name a suite: {', '.join(SUITES)}.", param="suite")
     split = body.get("split", "heldout")
     if not isinstance(split, str):
-        raise bad_request("'split' must be 'heldout' or 'train'.", param="split")
+        raise bad_request(f"'split' must be one of: {', '.join(SPLITS)}.", param="split")
     model = body.get("model")
     if model is not None and (not isinstance(model, str) or not 0 < len(model) <= 128):
         raise bad_request("'model' must be a model's name.", param="model")

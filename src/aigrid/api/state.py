@@ -19,10 +19,13 @@ from aigrid.kernel.kernel import Kernel
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.kernel.triggers import TriggerService
+from aigrid.learn.datasets import DatasetBuilder
 from aigrid.learn.evals import EvalService
 from aigrid.learn.experience import ExperienceMemory
 from aigrid.learn.feedback import FeedbackService
 from aigrid.learn.lessons import Teacher
+from aigrid.learn.loop import SelfTraining
+from aigrid.learn.models import LearnedModels
 from aigrid.learn.recorder import CompileRecorder
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
@@ -40,6 +43,9 @@ class LearnParts:
     evals: EvalService
     teacher: Teacher
     compiles: CompileRecorder
+    datasets: DatasetBuilder
+    models: LearnedModels
+    loop: SelfTraining
 
 
 @dataclass

@@ -59,6 +59,7 @@ class Split(StrEnum):
 
     HELDOUT = "heldout"
     TRAIN = "train"
+    UNSEEN = "unseen"
 
 
 class ExampleKind(StrEnum):
@@ -262,7 +263,10 @@ def _taught(result: dict[str, Any]) -> RenderableType:
 @learn_app.command("eval")
 def evaluate(
     suite: Annotated[str, typer.Argument(help="The suite: entry, compiler or tools.")],
-    split: Annotated[Split, typer.Option(help="Which recorded split to run.")] = Split.HELDOUT,
+    split: Annotated[
+        Split,
+        typer.Option(help="Which recorded split to run: heldout, train or unseen (entry only)."),
+    ] = Split.HELDOUT,
     model: Annotated[str | None, typer.Option(help="The model to measure (default: the server's).")] = None,
     no_experience: Annotated[
         bool, typer.Option("--no-experience", help="Show the model no examples from the memory.")

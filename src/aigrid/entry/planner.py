@@ -48,6 +48,8 @@ Recall = Callable[[int, str], Awaitable[list[PlanExample]]]
 MAX_INPUT_CHARS = 1000
 # A plan of six steps is about 200 tokens; a model that rambles to the bound is cut there.
 PLAN_MAX_TOKENS = 400
+# How a refused plan goes back to the model.
+RETRY_PREFIX = "That plan cannot run:"
 # The most steps the model may write; numbered 1 to 8, so a reference is one digit.
 WRITTEN_STEPS = 8
 _MAX_STRING = 40
@@ -237,6 +239,15 @@ class Planned:
     answer: str
 
 
+@dataclass(frozen=True, slots=True)
+class Prompted:
+    """What a plan is asked with: the conversation, the answer's JSON schema, the operations shown."""
+
+    messages: list[dict[str, Any]]
+    schema: dict[str, Any]
+    shown: list[Operation]
+
+
 class Planner:
     """Writes plans for sentences with the model, over the operations the sentence needs."""
 
@@ -244,15 +255,20 @@ class Planner:
         self._write = write
         self._recall = recall
 
-    async def plan(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Planned:
-        """A checked plan for ``text``; PlanError if the model writes none that holds."""
+    async def prepare(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Prompted:
+        """What the model is asked for ``text``: the conversation, the answer's schema, the operations."""
         found = await self._recall(tenant_id, text) if self._recall is not None else []
         examples = usable_examples(found, catalog)
         shown = relevant(catalog, text, examples)
         if not shown:
             raise PlanError("no registered service can do anything yet")
-        messages = prompt(user, text, shown, today, examples)
         schema = plan_schema(shown, said_in(text, examples))
+        return Prompted(prompt(user, text, shown, today, examples), schema, shown)
+
+    async def plan(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Planned:
+        """A checked plan for ``text``; PlanError if the model writes none that holds."""
+        asked = await self.prepare(tenant_id, user, text, catalog, today)
+        messages, schema, shown = asked.messages, asked.schema, asked.shown
         answer = await self._write(tenant_id, messages, schema)
         try:
             return Planned(checked_written(answer, catalog, shown), messages, answer)
@@ -260,7 +276,7 @@ class Planner:
             retry = [
                 *messages,
                 {"role": "assistant", "content": answer[:800]},
-                {"role": "user", "content": f"That plan cannot run: {first}. Write it again, fixed."},
+                {"role": "user", "content": f"{RETRY_PREFIX} {first}. Write it again, fixed."},
             ]
             again = await self._write(tenant_id, retry, schema)
             return Planned(checked_written(again, catalog, shown), retry, again)

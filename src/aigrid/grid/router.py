@@ -180,6 +180,25 @@ class Router:
             for name in (route.config.name, *route.config.aliases):
                 self._by_name[name] = route
 
+    def add(self, route: Route) -> None:
+        """Serve a model that started after the server did (a learned version); its names must be new."""
+        taken = [n for n in (route.config.name, *route.config.aliases) if n in self._by_name]
+        if taken:
+            raise ValueError(f"model name '{taken[0]}' is served already")
+        self.routes.append(route)
+        for name in (route.config.name, *route.config.aliases):
+            self._by_name[name] = route
+
+    def remove(self, name: str) -> Route | None:
+        """Stop routing to a model added with ``add``; its route, for its backends to be closed."""
+        route = self._by_name.get(name)
+        if route is None:
+            return None
+        self.routes.remove(route)
+        for alias in (route.config.name, *route.config.aliases):
+            self._by_name.pop(alias, None)
+        return route
+
     def resolve(self, model: object) -> Route:
         """The route for a model name, or a 404."""
         if not isinstance(model, str) or not model:

@@ -162,7 +162,9 @@ def needs_approval(tool: str) -> bool:
 class Compiler:
     """Compiles descriptions into agent specs, and change requests into new versions."""
 
-    def __init__(self, write: WriteFn, model: str = "local", recall: SpecRecall | None = None) -> None:
+    def __init__(
+        self, write: WriteFn, model: str | Callable[[], str] = "local", recall: SpecRecall | None = None
+    ) -> None:
         self._write = write
         self._model = model
         self._recall = recall
@@ -200,7 +202,7 @@ class Compiler:
                 "name": _unique(_name(answer, description), taken),
                 "description": description,
                 "instructions": str(answer.get("instructions") or "").strip() or description,
-                "model": self._model,
+                "model": self._model if isinstance(self._model, str) else self._model(),
                 "tools": [t.name for t in chosen],
                 "approval": [t.name for t in chosen if needs_approval(t.name)],
                 "budget": DEFAULT_BUDGET,

@@ -30,6 +30,34 @@ class TenantNames:
         return self._names.get(tenant_id, str(tenant_id))
 
 
+class ModelRoles:
+    """Which model does each kind of task (planner, compiler, agents): the configured one, unless a
+    learned version was promoted to it. Read at each call, so a promotion applies to the next one."""
+
+    def __init__(self, configured: dict[str, str]) -> None:
+        self._configured = dict(configured)
+        self._promoted: dict[str, str] = {}
+
+    def model(self, kind: str) -> str:
+        """The model in use for ``kind``."""
+        return self._promoted.get(kind) or self._configured[kind]
+
+    def configured(self, kind: str) -> str:
+        """The model the config names for ``kind``."""
+        return self._configured[kind]
+
+    def use(self, kind: str, model: str | None) -> None:
+        """Put ``model`` in use for ``kind``; None goes back to the configured one."""
+        if model is None:
+            self._promoted.pop(kind, None)
+        else:
+            self._promoted[kind] = model
+
+    def kinds(self) -> list[str]:
+        """The task kinds."""
+        return list(self._configured)
+
+
 class GridModelClient:
     """A ModelClient over the grid: admission, budgets, routing and the ledger apply as to any client."""
 
@@ -56,15 +84,20 @@ class GridModelClient:
         return await self._ask(process.tenant_id, body, CallMeta(process.agent, process.pid))
 
     def json_writer(
-        self, model: str, agent: str = "compiler", max_tokens: int = _JSON_MAX_TOKENS
+        self,
+        model: str | Callable[[], str],
+        agent: str = "compiler",
+        max_tokens: int = _JSON_MAX_TOKENS,
+        temperature: float = 0.0,
     ) -> Callable[[int, list[dict[str, Any]], dict[str, Any]], Awaitable[str]]:
-        """Asks ``model`` for JSON under a schema (a grammar on the embedded model), metered to the tenant."""
+        """Asks ``model`` (or the model it names at each call) for JSON under a schema (a grammar on the
+        embedded model), metered to the tenant."""
 
         async def write(tenant_id: int, messages: list[dict[str, Any]], schema: dict[str, Any]) -> str:
             body = {
-                "model": model,
+                "model": model if isinstance(model, str) else model(),
                 "messages": messages,
-                "temperature": 0,
+                "temperature": temperature,
                 "max_tokens": max_tokens,
                 "response_format": {
                     "type": "json_schema",

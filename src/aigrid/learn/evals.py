@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from aigrid.errors import APIError
@@ -101,7 +102,7 @@ class EvalService:
     """Starts eval runs, carries them out as tasks of the server, and reads them back."""
 
     def __init__(
-        self, store: EvalStore, calls: StoreCalls, judges: dict[str, Judge], models: dict[str, str]
+        self, store: EvalStore, calls: StoreCalls, judges: dict[str, Judge], models: Mapping[str, str]
     ) -> None:
         self.store = store
         self._calls = calls
@@ -128,7 +129,7 @@ class EvalService:
             raise SuiteError(400, f"Unknown split '{split}'; the splits are {', '.join(SPLITS)}.")
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
             raise SuiteError(400, f"limit must be between 1 and {MAX_LIMIT}.")
-        split_name: Split = "train" if split == "train" else "heldout"
+        split_name: Split = SPLITS[SPLITS.index(split)]  # the Literal of the name checked above
         tasks = chosen.tasks(split_name)[:limit]
         judge = self._judges[chosen.name]
         used = model or self._models[chosen.name]

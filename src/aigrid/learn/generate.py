@@ -19,10 +19,18 @@
   one it reads as a recurrence is left out.
 - ``tools_train.jsonl``: requests to call one of 3 to 5 offered tools of ``compiler_tools.json``,
   with the arguments the request states. ``tools_heldout.jsonl`` is hand-written; it is only checked.
-- ``splits.json``: every split's file, size, SHA-256 and how it was made.
+- ``entry_unseen.jsonl``: the entry suite's entity-disjoint split. ``choose_unseen`` picks, from the
+  seed alone (sorted names, every k-th), about 15% of the products (among those both shops list),
+  3 flight routes (origin and destination, any day) and a restaurant (the one open place of its
+  city and cuisine), none of which a hand-written held-out task mentions. No training task of any
+  suite names them (its rule or its text; ``Unseen.in_rule`` and ``aigrid.learn.suites.held_out``),
+  and the unseen split is made of them alone, phrased with ``phrasings``' ``UNSEEN_*`` templates,
+  which nothing else uses, ``expect`` again from ``solve``.
+- ``splits.json``: every split's file, size, SHA-256 and how it was made, and the unseen entities.
 
 The held-out files are read only so that no training text equals a held-out one (lower case, words
-only). A fixed random seed makes the files the same on every run.
+only) and so that no unseen entity is one they mention. A fixed random seed makes the files the same
+on every run.
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ import itertools
 import json
 import os
 import random
-import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +51,7 @@ from typing import Any
 from aigrid.kernel.when import parse_when
 from aigrid.learn import phrasings as P
 from aigrid.learn import phrasings_agents as PA
+from aigrid.learn.suites import Mentions, normalised
 from aigrid.learn.world import STEP_KINDS, TaskError, World, solve
 from aigrid.spec import CronTrigger, IntervalTrigger, OnceTrigger
 
@@ -56,17 +65,18 @@ HELD_OUT = {
     "tools": "tools_heldout.jsonl",
 }
 TRAIN = {"entry": "entry_train.jsonl", "compiler": "compiler_train.jsonl", "tools": "tools_train.jsonl"}
+UNSEEN = {"entry": "entry_unseen.jsonl"}
 CATALOG = "compiler_tools.json"
 BUILT_INS = ("time.now", "notify.owner", "agent.message", "process.spawn")
 _WANT_STATUS = {"impossible": "impossible", "insufficient": "insufficient"}  # every other kind: ok
 _TEMPLATES_PER_ACTION = 7  # descriptions tried per action template (some readings are dropped)
 _TOOL_FILLS = 6  # requests made per tool-call template
 _DATE_OBJECT_FILLS = 3  # descriptions tried per template of dates as the task's object
-
-
-def normalised(text: str) -> str:
-    """``text`` in lower case with punctuation dropped and spaces collapsed: how sameness is judged."""
-    return " ".join(re.findall(r"\w+", text.lower()))
+# How many entities of each sort the unseen split is about: about 15% of the product names, so
+# that training still covers most of the catalog, and a few routes and restaurants.
+UNSEEN_PRODUCT_SHARE = 0.15
+UNSEEN_ROUTES = 3
+UNSEEN_RESTAURANTS = 1
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -85,11 +95,164 @@ def held_out_texts(folder: Path = SUITES) -> set[str]:
     return texts  # "" among them: the held-out split has an empty description
 
 
+@dataclass(frozen=True)
+class Wording:
+    """The template families an entry split is phrased with (see ``aigrid.learn.phrasings``)."""
+
+    buy: tuple[str, ...]
+    cheap: tuple[str, ...]
+    buy_at: tuple[str, ...]
+    flight: Mapping[str, tuple[str, ...]]
+    hotel: tuple[str, ...]
+    trip: tuple[str, ...]
+    food: tuple[str, ...]
+    info_product: tuple[str, ...]
+    info_flight: Mapping[str, tuple[str, ...]]
+    info_hotel: tuple[str, ...]
+    info_food: tuple[str, ...]
+
+    def templates(self) -> list[str]:
+        """Every template of every family (the ``cheap`` phrases are no templates)."""
+        found: list[str] = []
+        for name, family in vars(self).items():
+            if name != "cheap":
+                found += [t for ts in family.values() for t in ts] if isinstance(family, Mapping) else family
+        return found
+
+
+TRAINING_WORDING = Wording(
+    buy=P.BUY, cheap=P.CHEAP, buy_at=P.BUY_AT, flight=P.FLIGHT, hotel=P.HOTEL, trip=P.TRIP, food=P.FOOD,
+    info_product=P.INFO_PRODUCT, info_flight=P.INFO_FLIGHT, info_hotel=P.INFO_HOTEL, info_food=P.INFO_FOOD,
+)  # fmt: skip
+# The unseen split has no hotel-only tasks: hotels are no unseen entity.
+UNSEEN_WORDING = Wording(
+    buy=P.UNSEEN_BUY, cheap=P.UNSEEN_CHEAP, buy_at=P.UNSEEN_BUY_AT, flight=P.UNSEEN_FLIGHT, hotel=(),
+    trip=P.UNSEEN_TRIP, food=P.UNSEEN_FOOD, info_product=P.UNSEEN_INFO_PRODUCT,
+    info_flight=P.UNSEEN_INFO_FLIGHT, info_hotel=(), info_food=P.UNSEEN_INFO_FOOD,
+)  # fmt: skip
+
+
+def _food_places(world: World, step: dict[str, Any]) -> set[str]:
+    """The restaurants a food step picks among, open or not (as ``solve`` narrows them)."""
+    return {
+        rid
+        for rid, r in world.restaurants.items()
+        if r["city"] == step["food"]
+        and step.get("cuisine") in (None, r["cuisine"])
+        and step.get("restaurant") in (None, rid)
+        and all(line["item"] in r["menu"] for line in step["items"])
+    }
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """The seed's entities that no training task mentions: what the entry suite's unseen split is about."""
+
+    products: tuple[str, ...] = ()
+    routes: tuple[tuple[str, str], ...] = ()  # (origin, destination), any day
+    restaurants: tuple[str, ...] = ()  # ids; a rule picks each by its city and cuisine
+
+    def in_rule(self, world: World, rule: list[dict[str, Any]]) -> bool:
+        """Whether a step buys an unseen product, flies an unseen route or may pick an unseen restaurant."""
+        for step in rule:
+            if "buy" in step and step["buy"] in self.products:
+                return True
+            if "flight" in step and (step["flight"][0], step["flight"][1]) in self.routes:
+                return True
+            if "food" in step and _food_places(world, step) & set(self.restaurants):
+                return True
+        return False
+
+    def entities(self, world: World) -> dict[str, Any]:
+        """The record ``splits.json`` keeps: the entities, and the names by which text mentions them."""
+        places = [world.restaurants[rid] for rid in self.restaurants]
+        others = [r for rid, r in world.restaurants.items() if rid not in self.restaurants]
+        other_dishes, other_cuisines = {d for r in others for d in r["menu"]}, {r["cuisine"] for r in others}
+        # Their SKUs and flight numbers too: a request or a tool call can name them instead.
+        names = [
+            *self.products,
+            *sorted(sku for (_, sku), p in world.products.items() if p["name"] in self.products),
+        ]
+        names += sorted(f["id"] for f in world.flights.values() if (f["from"], f["to"]) in self.routes)
+        for r in places:
+            names += [r["name"], r["id"], *sorted(d for d in r["menu"] if d not in other_dishes)]
+        return {
+            "products": list(self.products),
+            "routes": [list(route) for route in self.routes],
+            "restaurants": [{k: r[k] for k in ("id", "name", "city", "cuisine")} for r in places],
+            "names": names,
+            # A cuisine no other restaurant has: its place ("salad place") is the restaurant's.
+            "cuisine_words": sorted(
+                {
+                    w
+                    for r in places
+                    if r["cuisine"] not in other_cuisines
+                    for w in P.CUISINE_WORDS[r["cuisine"]]
+                }
+            ),
+        }
+
+    def mentions(self, world: World) -> Mentions:
+        """Whether a text names one of these entities (as ``aigrid.learn.suites.held_out`` judges)."""
+        return Mentions.of(self.entities(world))
+
+
+def _every_kth(candidates: list[Any], count: int) -> list[Any]:
+    """``count`` of the candidates spread evenly over them: the first, then every k-th."""
+    return candidates[:: max(1, len(candidates) // count)][:count] if count else []
+
+
+def choose_unseen(world: World, heldout: list[dict[str, Any]]) -> Unseen:
+    """The unseen entities: evenly spread over the sorted candidates no hand-written held-out task mentions.
+
+    Products are those both shops list and one has in stock (so that buying one is still a choice
+    between shops), about ``UNSEEN_PRODUCT_SHARE`` of the distinct names; routes are origin and
+    destination pairs with a seat left on some flight; restaurants are open and the only one of
+    their city and cuisine, which is what a rule picks them by. Only the seed and the held-out file
+    decide; no random numbers.
+    """
+
+    def free(candidate: Unseen) -> bool:
+        mentions = candidate.mentions(world)
+        return not any(candidate.in_rule(world, t["rule"]) or mentions(t["input"]) for t in heldout)
+
+    names = sorted({p["name"] for p in world.products.values()})
+    shops = {shop for shop, _ in world.products}
+    products = [
+        n
+        for n in names
+        if {s for (s, _), p in world.products.items() if p["name"] == n} == shops
+        and any(p["stock"] > 0 for p in world.products.values() if p["name"] == n)
+        and free(Unseen(products=(n,)))
+    ]
+    routes = sorted({(f["from"], f["to"]) for f in world.flights.values() if f["seats"] > 0})
+    routes = [r for r in routes if free(Unseen(routes=(r,)))]
+    kinds = Counter((r["city"], r["cuisine"]) for r in world.restaurants.values())
+    places = sorted(
+        (r["city"], r["cuisine"], rid)
+        for rid, r in world.restaurants.items()
+        if r["open"] and kinds[r["city"], r["cuisine"]] == 1 and free(Unseen(restaurants=(rid,)))
+    )
+    return Unseen(
+        products=tuple(_every_kth(products, max(1, round(UNSEEN_PRODUCT_SHARE * len(names))))),
+        routes=tuple(_every_kth(routes, UNSEEN_ROUTES)),
+        restaurants=tuple(rid for _, _, rid in _every_kth(places, UNSEEN_RESTAURANTS)),
+    )
+
+
 class _Entry:
     """Collects entry tasks, each checked against the seed and against the held-out sentences."""
 
-    def __init__(self, world: World, rng: random.Random, held: set[str]) -> None:
-        self.world, self.rng, self.held = world, rng, held
+    def __init__(
+        self,
+        world: World,
+        rng: random.Random,
+        held: set[str],
+        words: Wording = TRAINING_WORDING,
+        avoid: Unseen | None = None,
+    ) -> None:
+        self.world, self.rng, self.held, self.words, self.avoid = world, rng, held, words, avoid
+        self.mentions_avoided = avoid.mentions(world) if avoid else (lambda _: False)
         self.users = sorted(world.balances)
         self.tasks: list[dict[str, Any]] = []
         self.seen: set[str] = set()
@@ -97,6 +260,9 @@ class _Entry:
 
     def add(self, kind: str, rule: list[dict[str, Any]], render: Callable[[], str]) -> bool:
         """Keep a task of ``kind`` for ``rule``, phrased by ``render``, if the seed bears the kind out."""
+        if self.avoid is not None and self.avoid.in_rule(self.world, rule):
+            self.skipped["names an unseen entity"] += 1
+            return False
         want = _WANT_STATUS.get(kind, "ok")
         fits = []
         for user in self.users:
@@ -113,7 +279,7 @@ class _Entry:
         for _ in range(8):  # another wording when this one is taken or held out
             text = render()
             key = normalised(text)
-            if key not in self.seen and key not in self.held:
+            if key not in self.seen and key not in self.held and not self.mentions_avoided(text):
                 break
         else:
             self.skipped["wording taken"] += 1
@@ -130,7 +296,7 @@ class _Entry:
         return True
 
     def buy(self, kind: str, name: str, quantity: int, shop: str | None = None) -> bool:
-        rng = self.rng
+        rng, words = self.rng, self.words
         rule: dict[str, Any] = {"buy": name, "quantity": quantity}
         if shop:
             rule["shop"] = shop
@@ -139,25 +305,25 @@ class _Entry:
             items = P.amount(rng, quantity, P.product(rng, name), rng.choice(("units", "pieces")))
             it = "it" if quantity == 1 else "them"
             if kind == "info":
-                return P.cap(rng.choice(P.INFO_PRODUCT).format(name=P.product(rng, name)))
+                return P.cap(rng.choice(words.info_product).format(name=P.product(rng, name)))
             if shop:
                 return P.cap(
-                    rng.choice(P.BUY_AT).format(items=items, it=it, shop=rng.choice(P.SHOP_NAMES[shop]))
+                    rng.choice(words.buy_at).format(items=items, it=it, shop=rng.choice(P.SHOP_NAMES[shop]))
                 )
-            return P.cap(rng.choice(P.BUY).format(items=items, it=it, cheap=rng.choice(P.CHEAP)))
+            return P.cap(rng.choice(words.buy).format(items=items, it=it, cheap=rng.choice(words.cheap)))
 
         return self.add(kind, [rule], render)
 
     def flight(self, kind: str, route: tuple[str, str, str], pick: str) -> bool:
         rng, (a, b, day) = self.rng, route
-        templates = P.INFO_FLIGHT[pick] if kind == "info" else P.FLIGHT[pick]
+        templates = self.words.info_flight[pick] if kind == "info" else self.words.flight[pick]
         rule = [{"flight": [a, b, day], "pick": pick}]
         return self.add(
             kind, rule, lambda: P.cap(rng.choice(templates).format(a=a, b=b, date=P.say_date(rng, day)))
         )
 
     def hotel(self, kind: str, city: str, nights: int) -> bool:
-        rng, templates = self.rng, P.INFO_HOTEL if kind == "info" else P.HOTEL
+        rng, templates = self.rng, self.words.info_hotel if kind == "info" else self.words.hotel
         rule = [{"hotel": city, "nights": nights, "pick": "cheapest"}]
         return self.add(
             kind, rule, lambda: P.cap(rng.choice(templates).format(city=city, nights=P.nights(rng, nights)))
@@ -172,7 +338,7 @@ class _Entry:
 
         def render() -> str:
             words = "lowest-priced" if pick == "cheapest" and rng.random() < 0.3 else pick
-            text = rng.choice(P.TRIP).format(
+            text = rng.choice(self.words.trip).format(
                 a=a, b=b, date=P.say_date(rng, day), pick=words, nights=P.nights(rng, nights)
             )
             return P.cap(text)
@@ -187,20 +353,20 @@ class _Entry:
             cw = rng.choice(P.CUISINE_WORDS[cuisine])
             if kind == "info":
                 dish = lines[0]["item"] if lines else ""
-                templates = [t for t in P.INFO_FOOD if ("{dish}" in t) == bool(lines)]
+                templates = [t for t in self.words.info_food if ("{dish}" in t) == bool(lines)]
                 return P.cap(rng.choice(templates).format(cw=cw, city=city, dish=dish))
             unit = rng.choice(("portions", "orders", "servings"))
             dishes = " and ".join(P.amount(rng, x["quantity"], x["item"], unit) for x in lines)
-            return P.cap(rng.choice(P.FOOD).format(dishes=dishes, cw=cw, city=city))
+            return P.cap(rng.choice(self.words.food).format(dishes=dishes, cw=cw, city=city))
 
         return self.add(kind, rule, render)
 
 
 def entry_tasks(
-    world: World, rng: random.Random, held: set[str]
+    world: World, rng: random.Random, held: set[str], unseen: Unseen | None = None
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """The entry suite's training tasks, ids given, and why others were left out."""
-    e = _Entry(world, rng, held)
+    """The entry suite's training tasks, ids given, and why others were left out (none about ``unseen``)."""
+    e = _Entry(world, rng, held, avoid=unseen)
     names = list(dict.fromkeys(p["name"] for p in world.products.values()))
     stock = {n: max(p["stock"] for p in world.products.values() if p["name"] == n) for n in names}
     cheapest = {n: min(p["price_cents"] for p in world.products.values() if p["name"] == n) for n in names}
@@ -232,7 +398,7 @@ def entry_tasks(
         if route[1] in cities:
             e.trip("booking", route, pick, rng.randint(1, 3))
     for _ in range(4):  # every restaurant's dishes, alone and in pairs, four times in other amounts
-        for city, cuisine, lines in _dish_orders(world, rng):
+        for city, cuisine, lines in _dish_orders(world.restaurants.values(), rng):
             e.food("food", city, cuisine, lines)
             e.food("impossible", city, cuisine, lines)  # the only places with the dishes are closed
     # Questions: what the cheapest or nearest would be, buying nothing.
@@ -273,21 +439,90 @@ def entry_tasks(
     for route in open_routes:
         if route[1] in cities:
             e.trip("insufficient", route, "cheapest", 3)
-    for city, cuisine, lines in _dish_orders(world, rng, larger=True):
+    for city, cuisine, lines in _dish_orders(world.restaurants.values(), rng, larger=True):
         e.food("insufficient", city, cuisine, lines)
-    tasks = e.tasks
-    rng.shuffle(tasks)  # kinds mixed, so that the first N of the file are a fair sample
+    return _numbered(e.tasks, rng, "train-entry"), e.skipped
+
+
+def _numbered(tasks: list[dict[str, Any]], rng: random.Random, prefix: str) -> list[dict[str, Any]]:
+    """The tasks shuffled (kinds mixed, so that the first N of a file are a fair sample), ids given."""
+    rng.shuffle(tasks)
     for n, task in enumerate(tasks, 1):
-        task["id"] = f"train-entry-{n:04d}"
-    return tasks, e.skipped
+        task["id"] = f"{prefix}-{n:04d}"
+    return tasks
+
+
+def unseen_tasks(
+    world: World, rng: random.Random, held: set[str], unseen: Unseen
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The entry suite's unseen split: tasks about the unseen entities alone, in ``UNSEEN_WORDING``.
+
+    Its kinds are in about the held-out split's proportions: purchases (by the cheaper shop and at
+    a named one), flights and trips, food orders, questions, and tasks that must buy nothing.
+    """
+    e = _Entry(world, rng, held, UNSEEN_WORDING)
+    listings = [(shop, p) for (shop, _), p in sorted(world.products.items()) if p["name"] in unseen.products]
+    stock = {n: max(p["stock"] for _, p in listings if p["name"] == n) for n in unseen.products}
+    routes = sorted(
+        {
+            (f["from"], f["to"], f["depart"][:10])
+            for f in world.flights.values()
+            if (f["from"], f["to"]) in unseen.routes
+        }
+    )
+    days = sorted({f["depart"][:10] for f in world.flights.values()})
+    places = [world.restaurants[rid] for rid in unseen.restaurants]
+    picks = ("cheapest", "earliest")
+    for name, quantity in itertools.product(unseen.products, (1, 2)):
+        e.buy("purchase", name, quantity)
+    for shop, product in listings:  # each shop's own listing by the shop's name, when it has stock
+        if product["stock"] > 0:
+            e.buy("purchase", product["name"], rng.randint(1, min(3, product["stock"])), shop)
+        else:
+            e.buy("impossible", product["name"], 1, shop)
+    for route, pick in itertools.product(routes, picks):
+        e.flight("booking", route, pick)
+    for a, b in unseen.routes:
+        day = rng.choice([d for x, y, d in routes if (x, y) == (a, b)])
+        e.trip("booking", (a, b, day), rng.choice(picks), rng.randint(1, 3))
+    for _ in range(2):
+        for city, cuisine, lines in _dish_orders(places, rng):
+            e.food("food", city, cuisine, lines)
+    # Questions, buying nothing.
+    for name in unseen.products:
+        e.buy("info", name, 1)
+    e.flight("info", rng.choice(routes), rng.choice(picks))
+    for r in places:
+        e.food("info", r["city"], r["cuisine"], [])
+        e.food("info", r["city"], r["cuisine"], [{"item": rng.choice(sorted(r["menu"])), "quantity": 1}])
+    # Nothing to buy: more than anyone has, more than the named shop has, a day the route has no flight.
+    for name in unseen.products:
+        if stock[name] <= 12:
+            e.buy("impossible", name, stock[name] + rng.randint(1, 2))
+    for shop, product in listings:
+        if 0 < product["stock"] <= 12:
+            e.buy("impossible", product["name"], product["stock"] + 1, shop)
+    missing = [(a, b, d) for (a, b), d in itertools.product(unseen.routes, days) if (a, b, d) not in routes]
+    for route in missing:
+        e.flight("impossible", route, rng.choice(picks))
+    if missing:
+        e.trip("impossible", missing[0], rng.choice(picks), rng.randint(1, 3))
+    # Over the balance: what bob (or carol) cannot pay for.
+    for name in sorted(rng.sample(unseen.products, min(2, len(unseen.products)))):
+        e.buy("insufficient", name, 1)
+    for a, b in unseen.routes:
+        e.flight("insufficient", next(r for r in routes if r[:2] == (a, b)), rng.choice(picks))
+    for city, cuisine, lines in itertools.islice(_dish_orders(places, rng, larger=True), 1):
+        e.food("insufficient", city, cuisine, lines)
+    return _numbered(e.tasks, rng, "unseen-entry"), e.skipped
 
 
 def _dish_orders(
-    world: World, rng: random.Random, larger: bool = False
+    restaurants: Iterable[dict[str, Any]], rng: random.Random, larger: bool = False
 ) -> Iterable[tuple[str, str, list[dict[str, Any]]]]:
     """Orders of one or two dishes of each restaurant (1 to 3 of each, or 3 to 5 when ``larger``)."""
     low, high = (3, 5) if larger else (1, 3)
-    for r in world.restaurants.values():
+    for r in restaurants:
         dishes = list(r["menu"])
         for combo in [[d] for d in dishes] + [list(c) for c in itertools.combinations(dishes, 2)]:
             yield r["city"], r["cuisine"], [{"item": d, "quantity": rng.randint(low, high)} for d in combo]
@@ -350,10 +585,14 @@ _KINDS_BY_MODE = {
 _SCHEDULE_FIRST = frozenset({"mail.send", "calendar.add", "agent.message", "process.spawn"})
 
 
+def _never(text: str) -> bool:
+    return False
+
+
 def compiler_cases(
-    world: World, rng: random.Random, held: set[str]
+    world: World, rng: random.Random, held: set[str], leave_out: Callable[[str], bool] = _never
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """The compiler suite's training descriptions, and why others were left out."""
+    """The compiler suite's training descriptions, and why others were left out (``leave_out`` among them)."""
     words, cases, seen, dropped = _compiler_words(world), [], set(held), Counter[str]()
     for tools, mode, templates in PA.ACTIONS:
         for template, n in itertools.product(templates, range(_TEMPLATES_PER_ACTION)):
@@ -377,7 +616,11 @@ def compiler_cases(
     rng.shuffle(cases)
     for n, case in enumerate(errors):  # spread through the file, so that the first N still hold some
         cases.insert((n * len(cases)) // len(errors), case)
-    return cases, dropped
+    # Left out last, so that the random choices, and every other case, stay as they were.
+    kept = [c for c in cases if not leave_out(str(c["description"]))]
+    if len(kept) < len(cases):
+        dropped["names an unseen entity"] += len(cases) - len(kept)
+    return kept, dropped
 
 
 def _date_object_cases(
@@ -514,8 +757,14 @@ def _offered(rng: random.Random, tool: str, catalog: list[str]) -> list[str]:
     return chosen
 
 
-def tool_tasks(world: World, rng: random.Random, held: set[str], catalog: list[str]) -> list[dict[str, Any]]:
-    """The tool-calling suite's training requests, ids given."""
+def tool_tasks(
+    world: World,
+    rng: random.Random,
+    held: set[str],
+    catalog: list[str],
+    leave_out: Callable[[str], bool] = _never,
+) -> list[dict[str, Any]]:
+    """The tool-calling suite's training requests, ids given; none that ``leave_out`` says to."""
     tasks, seen = [], set(held)
     for tool, template, arguments in PA.TOOL_REQUESTS:
         for _ in range(_TOOL_FILLS):
@@ -530,6 +779,8 @@ def tool_tasks(world: World, rng: random.Random, held: set[str], catalog: list[s
             expect = {"name": tool, "arguments": stated}
             tasks.append({"id": "", "input": text, "tools": _offered(rng, tool, catalog), "expect": expect})
     rng.shuffle(tasks)
+    # Left out after the random choices, so that every other request stays as it was.
+    tasks = [t for t in tasks if not leave_out(str(t["input"]))]
     for n, task in enumerate(tasks, 1):
         task["id"] = f"train-tools-{n:04d}"
     return tasks
@@ -565,19 +816,24 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def generate(seed: Path, out: Path = SUITES) -> dict[str, Any]:
-    """Write the training splits and ``splits.json`` into ``out``; what was made, for a summary."""
+    """Write the training splits, the unseen split and ``splits.json`` into ``out``; a summary of them."""
     world, held = World.from_seed(seed), held_out_texts(SUITES)
     catalog = json.loads((SUITES / CATALOG).read_text(encoding="utf-8"))
     problems = tool_task_problems(read_jsonl(SUITES / HELD_OUT["tools"]), catalog)
     if problems:
         raise ValueError(f"{HELD_OUT['tools']} does not fit {CATALOG}:\n" + "\n".join(problems))
-    entry, skipped = entry_tasks(world, random.Random(f"{RANDOM_SEED}:entry"), held)
-    compiler, dropped = compiler_cases(world, random.Random(f"{RANDOM_SEED}:compiler"), held)
+    unseen = choose_unseen(world, read_jsonl(SUITES / HELD_OUT["entry"]))
+    mentions = unseen.mentions(world)
+    entry, skipped = entry_tasks(world, random.Random(f"{RANDOM_SEED}:entry"), held, unseen)
+    compiler, dropped = compiler_cases(world, random.Random(f"{RANDOM_SEED}:compiler"), held, mentions)
     names = [t["name"] for t in catalog]
-    tools = tool_tasks(world, random.Random(f"{RANDOM_SEED}:tools"), held, names)
+    tools = tool_tasks(world, random.Random(f"{RANDOM_SEED}:tools"), held, names, mentions)
+    trained = held | {normalised(t["input"]) for t in entry}  # no unseen sentence may be a training one
+    fresh, _ = unseen_tasks(world, random.Random(f"{RANDOM_SEED}:unseen"), trained, unseen)
     out.mkdir(parents=True, exist_ok=True)
     for suite, rows in (("entry", entry), ("compiler", compiler), ("tools", tools)):
         _write_jsonl(out / TRAIN[suite], rows)
+    _write_jsonl(out / UNSEEN["entry"], fresh)
     kinds = Counter(t["kind"] for t in entry)
     errors = sum(1 for c in compiler if c.get("error"))
     dated = sum(1 for c in compiler if c.get("date_is_object"))
@@ -586,17 +842,45 @@ def generate(seed: Path, out: Path = SUITES) -> dict[str, Any]:
         suite: {"train": _record(out, TRAIN[suite], train), "heldout": _record(SUITES, HELD_OUT[suite], held)}
         for suite, (train, held) in made.items()
     }
+    fresh_kinds = Counter(t["kind"] for t in fresh)
+    splits["entry"]["unseen"] = {
+        **_record(out, UNSEEN["entry"], _unseen_made(world, unseen, fresh_kinds)),
+        "entities": unseen.entities(world),
+    }
     text = json.dumps(splits, indent=2, ensure_ascii=False) + "\n"
     (out / "splits.json").write_text(text, encoding="utf-8")
     return {
         "entry": dict(kinds),
         "entry_left_out": dict(skipped),
+        "entry_unseen": dict(fresh_kinds),
+        "unseen_entities": {k: v for k, v in unseen.entities(world).items() if k in ("products", "routes")}
+        | {"restaurants": [r["name"] for r in unseen.entities(world)["restaurants"]]},
         "compiler": len(compiler),
         "compiler_errors": errors,
         "compiler_date_is_object": dated,
         "compiler_left_out": dict(dropped),
         "tools": len(tools),
     }
+
+
+def _unseen_made(world: World, unseen: Unseen, kinds: Counter[str]) -> str:
+    """How the unseen split was made, in a sentence."""
+    products = ", ".join(unseen.products)
+    routes = ", ".join(f"{a}-{b}" for a, b in unseen.routes)
+    places = ", ".join(
+        f"{r['name']} ({r['city']}, {r['cuisine']})"
+        for r in (world.restaurants[rid] for rid in unseen.restaurants)
+    )
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    templates = len(UNSEEN_WORDING.templates())
+    return (
+        f"generated by aigrid.learn.generate from the services' seed, seed {RANDOM_SEED}: tasks about "
+        "entities no training task of any suite mentions, chosen from the seed by sorted name, evenly "
+        f"spread, none a hand-written held-out task mentions: products {products} (of those both shops "
+        f"list), routes {routes} (any day), restaurant {places}; phrased with {templates} templates "
+        f"of their own (aigrid.learn.phrasings UNSEEN_*), none used for training: {by_kind}; expect from "
+        "aigrid.learn.world.solve on the pristine seed"
+    )
 
 
 def _made(world: World, kinds: Counter[str], errors: int, dated: int) -> dict[str, tuple[str, str]]:

@@ -19,7 +19,7 @@ import orjson
 
 from aigrid.entry.calls import Caller, Refused, Unknown
 from aigrid.entry.catalog import Catalog
-from aigrid.entry.plan import PlanError
+from aigrid.entry.plan import Plan, PlanError
 from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner, Recall, WriteFn
 from aigrid.entry.reading import Purchase, read
 from aigrid.errors import APIError
@@ -76,18 +76,30 @@ class EntryJudge:
         found = await self._catalog(tenant_id)
         planner = Planner(self._writer(model), self._recall if experience else None)
         caller = Caller(f"eval-{task['id']}", tenant_id)
-        purchases: list[Purchase] | None = None
+        plan: Plan | None = None
         refusal: str | None = None
         answer: str | None = None
         try:
             planned = await planner.plan(tenant_id, str(task["user"]), str(task["input"]), found, ENTRY_TODAY)
-            answer = planned.answer
-            purchases = (await read(planned.plan, found, caller)).purchases if planned.plan.steps else []
+            answer, plan = planned.answer, planned.plan
         except PlanError as exc:
             refusal = str(exc)
-        available = await available_cents(found, caller, str(task["user"])) if purchases else None
-        verdict = entry_verdict(task, purchases, refusal, available)
+        verdict = await plan_verdict(task, plan, refusal, found, caller)
         return Judged(verdict, answer, time.perf_counter() - began)
+
+
+async def plan_verdict(
+    task: dict[str, Any], plan: Plan | None, refusal: str | None, found: Catalog, caller: Caller
+) -> Verdict:
+    """The entry's verifier on a plan (or a refusal): its read-only steps run, what it would buy judged."""
+    purchases: list[Purchase] | None = None
+    if plan is not None:
+        try:
+            purchases = (await read(plan, found, caller)).purchases if plan.steps else []
+        except PlanError as exc:
+            refusal = str(exc)
+    available = await available_cents(found, caller, str(task["user"])) if purchases else None
+    return entry_verdict(task, purchases, refusal, available)
 
 
 async def available_cents(found: Catalog, caller: Caller, user: str) -> int | None:

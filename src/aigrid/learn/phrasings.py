@@ -3,7 +3,9 @@
 Templates are ``str.format`` strings; a template may leave out any of the slots its family offers.
 The entry's families have at least twelve each, varying word order, politeness and how a price or a
 pick is said; amounts and days are said several ways too (digits or words, "2026-12-05" or "Dec 5,
-2026"). Nothing here comes from a held-out file.
+2026"). Nothing here comes from a held-out file. The ``UNSEEN_*`` families at the end phrase the
+entity-disjoint ``unseen`` split only: no training task is made with them, so that split measures
+new wordings as well as new entities.
 """
 
 from __future__ import annotations
@@ -294,3 +296,85 @@ MADE_UP_PRODUCTS = (
 )
 CITIES_WITHOUT_HOTELS = ("Guangzhou", "Nanjing", "Xiamen", "Wuhan", "Suzhou", "Qingdao", "Kunming", "Harbin")
 CITIES_WITHOUT_FLIGHTS = ("Guangzhou", "Nanjing", "Wuhan", "Kunming")
+
+
+# --- the unseen split only -------------------------------------------------------------------------
+# Written for ``entry_unseen.jsonl`` and never used for training; the slots are those of the
+# training family of the same name without ``UNSEEN_``. Food templates say the cuisine as a place
+# ("{cw} place"), which is how ``aigrid.learn.suites.held_out`` knows an unseen restaurant's.
+UNSEEN_BUY = (
+    "My cart should have {items} in it; buy {it} {cheap}.",
+    "Go ahead and purchase {items}, {cheap}.",
+    "Would you mind ordering {items} {cheap}?",
+    "Time to restock: {items}, bought {cheap}.",
+    "Shopping list for today: {items}. Buy {it} {cheap}.",
+    "Check both shops for {items} and buy {it} {cheap}.",
+    "I'm after {items}; please buy {it} {cheap}.",
+    "Sort out an order of {items} for me, {cheap}.",
+)
+UNSEEN_CHEAP = (
+    "from the shop asking less",
+    "where the price tag is smaller",
+    "from whoever charges less",
+    "at whichever store has it for less",
+    "from the store with the better price",
+)
+UNSEEN_BUY_AT = (
+    "Stick with {shop} and buy {items}.",
+    "Only {shop}, please: I want {items}.",
+    "Send an order for {items} to {shop}.",
+    "My usual shop is {shop}; order {items} there.",
+    "Through {shop}, buy {items} for me.",
+    "Could {shop} sell me {items}? Go ahead and order {it}.",
+)
+UNSEEN_FLIGHT = {
+    "cheapest": (
+        "Looking to get from {a} to {b} on {date} as cheaply as possible; book that flight.",
+        "Reserve the lowest fare from {a} to {b} for {date}.",
+        "Budget trip: the cheapest {a} to {b} flight, {date}. Book it for me.",
+        "I'm heading from {a} to {b} on {date}; book whichever flight costs least.",
+        "For {date}, grab me the least costly seat from {a} to {b}.",
+    ),
+    "earliest": (
+        "I'm heading from {a} to {b} on {date}; book the flight that leaves first.",
+        "Put me on the first departure from {a} to {b} on {date}.",
+        "Early start: the first {a} to {b} flight on {date}, please book it.",
+        "For {date}, book the flight from {a} to {b} that takes off earliest.",
+        "Reserve me a seat from {a} to {b} on {date}, whichever flight goes first.",
+    ),
+}
+UNSEEN_TRIP = (
+    "Heading from {a} to {b} on {date}: book the {pick} flight, then {nights} at the cheapest hotel in {b}.",
+    "Sort out travel from {a} to {b} on {date}: the {pick} flight, and the cheapest {b} hotel for {nights}.",
+    "I need the {pick} flight from {a} to {b} on {date} plus the lowest-priced room in {b} for {nights}.",
+    "Arrange it all: {a} to {b} on {date} on the {pick} flight, and {nights} at {b}'s cheapest hotel.",
+)
+UNSEEN_FOOD = (
+    "Dinner in {city}: {dishes} from the nearest {cw} place, please.",
+    "Have the closest {cw} restaurant in {city} bring me {dishes}.",
+    "Place a delivery order of {dishes} with the nearest open {cw} spot in {city}.",
+    "Hungry in {city}; order {dishes} from whichever {cw} place is closest.",
+    "I'd like {dishes} brought over from the nearest {cw} restaurant in {city}.",
+)
+UNSEEN_INFO_PRODUCT = (
+    "Only curious: what's the best price on the {name} right now? Hold off on buying.",
+    "Before I decide, which shop is cheaper for the {name}? No order yet.",
+    "Look up the {name} in both shops and report the lower price; don't buy.",
+    "What would the {name} set me back at the cheaper shop? Just asking.",
+)
+UNSEEN_INFO_FLIGHT = {
+    "cheapest": (
+        "Without booking, what's the lowest fare from {a} to {b} on {date}?",
+        "Just for planning: the cheapest {a} to {b} flight on {date}, please, no booking.",
+    ),
+    "earliest": (
+        "Without booking, what's the first flight from {a} to {b} on {date} that has a seat?",
+        "Just for planning: the earliest {a} to {b} flight on {date}, please, no booking.",
+    ),
+}
+UNSEEN_INFO_FOOD = (
+    "Without ordering, which open {cw} place in {city} is closest to me?",
+    "Only curious: the nearest {cw} restaurant in {city} that's open, no order.",
+    "No order yet: which {cw} place in {city} nearest me has {dish}?",
+    "Just asking, which is the closest open {cw} spot in {city} serving {dish}?",
+)

@@ -411,3 +411,52 @@ class EvalResultRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     seconds: Mapped[float] = mapped_column(Float)
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DatasetRow(Base):
+    """A training set built from verified traces, corrections and samples; its examples are a file."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # planner | compiler | agents
+    examples: Mapped[int] = mapped_column(Integer)
+    sources: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: source -> examples
+    left_out: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: reason -> count
+    sha256: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1000))
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class LearnedModelRow(Base):
+    """A learned version of a model: its adapter file, lineage and where it stands."""
+
+    __tablename__ = "learned_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    base: Mapped[str] = mapped_column(String(128))
+    dataset_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # training | failed | candidate | promoted | kept | retired
+    state: Mapped[str] = mapped_column(String(16))
+    folder: Mapped[str] = mapped_column(String(1000))
+    adapter_path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    lineage: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: rounds, training, evals
+    error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class PromotionRow(Base):
+    """A change of the model in use for a task kind: the newest row of a kind is in force."""
+
+    __tablename__ = "model_promotions"
+    __table_args__ = (Index("ix_model_promotions_kind", "kind", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)  # None: the configured one
+    action: Mapped[str] = mapped_column(String(16))  # promote | rollback
+    reason: Mapped[str] = mapped_column(String(1000))
+    at_us: Mapped[int] = mapped_column(BigInteger)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from aigrid.clock import now_us
@@ -155,6 +155,12 @@ class TraceStore:
             if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
                 raise AccountError(404, f"No trace {trace_id}.")
             return _record(row)
+
+    def count(self, kind: str, outcome: str) -> int:
+        """How many traces of a kind ended with an outcome, every tenant's."""
+        query = select(func.count()).where(TraceRow.kind == kind, TraceRow.outcome == outcome)
+        with Session(self._engine) as session:
+            return int(session.scalar(query) or 0)
 
     def recent(
         self,

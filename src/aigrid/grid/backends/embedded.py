@@ -67,6 +67,9 @@ class EmbeddedBackend(Backend):
             )
         if not path.is_file():
             raise FileNotFoundError(f"{self.name}: model file not found: {path}")
+        adapter = Path(self.config.adapter_path) if self.config.adapter_path else None
+        if adapter is not None and not adapter.is_file():
+            raise FileNotFoundError(f"{self.name}: LoRA adapter file not found: {adapter}")
         buffers = host_choice(self.config.cpu_extra_buffers)
         spec = ModelSpec(
             path,
@@ -75,6 +78,7 @@ class EmbeddedBackend(Backend):
             buffers,
             parallel=self.config.parallel,
             cache_sequences=self.config.cache_sequences,
+            adapter=adapter,
         )
         self._vocab = await asyncio.to_thread(spec.load_vocab)
         self._reader = RequestReader(

@@ -355,6 +355,10 @@ class RequestReader:
             raise _too_long(longest, self._embed_context, "input")
         return texts
 
+    def chat_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+        """A conversation's prompt tokens, ending where the assistant's answer begins (no tools)."""
+        return self._tokenize(self._renderer.render(chat_messages(messages, None)))
+
     def _chat_tokens(self, body: dict[str, Any], tools: ToolPlan) -> list[int]:
         section = tools_prompt(tools.tools) if tools.mode != "none" else None
         return self._tokenize(self._renderer.render(chat_messages(body.get("messages"), section)))

@@ -74,6 +74,8 @@ class ModelSpec:
     buffers: BufferChoice
     parallel: int = 1
     cache_sequences: int = 0
+    # A GGUF LoRA adapter applied to every generation (a learned version of the model).
+    adapter: Path | None = None
 
     @property
     def sequences(self) -> int:
@@ -128,6 +130,7 @@ class LoadedModel:
     """
 
     def __init__(self, spec: ModelSpec, on_progress: Callable[[float], None] | None = None) -> None:
+        self.spec_path = spec.path
         load = model_params(spec.buffers)
         if on_progress is not None:
             # The struct keeps the ctypes callback alive for as long as the load takes.
@@ -152,8 +155,21 @@ class LoadedModel:
                 f"llama.cpp could not make a context of {spec.sequences} sequences × "
                 f"{spec.sequence_cells} tokens for {spec.path} (out of memory?)"
             )
+        if spec.adapter is not None:
+            self._apply_adapter(spec.adapter)
         self.vocab = Vocabulary(llama_cpp.llama_model_get_vocab(self.model))
         self.memory = llama_cpp.llama_get_memory(self.context)
+
+    def _apply_adapter(self, path: Path) -> None:
+        # Loaded adapters are freed with the model; on failure both handles go now.
+        adapter = llama_cpp.llama_adapter_lora_init(self.model, str(path).encode())
+        status = -1
+        if adapter:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            status = llama_cpp.llama_set_adapters_lora(self.context, adapters, 1, (ctypes.c_float * 1)(1.0))
+        if status != 0:
+            self.close()
+            raise RuntimeError(f"llama.cpp could not apply the LoRA adapter {path} to {self.spec_path}")
 
     def warm_up(self) -> None:
         """Decode a few tokens once and forget them: kernels that crash do so at load, not on a request."""
