@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 from tests.api.test_tools_api import api
 from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream
 from tests.web.test_console import KEEPER, browser, page, shoot, sign_in, start_keeper
@@ -173,6 +173,169 @@ def test_feedback_on_a_process_an_agent_version_and_an_entry_shows_on_the_learni
         for f in api(server, key, "GET", "/v1/feedback", params={"kind": "process"}).json()["data"]
     ]
     assert ratings == [1, -1]
+
+
+NAME = "smollm2-135m@planner-1"
+GATE = {
+    "promoted": True,
+    "reason": "candidate 31/43 beats 22/43 in use, beyond the noise (95% intervals apart)",
+    "metrics": {
+        "all": {"incumbent": [22, 43], "candidate": [31, 43]},
+        "must_buy_nothing": {"incumbent": [10, 10], "candidate": [10, 10]},
+    },
+    "incumbent": "local",
+    "candidate": NAME,
+    "runs": ["evr-0old00", "evr-0new00"],
+}
+
+
+def _learned(state: str, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A learned version as GET /v1/learn/models shows it, trained on ``dataset``."""
+    figures = {
+        "student": {"passed": 48, "tried": 120, "rate": 0.4},
+        "teacher": {"passed": 27, "tried": 30, "rate": 0.9},
+    }
+    lineage: dict[str, Any] = {
+        "base": "smollm2-135m",
+        "dataset": "ds-0a1b2c3d4e5f",
+        "job": {"rank": 16, "max_steps": 120},
+        "rounds": [{"round": 1, "tasks": 30, "solved": 28, "pass_rate": figures, "seconds": 95.0}],
+        "training": {"step": 120, "steps": 120, "loss": 0.4123, "eta_s": 0, "seconds": 340.2, "events": []},
+    }
+    if gate is not None:
+        lineage["gate"] = gate
+    return {
+        "id": NAME,
+        "object": "learned_model",
+        "kind": "planner",
+        "base": "smollm2-135m",
+        "dataset": "ds-0a1b2c3d4e5f",
+        "state": state,
+        "adapter": "/data/learned/adapter.gguf",
+        "lineage": lineage,
+        "error": None,
+        "created_at": 1765000000,
+        "updated_at": 1765000340,
+        "served": True,
+    }
+
+
+def _training() -> dict[str, Any]:
+    shown = _learned("training") | {"id": "smollm2-135m@compiler-1", "kind": "compiler", "served": False}
+    shown["lineage"] = shown["lineage"] | {
+        "training": {"step": 30, "steps": 120, "loss": 1.5, "eta_s": 225.0}
+    }
+    return shown
+
+
+def test_the_admin_runs_the_gate_on_a_learned_model_and_rolls_it_back(page: Page, server: LiveServer) -> None:
+    # A dataset the server builds for real (of no examples on this server: no verified planner traces).
+    built = api(server, ADMIN_KEY, "POST", "/v1/learn/datasets", json={"kind": "planner"})
+    assert built.status_code == 201, built.text
+    dataset = built.json()
+    # Training needs the embedded model's weights: the versions and the gate are the API's answers, faked.
+    listing: dict[str, Any] = {
+        "object": "list",
+        "data": [_training(), _learned("candidate")],
+        "in_use": {"planner": "local", "compiler": "mock", "agents": "mock"},
+        "history": [],
+    }
+    gates: list[Route] = []
+    posted: list[tuple[str, Any]] = []
+
+    def models(route: Route) -> None:
+        route.fulfill(json=listing)
+
+    def promote(route: Route) -> None:
+        posted.append((route.request.url, route.request.post_data_json))
+        gates.append(route)  # answered below, as the gate answers once its evals have run
+
+    def rollback(route: Route) -> None:
+        posted.append((route.request.url, route.request.post_data_json))
+        listing["in_use"]["planner"] = "local"
+        route.fulfill(json={"object": "rollback", "kind": "planner", "from": NAME, "to": "local"})
+
+    page.route("**/v1/learn/models", models)
+    page.route("**/v1/learn/models/*/promote", promote)
+    page.route("**/v1/learn/rollback", rollback)
+    sign_in(page, server, ADMIN_KEY, "#/learning")
+
+    section = page.get_by_test_id("learned")
+    in_use = section.get_by_test_id("in-use")
+    expect(in_use.locator("li[data-kind='planner']")).to_have_text(
+        "planner uses local (configured)", use_inner_text=True
+    )
+    expect(in_use.locator("li[data-kind='compiler']")).to_contain_text("compiler uses mock")
+    expect(in_use.get_by_test_id("rollback")).to_have_count(3)
+    expect(in_use.get_by_test_id("rollback").first).to_be_hidden()  # nothing learned is in use
+    candidate = section.locator(f"tr[data-model='{NAME}']")
+    cells = candidate.locator("td")
+    expect(cells.nth(1)).to_have_text("planner")
+    expect(cells.nth(2)).to_have_text("candidate")
+    expect(cells.nth(3)).to_have_text("120/120 steps · loss 0.412 · in 5m 40s")
+    expect(cells.nth(4)).to_have_text("ds-0a1b2c3d4e5f")
+    expect(cells.nth(5)).to_have_text("student 40% · teacher 90%")
+    expect(cells.nth(6)).to_have_text("—")
+    expect(cells.nth(7)).to_have_text("yes")
+    training = section.locator("tr[data-model='smollm2-135m@compiler-1']")
+    expect(training.locator("td").nth(3)).to_contain_text("30/120 steps · loss 1.500 · 3m 45s left")
+    expect(training.locator("progress")).to_be_visible()
+    expect(training.get_by_test_id("run-gate")).to_be_hidden()  # only a candidate goes through the gate
+    row = section.get_by_test_id("datasets").locator(f"tr[data-dataset='{dataset['id']}']")
+    expect(row.locator("td").nth(1)).to_have_text("planner")
+    expect(row.locator("td").nth(2)).to_have_text("0")
+    shoot(page, "26-learning-learned-models")
+
+    # The dataset's file comes with the admin's key: a plain link would be refused.
+    with page.expect_download() as download:
+        row.get_by_test_id("export").click()
+    assert download.value.suggested_filename == f"{dataset['id']}.jsonl"
+    assert download.value.failure() is None
+
+    # The gate takes minutes: the page says so, and shows the decision once the call answers.
+    candidate.get_by_test_id("run-gate").click()
+    notice = section.get_by_test_id("learned-notice")
+    expect(notice).to_have_text(f"Running the held-out evals of {NAME} and of local: this takes minutes.")
+    expect(candidate.get_by_test_id("run-gate")).to_be_disabled()
+    assert [url for url, _ in posted] == [f"{server.url}/v1/learn/models/smollm2-135m%40planner-1/promote"]
+    assert posted[0][1] == {}
+    listing["data"] = [_training(), _learned("promoted", GATE)]
+    listing["in_use"]["planner"] = NAME
+    listing["history"] = [
+        {"kind": "planner", "model": NAME, "action": "promote", "reason": "won", "at": 1765000400}
+    ]
+    gates[0].fulfill(json={"object": "promotion", **GATE})
+    decision = section.get_by_test_id("gate-decision")
+    expect(decision).to_contain_text(f"Promoted: {NAME} is in use now, in place of local.")
+    expect(decision).to_contain_text(f"reason: {GATE['reason']}")
+    metrics = decision.get_by_test_id("gate-metrics")
+    expect(metrics.locator("th").nth(1)).to_have_text("in use: local")
+    expect(metrics.locator("th").nth(2)).to_have_text(f"candidate: {NAME}")
+    expect(metrics.locator("tr[data-metric='all'] td")).to_have_text(["all", "22/43 (51%)", "31/43 (72%)"])
+    expect(decision.get_by_role("link", name="evr-0new00")).to_have_attribute("href", "#/learning/evr-0new00")
+    expect(notice).to_be_hidden()
+    expect(cells.nth(2)).to_have_text("promoted")
+    expect(cells.nth(6)).to_have_text("promoted: 31/43 vs 22/43 in use")
+    expect(in_use.locator("li[data-kind='planner']")).to_contain_text(f"planner uses {NAME} (learned)")
+    shoot(page, "27-learning-gate-decision")
+
+    # The learned model in use is rolled back.
+    in_use.locator("li[data-kind='planner']").get_by_test_id("rollback").click()
+    expect(notice).to_have_text(f"planner: rolled back from {NAME} to local, in use now.")
+    assert posted[-1] == (f"{server.url}/v1/learn/rollback", {"kind": "planner"})
+    expect(in_use.locator("li[data-kind='planner']")).to_have_text(
+        "planner uses local (configured)", use_inner_text=True
+    )
+
+
+def test_a_tenant_sees_no_learned_models(page: Page, server: LiveServer) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    sign_in(page, server, server.new_tenant_key("wonka"), "#/learning")
+    expect(page.get_by_test_id("memory-counts")).to_be_visible()
+    expect(page.get_by_test_id("learned")).to_be_hidden()
+    assert not [url for url in asked if "/v1/learn/models" in url or "/v1/learn/datasets" in url], asked
+    expect(page.get_by_test_id("learning-error")).to_be_hidden()
 
 
 def test_the_learning_page_fits_a_phone_screen(browser: Browser, server: LiveServer) -> None:

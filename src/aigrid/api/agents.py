@@ -51,7 +51,7 @@ def json_object(raw: bytes, shape: str) -> dict[str, Any]:
 def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter within bounds; a 400 naming it otherwise."""
     raw = request.query_params.get(name) or str(default)
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise bad_request(f"'{name}' must be a whole number from {low} to {high}.", param=name)
     return int(raw)
 
@@ -178,7 +178,7 @@ async def get_agent(request: Request) -> Response:
     state = state_of(request)
     tenant_id = await one_tenant(request)
     raw = request.query_params.get("version")
-    if raw is not None and not raw.isdigit():
+    if raw is not None and not (raw.isascii() and raw.isdigit()):
         raise bad_request("'version' must be a positive whole number.", param="version")
     version = int(raw) if raw is not None else None
     stored = await call_store(state.agents.get, tenant_id, request.path_params["name"], version)
@@ -321,7 +321,7 @@ async def process_journal(request: Request) -> Response:
     store = state.processes
     await call_store(store.get, pid, await owner(request))
     raw = request.query_params.get("after") or "0"
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise bad_request("'after' must be a step number.", param="after")
     steps = await call_store(store.journal, pid, int(raw))
     return json_response({"object": "list", "data": [_step_object(s) for s in steps]})

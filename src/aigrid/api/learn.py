@@ -17,7 +17,7 @@ from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.api.state import state_of
 from aigrid.errors import bad_request
-from aigrid.learn.evals import comparison, run_json
+from aigrid.learn.evals import MAX_BEST_OF, comparison, run_json
 from aigrid.learn.suites import SPLITS, SUITES
 from aigrid.store.experience import EXPERIENCE_KINDS
 from aigrid.store.traces import OUTCOMES, TRACE_KINDS
@@ -89,7 +89,7 @@ async def get_trace(request: Request) -> Response:
     """GET /v1/traces/{id}: one trace."""
     state = state_of(request)
     raw = request.path_params["id"]
-    if not raw.isdigit() or int(raw) > 2**62:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:
         raise bad_request("A trace id is a whole number.", param="id")
     return json_response(
         (await call_store(state.learn.traces.get, int(raw), await _reader(request))).to_json()
@@ -145,11 +145,12 @@ async def start_eval(request: Request) -> Response:
     if not isinstance(experience, bool):
         raise bad_request("'experience' must be true or false.", param="experience")
     limit = _whole(body.get("limit"), "limit", 1, 100_000)
+    best_of = _whole(body.get("best_of"), "best_of", 1, MAX_BEST_OF) or 1
     wait = body.get("wait", 0)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= _MAX_WAIT_S:
         raise bad_request(f"'wait' must be a number of seconds from 0 to {_MAX_WAIT_S:g}.", param="wait")
     evals = state.learn.evals
-    run = await call_store_async(evals.start(tenant, name, split, model, experience, limit))
+    run = await call_store_async(evals.start(tenant, name, split, model, experience, limit, best_of))
     await evals.wait(run.id, float(wait))
     run = await call_store(evals.store.get, run.id, None)
     return json_response(run_json(run), status=202 if run.state == "running" else 200)
@@ -210,7 +211,7 @@ async def forget_example(request: Request) -> Response:
     """DELETE /v1/learn/memory/{id}: forget one example."""
     state = state_of(request)
     raw = request.path_params["id"]
-    if not raw.isdigit() or int(raw) > 2**62:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:
         raise bad_request("An example id is a whole number.", param="id")
     gone = await call_store_async(state.learn.memory.forget(int(raw), await _reader(request)))
     return json_response({"id": gone.id, "object": "experience", "deleted": True})

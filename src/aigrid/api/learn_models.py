@@ -93,7 +93,7 @@ async def get_dataset(request: Request) -> Response:
     state, _ = _admin(request)
     dataset = await call_store(state.learn.models.store.dataset, request.path_params["id"])
     raw = request.query_params.get("examples", "3")
-    if not raw.isdigit() or int(raw) > _MAX_PREVIEW:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_PREVIEW:
         raise bad_request(f"'examples' must be a whole number from 0 to {_MAX_PREVIEW}.", param="examples")
     shown = dataset.to_json()
     shown["preview"] = await asyncio.to_thread(_preview, Path(dataset.path), int(raw))
@@ -171,7 +171,8 @@ async def resume_model(request: Request) -> Response:
     model = await call_store_async(models.resume(request.path_params["name"]))
     await models.wait(model.name, _wait(body))
     model = await call_store(models.store.model, model.name)
-    return json_response(_model_json(state, model.name, model.to_json()), status=202)
+    status = 202 if model.state == "training" else 200
+    return json_response(_model_json(state, model.name, model.to_json()), status=status)
 
 
 async def promote_model(request: Request) -> Response:

@@ -175,7 +175,7 @@ async def forget_memory(request: Request) -> Response:
     state = state_of(request)
     tenant_id = await _one_tenant(request, "memories")
     raw = request.path_params["id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise bad_request("A memory id is a whole number.", param="id")
     await call_store(MemoryStore(state.engine).forget, tenant_id, int(raw))
     return json_response({"object": "memory", "id": int(raw), "deleted": True})

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -135,6 +136,20 @@ class AdminClient:
         if not isinstance(data, dict):
             raise CLIError(f"aigrid at {self.base_url} answered {method} {path} with a non-object JSON value")
         return data
+
+    @contextmanager
+    def stream(self, path: str, chunk_bytes: int = 1 << 16) -> Iterator[Iterator[bytes]]:
+        """A GET's body in chunks (a file of the API, perhaps large), or a CLIError as ``request`` gives."""
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    raise CLIError(error_message(response), status=response.status_code)
+                yield response.iter_bytes(chunk_bytes)
+        except (httpx.ConnectError, httpx.TimeoutException) as exc:
+            raise CLIError(f"cannot reach aigrid at {self.base_url} (is 'aigrid serve' running?)") from exc
+        except httpx.HTTPError as exc:
+            raise CLIError(f"request to aigrid at {self.base_url} failed: {exc}") from exc
 
     def create_tenant(self, name: str) -> dict[str, Any]:
         """POST /admin/tenants."""

@@ -18,6 +18,12 @@ from aigrid.cli.client import AdminClient, CLIError, connect
 
 _PIPED_WIDTH = 160
 
+
+def client() -> AdminClient:
+    """A client of the server the environment names (``connect`` is looked up at each call, so that
+    tests can put a fake server behind it)."""
+    return connect()
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer and nothing else.")]
 Tenant = Annotated[str, typer.Option("--tenant", help="The tenant's name.")]
 TenantFilter = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]

@@ -14,7 +14,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from aigrid.cli import render
+from aigrid.cli import learn_models, render
 from aigrid.cli.client import AdminClient, CLIError
 from aigrid.cli.common import JsonFlag, TenantFilter, call, fail, waiting
 
@@ -481,3 +481,7 @@ def memory_rm(
         lambda c: _api(c, "DELETE", f"/v1/learn/memory/{example}", params={"tenant": tenant}),
         lambda r: Text(f"Example {r['id']} is forgotten."),
     )
+
+
+# Last, so that `aigrid learn --help` lists them after the eval and memory commands.
+learn_models.register(learn_app)  # datasets, learned models and rounds of the self-training loop

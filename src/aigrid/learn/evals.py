@@ -25,6 +25,7 @@ from aigrid.store.evals import EvalResult, EvalRun, EvalStore
 log = logging.getLogger(__name__)
 _Z95 = 1.959963984540054
 MAX_LIMIT = 100_000
+MAX_BEST_OF = 16
 
 
 def wilson(passed: int, total: int) -> tuple[float, float]:
@@ -59,6 +60,7 @@ def run_json(run: EvalRun, results: list[EvalResult] | None = None) -> dict[str,
         "split": run.split,
         "model": run.model,
         "experience": run.experience,
+        "best_of": run.best_of,
         "state": run.state,
         "total": run.total,
         "done": run.done,
@@ -122,9 +124,14 @@ class EvalService:
         model: str | None = None,
         experience: bool = True,
         limit: int | None = None,
+        best_of: int = 1,
     ) -> EvalRun:
         """A new run of ``suite_name``'s ``split``, going on in the background."""
         chosen = suite(suite_name)
+        if not 1 <= best_of <= MAX_BEST_OF:
+            raise SuiteError(400, f"best_of must be between 1 and {MAX_BEST_OF}.")
+        if best_of > 1 and chosen.name != "entry":
+            raise SuiteError(400, "best_of draws several plans: only the entry suite has a plan checker.")
         if split not in SPLITS:
             raise SuiteError(400, f"Unknown split '{split}'; the splits are {', '.join(SPLITS)}.")
         if limit is not None and not 1 <= limit <= MAX_LIMIT:
@@ -134,7 +141,7 @@ class EvalService:
         judge = self._judges[chosen.name]
         used = model or self._models[chosen.name]
         run = await self._calls(
-            self.store.create, tenant_id, chosen.name, split_name, used, experience, len(tasks)
+            self.store.create, tenant_id, chosen.name, split_name, used, experience, len(tasks), best_of
         )
         work = asyncio.get_running_loop().create_task(self._carry_out(run, tasks, judge))
         self._tasks[run.id] = work
@@ -152,7 +159,7 @@ class EvalService:
         counts: dict[str, list[int]] = {}
         try:
             for task in tasks:
-                judged = await judge(run.tenant_id, task, run.model, run.experience)
+                judged = await judge(run.tenant_id, task, run.model, run.experience, run.best_of)
                 for name, passed in judged.verdict.checks.items():
                     tally = counts.setdefault(name, [0, 0])
                     tally[0] += int(passed)

@@ -9,6 +9,7 @@ offered. With experience on, each is shown the tenant's nearest verified example
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import orjson
 from aigrid.entry.calls import Caller, Refused, Unknown
 from aigrid.entry.catalog import Catalog
 from aigrid.entry.plan import Plan, PlanError
-from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner, Recall, WriteFn
+from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner, Recall, WriteFn, checked_written
 from aigrid.entry.reading import Purchase, read
 from aigrid.errors import APIError
 from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall
@@ -36,6 +37,8 @@ from aigrid.learn.verifiers import (
 
 # The compiler suite's "now": a Monday morning in Shanghai, as its expectations were written.
 COMPILER_NOW = datetime.fromisoformat("2026-11-23T10:00:00+08:00")
+# How varied best-of-N's answers are: OpenAI's default temperature.
+BEST_OF_TEMPERATURE = 1.0
 # The entry suite's "today": its tasks name days in December 2026.
 ENTRY_TODAY = date(2026, 12, 1)
 
@@ -52,8 +55,10 @@ class Judged:
 class Judge(Protocol):
     """Runs one task of a suite against a model and judges it."""
 
-    async def __call__(self, tenant_id: int, task: dict[str, Any], model: str, experience: bool) -> Judged:
-        """The verdict on ``task`` with ``model``, shown experience or not."""
+    async def __call__(
+        self, tenant_id: int, task: dict[str, Any], model: str, experience: bool, best_of: int = 1
+    ) -> Judged:
+        """The verdict on ``task`` with ``model``, shown experience or not (``best_of`` answers drawn)."""
         ...
 
 
@@ -63,29 +68,60 @@ class EntryJudge:
     def __init__(
         self,
         catalog: Callable[[int], Awaitable[Catalog]],
-        writer: Callable[[str], WriteFn],
+        writer: Callable[[str, float], WriteFn],
         recall: Recall,
     ) -> None:
         self._catalog = catalog
         self._writer = writer
         self._recall = recall
 
-    async def __call__(self, tenant_id: int, task: dict[str, Any], model: str, experience: bool) -> Judged:
-        """Plan, read, judge."""
+    async def __call__(
+        self, tenant_id: int, task: dict[str, Any], model: str, experience: bool, best_of: int = 1
+    ) -> Judged:
+        """Plan (or draw ``best_of`` plans and keep the first the checker accepts), read, judge."""
         began = time.perf_counter()
         found = await self._catalog(tenant_id)
-        planner = Planner(self._writer(model), self._recall if experience else None)
+        recall = self._recall if experience else None
         caller = Caller(f"eval-{task['id']}", tenant_id)
         plan: Plan | None = None
         refusal: str | None = None
         answer: str | None = None
         try:
-            planned = await planner.plan(tenant_id, str(task["user"]), str(task["input"]), found, ENTRY_TODAY)
-            answer, plan = planned.answer, planned.plan
+            if best_of > 1:
+                answer, plan = await self._best_of(tenant_id, task, model, recall, found, best_of)
+            else:
+                planner = Planner(self._writer(model, 0.0), recall)
+                planned = await planner.plan(
+                    tenant_id, str(task["user"]), str(task["input"]), found, ENTRY_TODAY
+                )
+                answer, plan = planned.answer, planned.plan
         except PlanError as exc:
             refusal = str(exc)
         verdict = await plan_verdict(task, plan, refusal, found, caller)
         return Judged(verdict, answer, time.perf_counter() - began)
+
+    async def _best_of(
+        self, tenant_id: int, task: dict[str, Any], model: str, recall: Recall | None, found: Catalog, n: int
+    ) -> tuple[str, Plan]:
+        """``n`` answers drawn together; the first that checks as a plan and whose reading runs.
+
+        The checker knows nothing of the task's right answer: it is what a deployment could run
+        before asking the user (the plan's own checks and its read-only steps)."""
+        write = self._writer(model, BEST_OF_TEMPERATURE)
+        asked = await Planner(write, recall).prepare(
+            tenant_id, str(task["user"]), str(task["input"]), found, ENTRY_TODAY
+        )
+        answers = await asyncio.gather(*(write(tenant_id, asked.messages, asked.schema) for _ in range(n)))
+        refusal = PlanError("no answer")
+        for answer in answers:
+            try:
+                plan = checked_written(answer, found, asked.shown)
+                if plan.steps:
+                    await read(plan, found, Caller(f"eval-{task['id']}-check", tenant_id))
+                return answer, plan
+            except PlanError as exc:
+                refusal = exc
+        raise refusal
 
 
 async def plan_verdict(
@@ -145,7 +181,9 @@ class CompilerJudge:
         """What a compile in this suite may grant: the built-ins and the suite's catalog."""
         return [*self._builtins(tenant_id), *self._catalog]
 
-    async def __call__(self, tenant_id: int, task: dict[str, Any], model: str, experience: bool) -> Judged:
+    async def __call__(
+        self, tenant_id: int, task: dict[str, Any], model: str, experience: bool, best_of: int = 1
+    ) -> Judged:
         """Compile, judge."""
         began = time.perf_counter()
         compiler = Compiler(self._writer(model), self._agent_model, self._recall if experience else None)
@@ -176,7 +214,9 @@ class ToolsJudge:
         self._recall = recall
         self._tools = {t.name: t for t in catalog_tools()}
 
-    async def __call__(self, tenant_id: int, task: dict[str, Any], model: str, experience: bool) -> Judged:
+    async def __call__(
+        self, tenant_id: int, task: dict[str, Any], model: str, experience: bool, best_of: int = 1
+    ) -> Judged:
         """Ask, judge."""
         began = time.perf_counter()
         offered = [self._tools[n] for n in task["tools"] if n in self._tools]
@@ -229,6 +269,6 @@ class ToolsJudge:
         return Judged(tool_call_verdict(task, call, schemas), answer, time.perf_counter() - began)
 
 
-def plan_writer(json_writer: Callable[[str, str, int], WriteFn]) -> Callable[[str], WriteFn]:
-    """The planner's writer for a model, metered as the eval's."""
-    return lambda model: json_writer(model, "eval", PLAN_MAX_TOKENS)
+def plan_writer(json_writer: Callable[[str, str, int, float], WriteFn]) -> Callable[[str, float], WriteFn]:
+    """The planner's writer for a model at a temperature, metered as the eval's."""
+    return lambda model, temperature: json_writer(model, "eval", PLAN_MAX_TOKENS, temperature)

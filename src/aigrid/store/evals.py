@@ -55,6 +55,7 @@ class EvalRun:
     error: str | None
     started_at_us: int
     ended_at_us: int | None
+    best_of: int = 1
 
 
 def _run(row: EvalRunRow) -> EvalRun:
@@ -72,6 +73,7 @@ def _run(row: EvalRunRow) -> EvalRun:
         row.error,
         row.started_at_us,
         row.ended_at_us,
+        row.best_of,
     )
 
 
@@ -82,7 +84,7 @@ class EvalStore:
         self._engine = engine
 
     def create(
-        self, tenant_id: int, suite: str, split: str, model: str, experience: bool, total: int
+        self, tenant_id: int, suite: str, split: str, model: str, experience: bool, total: int, best_of: int = 1
     ) -> EvalRun:
         """A new run in ``running``."""
         row = EvalRunRow(
@@ -92,6 +94,7 @@ class EvalStore:
             split=split,
             model=model,
             experience=experience,
+            best_of=best_of,
             state="running",
             total=total,
             done=0,

@@ -388,6 +388,8 @@ class EvalRunRow(Base):
     split: Mapped[str] = mapped_column(String(16))
     model: Mapped[str] = mapped_column(String(128))
     experience: Mapped[bool] = mapped_column(Boolean)
+    # Answers drawn per task, the first the plan checker accepts judged (1: the planner as it runs).
+    best_of: Mapped[int] = mapped_column(Integer, server_default="1")
     state: Mapped[str] = mapped_column(String(16))  # running | done | failed
     total: Mapped[int] = mapped_column(Integer, server_default="0")
     done: Mapped[int] = mapped_column(Integer, server_default="0")

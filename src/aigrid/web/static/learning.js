@@ -1,6 +1,7 @@
-/* The console's Learning page (suites, eval runs, the experience memory, feedback received) and the
-   Good / Bad buttons shown on a process, an agent version and an entry. Every figure is the API's
-   (/v1/learn/*, /v1/feedback, docs/learning.md); nothing here judges a run. */
+/* The console's Learning page (suites, eval runs, the admin's learned models and datasets, the
+   experience memory, feedback received) and the Good / Bad buttons shown on a process, an agent
+   version and an entry. Every figure is the API's (/v1/learn/*, /v1/feedback, docs/learning.md);
+   nothing here judges a run, and only the gate (POST /v1/learn/models/{name}/promote) promotes. */
 "use strict";
 
 const percent = (rate) => (rate === null || rate === undefined ? NONE : `${Math.round(rate * 100)}%`);
@@ -17,6 +18,37 @@ function mainMetric(names) {
 }
 
 const RATINGS = { 1: "good", "-1": "bad", 0: "neutral" };
+
+/* Seconds as the CLI's `aigrid learn` says them: "45s", "4m 05s", "2h 03m". */
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return NONE;
+  const whole = Math.max(Math.round(seconds), 0);
+  if (whole < 60) return `${whole}s`;
+  const pad = (n) => String(n).padStart(2, "0");
+  if (whole < 3600) return `${Math.floor(whole / 60)}m ${pad(whole % 60)}s`;
+  return `${Math.floor(whole / 3600)}h ${pad(Math.floor((whole % 3600) / 60))}m`;
+}
+
+/* Pass counts [passed, total] as "31/43 (72%)". */
+const passedText = (counts) => `${counts[0]}/${counts[1]} (${percent(counts[1] ? counts[0] / counts[1] : null)})`;
+
+/* A learned version's state in the colours of the page's other states. */
+const MODEL_STATES = { training: "running", candidate: "waiting_approval", promoted: "done", failed: "failed" };
+
+/* A file of the API saved by the browser: a plain link would not carry the key. */
+async function saveFile(path, filename) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${session.key}` } });
+  if (!response.ok) {
+    const data = await response.json().catch(() => null);
+    throw new ApiError(response.status, data?.error?.message || `HTTP ${response.status}`);
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000); // the download has begun long before
+}
 
 /* A suite's pass rate over its finished runs (oldest first): runs with the experience memory and
    runs without, as two lines over the same time axis; a point's tooltip gives its interval. */
@@ -97,6 +129,12 @@ document.addEventListener("alpine:init", () => {
       startError: "",
       startNotice: "",
       memoryNotice: "",
+      learned: { data: [], in_use: {}, history: [] }, // the admin's: GET /v1/learn/models
+      datasets: [],
+      gating: "", // the version whose gate runs now
+      decision: null, // the gate's last decision
+      learnedNotice: "",
+      learnedError: "",
 
       start() {
         for (const field of ["tenant", "kind", "outcome"]) this.$watch(field, () => this.refresh());
@@ -128,8 +166,13 @@ document.addEventListener("alpine:init", () => {
           wanted && (this.open?.id !== wanted || this.open.state === "running")
             ? api(`/v1/learn/evals/${encodeURIComponent(wanted)}`)
             : null,
+          // Learned models and datasets change the whole grid: the admin's alone.
+          this.me?.admin ? api("/v1/learn/models") : null,
+          this.me?.admin ? api("/v1/learn/datasets") : null,
         ];
-        const [runs, memory, given, entries, suites, run] = await Promise.all(asks);
+        const [runs, memory, given, entries, suites, run, learned, datasets] = await Promise.all(asks);
+        if (learned) this.learned = learned;
+        if (datasets) this.datasets = datasets.data;
         if (suites) {
           this.suites = suites.data;
           if (!this.form.suite && this.suites.length) this.form.suite = this.suites[0].name;
@@ -223,6 +266,95 @@ document.addEventListener("alpine:init", () => {
           await this.refresh();
         } catch (err) {
           this.error = err.message;
+        }
+      },
+
+      /* Each kind's model in use, and whether it is a learned version (which can be rolled back). */
+      get inUse() {
+        const learned = new Set(this.learned.data.map((m) => m.id));
+        const uses = Object.entries(this.learned.in_use || {});
+        return uses.map(([kind, model]) => ({ kind, model, learned: learned.has(model) }));
+      },
+
+      modelState(m) {
+        return MODEL_STATES[m.state] || "";
+      },
+
+      /* A version's training as "40/120 steps · loss 1.234 · 3m 45s left" (or "in 5m 40s" once done). */
+      trainingText(m) {
+        const t = m.lineage?.training;
+        if (!t) return NONE;
+        const parts = [`${t.step ?? 0}/${t.steps || "?"} steps`];
+        if (t.loss !== null && t.loss !== undefined) parts.push(`loss ${t.loss.toFixed(3)}`);
+        if (t.seconds !== undefined && m.state !== "training") parts.push(`in ${duration(t.seconds)}`);
+        else if (t.eta_s !== null && t.eta_s !== undefined) parts.push(`${duration(t.eta_s)} left`);
+        return parts.join(" · ");
+      },
+
+      /* The last round's pass rate of each source that answered: "student 40% · teacher 90%". */
+      roundRates(m) {
+        const rounds = m.lineage?.rounds || [];
+        const rates = rounds.length ? rounds[rounds.length - 1].pass_rate || {} : {};
+        return Object.entries(rates).map(([source, r]) => `${source} ${percent(r.rate)}`).join(" · ") || NONE;
+      },
+
+      gateText(m) {
+        const gate = m.lineage?.gate;
+        if (!gate) return NONE;
+        const all = gate.metrics?.all;
+        const verdict = gate.promoted ? "promoted" : "kept";
+        return all ? `${verdict}: ${all.candidate.join("/")} vs ${all.incumbent.join("/")} in use` : verdict;
+      },
+
+      /* Counts by name as "trace 12 · sample 30". */
+      countsOf(counts) {
+        return Object.entries(counts || {}).map(([name, n]) => `${name} ${fmt.count(n)}`).join(" · ") || NONE;
+      },
+
+      get decisionText() {
+        const d = this.decision;
+        if (!d) return "";
+        return d.promoted
+          ? `Promoted: ${d.candidate} is in use now, in place of ${d.incumbent}.`
+          : `Kept: ${d.candidate} did not win; ${d.incumbent} stays in use.`;
+      },
+
+      /* The gate: both models' held-out evals, then the decision (the call answers when both ended). */
+      async runGate(m) {
+        this.gating = m.id;
+        this.decision = null;
+        this.learnedError = "";
+        const incumbent = this.learned.in_use?.[m.kind] || "the model in use";
+        this.learnedNotice = `Running the held-out evals of ${m.id} and of ${incumbent}: this takes minutes.`;
+        try {
+          const path = `/v1/learn/models/${encodeURIComponent(m.id)}/promote`;
+          this.decision = await api(path, { method: "POST", body: {} });
+          this.learnedNotice = "";
+          await this.refresh();
+        } catch (err) {
+          this.learnedError = err.message;
+          this.learnedNotice = "";
+        } finally {
+          this.gating = "";
+        }
+      },
+
+      async rollBack(kind) {
+        try {
+          const change = await api("/v1/learn/rollback", { method: "POST", body: { kind } });
+          this.learnedNotice = `${change.kind}: rolled back from ${change.from} to ${change.to}, in use now.`;
+          this.learnedError = "";
+          await this.refresh();
+        } catch (err) {
+          this.learnedError = err.message;
+        }
+      },
+
+      async exportDataset(d) {
+        try {
+          await saveFile(`/v1/learn/datasets/${encodeURIComponent(d.id)}/export`, `${d.id}.jsonl`);
+        } catch (err) {
+          this.learnedError = err.message;
         }
       },
 

@@ -1,4 +1,4 @@
-"""self-iteration, part 2: datasets, learned model versions and promotions
+"""self-iteration, part 2: datasets, learned model versions, promotions, and best-of-N eval runs
 
 Revision ID: 0010
 Revises: 0009
@@ -16,6 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("eval_runs") as batch:
+        batch.add_column(sa.Column("best_of", sa.Integer(), server_default="1", nullable=False))
     op.create_table(
         "datasets",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -63,3 +65,5 @@ def downgrade() -> None:
     op.drop_table("model_promotions")
     op.drop_table("learned_models")
     op.drop_table("datasets")
+    with op.batch_alter_table("eval_runs") as batch:
+        batch.drop_column("best_of")
