@@ -210,7 +210,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 )
             results: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
             for suite, split in SPLITS:
-                limit = args.unseen_limit if split == "unseen" else args.limit
+                limit = {"unseen": args.unseen_limit, "compiler": args.compiler_limit}.get(
+                    split if suite == "entry" else suite, args.limit
+                )
                 print(f"\n## {suite} {split} ({'first ' + str(limit) if limit else 'all'} tasks)")
                 for label, which, experience, best_of in columns:
                     if best_of == 0 and suite != "entry":
@@ -265,6 +267,7 @@ def cli() -> None:
     parser.add_argument("--best-of", type=int, default=4, help="N of the best-of-N column (default 4)")
     parser.add_argument("--limit", type=int, help="only the first N tasks of each held-out split")
     parser.add_argument("--unseen-limit", type=int, help="only the first N tasks of the unseen split")
+    parser.add_argument("--compiler-limit", type=int, help="only the first N tasks of the compiler's split")
     parser.add_argument("--no-train", dest="train", action="store_false", help="the base columns only")
     parser.add_argument("--config", type=Path, help="a server config for aigrid serve --config")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")

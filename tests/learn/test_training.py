@@ -99,6 +99,10 @@ def test_verified_traces_train_a_version_that_is_served_changed_and_gated(server
     assert model["id"] == "smollm2-135m@planner-1" and model["state"] == "candidate", model
     assert model["served"] and model["lineage"]["training"]["step"] == 6
     assert model["lineage"]["dataset"] == dataset["id"] and model["lineage"]["base"] == "smollm2-135m"
+    files = model["lineage"]["files"]
+    assert files["adapter"].endswith("adapter.gguf") and files["model"].endswith("model.gguf"), files
+    merged = next(e for e in model["lineage"]["training"]["events"] if e["event"] == "merged")
+    assert merged["tensors"] == 7 * 30, "every projection of every layer is merged"
 
     question = "Question 11: what colour is it?"
     learned = _ask(server, model["id"], question).json()["choices"][0]["message"]["content"]

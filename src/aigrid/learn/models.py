@@ -218,6 +218,7 @@ class LearnedModels:
                 self.store.update_model, model.name, state="failed", lineage=lineage, error=error
             )
             return
+        lineage["files"] = {"adapter": str(done["adapter"]), "model": done.get("model")}
         trained = await self._calls(
             self.store.update_model,
             model.name,
@@ -254,9 +255,10 @@ class LearnedModels:
         if self._router.knows(model.name):
             return
         _, base = self._base(model.kind)
-        config = base.model_copy(
-            update={"adapter_path": model.adapter_path, "name": f"{model.name}/embedded"}
-        )
+        merged = model.lineage.get("files", {}).get("model")
+        # The merged file runs at the base's speed; the adapter alone is what an older version has.
+        files = {"model_path": merged} if merged else {"adapter_path": model.adapter_path}
+        config = base.model_copy(update={**files, "name": f"{model.name}/embedded"})
         route = Route(ModelConfig(name=model.name, deployments=[config]))
         backend = build_backend(f"{model.name}/embedded", config)
         await backend.start()

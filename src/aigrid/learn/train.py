@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 JOB_FILE = "job.json"
 ADAPTER_GGUF = "adapter.gguf"
+MERGED_GGUF = "model.gguf"
 CHECKPOINT = "checkpoint.pt"
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # CPU flags whose bf16 matrix units make bf16 autocast faster than fp32 (and as accurate at the start).
@@ -204,8 +205,8 @@ def encode(rows: list[dict[str, Any]], base: Path, max_tokens: int) -> tuple[lis
         vocab.close()
 
 
-def run(folder: Path) -> Path:
-    """Train the job in ``folder`` (going on from its checkpoint) and return the GGUF adapter's path."""
+def run(folder: Path) -> tuple[Path, Path]:
+    """Train the job in ``folder`` (going on from its checkpoint): the GGUF adapter and merged model."""
     missing = missing_dependencies()
     if missing:
         raise TrainingError(
@@ -228,7 +229,21 @@ def run(folder: Path) -> Path:
         raise TrainingError(f"every example is longer than max_tokens={job.max_tokens}")
     emit("data", examples=len(rows), kept=len(sequences), too_long=len(rows) - len(sequences))
     _train(job, folder, sequences, starts)
-    return _convert(folder, converter)
+    adapter = _convert(folder, converter)
+    return adapter, _merge(base, adapter, folder / MERGED_GGUF)
+
+
+def _merge(base: Path, adapter: Path, out: Path) -> Path:
+    """The adapter merged into the base weights: served at the base's speed (see aigrid.learn.merge)."""
+    from aigrid.learn.merge import MergeError, merge_adapter
+
+    started = time.monotonic()
+    try:
+        merged = merge_adapter(base, adapter, out)
+    except MergeError as exc:
+        raise TrainingError(f"the adapter could not be merged: {exc}") from exc
+    emit("merged", path=str(out), seconds=round(time.monotonic() - started, 1), **merged)
+    return out
 
 
 def _train(job: TrainJob, folder: Path, sequences: list[list[int]], starts: list[int]) -> None:
@@ -348,12 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m aigrid.learn.train JOB_FOLDER", file=sys.stderr)
         return 2
     try:
-        path = run(Path(args[0]))
+        adapter, model = run(Path(args[0]))
     except TrainingError as exc:
         emit("failed", error=str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    emit("done", adapter=str(path))
+    emit("done", adapter=str(adapter), model=str(model))
     return 0
 
 
