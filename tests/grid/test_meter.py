@@ -65,6 +65,13 @@ def test_no_config_serves_the_embedded_model() -> None:
             '[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "embedded"\n',
             "declared twice",
         ),
+        ('[learn]\nschedule = "every night"\n', "not a cron expression"),
+        ("[learn]\nmin_new_traces = 0\n", "min_new_traces"),
+        (
+            '[[models]]\nname = "x"\n[[models.deployments]]\nbackend = "openai"\nbase_url = "http://h/v1"\n'
+            'upstream_model = "m"\nadapter_path = "a.gguf"\n',
+            "adapter_path is for an 'embedded' deployment",
+        ),
     ],
 )
 def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:

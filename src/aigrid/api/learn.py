@@ -27,7 +27,8 @@ _MAX_WAIT_S = 3600.0
 _JUDGEMENTS = ("success", "failure")
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def read_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (at most 64 KiB; none is an empty object)."""
     raw = await request.body()
     if len(raw) > _MAX_BODY_BYTES:
         raise bad_request(f"The body may be at most {_MAX_BODY_BYTES >> 10} KiB.")
@@ -59,7 +60,8 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None
     return value
 
 
-def _whole(value: Any, name: str, low: int, high: int) -> int | None:
+def whole_number(value: Any, name: str, low: int, high: int) -> int | None:
+    """A body's whole number within bounds (None when left out); a 400 naming it otherwise."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -67,7 +69,8 @@ def _whole(value: Any, name: str, low: int, high: int) -> int | None:
     return value
 
 
-def _listing(data: list[dict[str, Any]], **extra: Any) -> Response:
+def listing(data: list[dict[str, Any]], **extra: Any) -> Response:
+    """A list in OpenAI's shape, with any extra top-level fields."""
     return json_response({"object": "list", "data": data, **extra})
 
 
@@ -82,7 +85,7 @@ async def list_traces(request: Request) -> Response:
     outcome = _choice(request, "outcome", OUTCOMES)
     limit = query_number(request, "limit", 50, 1, 500)
     found = await call_store(state.learn.traces.recent, tenant, kind, outcome, limit)
-    return _listing([t.to_json() for t in found])
+    return listing([t.to_json() for t in found])
 
 
 async def get_trace(request: Request) -> Response:
@@ -99,7 +102,7 @@ async def get_trace(request: Request) -> Response:
 async def give_feedback(request: Request) -> Response:
     """POST /v1/feedback: a rating (and comment, correction) on a completion, process, entry or agent."""
     state = state_of(request)
-    body = await _body(request)
+    body = await read_body(request)
     tenant = await _actor(request, body)
     given = await call_store_async(state.learn.feedback.give(tenant, body))
     return json_response(given.to_json(), status=201)
@@ -113,7 +116,7 @@ async def list_feedback(request: Request) -> Response:
     target = request.query_params.get("target")
     limit = query_number(request, "limit", 50, 1, 500)
     found = await call_store(state.learn.feedback.store.recent, tenant, kind, target, limit)
-    return _listing([f.to_json() for f in found])
+    return listing([f.to_json() for f in found])
 
 
 # -- suites and evals ---------------------------------------------------------------------------------
@@ -122,13 +125,13 @@ async def list_feedback(request: Request) -> Response:
 async def list_suites(request: Request) -> Response:
     """GET /v1/learn/suites: each suite, its metrics and its recorded splits."""
     state_of(request).keyring.authenticate(request)
-    return _listing([s.to_json() for s in SUITES.values()])
+    return listing([s.to_json() for s in SUITES.values()])
 
 
 async def start_eval(request: Request) -> Response:
     """POST /v1/learn/evals: run a suite's split against a model (``wait`` seconds for its end)."""
     state = state_of(request)
-    body = await _body(request)
+    body = await read_body(request)
     tenant = await _actor(request, body)
     name = body.get("suite")
     if not isinstance(name, str):
@@ -144,8 +147,8 @@ async def start_eval(request: Request) -> Response:
     experience = body.get("experience", True)
     if not isinstance(experience, bool):
         raise bad_request("'experience' must be true or false.", param="experience")
-    limit = _whole(body.get("limit"), "limit", 1, 100_000)
-    best_of = _whole(body.get("best_of"), "best_of", 1, MAX_BEST_OF) or 1
+    limit = whole_number(body.get("limit"), "limit", 1, 100_000)
+    best_of = whole_number(body.get("best_of"), "best_of", 1, MAX_BEST_OF) or 1
     wait = body.get("wait", 0)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= _MAX_WAIT_S:
         raise bad_request(f"'wait' must be a number of seconds from 0 to {_MAX_WAIT_S:g}.", param="wait")
@@ -163,7 +166,7 @@ async def list_evals(request: Request) -> Response:
     suite = _choice(request, "suite", tuple(SUITES))
     limit = query_number(request, "limit", 50, 1, 500)
     runs = await call_store(state.learn.evals.store.recent, tenant, suite, limit)
-    return _listing([run_json(r) for r in runs])
+    return listing([run_json(r) for r in runs])
 
 
 async def get_eval(request: Request) -> Response:
@@ -204,7 +207,7 @@ async def list_memory(request: Request) -> Response:
     store = state.learn.memory.store
     found = await call_store(store.recent, tenant, kind, outcome, limit)
     counts = await call_store(store.count, tenant)
-    return _listing([e.to_json() for e in found], counts=counts)
+    return listing([e.to_json() for e in found], counts=counts)
 
 
 async def forget_example(request: Request) -> Response:
@@ -221,12 +224,12 @@ async def teach(request: Request) -> Response:
     """POST /v1/learn/memory/teach: a suite's verified training examples into the tenant's memory
     (the admin key naming no tenant: into every tenant's, as shared examples)."""
     state = state_of(request)
-    body = await _body(request)
+    body = await read_body(request)
     tenant = await _actor(request, body)
     name = body.get("suite")
     if not isinstance(name, str):
         raise bad_request(f"'suite' must name a suite: {', '.join(SUITES)}.", param="suite")
-    limit = _whole(body.get("limit"), "limit", 1, 100_000)
+    limit = whole_number(body.get("limit"), "limit", 1, 100_000)
     # The admin naming no tenant teaches the whole grid: training examples are no one's data.
     principal = state.keyring.authenticate(request)
     shared = principal.is_admin and body.get("tenant", request.query_params.get("tenant")) is None

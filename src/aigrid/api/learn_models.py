@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from aigrid.api.learn import _body, _listing, _whole
+from aigrid.api.learn import listing, read_body, whole_number
 from aigrid.api.openai import json_response
 from aigrid.api.scope import api_error_for, call_store, call_store_async, tenant_scope
 from aigrid.api.state import AppState, state_of
@@ -68,7 +68,7 @@ def _model_json(state: AppState, name: str, shown: dict[str, Any]) -> dict[str, 
 async def build_dataset(request: Request) -> Response:
     """POST /v1/learn/datasets: a dataset of a kind from the verified traces (of ``tenant``, or all)."""
     state, principal = _admin(request)
-    body = await _body(request)
+    body = await read_body(request)
     kind = _kind(body.get("kind"))
     named = body.get("tenant")
     if named is not None and not isinstance(named, str):
@@ -85,7 +85,7 @@ async def list_datasets(request: Request) -> Response:
     if kind is not None:
         _kind(kind)
     found = await call_store(state.learn.models.store.datasets, kind)
-    return _listing([d.to_json() for d in found])
+    return listing([d.to_json() for d in found])
 
 
 async def get_dataset(request: Request) -> Response:
@@ -128,7 +128,7 @@ async def export_dataset(request: Request) -> Response:
 async def train_model(request: Request) -> Response:
     """POST /v1/learn/models: train a new version of ``kind`` on ``dataset`` (``train``: settings)."""
     state, _ = _admin(request)
-    body = await _body(request)
+    body = await read_body(request)
     kind = _kind(body.get("kind", "planner"))
     dataset = body.get("dataset")
     if not isinstance(dataset, str) or not dataset:
@@ -153,7 +153,7 @@ async def list_models(request: Request) -> Response:
     found = await call_store(state.learn.models.store.models, kind)
     data = [_model_json(state, m.name, m.to_json()) for m in found]
     history = await call_store(state.learn.models.store.history, kind)
-    return _listing(data, in_use=state.learn.models.in_use(), history=[h.to_json() for h in history[:20]])
+    return listing(data, in_use=state.learn.models.in_use(), history=[h.to_json() for h in history[:20]])
 
 
 async def get_model(request: Request) -> Response:
@@ -166,7 +166,7 @@ async def get_model(request: Request) -> Response:
 async def resume_model(request: Request) -> Response:
     """POST /v1/learn/models/{name}/resume: go on training from the checkpoint."""
     state, _ = _admin(request)
-    body = await _body(request)
+    body = await read_body(request)
     models = state.learn.models
     model = await call_store_async(models.resume(request.path_params["name"]))
     await models.wait(model.name, _wait(body))
@@ -178,8 +178,8 @@ async def resume_model(request: Request) -> Response:
 async def promote_model(request: Request) -> Response:
     """POST /v1/learn/models/{name}/promote: the gate; the version is put in use only if it wins."""
     state, principal = _admin(request)
-    body = await _body(request)
-    limit = _whole(body.get("limit"), "limit", 1, 100_000)
+    body = await read_body(request)
+    limit = whole_number(body.get("limit"), "limit", 1, 100_000)
     experience = body.get("experience", state.config.learn.experience)
     if not isinstance(experience, bool):
         raise bad_request("'experience' must be true or false.", param="experience")
@@ -193,7 +193,7 @@ async def promote_model(request: Request) -> Response:
 async def rollback(request: Request) -> Response:
     """POST /v1/learn/rollback: put back what was in use for ``kind`` before its last promotion."""
     state, _ = _admin(request)
-    body = await _body(request)
+    body = await read_body(request)
     change = await call_store_async(state.learn.models.rollback(_kind(body.get("kind"))))
     return json_response({"object": "rollback", **change})
 
@@ -204,10 +204,10 @@ async def rollback(request: Request) -> Response:
 async def start_round(request: Request) -> Response:
     """POST /v1/learn/rounds: sample, verify, build a dataset, train, and run the gate."""
     state, principal = _admin(request)
-    body = await _body(request)
+    body = await read_body(request)
     try:
         sampling = SamplingSettings(
-            k=_whole(body.get("k", 4), "k", 0, 32) or 0,
+            k=whole_number(body.get("k", 4), "k", 0, 32) or 0,
             temperature=_number(body.get("temperature", 0.8), "temperature"),
             teacher=_teacher(state, body.get("teacher", CODE_TEACHER)),
             experience=_flag(body.get("experience", state.config.learn.experience), "experience"),
@@ -216,11 +216,11 @@ async def start_round(request: Request) -> Response:
         raise bad_request(str(exc)) from exc
     settings = RoundSettings(
         kind=_kind(body.get("kind", "planner")),
-        tasks=_whole(body.get("tasks"), "tasks", 1, 100_000),
+        tasks=whole_number(body.get("tasks"), "tasks", 1, 100_000),
         sampling=sampling,
         train=_object(body, "train"),
         promote=_flag(body.get("promote", True), "promote"),
-        gate_limit=_whole(body.get("gate_limit"), "gate_limit", 1, 100_000),
+        gate_limit=whole_number(body.get("gate_limit"), "gate_limit", 1, 100_000),
     )
     loop = state.learn.loop
     chosen = loop.start(principal.tenant_id, settings)
@@ -256,7 +256,7 @@ async def list_rounds(request: Request) -> Response:
     """GET /v1/learn/rounds: this server's rounds, newest first."""
     state, _ = _admin(request)
     rounds = sorted(state.learn.loop.rounds.values(), key=lambda r: r.started_at_us, reverse=True)
-    return _listing([r.to_json() for r in rounds])
+    return listing([r.to_json() for r in rounds])
 
 
 async def get_round(request: Request) -> Response:

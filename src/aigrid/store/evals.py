@@ -84,7 +84,14 @@ class EvalStore:
         self._engine = engine
 
     def create(
-        self, tenant_id: int, suite: str, split: str, model: str, experience: bool, total: int, best_of: int = 1
+        self,
+        tenant_id: int,
+        suite: str,
+        split: str,
+        model: str,
+        experience: bool,
+        total: int,
+        best_of: int = 1,
     ) -> EvalRun:
         """A new run in ``running``."""
         row = EvalRunRow(
