@@ -338,3 +338,31 @@ def test_bad_reads_get_clear_errors(server: LiveServer, keys: tuple[str, str]) -
     error(call(server, mine, "GET", "/v1/learn/compare", params={"a": "evr-1"}), 400, "?a=RUN&b=RUN")
     error(call(server, mine, "GET", "/v1/learn/evals", params={"suite": "poems"}), 400, "'suite' must be")
     assert call(server, ADMIN_KEY, "GET", "/v1/learn/memory", params={"tenant": "nobody"}).status_code == 404
+
+
+def test_a_dataset_holds_verified_plans_and_corrections_and_a_round_needs_an_embedded_model(
+    server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service], keys: tuple[str, str]
+) -> None:
+    mine, _ = keys
+    body = {"kind": "planner", "tenant": "learners"}
+    error(call(server, mine, "POST", "/v1/learn/datasets", json=body), 403, "admin key")
+    built = call(server, ADMIN_KEY, "POST", "/v1/learn/datasets", json=body)
+    assert built.status_code == 201, built.text
+    dataset = built.json()
+    assert dataset["sources"]["trace"] >= 1 and dataset["sources"]["correction"] == 1, dataset
+    assert dataset["left_out"]["not_verified"] >= 1, "refused plans and declined entries teach nothing"
+    shown = call(server, ADMIN_KEY, "GET", f"/v1/learn/datasets/{dataset['id']}", params={"examples": 20})
+    examples = shown.json()["preview"]
+    assert len(examples) == dataset["examples"]
+    answers = [e["messages"][-1] for e in examples]
+    assert all(a["role"] == "assistant" for a in answers)
+    assert {"role": "assistant", "content": to_json(to_written(EARBUDS))} in answers, "the correction"
+    assert all(e["messages"][-2]["content"].startswith("Request: ") for e in examples)
+
+    plans(upstream, EARBUDS)
+    started = call(server, ADMIN_KEY, "POST", "/v1/learn/rounds", json={"tasks": 2, "k": 1, "wait": 300})
+    assert started.status_code == 200, started.text
+    finished = started.json()
+    assert finished["state"] == "failed" and "No embedded model" in finished["error"], finished
+    assert finished["pass_rate"]["student"]["tried"] == 2, "each task's answer was judged"
+    assert finished["dataset"] is not None and finished["model"] is None

@@ -24,6 +24,7 @@ def client() -> AdminClient:
     tests can put a fake server behind it)."""
     return connect()
 
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the API's JSON answer and nothing else.")]
 Tenant = Annotated[str, typer.Option("--tenant", help="The tenant's name.")]
 TenantFilter = Annotated[str | None, typer.Option("--tenant", help="Only this tenant.")]
@@ -63,6 +64,23 @@ def waiting(what: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task(escape(what), total=None)
         yield lambda words: progress.update(task, description=escape(words))
+
+
+def start_and_follow(
+    as_json: bool,
+    no_wait: bool,
+    start: Callable[[AdminClient], dict[str, Any]],
+    follow: Callable[[AdminClient, dict[str, Any], bool], dict[str, Any]],
+    shown: tuple[Callable[[dict[str, Any]], RenderableType], Callable[[dict[str, Any]], RenderableType]],
+) -> None:
+    """Start work on the server and, unless ``no_wait``, follow it to its end (``shown``: how the
+    started and the ended work print); exit 1 when it ended ``failed``."""
+    if no_wait:
+        call(as_json, start, shown[0])
+        return
+    ended = call(as_json, lambda c: follow(c, start(c), as_json), shown[1])
+    if ended["state"] == "failed":
+        raise typer.Exit(1)
 
 
 def call(

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from aigrid.cli import learn_models, render
 from aigrid.cli.client import AdminClient, CLIError
-from aigrid.cli.common import JsonFlag, TenantFilter, call, fail, waiting
+from aigrid.cli.common import JsonFlag, TenantFilter, call, fail, start_and_follow, waiting
 
 learn_app = typer.Typer(
     no_args_is_help=True, help="Measure models on task suites and fill the experience memory."
@@ -288,12 +288,7 @@ def evaluate(
     def start(client: AdminClient) -> dict[str, Any]:
         return _api(client, "POST", "/v1/learn/evals", params={"tenant": tenant}, body=body)
 
-    if no_wait:
-        call(as_json, start, _started)
-        return
-    ended = call(as_json, lambda c: _follow(c, start(c), as_json), _eval_run)
-    if ended["state"] == "failed":
-        raise typer.Exit(1)
+    start_and_follow(as_json, no_wait, start, _follow, (_started, _eval_run))
 
 
 def _follow(client: AdminClient, run: dict[str, Any], as_json: bool) -> dict[str, Any]:

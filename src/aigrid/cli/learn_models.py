@@ -22,7 +22,16 @@ from rich.text import Text
 
 from aigrid.cli import common, render
 from aigrid.cli.client import AdminClient, CLIError
-from aigrid.cli.common import JsonFlag, TenantFilter, call, console, emit_json, fail, waiting
+from aigrid.cli.common import (
+    JsonFlag,
+    TenantFilter,
+    call,
+    console,
+    emit_json,
+    fail,
+    start_and_follow,
+    waiting,
+)
 
 _LOOK_S = 2.0
 # Building a dataset reads every verified trace of its kind: longer than an ordinary call.
@@ -356,12 +365,7 @@ def resume(name: ModelName, no_wait: NoWait = False, as_json: JsonFlag = False) 
 
 def _start_training(start: Callable[[AdminClient], dict[str, Any]], no_wait: bool, as_json: bool) -> None:
     """Start a training and, unless ``no_wait``, follow it; exit 1 if it failed."""
-    if no_wait:
-        call(as_json, start, _trained)
-        return
-    ended = call(as_json, lambda c: _follow_model(c, start(c), as_json), _trained)
-    if ended["state"] == "failed":
-        raise typer.Exit(1)
+    start_and_follow(as_json, no_wait, start, _follow_model, (_trained, _trained))
 
 
 def _follow_model(client: AdminClient, shown: dict[str, Any], as_json: bool) -> dict[str, Any]:
@@ -676,12 +680,7 @@ def learning_round(
     def start(client: AdminClient) -> dict[str, Any]:
         return client.request("POST", "/v1/learn/rounds", body=body)
 
-    if no_wait:
-        call(as_json, start, _round)
-        return
-    ended = call(as_json, lambda c: _follow_round(c, start(c), as_json), _round)
-    if ended["state"] == "failed":
-        raise typer.Exit(1)
+    start_and_follow(as_json, no_wait, start, _follow_round, (_round, _round))
 
 
 def _follow_round(client: AdminClient, shown: dict[str, Any], as_json: bool) -> dict[str, Any]:

@@ -92,7 +92,10 @@ class DatasetBuilder:
         traces = await self._calls(self._traces.recent, tenant_id, TRACE_KIND[kind], None, _MAX_TRACES)
         ratings = await self._calls(self._feedback.recent, tenant_id, None, None, _MAX_FEEDBACK)
         rated_down = {f.target for f in ratings if f.rating == -1}
-        corrections = {f.target: f.correction for f in ratings if f.correction and f.kind == "entry"}
+        corrections: dict[str, str] = {}
+        for rating in ratings:  # newest first: a later correction replaces an earlier one
+            if rating.correction and rating.kind == "entry":
+                corrections.setdefault(rating.target, rating.correction)
         left_out: Counter[str] = Counter()
         candidates: list[Example] = []
         for trace in reversed(traces):  # oldest first: the file reads in the order things happened
