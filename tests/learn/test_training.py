@@ -9,15 +9,20 @@ and the gate keeps a version that does not beat the model in use.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.support import ADMIN_KEY, LiveServer
 
+from aigrid.grid.engine.model import default_model_path
 from aigrid.learn.suites import suite
+from aigrid.learn.train import TrainJob
 from aigrid.store.db import make_engine, sqlite_url
 from aigrid.store.traces import TraceStore
 
@@ -132,6 +137,7 @@ def test_bad_requests_get_clear_errors(server: LiveServer) -> None:
         ("POST", "/v1/learn/rollback", {"kind": "planner"}, 409, "Nothing to roll back"),
         ("POST", "/v1/learn/rounds", {"k": -1}, 400, "'k' must be a whole number"),
         ("POST", "/v1/learn/rounds", {"teacher": "no-such-model"}, 400, "'teacher' must be"),
+        ("POST", "/v1/learn/rounds", {"student": "nobody"}, 400, "'student' must be"),
         ("GET", "/v1/learn/rounds/round-none", None, 404, "No round"),
         ("GET", "/v1/learn/datasets/ds-none?examples=1", None, 404, "No dataset"),
     ]
@@ -143,6 +149,9 @@ def test_bad_requests_get_clear_errors(server: LiveServer) -> None:
     bad_settings = {"kind": "planner", "dataset": datasets[0]["id"], "train": {"rank": 0}}
     answer = _admin(server, "POST", "/v1/learn/models", json=bad_settings)
     assert answer.status_code == 400 and "'rank'" in answer.json()["error"]["message"], answer.text
+    for count in ("²", "21", "-1"):
+        shown = _admin(server, "GET", f"/v1/learn/datasets/{datasets[0]['id']}", params={"examples": count})
+        assert shown.status_code == 400 and "'examples' must be" in shown.json()["error"]["message"]
 
 
 def test_a_restarted_server_lists_its_versions_and_serves_none_that_was_kept(server: LiveServer) -> None:
@@ -155,3 +164,37 @@ def test_a_restarted_server_lists_its_versions_and_serves_none_that_was_kept(ser
         listed = _admin(server, "GET", "/v1/learn/models").json()
     (model,) = listed["data"]
     assert model["state"] == "kept" and not model["served"]
+
+
+def test_a_training_killed_midway_goes_on_from_its_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    rows = [
+        {
+            "messages": [
+                SYSTEM,
+                {"role": "user", "content": f"Request: colour {n}?"},
+                {"role": "assistant", "content": ANSWER},
+            ]
+        }
+        for n in range(4)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = default_model_path()
+    assert base is not None
+    job = tmp_path / "job"
+    TrainJob(base=str(base), dataset=str(data), max_steps=3, batch_tokens=64, checkpoint_every=1).write(job)
+    command = [sys.executable, "-m", "aigrid.learn.train", str(job)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert first.stdout is not None
+    for line in first.stdout:
+        event = json.loads(line)
+        if event["event"] == "step" and event["step"] == 2:
+            first.kill()
+            break
+    first.wait()
+    again = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+    events = [json.loads(line) for line in again.stdout.splitlines()]
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {"event": "resumed", "step": 2, "steps": 3} in events
+    assert [e["step"] for e in events if e["event"] == "step"] == [3], "only the step left runs"
+    assert (job / "model.gguf").is_file() and (job / "adapter.gguf").is_file()

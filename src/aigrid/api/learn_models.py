@@ -221,6 +221,7 @@ async def start_round(request: Request) -> Response:
         train=_object(body, "train"),
         promote=_flag(body.get("promote", True), "promote"),
         gate_limit=whole_number(body.get("gate_limit"), "gate_limit", 1, 100_000),
+        student=_student(state, body.get("student")),
     )
     loop = state.learn.loop
     chosen = loop.start(principal.tenant_id, settings)
@@ -237,6 +238,12 @@ def _number(value: Any, name: str) -> float:
 def _flag(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise bad_request(f"'{name}' must be true or false.", param=name)
+    return value
+
+
+def _student(state: AppState, value: Any) -> str | None:
+    if value is not None and (not isinstance(value, str) or not state.grid.router.knows(value)):
+        raise bad_request("'student' must be a model this grid serves (a candidate, say).", param="student")
     return value
 
 

@@ -668,11 +668,17 @@ def learning_round(
     gate_limit: Annotated[
         int | None, typer.Option(min=1, help="The gate runs only N held-out tasks.")
     ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(metavar="MODEL", help="Who answers the tasks (default: the model in use for the kind)."),
+    ] = None,
     no_wait: NoWait = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a round of the loop: sample and verify, build a dataset, train, and run the gate."""
-    body = {"kind": kind.value} | _given(tasks=tasks, k=k, temperature=temperature, gate_limit=gate_limit)
+    body = {"kind": kind.value} | _given(
+        tasks=tasks, k=k, temperature=temperature, gate_limit=gate_limit, student=student
+    )
     if teacher is not None:
         body["teacher"] = None if teacher == "none" else teacher
     body |= {"train": _given(max_steps=steps, epochs=epochs), "promote": not no_promote, "wait": 0}

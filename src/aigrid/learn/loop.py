@@ -54,6 +54,9 @@ class RoundSettings:
     train: dict[str, Any] = field(default_factory=dict)  # TrainJob settings
     promote: bool = True
     gate_limit: int | None = None  # held-out tasks the gate runs (all when None)
+    # Who answers the training tasks: the model in use for the kind when None, or a learned version
+    # not yet promoted (the next round of STaR or ReST-EM samples from the last one trained).
+    student: str | None = None
 
 
 @dataclass
@@ -159,7 +162,7 @@ class SelfTraining:
     async def _round(self, chosen: Round) -> None:
         settings = chosen.settings
         samples: list[Example] = []
-        student = self._roles.model(settings.kind)
+        student = settings.student or self._roles.model(settings.kind)
         if settings.kind == "planner" and (settings.sampling.k or settings.sampling.teacher):
             tasks = [t for t in training("entry") if not held_out(str(t["input"]))][: settings.tasks]
             chosen.of = len(tasks)

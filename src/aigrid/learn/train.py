@@ -310,7 +310,6 @@ def _train(job: TrainJob, folder: Path, sequences: list[list[int]], starts: list
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        progress.step(step, float(loss.item()), int(mask.sum().item()))
         if step % job.checkpoint_every == 0 or step == total:
             partial = checkpoint.with_suffix(".part")
             state = {
@@ -320,6 +319,8 @@ def _train(job: TrainJob, folder: Path, sequences: list[list[int]], starts: list
             }
             torch.save(state, partial)
             partial.replace(checkpoint)
+        # Said after the checkpoint: a step that was reported is one a resumed job will not redo.
+        progress.step(step, float(loss.item()), int(mask.sum().item()))
     peft_model.save_pretrained(str(folder / "adapter"))
     config = model.config.to_dict()
     config.pop("quantization_config", None)
