@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -127,7 +128,7 @@ class LearnedModels:
         base_name, base_config = self._base(kind)
         number = await self._calls(self.store.next_number, kind)
         name = f"{base_name}@{kind}-{number}"
-        folder = self._folder / name.replace("@", "_")
+        folder = self._folder / re.sub(r"[^A-Za-z0-9._-]", "_", name)
         path = base_config.model_path or default_model_path()
         if path is None:
             raise AccountError(409, "The base model's GGUF file is not installed.")
