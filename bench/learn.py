@@ -194,7 +194,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 teach(client, name)
             base = client.get("/v1/learn/models").json()["in_use"]["planner"]
             models = {"base": base}
-            columns = [c for c in COLUMNS if args.train or c[1] == "base"]
+            columns = [c for c in COLUMNS if (args.train or c[1] == "base") and c[0] in args.columns]
             if args.train:
                 trained = self_training_round(client, args)
                 models["student"] = trained["model"]
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     verdict(ratio >= 0.95, f"the student within 5% of the base's tokens/s: {ratio:.3f}")
                 )
             results: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-            for suite, split in SPLITS:
+            for suite, split in [(suite, split) for suite, split in SPLITS if suite in args.suites]:
                 limit = {"unseen": args.unseen_limit, "compiler": args.compiler_limit}.get(
                     split if suite == "entry" else suite, args.limit
                 )
@@ -235,8 +235,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 for row in ROWS[suite]:
                     cells = [rate(runs[c[0]]["metrics"].get(row)) if c[0] in runs else "-" for c in columns]
                     print(f"{row:<17}" + "".join(f"{cell:<24}" for cell in cells))
-            if args.train:
+            if args.train and "student+memory" in args.columns:
                 for (suite, row), target in TARGETS.items():
+                    if (suite, "heldout") not in results:
+                        continue
                     metric = results[(suite, "heldout")]["student+memory"]["metrics"].get(row)
                     got = metric["rate"] if metric and metric["total"] else 0.0
                     verdicts.append(
@@ -269,6 +271,9 @@ def cli() -> None:
     parser.add_argument("--unseen-limit", type=int, help="only the first N tasks of the unseen split")
     parser.add_argument("--compiler-limit", type=int, help="only the first N tasks of the compiler's split")
     parser.add_argument("--no-train", dest="train", action="store_false", help="the base columns only")
+    names = [c[0] for c in COLUMNS]
+    parser.add_argument("--columns", nargs="+", choices=names, default=names, help="columns to run (all)")
+    parser.add_argument("--suites", nargs="+", choices=("entry", "compiler"), default=["entry", "compiler"])
     parser.add_argument("--config", type=Path, help="a server config for aigrid serve --config")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
     args = parser.parse_args()

@@ -27,6 +27,7 @@ from aigrid.entry.catalog import Catalog
 from aigrid.entry.plan import Plan, PlanError
 from aigrid.entry.planner import (
     WRITTEN_STEPS,
+    PlanExample,
     Planner,
     Prompted,
     Recall,
@@ -37,6 +38,7 @@ from aigrid.entry.planner import (
 )
 from aigrid.learn.datasets import Example
 from aigrid.learn.judges import ENTRY_TODAY, plan_verdict
+from aigrid.learn.suites import normalised
 from aigrid.learn.teacher import NoReference, reference_plan
 
 CODE_TEACHER = "code"
@@ -115,9 +117,8 @@ class Sampler:
         """One round over ``tasks``: the accepted examples and the round's figures."""
         began = time.perf_counter()
         found = await self._catalog(tenant_id)
-        planner = Planner(
-            self._writer(student, settings.temperature), self._recall if settings.experience else None
-        )
+        recall = _others(self._recall) if settings.experience else None
+        planner = Planner(self._writer(student, settings.temperature), recall)
         figures = RoundFigures(number)
         kept: list[Example] = []
         for done, task in enumerate(tasks, 1):
@@ -196,6 +197,18 @@ class Sampler:
                     kept.append(Example(asked.messages, written, source))
             figures.count(source, verdicts[written])
         return kept
+
+
+def _others(recall: Recall) -> Recall:
+    """The memory's examples for a training task but the task's own sentence: the memory holds the
+    training split's verified plans, and a prompt whose nearest example is the very same request
+    teaches only to copy it (a held-out request never meets itself there)."""
+
+    async def others(tenant_id: int, text: str) -> list[PlanExample]:
+        own = normalised(text)
+        return [e for e in await recall(tenant_id, text) if normalised(e.text) != own]
+
+    return others
 
 
 def _writable(written: str, schema: dict[str, Any]) -> bool:
