@@ -194,8 +194,12 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 teach(client, name)
             base = client.get("/v1/learn/models").json()["in_use"]["planner"]
             models = {"base": base}
-            columns = [c for c in COLUMNS if (args.train or c[1] == "base") and c[0] in args.columns]
-            if args.train:
+            columns = [
+                c for c in COLUMNS if (args.train or args.student or c[1] == "base") and c[0] in args.columns
+            ]
+            if args.student:
+                models["student"] = args.student  # a student trained before, served by --config
+            elif args.train:
                 trained = self_training_round(client, args)
                 models["student"] = trained["model"]
                 verdicts.append(
@@ -209,7 +213,10 @@ def run(args: argparse.Namespace, work: Path) -> int:
                     verdict(ratio >= 0.95, f"the student within 5% of the base's tokens/s: {ratio:.3f}")
                 )
             results: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-            for suite, split in [(suite, split) for suite, split in SPLITS if suite in args.suites]:
+            chosen = [
+                (su, sp) for su, sp in SPLITS if su in args.suites and (su != "entry" or sp in args.splits)
+            ]
+            for suite, split in chosen:
                 limit = {"unseen": args.unseen_limit, "compiler": args.compiler_limit}.get(
                     split if suite == "entry" else suite, args.limit
                 )
@@ -235,7 +242,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 for row in ROWS[suite]:
                     cells = [rate(runs[c[0]]["metrics"].get(row)) if c[0] in runs else "-" for c in columns]
                     print(f"{row:<17}" + "".join(f"{cell:<24}" for cell in cells))
-            if args.train and "student+memory" in args.columns:
+            if (args.train or args.student) and "student+memory" in args.columns:
                 for (suite, row), target in TARGETS.items():
                     if (suite, "heldout") not in results:
                         continue
@@ -274,6 +281,10 @@ def cli() -> None:
     names = [c[0] for c in COLUMNS]
     parser.add_argument("--columns", nargs="+", choices=names, default=names, help="columns to run (all)")
     parser.add_argument("--suites", nargs="+", choices=("entry", "compiler"), default=["entry", "compiler"])
+    parser.add_argument(
+        "--splits", nargs="+", choices=("heldout", "unseen"), default=["heldout", "unseen"], help="entry's"
+    )
+    parser.add_argument("--student", help="judge this model (served by --config) as the student; no round")
     parser.add_argument("--config", type=Path, help="a server config for aigrid serve --config")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder and logs")
     args = parser.parse_args()
