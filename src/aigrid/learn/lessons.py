@@ -16,14 +16,14 @@ from typing import Any
 from aigrid.entry.calls import Caller
 from aigrid.entry.catalog import Catalog
 from aigrid.entry.plan import PlanError
-from aigrid.entry.planner import WRITTEN_STEPS, PlanExample, Recall, validated
+from aigrid.entry.planner import PlanExample, Recall, validated
 from aigrid.entry.reading import read
 from aigrid.kernel.compiler import SpecExample, SpecRecall
 from aigrid.learn.experience import ExperienceMemory
 from aigrid.learn.intent import acting_as_asked
 from aigrid.learn.judges import CallRecall, available_cents, catalog_tools
 from aigrid.learn.suites import suite, training
-from aigrid.learn.teacher import NoReference, reference_plan
+from aigrid.learn.teacher import NoReference, task_reference
 from aigrid.learn.verifiers import arguments_problem, entry_verdict, must_buy_nothing
 from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError
@@ -157,11 +157,8 @@ class Teacher:
     ) -> tuple[ExperienceKind, dict[str, Any]]:
         """The teacher's plan for the task, checked like any plan (not run yet)."""
         assert found is not None
-        buys = str(task.get("kind")) != "info"
-        raw = reference_plan(task["rule"], found, buys)
-        if len(raw["steps"]) > WRITTEN_STEPS:
-            raise NoReference(f"the plan has more than {WRITTEN_STEPS} steps")
-        return "plan", validated(raw, found).model_dump(mode="json", by_alias=True, exclude_defaults=True)
+        plan = task_reference(task, found)
+        return "plan", plan.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
     async def _verify_plan(
         self, tenant_id: int, task: dict[str, Any], found: Catalog, example: dict[str, Any]

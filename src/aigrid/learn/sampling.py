@@ -26,7 +26,6 @@ from aigrid.entry.calls import Caller
 from aigrid.entry.catalog import Catalog
 from aigrid.entry.plan import Plan, PlanError
 from aigrid.entry.planner import (
-    WRITTEN_STEPS,
     PlanExample,
     Planner,
     Prompted,
@@ -34,12 +33,11 @@ from aigrid.entry.planner import (
     WriteFn,
     checked_written,
     to_written,
-    validated,
 )
 from aigrid.learn.datasets import Example
 from aigrid.learn.judges import ENTRY_TODAY, plan_verdict
 from aigrid.learn.suites import normalised
-from aigrid.learn.teacher import NoReference, reference_plan
+from aigrid.learn.teacher import NoReference, task_reference
 
 CODE_TEACHER = "code"
 # A sampled plan is as long as an evaluated one.
@@ -226,9 +224,6 @@ def canonical(plan: Plan) -> str:
 def _reference(task: dict[str, Any], found: Catalog) -> str | None:
     """The code teacher's plan for a task, written as the model writes one; None if it has none."""
     try:
-        raw = reference_plan(task["rule"], found, str(task.get("kind")) != "info")
-        if len(raw["steps"]) > WRITTEN_STEPS:
-            return None
-        return canonical(validated(raw, found))
+        return canonical(task_reference(task, found))
     except (NoReference, PlanError, KeyError):
         return None

@@ -13,12 +13,23 @@ from __future__ import annotations
 from typing import Any
 
 from aigrid.entry.catalog import Catalog
+from aigrid.entry.plan import Plan
+from aigrid.entry.planner import WRITTEN_STEPS, validated
 
 Step = dict[str, Any]
 
 
 class NoReference(ValueError):
     """A rule this teacher cannot write a plan for with the services the catalog has."""
+
+
+def task_reference(task: dict[str, Any], catalog: Catalog) -> Plan:
+    """A training task's reference plan, checked (with its buying steps unless the task only asks):
+    NoReference when there is none the planner could write, PlanError when it does not check."""
+    raw = reference_plan(task["rule"], catalog, str(task.get("kind")) != "info")
+    if len(raw["steps"]) > WRITTEN_STEPS:
+        raise NoReference(f"the plan has more than {WRITTEN_STEPS} steps")
+    return validated(raw, catalog)
 
 
 def reference_plan(rule: list[dict[str, Any]], catalog: Catalog, buys: bool) -> dict[str, Any]:
