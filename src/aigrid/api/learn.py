@@ -53,7 +53,8 @@ async def _actor(request: Request, body: dict[str, Any]) -> int:
     return principal.tenant_id if scoped is None else scoped
 
 
-def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+def query_choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    """A query parameter that must be one of ``allowed`` (None when left out); a 400 naming them."""
     value = request.query_params.get(name)
     if value is not None and value not in allowed:
         raise bad_request(f"'{name}' must be one of: {', '.join(allowed)}.", param=name)
@@ -81,8 +82,8 @@ async def list_traces(request: Request) -> Response:
     """GET /v1/traces: traces, newest first (``kind``, ``outcome``, ``limit``)."""
     state = state_of(request)
     tenant = await _reader(request)
-    kind = _choice(request, "kind", TRACE_KINDS)
-    outcome = _choice(request, "outcome", OUTCOMES)
+    kind = query_choice(request, "kind", TRACE_KINDS)
+    outcome = query_choice(request, "outcome", OUTCOMES)
     limit = query_number(request, "limit", 50, 1, 500)
     found = await call_store(state.learn.traces.recent, tenant, kind, outcome, limit)
     return listing([t.to_json() for t in found])
@@ -112,7 +113,7 @@ async def list_feedback(request: Request) -> Response:
     """GET /v1/feedback: feedback received, newest first (``kind``, ``target``, ``limit``)."""
     state = state_of(request)
     tenant = await _reader(request)
-    kind = _choice(request, "kind", ("completion", "process", "entry", "agent"))
+    kind = query_choice(request, "kind", ("completion", "process", "entry", "agent"))
     target = request.query_params.get("target")
     limit = query_number(request, "limit", 50, 1, 500)
     found = await call_store(state.learn.feedback.store.recent, tenant, kind, target, limit)
@@ -163,7 +164,7 @@ async def list_evals(request: Request) -> Response:
     """GET /v1/learn/evals: runs, newest first (``suite``, ``limit``)."""
     state = state_of(request)
     tenant = await _reader(request)
-    suite = _choice(request, "suite", tuple(SUITES))
+    suite = query_choice(request, "suite", tuple(SUITES))
     limit = query_number(request, "limit", 50, 1, 500)
     runs = await call_store(state.learn.evals.store.recent, tenant, suite, limit)
     return listing([run_json(r) for r in runs])
@@ -201,8 +202,8 @@ async def list_memory(request: Request) -> Response:
     """GET /v1/learn/memory: examples, newest first (``kind``, ``outcome``, ``limit``), with counts."""
     state = state_of(request)
     tenant = await _reader(request)
-    kind = _choice(request, "kind", EXPERIENCE_KINDS)
-    outcome = _choice(request, "outcome", _JUDGEMENTS)
+    kind = query_choice(request, "kind", EXPERIENCE_KINDS)
+    outcome = query_choice(request, "outcome", _JUDGEMENTS)
     limit = query_number(request, "limit", 50, 1, 500)
     store = state.learn.memory.store
     found = await call_store(store.recent, tenant, kind, outcome, limit)

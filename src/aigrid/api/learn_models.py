@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from aigrid.api.learn import listing, read_body, whole_number
+from aigrid.api.learn import listing, query_choice, read_body, whole_number
 from aigrid.api.openai import json_response
 from aigrid.api.scope import api_error_for, call_store, call_store_async, tenant_scope
 from aigrid.api.state import AppState, state_of
@@ -27,6 +27,7 @@ from aigrid.store.learned import TASK_KINDS
 
 _MAX_WAIT_S = 3600.0
 _MAX_PREVIEW = 20
+_SHOWN_CHANGES = 20
 
 
 def _admin(request: Request) -> tuple[AppState, Principal]:
@@ -81,9 +82,7 @@ async def build_dataset(request: Request) -> Response:
 async def list_datasets(request: Request) -> Response:
     """GET /v1/learn/datasets: datasets, newest first (``kind``)."""
     state, _ = _admin(request)
-    kind = request.query_params.get("kind")
-    if kind is not None:
-        _kind(kind)
+    kind = query_choice(request, "kind", TASK_KINDS)
     found = await call_store(state.learn.models.store.datasets, kind)
     return listing([d.to_json() for d in found])
 
@@ -147,13 +146,11 @@ async def train_model(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     """GET /v1/learn/models: learned versions, newest first (``kind``), and the models in use."""
     state, _ = _admin(request)
-    kind = request.query_params.get("kind")
-    if kind is not None:
-        _kind(kind)
+    kind = query_choice(request, "kind", TASK_KINDS)
     found = await call_store(state.learn.models.store.models, kind)
     data = [_model_json(state, m.name, m.to_json()) for m in found]
-    history = await call_store(state.learn.models.store.history, kind)
-    return listing(data, in_use=state.learn.models.in_use(), history=[h.to_json() for h in history[:20]])
+    history = await call_store(state.learn.models.store.history, kind, _SHOWN_CHANGES)
+    return listing(data, in_use=state.learn.models.in_use(), history=[h.to_json() for h in history])
 
 
 async def get_model(request: Request) -> Response:
