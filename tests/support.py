@@ -21,6 +21,9 @@ import httpx
 from openai import OpenAI
 
 ADMIN_KEY = "sk-aigrid-admin-test"
+# SmolLM2's end tokens (<|endoftext|>, <|im_end|>) banned: the answer runs to its max_tokens, so a
+# request meant to be long cannot end after a few words.
+NO_END = {"logit_bias": {"0": -100, "2": -100}}
 # Where the browser tests leave screenshots of the console for a person to look at.
 SCREENSHOTS = Path(
     os.environ.get("AIGRID_SCREENSHOTS", Path(__file__).resolve().parents[1] / "build" / "screenshots")

@@ -14,6 +14,7 @@ import pytest_asyncio
 from openai.types import Completion as OpenAICompletion
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from tests.support import NO_END
 
 from aigrid.config import DeploymentConfig
 from aigrid.errors import APIError
@@ -309,7 +310,13 @@ async def test_prompt_beyond_the_context_is_refused(backend: EmbeddedBackend) ->
         ({"n": 2}, "n"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
-        ({"logit_bias": {"50": 10}}, "logit_bias"),
+        ({"logit_bias": [50, 10]}, "logit_bias"),
+        ({"logit_bias": {"hello": 10}}, "logit_bias"),
+        ({"logit_bias": {"-5": 10}}, "logit_bias"),
+        ({"logit_bias": {"50": 101}}, "logit_bias"),
+        ({"logit_bias": {"50": "up"}}, "logit_bias"),
+        ({"logit_bias": {"999999": 5}}, "logit_bias"),
+        ({"logit_bias": {str(t): 1 for t in range(1025)}}, "logit_bias"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"temperature": "hot"}, "temperature"),
         ({"top_p": 3}, "top_p"),
@@ -333,6 +340,16 @@ async def test_bad_parameters_are_named(backend: EmbeddedBackend, extra: dict[st
     with pytest.raises(APIError) as info:
         await backend.complete("chat", chat("Hi", **extra), MODEL)
     assert info.value.status == 400 and info.value.param == param
+
+
+async def test_logit_bias_bans_and_forces_tokens(backend: EmbeddedBackend) -> None:
+    plain = await ask(backend, chat("Say hi.", max_tokens=60))
+    assert plain.choices[0].finish_reason == "stop", "the model ends its answer on its own"
+    banned = await ask(backend, chat("Say hi.", max_tokens=60, **NO_END))
+    assert banned.choices[0].finish_reason == "length", "with its end tokens banned it runs to the cap"
+    assert banned.usage is not None and banned.usage.completion_tokens == 60
+    forced = await ask(backend, chat("Say hi.", max_tokens=5, temperature=1, logit_bias={"74": 100}))
+    assert forced.choices[0].message.content == "Z" * 5, "a +100 bias picks that token every time"
 
 
 async def test_harmless_fields_are_ignored(backend: EmbeddedBackend) -> None:

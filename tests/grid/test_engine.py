@@ -11,7 +11,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from openai.types.chat import ChatCompletion
-from tests.support import eventually
+from tests.support import NO_END, eventually
 
 from aigrid.config import DeploymentConfig
 from aigrid.grid.backends.base import BackendError
@@ -134,7 +134,7 @@ async def test_a_sequence_moved_to_close_a_gap_answers_as_if_it_had_not_moved() 
 async def test_cancelling_frees_the_sequence(backend: EmbeddedBackend) -> None:
     streams = [
         await backend.open_stream(
-            "chat", chat(f"Count from {i} to a thousand.", max_tokens=1500), MODEL, False
+            "chat", chat(f"Count from {i} to a thousand.", max_tokens=1500, **NO_END), MODEL, False
         )
         for i in range(CONFIG.parallel)
     ]

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import LiveServer, RecordingUpstream, aigrid, eventually, ledger_rows
+from tests.support import NO_END, LiveServer, RecordingUpstream, aigrid, eventually, ledger_rows
 
 from aigrid.config import DeploymentConfig
 from aigrid.grid.backends.base import BackendError
@@ -39,7 +39,11 @@ threads = 1
 context_length = 2048
 parallel = 2
 """
-LONG = {"messages": [{"role": "user", "content": "Count from one to a thousand."}], "max_tokens": 1500}
+LONG = {
+    "messages": [{"role": "user", "content": "Count from one to a thousand."}],
+    "max_tokens": 1500,
+    **NO_END,
+}
 
 
 def engine_of(server: LiveServer) -> dict[str, Any]:

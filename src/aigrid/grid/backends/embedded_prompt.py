@@ -37,6 +37,10 @@ _RANGES = {
     "presence_penalty": (-2.0, 2.0),
 }
 _MAX_EMBED_INPUTS = 2048
+# OpenAI's range for a token's bias; -100 bans a token and 100 all but forces it.
+_BIAS_LIMIT = 100.0
+# Each biased token is a sampler entry for every step; a bound keeps one request's cost in check.
+_MAX_BIASED_TOKENS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 def reject_unsupported(endpoint: str, body: dict[str, Any]) -> None:
@@ -76,8 +81,6 @@ def reject_unsupported(endpoint: str, body: dict[str, Any]) -> None:
             raise unsupported_parameter("best_of", "only best_of=1 is supported")
         if not isinstance(body.get("echo", False), bool):
             raise bad_request("'echo' must be a boolean.", param="echo")
-    if body.get("logit_bias") not in (None, {}):
-        raise unsupported_parameter("logit_bias")
 
 
 def parse_sampling(body: dict[str, Any]) -> Sampling:
@@ -96,8 +99,31 @@ def parse_sampling(body: dict[str, Any]) -> Sampling:
         max_tokens=_max_tokens(body),
         seed=_optional_int(body, "seed"),
         stop=_stops(body.get("stop")),
+        logit_bias=_logit_bias(body.get("logit_bias")),
         **values,
     )
+
+
+def _logit_bias(value: object) -> tuple[tuple[int, float], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise bad_request("'logit_bias' must be an object mapping token ids to biases.", param="logit_bias")
+    if len(value) > _MAX_BIASED_TOKENS:
+        message = f"'logit_bias' may bias at most {_MAX_BIASED_TOKENS} tokens, got {len(value)}."
+        raise bad_request(message, param="logit_bias")
+    biases: list[tuple[int, float]] = []
+    for key, bias in value.items():
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 10):
+            raise bad_request(f"Invalid key in 'logit_bias': {key!r} is not a token id.", param="logit_bias")
+        number = isinstance(bias, int | float) and not isinstance(bias, bool)
+        if not number or not -_BIAS_LIMIT <= bias <= _BIAS_LIMIT:
+            raise bad_request(
+                f"Invalid value for token {key} in 'logit_bias': it must be a number from -100 to 100.",
+                param="logit_bias",
+            )
+        biases.append((int(key), float(bias)))
+    return tuple(sorted(biases))
 
 
 def max_tokens_param(body: dict[str, Any]) -> str:
@@ -313,6 +339,7 @@ class RequestReader:
         """Validate a chat or completions request and tokenize its prompt."""
         reject_unsupported(endpoint, body)
         sampling = parse_sampling(body)
+        self._check_token_ids(sampling)
         if endpoint == "completions":
             prompt = completion_prompt(body)
             tokens = self._prompt_tokens(prompt)
@@ -330,6 +357,16 @@ class RequestReader:
         if tools.mode == "required":
             sampling = dataclasses.replace(sampling, stop=())
         return Plan(GenerateRequest(tokens, budget, sampling, grammar, exempt), tools)
+
+    def _check_token_ids(self, sampling: Sampling) -> None:
+        size = int(self._vocab.n_vocab())
+        outside = [token for token, _ in sampling.logit_bias if token >= size]
+        if outside:
+            raise bad_request(
+                f"Invalid key in 'logit_bias': token {outside[0]} is not in the model's vocabulary "
+                f"(ids 0 to {size - 1}).",
+                param="logit_bias",
+            )
 
     def count(self, endpoint: str, body: dict[str, Any]) -> int | None:
         """The exact prompt tokens of a request, or None when it is malformed."""

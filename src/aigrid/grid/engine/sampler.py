@@ -28,6 +28,7 @@ class Sampler:
             and not request.grammar
             and not sampling.frequency_penalty
             and not sampling.presence_penalty
+            and not sampling.logit_bias
         )
         # numpy's ctypeslib.as_array builds a new array type at every call (tens of µs); a row
         # type made once and read in place costs a microsecond.
@@ -59,6 +60,15 @@ def _chain(vocab: Any, request: GenerateRequest) -> Any:
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
     parts: list[Any] = []
+    if sampling.logit_bias:
+        biases = (llama_cpp.llama_logit_bias * len(sampling.logit_bias))()
+        for entry, (token, bias) in zip(biases, sampling.logit_bias, strict=True):
+            entry.token, entry.bias = token, bias
+        parts.append(
+            llama_cpp.llama_sampler_init_logit_bias(
+                llama_cpp.llama_vocab_n_tokens(vocab), len(sampling.logit_bias), biases
+            )
+        )
     if request.grammar:
         grammar = llama_cpp.llama_sampler_init_grammar(vocab, request.grammar.encode("utf-8"), b"root")
         if not grammar:
