@@ -13,6 +13,7 @@ import pytest
 
 from aigrid.kernel.when import parse_when
 from aigrid.learn import generate as gen
+from aigrid.learn import generate_compiler, generate_entry, generate_tools
 from aigrid.learn.world import STEP_KINDS, World, solve
 from aigrid.spec import CronTrigger, IntervalTrigger, OnceTrigger
 
@@ -41,7 +42,7 @@ def train(suite: str) -> list[dict[str, Any]]:
 
 def reading(text: str) -> dict[str, Any] | None:
     """The trigger parse_when reads, in the suites' form."""
-    when = parse_when(text, gen.COMPILER_NOW, gen.COMPILER_TIMEZONE)
+    when = parse_when(text, generate_compiler.COMPILER_NOW, generate_compiler.COMPILER_TIMEZONE)
     if when is None:
         return None
     trigger = when.trigger
@@ -95,7 +96,7 @@ def test_entry_tasks_expect_what_the_seed_gives(seed: Path) -> None:
 
 def test_entry_tasks_cover_every_product_route_hotel_city_and_restaurant_but_the_unseen(seed: Path) -> None:
     world, tasks = World.from_seed(seed), train("entry")
-    unseen = gen.choose_unseen(world, gen.read_jsonl(gen.SUITES / gen.HELD_OUT["entry"]))
+    unseen = generate_entry.choose_unseen(world, gen.read_jsonl(gen.SUITES / gen.HELD_OUT["entry"]))
     steps = [step for t in tasks if t["kind"] in STEP_KINDS for step in t["rule"]]
     bought = {s["buy"] for s in steps if "buy" in s}
     in_stock = {p["name"] for p in world.products.values() if p["stock"] > 0}
@@ -110,7 +111,7 @@ def test_entry_tasks_cover_every_product_route_hotel_city_and_restaurant_but_the
 
 def test_compiler_triggers_are_what_parse_when_reads() -> None:
     cases = train("compiler")
-    tools = {t["name"] for t in catalog()} | set(gen.BUILT_INS)
+    tools = {t["name"] for t in catalog()} | set(generate_compiler.BUILT_INS)
     errors = [c for c in cases if c.get("error")]
     assert 450 <= len(cases) <= 700
     assert 0.03 <= len(errors) / len(cases) <= 0.08
@@ -118,7 +119,7 @@ def test_compiler_triggers_are_what_parse_when_reads() -> None:
         if case.get("error"):
             assert case["note"], case
             continue
-        assert case["timezone"] == gen.COMPILER_TIMEZONE
+        assert case["timezone"] == generate_compiler.COMPILER_TIMEZONE
         if not case.get("date_is_object"):  # the one family whose trigger is not the library's reading
             assert reading(case["description"]) == case["trigger"], case
         assert 1 <= len(case["tools"]) <= 3 and set(case["tools"]) <= tools, case
@@ -157,7 +158,7 @@ def test_tool_tasks_name_tools_and_arguments_of_the_catalog() -> None:
     heldout = gen.read_jsonl(gen.SUITES / gen.HELD_OUT["tools"])
     assert 25 <= len(heldout) <= 40 and 150 <= len(train("tools")) <= 300
     for tasks in (heldout, train("tools")):
-        assert gen.tool_task_problems(tasks, tools) == []
+        assert generate_tools.tool_task_problems(tasks, tools) == []
         assert len({t["id"] for t in tasks}) == len(tasks)
         for task in tasks:
             expect = task["expect"]
@@ -174,7 +175,7 @@ def test_tool_task_problems_says_what_is_wrong() -> None:
         "tools": ["fx.rate", "shop.search", "shop.buy"],
         "expect": {"name": "fx.rate", "arguments": {"currency": "USD"}},
     }
-    problems = gen.tool_task_problems([bad, wrong_argument], catalog())
+    problems = generate_tools.tool_task_problems([bad, wrong_argument], catalog())
     assert any("not 3 to 5" in p for p in problems)
     assert any("unknown tools ['nope.tool']" in p for p in problems)
     assert any("does not offer" in p for p in problems)

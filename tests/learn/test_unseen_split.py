@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from aigrid.learn import generate as gen
+from aigrid.learn import generate_entry
 from aigrid.learn import suites as S
 from aigrid.learn.evals import EvalService
 from aigrid.learn.world import STEP_KINDS, World, solve
@@ -28,8 +29,8 @@ def world() -> World:
 
 
 @pytest.fixture(scope="module")
-def unseen(world: World) -> gen.Unseen:
-    return gen.choose_unseen(world, heldout())
+def unseen(world: World) -> generate_entry.Unseen:
+    return generate_entry.choose_unseen(world, heldout())
 
 
 def heldout() -> list[dict[str, Any]]:
@@ -49,32 +50,36 @@ def training_texts() -> list[str]:
     ]
 
 
-def test_the_unseen_entities_are_a_fixed_choice_the_record_keeps(world: World, unseen: gen.Unseen) -> None:
+def test_the_unseen_entities_are_a_fixed_choice_the_record_keeps(
+    world: World, unseen: generate_entry.Unseen
+) -> None:
     names = {p["name"] for p in world.products.values()}
     assert 3 <= len(unseen.products) <= 0.2 * len(names)
     assert len(unseen.routes) == 3 and 1 <= len(unseen.restaurants) <= 2
     shops = {shop for shop, _ in world.products}
     for name in unseen.products:  # both shops list it, so buying it is still a choice between them
         assert {s for (s, _), p in world.products.items() if p["name"] == name} == shops
-    assert gen.choose_unseen(world, heldout()) == unseen  # nothing random: the seed decides
+    assert generate_entry.choose_unseen(world, heldout()) == unseen  # nothing random: the seed decides
     assert S.suite("entry").record["unseen"]["entities"] == unseen.entities(world)
 
 
-def test_no_hand_written_held_out_task_mentions_an_unseen_entity(world: World, unseen: gen.Unseen) -> None:
+def test_no_hand_written_held_out_task_mentions_an_unseen_entity(
+    world: World, unseen: generate_entry.Unseen
+) -> None:
     mentions = unseen.mentions(world)
     for task in heldout():
         assert not unseen.in_rule(world, task["rule"]), task["id"]
         assert not mentions(task["input"]), task["id"]
 
 
-def test_no_training_task_mentions_an_unseen_entity(world: World, unseen: gen.Unseen) -> None:
+def test_no_training_task_mentions_an_unseen_entity(world: World, unseen: generate_entry.Unseen) -> None:
     for task in gen.read_jsonl(gen.SUITES / gen.TRAIN["entry"]):
         assert not unseen.in_rule(world, task["rule"]), task
     named = [text for text in training_texts() if unseen.mentions(world)(text)]
     assert not named, named[:5]
 
 
-def test_unseen_tasks_are_about_unseen_entities_only(world: World, unseen: gen.Unseen) -> None:
+def test_unseen_tasks_are_about_unseen_entities_only(world: World, unseen: generate_entry.Unseen) -> None:
     tasks = unseen_tasks()
     bought, flown, fed = set(), set(), set()
     for task in tasks:
@@ -88,7 +93,7 @@ def test_unseen_tasks_are_about_unseen_entities_only(world: World, unseen: gen.U
                 assert tuple(step["flight"][:2]) in unseen.routes, task
                 flown.add(tuple(step["flight"][:2]))
             elif "food" in step:
-                places = gen._food_places(world, step)
+                places = generate_entry._food_places(world, step)
                 assert places and places <= set(unseen.restaurants), task
                 fed |= places
             else:  # a hotel, only after an unseen flight (hotels are no unseen entity)
@@ -125,7 +130,7 @@ def test_unseen_sentences_are_new_and_their_templates_are_their_own() -> None:
     texts = [gen.normalised(t["input"]) for t in unseen_tasks()]
     assert len(set(texts)) == len(texts)
     assert not set(texts) & trained and not set(texts) & held
-    mine, theirs = gen.UNSEEN_WORDING, gen.TRAINING_WORDING
+    mine, theirs = generate_entry.UNSEEN_WORDING, generate_entry.TRAINING_WORDING
     assert not {gen.normalised(t) for t in mine.templates()} & {gen.normalised(t) for t in theirs.templates()}
     assert not set(mine.cheap) & set(theirs.cheap)
 
