@@ -13,7 +13,7 @@ import httpx
 import pytest
 from tests.cli.conftest import FakeServer, run
 
-from aigrid.cli import client, common, learn_models
+from aigrid.cli import client, common, learn_models, learn_rounds
 
 # Every test here talks to the fake server, never a real one.
 pytestmark = pytest.mark.usefixtures("environment")
@@ -135,6 +135,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Scripted:
     transport = httpx.MockTransport(fake.handle)
     monkeypatch.setattr(common, "connect", functools.partial(client.connect, transport=transport))
     monkeypatch.setattr(learn_models, "_LOOK_S", 0.0)
+    monkeypatch.setattr(learn_rounds, "_LOOK_S", 0.0)
     return fake
 
 

@@ -14,7 +14,7 @@ import typer
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from aigrid.cli import learn_models, render
+from aigrid.cli import learn_datasets, learn_models, learn_rounds, render
 from aigrid.cli.client import AdminClient, CLIError
 from aigrid.cli.common import JsonFlag, TenantFilter, call, fail, start_and_follow, waiting
 
@@ -478,5 +478,8 @@ def memory_rm(
     )
 
 
-# Last, so that `aigrid learn --help` lists them after the eval and memory commands.
-learn_models.register(learn_app)  # datasets, learned models and rounds of the self-training loop
+# Last, so that `aigrid learn --help` lists them after the eval and memory commands: the self-training
+# loop's datasets, learned models and rounds.
+learn_datasets.register(learn_app)
+learn_models.register(learn_app)
+learn_rounds.register(learn_app)
