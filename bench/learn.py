@@ -100,7 +100,12 @@ def self_training_round(client: httpx.Client, args: argparse.Namespace) -> dict[
         "teacher": "code",
         "experience": True,
         "promote": False,
-        "train": {"epochs": args.epochs, "learning_rate": args.learning_rate, "batch_tokens": 2048},
+        "train": {
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+            "batch_tokens": 2048,
+            "layers": args.layers,
+        },
     }
     began = time.monotonic()
     chosen = client.post("/v1/learn/rounds", json=body).json()
@@ -134,7 +139,8 @@ def self_training_round(client: httpx.Client, args: argparse.Namespace) -> dict[
     training = lineage["training"]
     print(
         f"training: {training['steps']} steps, final loss {training['loss']}, {training['seconds']:.0f} s; "
-        f"job {lineage['job']['rank']=} {lineage['job']['epochs']=} {lineage['job']['learning_rate']=}"
+        f"job {lineage['job']['rank']=} {lineage['job']['epochs']=} {lineage['job']['learning_rate']=} "
+        f"{lineage['job'].get('layers')=}"
     )
     return {"model": model["id"], "seconds": seconds}
 
@@ -273,6 +279,7 @@ def cli() -> None:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--layers", type=int, help="LoRA on the top N decoder layers only (all)")
     parser.add_argument("--best-of", type=int, default=4, help="N of the best-of-N column (default 4)")
     parser.add_argument("--limit", type=int, help="only the first N tasks of each held-out split")
     parser.add_argument("--unseen-limit", type=int, help="only the first N tasks of the unseen split")

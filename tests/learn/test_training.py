@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gguf import GGUFReader
 from tests.support import ADMIN_KEY, LiveServer
 
 from aigrid.grid.engine.model import default_model_path
@@ -182,7 +183,9 @@ def test_a_training_killed_midway_goes_on_from_its_checkpoint(tmp_path: Path) ->
     base = default_model_path()
     assert base is not None
     job = tmp_path / "job"
-    TrainJob(base=str(base), dataset=str(data), max_steps=3, batch_tokens=64, checkpoint_every=1).write(job)
+    TrainJob(
+        base=str(base), dataset=str(data), max_steps=3, batch_tokens=64, checkpoint_every=1, layers=2
+    ).write(job)
     command = [sys.executable, "-m", "aigrid.learn.train", str(job)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert first.stdout is not None
@@ -198,3 +201,30 @@ def test_a_training_killed_midway_goes_on_from_its_checkpoint(tmp_path: Path) ->
     assert {"event": "resumed", "step": 2, "steps": 3} in events
     assert [e["step"] for e in events if e["event"] == "step"] == [3], "only the step left runs"
     assert (job / "model.gguf").is_file() and (job / "adapter.gguf").is_file()
+    depth = int(GGUFReader(base).fields["llama.block_count"].contents())
+    adapted = {int(t.name.split(".")[1]) for t in GGUFReader(job / "adapter.gguf").tensors}
+    assert adapted == {depth - 2, depth - 1}, "layers=2 adapts the top two decoder layers only"
+
+
+def test_more_layers_than_the_model_has_is_refused_by_name(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    row = {
+        "messages": [
+            SYSTEM,
+            {"role": "user", "content": "Request: colour?"},
+            {"role": "assistant", "content": ANSWER},
+        ]
+    }
+    data.write_text(json.dumps(row) + "\n")
+    base = default_model_path()
+    assert base is not None
+    TrainJob(base=str(base), dataset=str(data), max_steps=1, layers=500).write(tmp_path / "job")
+    done = subprocess.run(
+        [sys.executable, "-m", "aigrid.learn.train", str(tmp_path / "job")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode != 0 and "layers is 500" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

@@ -55,6 +55,9 @@ class TrainJob(BaseModel):
     dataset: str
     rank: int = Field(default=16, ge=1, le=256)
     alpha: int = Field(default=32, ge=1, le=4096)
+    # LoRA on the top N decoder layers only (all when None): the backward pass stops below the
+    # lowest adapted layer, so fewer layers make a step cheaper.
+    layers: int | None = Field(default=None, ge=1, le=1024)
     learning_rate: float = Field(default=3e-4, gt=0, le=1)
     epochs: float = Field(default=1.0, gt=0, le=100)
     max_steps: int | None = Field(default=None, ge=1, le=1_000_000)
@@ -260,10 +263,14 @@ def _train(job: TrainJob, folder: Path, sequences: list[list[int]], starts: list
     base = Path(job.base)
     model = AutoModelForCausalLM.from_pretrained(str(base.parent), gguf_file=base.name, dtype=torch.float32)
     emit("loaded", seconds=round(time.monotonic() - started, 1), precision=precision)
+    depth = int(model.config.num_hidden_layers)
+    if job.layers is not None and job.layers > depth:
+        raise TrainingError(f"layers is {job.layers}, but the model has {depth} decoder layers")
     lora = LoraConfig(
         r=job.rank,
         lora_alpha=job.alpha,
         target_modules=list(LORA_TARGETS),
+        layers_to_transform=None if job.layers is None else list(range(depth - job.layers, depth)),
         lora_dropout=0.0,
         task_type="CAUSAL_LM",
     )
