@@ -8,8 +8,9 @@ It starts the five example services and ``aigrid serve`` on free ports with fres
 of ``bench/entry.py``) and then, through the server's own API and with its admin key:
 
 1. teaches the experience memory each suite's TRAINING split (``POST /v1/learn/memory/teach``);
-2. runs one self-training round of the planner (``POST /v1/learn/rounds``, timed): the student (the
-   base model) answers ``--tasks`` training tasks ``--k`` times at a temperature, the code teacher
+2. runs ``--rounds`` self-training rounds of the planner (``POST /v1/learn/rounds``, each timed): the
+   student (the base model, then the last round's version, which the next round trains on top of)
+   answers ``--tasks`` training tasks (new ones each round) ``--k`` times at a temperature, the code teacher
    writes each task's reference plan, the verifier keeps what is right (the pass rates per source
    are printed), a dataset gathers them (held-out material left out by construction), and a LoRA
    adapter is trained on the CPU and served as the student, a model of its own;
@@ -91,7 +92,9 @@ def evaluate(client: httpx.Client, body: dict[str, Any], label: str) -> dict[str
     return dict(run)
 
 
-def self_training_round(client: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
+def self_training_round(
+    client: httpx.Client, args: argparse.Namespace, student: str | None
+) -> dict[str, Any]:
     body = {
         "kind": "planner",
         "tasks": args.tasks,
@@ -107,6 +110,8 @@ def self_training_round(client: httpx.Client, args: argparse.Namespace) -> dict[
             "layers": args.layers,
         },
     }
+    if student is not None:
+        body["student"] = student  # the last round's version samples, and the round trains on top of it
     began = time.monotonic()
     chosen = client.post("/v1/learn/rounds", json=body).json()
     if "id" not in chosen:
@@ -128,7 +133,12 @@ def self_training_round(client: httpx.Client, args: argparse.Namespace) -> dict[
     model = client.get(f"/v1/learn/models/{chosen['model']}").json()
     dataset = client.get(f"/v1/learn/datasets/{chosen['dataset']}", params={"examples": 0}).json()
     lineage = model["lineage"]
-    print(f"\n## self-training round: {seconds / 60:.1f} min on this machine ({args.tasks} training tasks)")
+    window = lineage.get("tasks") or {}
+    print(
+        f"\n## self-training round: {seconds / 60:.1f} min on this machine ({args.tasks} training tasks "
+        f"from #{window.get('start')}; student {lineage.get('student')}, trained on top of "
+        f"{lineage.get('parent') or 'the base'})"
+    )
     for source, tally in (chosen["pass_rate"] or {}).items():
         share = f"{tally['passed']}/{tally['tried']} = {100 * (tally['rate'] or 0):.1f}%"
         print(f"verified-sample pass rate, {source}: {share}")
@@ -206,14 +216,17 @@ def run(args: argparse.Namespace, work: Path) -> int:
             if args.student:
                 models["student"] = args.student  # a student trained before, served by --config
             elif args.train:
-                trained = self_training_round(client, args)
-                models["student"] = trained["model"]
-                verdicts.append(
-                    verdict(
-                        trained["seconds"] <= ROUND_LIMIT_S,
-                        f"one round in ≤ 30 min: {trained['seconds'] / 60:.1f} min",
+                student = None
+                for number in range(1, args.rounds + 1):
+                    print(f"\n# round {number} of {args.rounds}")
+                    trained = self_training_round(client, args, student)
+                    student = models["student"] = trained["model"]
+                    verdicts.append(
+                        verdict(
+                            trained["seconds"] <= ROUND_LIMIT_S,
+                            f"round {number} in ≤ 30 min: {trained['seconds'] / 60:.1f} min",
+                        )
                     )
-                )
                 ratio = speed(client, base, models["student"])
                 verdicts.append(
                     verdict(ratio >= 0.95, f"the student within 5% of the base's tokens/s: {ratio:.3f}")
@@ -274,6 +287,9 @@ def cli() -> None:
     )
     parser.add_argument(
         "--tasks", type=int, default=120, help="training tasks the round samples (default 120)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds, each on the last one's version and new tasks (1)"
     )
     parser.add_argument("--k", type=int, default=2, help="student answers per training task (default 2)")
     parser.add_argument("--temperature", type=float, default=0.8)

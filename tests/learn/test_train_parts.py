@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from aigrid.kernel.model import ModelRoles
 from aigrid.learn.datasets import _first_prompt, asks_held_out
+from aigrid.learn.loop import _after, _window
 from aigrid.learn.models import SuiteModels, gate
 from aigrid.learn.suites import suite
 from aigrid.learn.train import TrainJob, batches, choose_precision, main, settings_problem
 from aigrid.store.evals import EvalRun
+from aigrid.store.learned import LearnedModel
 
 
 def test_batches_keep_padded_tokens_under_the_bound_and_cover_every_example_once() -> None:
@@ -125,3 +128,18 @@ def test_a_promotion_changes_the_model_a_kind_uses_and_its_suites_default() -> N
     assert defaults["compiler"] == "big" and set(defaults) == {"entry", "compiler", "tools"}
     roles.use("planner", None)
     assert roles.model("planner") == "local" == roles.configured("planner")
+
+
+def _version(lineage: dict[str, Any]) -> LearnedModel:
+    return LearnedModel(1, "m@planner-1", "planner", "m", "ds", "candidate", "f", "a", lineage, None, 0, 0)
+
+
+def test_a_next_round_samples_the_tasks_after_its_students_round_and_wraps_around() -> None:
+    tasks = [{"id": n} for n in range(10)]
+    assert _after(None) == 0, "the first round starts at the first task"
+    assert _after(_version({"tasks": {"start": 4, "count": 4}})) == 8
+    assert _after(_version({})) == 0, "a version trained without a round starts over"
+    assert [t["id"] for t in _window(tasks, 8, 4)] == [8, 9, 0, 1]
+    assert [t["id"] for t in _window(tasks, 23, 2)] == [3, 4]
+    assert len(_window(tasks, 0, None)) == 10 and len(_window(tasks, 5, 99)) == 10
+    assert _window([], 3, 2) == []

@@ -116,10 +116,19 @@ def test_verified_traces_train_a_version_that_is_served_changed_and_gated(server
     assert learned.strip() == ANSWER, learned
     assert ANSWER not in base, "the base model is not changed by its adapter"
 
+    # A next version trained on top of this one starts from what it learned (one tiny step).
+    body |= {"from": model["id"], "train": {"max_steps": 1, "learning_rate": 1e-6, "batch_tokens": 256}}
+    child = _admin(server, "POST", "/v1/learn/models", json=body).json()
+    assert child["id"] == "smollm2-135m@planner-2" and child["state"] == "candidate", child
+    assert child["lineage"]["parent"] == model["id"] and child["lineage"]["job"]["base"] == files["model"]
+    inherited = _ask(server, child["id"], question).json()["choices"][0]["message"]["content"]
+    assert inherited.strip() == ANSWER, inherited
+
     decision = _admin(server, "POST", f"/v1/learn/models/{model['id']}/promote", json={"limit": 3}).json()
     assert decision["promoted"] is False and "noise" in decision["reason"], decision
     listed = _admin(server, "GET", "/v1/learn/models").json()
-    assert listed["in_use"]["planner"] == "local" and listed["data"][0]["state"] == "kept"
+    assert listed["in_use"]["planner"] == "local"
+    assert [m["state"] for m in listed["data"]] == ["candidate", "kept"]
     assert _ask(server, model["id"], question).status_code == 404, "a kept version is not served"
     again = _admin(server, "POST", f"/v1/learn/models/{model['id']}/promote", json={})
     assert again.status_code == 409 and "kept" in again.json()["error"]["message"]
@@ -139,6 +148,7 @@ def test_bad_requests_get_clear_errors(server: LiveServer) -> None:
         ("POST", "/v1/learn/rounds", {"k": -1}, 400, "'k' must be a whole number"),
         ("POST", "/v1/learn/rounds", {"teacher": "no-such-model"}, 400, "'teacher' must be"),
         ("POST", "/v1/learn/rounds", {"student": "nobody"}, 400, "'student' must be"),
+        ("POST", "/v1/learn/rounds", {"start": -1}, 400, "'start' must be a whole number"),
         ("GET", "/v1/learn/rounds/round-none", None, 404, "No round"),
         ("GET", "/v1/learn/datasets/ds-none?examples=1", None, 404, "No dataset"),
     ]
@@ -150,6 +160,14 @@ def test_bad_requests_get_clear_errors(server: LiveServer) -> None:
     bad_settings = {"kind": "planner", "dataset": datasets[0]["id"], "train": {"rank": 0}}
     answer = _admin(server, "POST", "/v1/learn/models", json=bad_settings)
     assert answer.status_code == 400 and "'rank'" in answer.json()["error"]["message"], answer.text
+    on_top = {"kind": "planner", "dataset": datasets[0]["id"]}
+    for parent, status, words in [
+        ("local", 400, "'from' must name a learned version"),
+        ("nobody@planner-9", 404, "No learned model"),
+        ("smollm2-135m@planner-1", 409, "is kept and has no merged model"),
+    ]:
+        answer = _admin(server, "POST", "/v1/learn/models", json=on_top | {"from": parent})
+        assert answer.status_code == status and words in answer.json()["error"]["message"], answer.text
     for count in ("²", "21", "-1"):
         shown = _admin(server, "GET", f"/v1/learn/datasets/{datasets[0]['id']}", params={"examples": count})
         assert shown.status_code == 400 and "'examples' must be" in shown.json()["error"]["message"]
@@ -163,8 +181,9 @@ def test_a_restarted_server_lists_its_versions_and_serves_none_that_was_kept(ser
     while not listed["data"] and time.monotonic() < deadline:
         time.sleep(0.5)
         listed = _admin(server, "GET", "/v1/learn/models").json()
-    (model,) = listed["data"]
-    assert model["state"] == "kept" and not model["served"]
+    child, kept = listed["data"]
+    assert kept["state"] == "kept" and not kept["served"]
+    assert child["state"] == "candidate" and child["served"], "a candidate is served again after a restart"
 
 
 def test_a_training_killed_midway_goes_on_from_its_checkpoint(tmp_path: Path) -> None:

@@ -125,7 +125,8 @@ async def export_dataset(request: Request) -> Response:
 
 
 async def train_model(request: Request) -> Response:
-    """POST /v1/learn/models: train a new version of ``kind`` on ``dataset`` (``train``: settings)."""
+    """POST /v1/learn/models: train a new version of ``kind`` on ``dataset`` (``train``: settings), from
+    the base model or ``from`` a learned version."""
     state, _ = _admin(request)
     body = await read_body(request)
     kind = _kind(body.get("kind", "planner"))
@@ -136,7 +137,10 @@ async def train_model(request: Request) -> Response:
         )
     wait = _wait(body)
     models = state.learn.models
-    model = await call_store_async(models.train(kind, dataset, _object(body, "train")))
+    parent = body.get("from")
+    if parent is not None and (not isinstance(parent, str) or "@" not in parent):
+        raise bad_request("'from' must name a learned version to train on top of.", param="from")
+    model = await call_store_async(models.train(kind, dataset, _object(body, "train"), parent=parent))
     await models.wait(model.name, wait)
     model = await call_store(models.store.model, model.name)
     status = 202 if model.state == "training" else 200
@@ -219,6 +223,7 @@ async def start_round(request: Request) -> Response:
         promote=_flag(body.get("promote", True), "promote"),
         gate_limit=whole_number(body.get("gate_limit"), "gate_limit", 1, 100_000),
         student=_student(state, body.get("student")),
+        start=whole_number(body.get("start"), "start", 0, 1_000_000),
     )
     loop = state.learn.loop
     chosen = loop.start(principal.tenant_id, settings)

@@ -156,14 +156,28 @@ def train(
     batch_tokens: Annotated[
         int | None, typer.Option(min=1, help="Padded tokens per optimizer step (default 2048).")
     ] = None,
+    layers: Annotated[
+        int | None, typer.Option(min=1, help="Adapt only the top N decoder layers: faster (default: all).")
+    ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(
+            "--from", metavar="NAME", help="Train on top of this learned version (default: the base)."
+        ),
+    ] = None,
     no_wait: NoWait = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a new version of a kind's model on a dataset, following its progress until it ends."""
     settings = given(
-        max_steps=steps, epochs=epochs, rank=rank, learning_rate=learning_rate, batch_tokens=batch_tokens
+        max_steps=steps,
+        epochs=epochs,
+        rank=rank,
+        learning_rate=learning_rate,
+        batch_tokens=batch_tokens,
+        layers=layers,
     )
-    body = {"kind": kind.value, "dataset": dataset, "train": settings, "wait": 0}
+    body = {"kind": kind.value, "dataset": dataset, "train": settings, "wait": 0} | given(**{"from": parent})
     _start_training(lambda c: c.request("POST", "/v1/learn/models", body=body), no_wait, as_json)
 
 

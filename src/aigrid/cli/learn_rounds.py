@@ -69,23 +69,35 @@ def learning_round(
     ] = None,
     student: Annotated[
         str | None,
-        typer.Option(metavar="MODEL", help="Who answers the tasks (default: the model in use for the kind)."),
+        typer.Option(
+            metavar="MODEL",
+            help="Who answers the tasks (default: the model in use for the kind); a learned version is "
+            "also what the round trains on top of.",
+        ),
+    ] = None,
+    start: Annotated[
+        int | None,
+        typer.Option(min=0, help="The first training task (default: after the student's own round's)."),
+    ] = None,
+    layers: Annotated[
+        int | None, typer.Option(min=1, help="Adapt only the top N decoder layers: faster (default: all).")
     ] = None,
     no_wait: NoWait = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run a round of the loop: sample and verify, build a dataset, train, and run the gate."""
     body = {"kind": kind.value} | given(
-        tasks=tasks, k=k, temperature=temperature, gate_limit=gate_limit, student=student
+        tasks=tasks, k=k, temperature=temperature, gate_limit=gate_limit, student=student, start=start
     )
     if teacher is not None:
         body["teacher"] = None if teacher == "none" else teacher
-    body |= {"train": given(max_steps=steps, epochs=epochs), "promote": not no_promote, "wait": 0}
+    train = given(max_steps=steps, epochs=epochs, layers=layers)
+    body |= {"train": train, "promote": not no_promote, "wait": 0}
 
-    def start(client: AdminClient) -> dict[str, Any]:
+    def begin(client: AdminClient) -> dict[str, Any]:
         return client.request("POST", "/v1/learn/rounds", body=body)
 
-    start_and_follow(as_json, no_wait, start, _follow_round, (_round, _round))
+    start_and_follow(as_json, no_wait, begin, _follow_round, (_round, _round))
 
 
 def _follow_round(client: AdminClient, shown: dict[str, Any], as_json: bool) -> dict[str, Any]:

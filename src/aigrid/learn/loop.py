@@ -37,6 +37,7 @@ from aigrid.learn.sampling import RoundFigures, Sampler, SamplingSettings
 from aigrid.learn.suites import held_out, training
 from aigrid.store.accounts import AccountError
 from aigrid.store.db import StoreCalls
+from aigrid.store.learned import LearnedModel
 from aigrid.store.traces import TraceStore
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,12 @@ class RoundSettings:
     promote: bool = True
     gate_limit: int | None = None  # held-out tasks the gate runs (all when None)
     # Who answers the training tasks: the model in use for the kind when None, or a learned version
-    # not yet promoted (the next round of STaR or ReST-EM samples from the last one trained).
+    # not yet promoted (the next round of STaR or ReST-EM samples from the last one trained). A
+    # round whose student is a learned version trains on top of it, so rounds build on each other.
     student: str | None = None
+    # The first training task sampled: after the student's own round's tasks when None, so that a
+    # next round sees tasks the last one did not.
+    start: int | None = None
 
 
 @dataclass
@@ -163,8 +168,13 @@ class SelfTraining:
         settings = chosen.settings
         samples: list[Example] = []
         student = settings.student or self._roles.model(settings.kind)
+        parent = await self._learned(student)
+        window: dict[str, int] = {}
         if settings.kind == "planner" and (settings.sampling.k or settings.sampling.teacher):
-            tasks = [t for t in training("entry") if not held_out(str(t["input"]))][: settings.tasks]
+            every = [t for t in training("entry") if not held_out(str(t["input"]))]
+            start = settings.start if settings.start is not None else _after(parent)
+            tasks = _window(every, start, settings.tasks)
+            window = {"start": start % len(every), "count": len(tasks)}
             chosen.of = len(tasks)
 
             def seen(done: int, _total: int) -> None:
@@ -178,6 +188,7 @@ class SelfTraining:
         chosen.dataset = dataset.id
         lineage = {
             "student": student,
+            "tasks": window,
             "rounds": [] if chosen.figures is None else [chosen.figures.to_json()],
             "sampling": {
                 "k": settings.sampling.k,
@@ -186,7 +197,9 @@ class SelfTraining:
                 "experience": settings.sampling.experience,
             },
         }
-        model = await self._models.train(settings.kind, dataset.id, settings.train, lineage)
+        model = await self._models.train(
+            settings.kind, dataset.id, settings.train, lineage, None if parent is None else parent.name
+        )
         chosen.model = model.name
         await self._models.wait(model.name, _FOREVER_S)
         trained = await self._calls(self._models.store.model, model.name)
@@ -195,6 +208,15 @@ class SelfTraining:
         if settings.promote:
             chosen.state = "gating"
             chosen.decision = await self._models.promote(chosen.tenant_id, model.name, settings.gate_limit)
+
+    async def _learned(self, name: str) -> LearnedModel | None:
+        """The learned version called ``name``, or None for a model of the grid's own."""
+        if "@" not in name:
+            return None
+        try:
+            return await self._calls(self._models.store.model, name)
+        except AccountError:
+            return None
 
     def schedule(self, config: LearnConfig, tenant_id: int) -> None:
         """Run the planner's rounds on the config's schedule, if it has one, for ``tenant_id`` (the admin)."""
@@ -222,3 +244,18 @@ class SelfTraining:
 
     async def _verified(self, kind: str) -> int:
         return await self._calls(self._traces.count, TRACE_KIND[kind], "success")
+
+
+def _after(parent: LearnedModel | None) -> int:
+    """Where the round after ``parent``'s starts: past the tasks its own round sampled."""
+    window = {} if parent is None else parent.lineage.get("tasks") or {}
+    return int(window.get("start", 0)) + int(window.get("count", 0))
+
+
+def _window(tasks: list[dict[str, Any]], start: int, count: int | None) -> list[dict[str, Any]]:
+    """``count`` tasks from ``start`` on, going round to the first ones past the end (all when None)."""
+    if not tasks:
+        return []
+    start %= len(tasks)
+    wanted = len(tasks) if count is None else min(count, len(tasks))
+    return [tasks[(start + i) % len(tasks)] for i in range(wanted)]

@@ -117,32 +117,58 @@ class LearnedModels:
     # -- training -------------------------------------------------------------------------------------
 
     async def train(
-        self, kind: str, dataset_id: str, job: dict[str, Any], lineage: dict[str, Any] | None = None
+        self,
+        kind: str,
+        dataset_id: str,
+        job: dict[str, Any],
+        lineage: dict[str, Any] | None = None,
+        parent: str | None = None,
     ) -> LearnedModel:
-        """Start training a new version of ``kind`` on a dataset; it goes on in the background."""
+        """Start training a new version of ``kind`` on a dataset, from the base model or from the
+        learned version ``parent``; it goes on in the background."""
         dataset = await self._calls(self.store.dataset, dataset_id)
         if dataset.kind != kind:
             raise AccountError(400, f"Dataset '{dataset_id}' is of kind '{dataset.kind}', not '{kind}'.")
         if dataset.examples == 0:
             raise AccountError(400, f"Dataset '{dataset_id}' has no examples to learn from.")
         base_name, base_config = self._base(kind)
+        path = base_config.model_path or default_model_path()
+        if parent is not None:
+            path = await self._parent_file(kind, parent)
+        if path is None:
+            raise AccountError(409, "The base model's GGUF file is not installed.")
         number = await self._calls(self.store.next_number, kind)
         name = f"{base_name}@{kind}-{number}"
         folder = self._folder / re.sub(r"[^A-Za-z0-9._-]", "_", name)
-        path = base_config.model_path or default_model_path()
-        if path is None:
-            raise AccountError(409, "The base model's GGUF file is not installed.")
         try:
             settings = TrainJob.model_validate({**job, "base": str(path), "dataset": dataset.path})
         except ValidationError as exc:
             raise AccountError(400, f"Training settings: {settings_problem(exc)}.") from exc
         settings.write(folder)
         record = {**(lineage or {}), "base": base_name, "dataset": dataset.id, "job": settings.to_json()}
+        if parent is not None:
+            record["parent"] = parent
         model = await self._calls(
             self.store.create_model, name, kind, base_name, dataset.id, str(folder), record
         )
         self._run(model)
         return model
+
+    async def _parent_file(self, kind: str, parent: str) -> str:
+        """The merged model file of the version a new one is trained on top of."""
+        found = await self._calls(self.store.model, parent)
+        if found.kind != kind:
+            raise AccountError(400, f"'{parent}' is a version of {found.kind}, not of {kind}.")
+        merged = found.lineage.get("files", {}).get("model")
+        if (
+            found.state not in SERVED_STATES
+            or not merged
+            or not await asyncio.to_thread(os.path.isfile, merged)
+        ):
+            raise AccountError(
+                409, f"'{parent}' is {found.state} and has no merged model to train on; choose a candidate."
+            )
+        return str(merged)
 
     async def resume(self, name: str) -> LearnedModel:
         """Go on training a version that failed or was stopped, from its checkpoint."""
