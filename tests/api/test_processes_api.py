@@ -147,3 +147,20 @@ def test_numbers_too_big_for_the_database_are_a_400_and_the_connection_stays_ope
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["param"] == param
         assert client.get("/v1/me").status_code == 200, "the same keep-alive connection answers again"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("PUT", "/v1/embeddings", "POST"),
+        ("TRACE", "/admin/budgets", "DELETE, GET, PUT"),
+        ("PATCH", "/v1/processes", "GET, HEAD, POST"),
+    ],
+)
+def test_a_method_a_route_does_not_take_is_a_405_naming_those_it_does(
+    server: LiveServer, with_process: tuple[str, str], method: str, path: str, allowed: str
+) -> None:
+    answer = call(server, with_process[0], method, path)
+    assert answer.status_code == 405 and answer.json()["error"]["code"] == "method_not_allowed"
+    assert sorted(answer.headers["Allow"].split(", ")) == allowed.split(", ")

@@ -66,8 +66,13 @@ class HotPath:
             await self.app(scope, receive, send)
             return
         endpoint = ENDPOINTS.get(scope.get("path", ""))
-        if endpoint is None or scope["method"] != "POST":
+        if endpoint is None:
             await self._rest(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            message = f"Method {scope['method']} is not allowed on {scope['path']}; use POST."
+            refused = APIError(405, message, code="method_not_allowed", headers={"Allow": "POST"})
+            await _send_error(send, refused)
             return
         try:
             await self._serve(endpoint, scope, receive, send)
