@@ -110,3 +110,57 @@ def test_the_approvals_inbox_and_its_bad_paths(server: LiveServer) -> None:
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
     assert call(server, key, "POST", "/v1/approvals/p-nope:4/maybe").status_code == 400
     assert call(server, key, "GET", "/v1/approvals", params={"tenant": "acme"}).status_code == 403
+
+
+@pytest.fixture(scope="module")
+def with_process(server: LiveServer) -> tuple[str, str]:
+    """A tenant's key and the pid of a process it ran."""
+    key = server.new_tenant_key("numbers")
+    call(server, key, "POST", "/v1/agents", json=AGENT)
+    return key, call(server, key, "POST", "/v1/processes", json={"agent": "writer", "input": "Hi"}).json()[
+        "pid"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "param"),
+    [
+        ("DELETE", "/v1/memory/9223372036854775808", "id"),
+        ("DELETE", "/v1/memory/" + "9" * 5000, "id"),
+        ("GET", "/v1/agents/writer?version=9223372036854775808", "version"),
+        ("GET", "/v1/processes/{pid}/journal?after=99999999999999999999999", "after"),
+        ("GET", "/v1/usage?since=1e20", "since"),
+        ("GET", "/v1/usage?since=1e400", "since"),
+        ("GET", "/v1/usage?since=inf", "since"),
+        ("GET", "/v1/usage?until=-1e30", "until"),
+        ("GET", "/v1/usage?until=nan", "until"),
+        ("GET", "/v1/inbox?after=9223372036854775808", "after"),
+        ("GET", "/v1/traces/9223372036854775808", "id"),
+    ],
+)
+def test_numbers_too_big_for_the_database_are_a_400_and_the_connection_stays_open(
+    server: LiveServer, with_process: tuple[str, str], method: str, path: str, param: str
+) -> None:
+    key, pid = with_process
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        answer = client.request(method, path.format(pid=pid))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["param"] == param
+        assert client.get("/v1/me").status_code == 200, "the same keep-alive connection answers again"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("PUT", "/v1/embeddings", "POST"),
+        ("TRACE", "/admin/budgets", "DELETE, GET, PUT"),
+        ("PATCH", "/v1/processes", "GET, HEAD, POST"),
+    ],
+)
+def test_a_method_a_route_does_not_take_is_a_405_naming_those_it_does(
+    server: LiveServer, with_process: tuple[str, str], method: str, path: str, allowed: str
+) -> None:
+    answer = call(server, with_process[0], method, path)
+    assert answer.status_code == 405 and answer.json()["error"]["code"] == "method_not_allowed"
+    assert sorted(answer.headers["Allow"].split(", ")) == allowed.split(", ")

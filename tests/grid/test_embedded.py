@@ -55,6 +55,17 @@ CLOCK = {
         },
     },
 }
+
+
+def nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+# 300 levels of objects: Python's recursion gave out inside the grammar's converter at 250.
+DEEP = nested(300)
 ASK_WEATHER = [{"role": "user", "content": "What's the weather in Paris?"}]
 
 
@@ -327,6 +338,12 @@ async def test_prompt_beyond_the_context_is_refused(backend: EmbeddedBackend) ->
         (
             {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nope"}}}},
             "response_format",
+        ),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": DEEP}}}, "response_format"),
+        (
+            # 70 levels: deeper than the converter is given, short enough for the prompt.
+            {"tools": [{"type": "function", "function": {"name": "deep", "parameters": nested(70)}}]},
+            "tools",
         ),
         (
             {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},

@@ -48,12 +48,25 @@ def json_object(raw: bytes, shape: str) -> dict[str, Any]:
     return body
 
 
+# The largest id or sequence number a database column holds (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+
+
+def whole_number_text(raw: str, param: str, message: str, high: int = MAX_ID) -> int:
+    """A path or query value that must be a whole number from 0 to ``high``; a 400 with ``message``."""
+    # A bound on the digits first: int() of a huge string costs time before the range check.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)) or int(raw) > high:
+        raise bad_request(message, param=param)
+    return int(raw)
+
+
 def query_number(request: Request, name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter within bounds; a 400 naming it otherwise."""
     raw = request.query_params.get(name) or str(default)
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    number = whole_number_text(raw, name, f"'{name}' must be a whole number from {low} to {high}.", high)
+    if number < low:
         raise bad_request(f"'{name}' must be a whole number from {low} to {high}.", param=name)
-    return int(raw)
+    return number
 
 
 def _spec_from(raw: bytes) -> tuple[AgentSpec, str | None]:
@@ -178,9 +191,8 @@ async def get_agent(request: Request) -> Response:
     state = state_of(request)
     tenant_id = await one_tenant(request)
     raw = request.query_params.get("version")
-    if raw is not None and not (raw.isascii() and raw.isdigit()):
-        raise bad_request("'version' must be a positive whole number.", param="version")
-    version = int(raw) if raw is not None else None
+    message = "'version' must be a positive whole number."
+    version = None if raw is None else whole_number_text(raw, "version", message)
     stored = await call_store(state.agents.get, tenant_id, request.path_params["name"], version)
     tenants = await call_store(state.accounts.tenant_names)
     return json_response(_agent_object(stored, tenants))
@@ -320,10 +332,10 @@ async def process_journal(request: Request) -> Response:
     pid = request.path_params["pid"]
     store = state.processes
     await call_store(store.get, pid, await owner(request))
-    raw = request.query_params.get("after") or "0"
-    if not (raw.isascii() and raw.isdigit()):
-        raise bad_request("'after' must be a step number.", param="after")
-    steps = await call_store(store.journal, pid, int(raw))
+    after = whole_number_text(
+        request.query_params.get("after") or "0", "after", "'after' must be a step number."
+    )
+    steps = await call_store(store.journal, pid, after)
     return json_response({"object": "list", "data": [_step_object(s) for s in steps]})
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.routing import Route as HTTPRoute
 
 from aigrid.api import accounts as account_routes
@@ -125,10 +126,27 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     return _error_response(APIError(400, "Invalid request: " + "; ".join(problems), param=param))
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return _error_response(APIError(exc.status_code, str(exc.detail), code=code))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return _error_response(APIError(exc.status_code, str(exc.detail), code=code, headers=headers))
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on the request's path (Starlette's 405 names only the first
+    route's, and FastAPI makes a route per method): each asked of the routes as they match."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]
 
 
 async def _on_ledger_behind(request: Request, exc: Exception) -> Response:

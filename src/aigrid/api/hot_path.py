@@ -62,15 +62,47 @@ class HotPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if endpoint is None or scope["method"] != "POST":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        endpoint = ENDPOINTS.get(scope.get("path", ""))
+        if endpoint is None:
+            await self._rest(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            message = f"Method {scope['method']} is not allowed on {scope['path']}; use POST."
+            refused = APIError(405, message, code="method_not_allowed", headers={"Allow": "POST"})
+            await _send_error(send, refused)
             return
         try:
             await self._serve(endpoint, scope, receive, send)
         except APIError as exc:
             await _send_error(send, exc)
         except Exception:
+            log.exception("unhandled error on %s", scope.get("path"))
+            await _send_error(send, internal_error())
+
+    async def _rest(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Any other route, through the app; a crash it has answered does not close the connection."""
+        sent = {"started": False, "complete": False}
+
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                sent["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                sent["complete"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception:
+            # Starlette answers a crash with the app's 500 and raises it again, and uvicorn then
+            # closes the connection: the client's next request on it would be reset. A complete
+            # answer needs neither; a half-sent one must be cut off.
+            if sent["complete"]:
+                return
+            if sent["started"]:
+                raise
             log.exception("unhandled error on %s", scope.get("path"))
             await _send_error(send, internal_error())
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.api.agents import json_object, query_number
+from aigrid.api.agents import json_object, query_number, whole_number_text
 from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.api.state import state_of
@@ -92,11 +92,9 @@ async def list_traces(request: Request) -> Response:
 async def get_trace(request: Request) -> Response:
     """GET /v1/traces/{id}: one trace."""
     state = state_of(request)
-    raw = request.path_params["id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:
-        raise bad_request("A trace id is a whole number.", param="id")
+    trace_id = whole_number_text(request.path_params["id"], "id", "A trace id is a whole number.")
     return json_response(
-        (await call_store(state.learn.traces.get, int(raw), await _reader(request))).to_json()
+        (await call_store(state.learn.traces.get, trace_id, await _reader(request))).to_json()
     )
 
 
@@ -214,10 +212,8 @@ async def list_memory(request: Request) -> Response:
 async def forget_example(request: Request) -> Response:
     """DELETE /v1/learn/memory/{id}: forget one example."""
     state = state_of(request)
-    raw = request.path_params["id"]
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > 2**62:
-        raise bad_request("An example id is a whole number.", param="id")
-    gone = await call_store_async(state.learn.memory.forget(int(raw), await _reader(request)))
+    example_id = whole_number_text(request.path_params["id"], "id", "An example id is a whole number.")
+    gone = await call_store_async(state.learn.memory.forget(example_id, await _reader(request)))
     return json_response({"id": gone.id, "object": "experience", "deleted": True})
 
 

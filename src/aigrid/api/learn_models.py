@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from aigrid.api.agents import whole_number_text
 from aigrid.api.learn import listing, query_choice, read_body, whole_number
 from aigrid.api.openai import json_response
 from aigrid.api.scope import api_error_for, call_store, call_store_async, tenant_scope
@@ -91,11 +92,10 @@ async def get_dataset(request: Request) -> Response:
     """GET /v1/learn/datasets/{id}: a dataset, with its first ``examples`` examples (at most 20)."""
     state, _ = _admin(request)
     dataset = await call_store(state.learn.models.store.dataset, request.path_params["id"])
-    raw = request.query_params.get("examples", "3")
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > _MAX_PREVIEW:
-        raise bad_request(f"'examples' must be a whole number from 0 to {_MAX_PREVIEW}.", param="examples")
+    message = f"'examples' must be a whole number from 0 to {_MAX_PREVIEW}."
+    count = whole_number_text(request.query_params.get("examples", "3"), "examples", message, _MAX_PREVIEW)
     shown = dataset.to_json()
-    shown["preview"] = await asyncio.to_thread(_preview, Path(dataset.path), int(raw))
+    shown["preview"] = await asyncio.to_thread(_preview, Path(dataset.path), count)
     return json_response(shown)
 
 

@@ -55,14 +55,26 @@ async def get_model(request: Request) -> Response:
     raise not_found(f"The model '{name}' does not exist.", code="model_not_found", param="model")
 
 
+# 9999-12-31T23:59:59Z: the last second an ISO 8601 time can name.
+_LAST_SECOND = 253_402_300_799
+
+
 def parse_time(value: str | None, param: str) -> int | None:
     """An ISO 8601 time (naive means UTC) or epoch seconds, as integer microseconds."""
     if value is None or value == "":
         return None
     try:
-        return int(float(value) * 1_000_000)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        # Also refuses inf and nan: no comparison with them holds.
+        if not 0 <= seconds <= _LAST_SECOND:
+            raise bad_request(
+                f"'{param}' must be epoch seconds from 0 to {_LAST_SECOND} (the year 9999), not {value!r}.",
+                param=param,
+            )
+        return int(seconds * 1_000_000)
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:

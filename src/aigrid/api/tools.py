@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.api.agents import json_object, query_number, validated
+from aigrid.api.agents import json_object, query_number, validated, whole_number_text
 from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.api.state import state_of
@@ -174,11 +174,9 @@ async def forget_memory(request: Request) -> Response:
     """DELETE /v1/memory/{id}."""
     state = state_of(request)
     tenant_id = await _one_tenant(request, "memories")
-    raw = request.path_params["id"]
-    if not (raw.isascii() and raw.isdigit()):
-        raise bad_request("A memory id is a whole number.", param="id")
-    await call_store(MemoryStore(state.engine).forget, tenant_id, int(raw))
-    return json_response({"object": "memory", "id": int(raw), "deleted": True})
+    memory_id = whole_number_text(request.path_params["id"], "id", "A memory id is a whole number.")
+    await call_store(MemoryStore(state.engine).forget, tenant_id, memory_id)
+    return json_response({"object": "memory", "id": memory_id, "deleted": True})
 
 
 async def list_inbox(request: Request) -> Response:

@@ -18,6 +18,9 @@ CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
 # In "auto" mode only the call branch of the grammar may start with this character.
 CALL_START = CALL_OPEN[0]
+# Objects and arrays inside one another in a schema: far beyond what any tool needs (OpenAI's
+# structured outputs allow ten schema levels), well within what the grammar's converter recurses.
+MAX_SCHEMA_DEPTH = 128
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # The converter's string characters let raw control characters through, which strict JSON parsers
@@ -179,6 +182,10 @@ def build_grammar(plan: ToolPlan, schema: dict[str, Any] | None) -> str | None:
     calls = plan.callable
     if not calls and schema is None:
         return None
+    for tool in calls:
+        _check_depth(tool.parameters, "tools")
+    if schema is not None:
+        _check_depth(schema, "response_format")
     # llama_cpp's converter is untyped; it stays Any within this function.
     factory: Any = SchemaConverter
     converter: Any = factory(
@@ -215,6 +222,21 @@ def build_grammar(plan: ToolPlan, schema: dict[str, Any] | None) -> str | None:
         raise bad_request(f"Unsupported JSON schema: {exc}", param=param) from exc
     rules = rules.replace(f"char ::= {_LOOSE_CHAR}", f"char ::= {_STRICT_CHAR}")
     return f"{rules}\nroot ::= {' | '.join(alternatives)}\n"
+
+
+def _check_depth(schema: Any, param: str) -> None:
+    """Refuse a schema nested deeper than the grammar's converter can recurse through."""
+    level = [schema]
+    for _ in range(MAX_SCHEMA_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return
+    raise bad_request(f"The JSON schema is nested more than {MAX_SCHEMA_DEPTH} levels deep.", param=param)
 
 
 def _rebase_refs(schema: dict[str, Any], prefix: str) -> dict[str, Any]:
