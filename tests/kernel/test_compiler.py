@@ -257,3 +257,25 @@ def test_every_schema_the_compiler_sends_is_a_grammar_the_embedded_model_takes()
         sampler = llama_cpp.llama_sampler_init_grammar(vocab_handle(vocab), grammar.encode(), b"root")
         assert sampler, f"llama.cpp refused the grammar of {schema}"
         llama_cpp.llama_sampler_free(sampler)
+
+
+@pytest.mark.asyncio
+async def test_a_learned_tool_choice_decides_the_tools_it_knows_and_the_search_the_rest() -> None:
+    async def learned(tenant_id: int, text: str) -> dict[str, bool]:
+        # Knows the note and the search; nothing of the forecast.
+        return {"notify.owner": "ping" in text, "shop.search": False}
+
+    alike = [SpecExample("Look up the monitor and tell me", ("shop.search", "notify.owner"), "a", "x")] * 3
+    compiler = Compiler(ScriptedWriterMock(watcher()), recall=recalled(*alike), choose=learned)
+    draft = await compiler.compile(1, "Get the weather forecast for Hangzhou and ping me", TOOLS, NOW)
+    assert draft.spec.tools == ("weather.forecast", "notify.owner"), (
+        "the learned choice overrules the examples' vote; the search keeps the tool it does not know"
+    )
+    assert any("what verified agents taught" in note for note in draft.notes)
+    nothing = Compiler(ScriptedWriterMock(watcher()), recall=recalled(*alike), choose=_no_opinion)
+    voted = await nothing.compile(1, "Get the weather forecast for Hangzhou and ping me", TOOLS, NOW)
+    assert voted.spec.tools == ("shop.search", "notify.owner"), "with no opinion the examples' vote stands"
+
+
+async def _no_opinion(tenant_id: int, text: str) -> dict[str, bool]:
+    return {}

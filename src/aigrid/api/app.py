@@ -67,6 +67,7 @@ from aigrid.learn.loop import SelfTraining
 from aigrid.learn.models import LearnedModels, SuiteModels
 from aigrid.learn.recorder import CompileRecorder, EntryRecorder, ProcessRecorder
 from aigrid.learn.sampling import Sampler
+from aigrid.learn.tool_choice import LearnedToolChoice
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
@@ -229,6 +230,7 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     traces = TraceStore(engine)
     examples = config.learn.examples
     specs = spec_recall(memory, examples)
+    tool_choice = LearnedToolChoice(memory)
     roles = ModelRoles(
         {
             "planner": settings.planner_model,
@@ -237,7 +239,7 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
         }
     )
     compiler = Compiler(
-        model.json_writer(lambda: roles.model("compiler")), lambda: roles.model("agents"), specs
+        model.json_writer(lambda: roles.model("compiler")), lambda: roles.model("agents"), specs, tool_choice
     )
     services = ServiceRegistry(providers, kept)
     plans = plan_recall(memory, examples)
@@ -251,7 +253,7 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
         return [r.tool for r in tools.visible(tenant_id) if r.provider is None]
 
     compiler_judge = CompilerJudge(
-        lambda m: model.json_writer(m, "eval"), builtins, settings.agent_model, specs
+        lambda m: model.json_writer(m, "eval"), builtins, settings.agent_model, specs, tool_choice
     )
     judges: dict[str, Judge] = {
         "entry": EntryJudge(entries.catalog, plan_writer(model.json_writer), plans),

@@ -9,7 +9,9 @@ a schedule the library cannot read, a cron expression. (On the held-out compiler
 embedded model chose tools worse than the search does; see ``bench/compiler.py``.) With experience
 (specs that were verified or saved for similar descriptions, handed in through ``SpecRecall``), the
 tools are what most of the nearest examples granted, plus what the search found and at least one
-example granted; the examples are also shown to the model as worked examples. It answers under
+example granted; the examples are also shown to the model as worked examples. With a tool choice
+learned from all of them (``ToolChoice``, ``aigrid.learn.tool_choice``), each tool it knows is
+chosen as it says, the others as the search says. It answers under
 a JSON-schema grammar, so its answer always parses; the spec is then validated, and a refusal goes
 back to the model once with the reason. What still fails is a clear ``CompileError``; nothing
 broken is ever saved.
@@ -20,7 +22,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,6 +118,8 @@ class SpecExample:
 
 # The worked examples for a tenant's description, nearest first (the experience memory's lookup).
 SpecRecall = Callable[[int, str], Awaitable[list[SpecExample]]]
+# Each tool something learned about, and whether a tenant's description needs it ({}: no opinion).
+ToolChoice = Callable[[int, str], Awaitable[dict[str, bool]]]
 
 
 class CompileError(Exception):
@@ -163,11 +167,16 @@ class Compiler:
     """Compiles descriptions into agent specs, and change requests into new versions."""
 
     def __init__(
-        self, write: WriteFn, model: str | Callable[[], str] = "local", recall: SpecRecall | None = None
+        self,
+        write: WriteFn,
+        model: str | Callable[[], str] = "local",
+        recall: SpecRecall | None = None,
+        choose: ToolChoice | None = None,
     ) -> None:
         self._write = write
         self._model = model
         self._recall = recall
+        self._choose = choose
 
     async def compile(
         self,
@@ -185,7 +194,8 @@ class Compiler:
         examples = _usable(found, tools)
         dated = when if when is not None and _is_a_date(when, examples) else None
         when = None if dated is not None else when
-        chosen = _tools_for(description, when, tools, examples)
+        learned = await self._choose(tenant_id, description) if self._choose is not None else {}
+        chosen = _tools_for(description, when, tools, examples, learned)
         if not chosen and when is None and len(re.findall(r"[^\W\d_]{2,}", description)) < _MIN_WORDS_ALONE:
             raise CompileError("there is too little to go on: say in a sentence what the agent should do")
         notes = [f"schedule: {when.summary} (from '{when.phrase}')" if when else "schedule: none stated"]
@@ -212,7 +222,13 @@ class Compiler:
             return AgentSpec.model_validate(fields)
 
         spec = await self._validated(tenant_id, prompt, _schema(ask_cron, None), build)
-        source = f"search and {len(examples)} similar agent(s)" if examples else "search"
+        source = (
+            "what verified agents taught and search"
+            if learned
+            else f"search and {len(examples)} similar agent(s)"
+            if examples
+            else "search"
+        )
         notes.append(f"tools found by {source}: " + (", ".join(t.name for t in chosen) or "none"))
         if spec.approval:
             notes.append("these wait for your yes before they run: " + ", ".join(spec.approval))
@@ -349,18 +365,25 @@ def _usable(found: list[SpecExample], tools: list[Tool]) -> list[SpecExample]:
 
 
 def _tools_for(
-    text: str, when: When | None, tools: list[Tool], examples: Sequence[SpecExample] = ()
+    text: str,
+    when: When | None,
+    tools: list[Tool],
+    examples: Sequence[SpecExample] = (),
+    learned: Mapping[str, bool] | None = None,
 ) -> list[Tool]:
     """The tools ``text`` asks for: the strong search matches of its words but the schedule's.
 
-    With worked examples, a tool is chosen when most of them granted it, or when the search found
-    it and at least one of them granted it: the examples say what similar sentences needed, the
-    search keeps a tool no example had a reason to grant. Memory is the spec's switch, not a
-    grant: its tools are never chosen.
+    With what verified agents taught (``learned``), a tool it knows is chosen as it says, and one
+    it does not know as the search says. Else, with worked examples, a tool is chosen when most of
+    them granted it, or when the search found it and at least one of them granted it: the examples
+    say what similar sentences needed, the search keeps a tool no example had a reason to grant.
+    Memory is the spec's switch, not a grant: its tools are never chosen.
     """
     grantable = [t for t in tools if not t.name.startswith(MEMORY_TOOLS)]
     wanted = text.replace(when.phrase, " ") if when else text
     found = [f.tool for f in strong(search_tools(grantable, wanted))]
+    if learned:
+        return [t for t in grantable if learned.get(t.name, t in found)]
     if not examples:
         return found
     votes = Counter(name for e in examples for name in set(e.tools))

@@ -182,6 +182,10 @@ class ExperienceMemory:
             self._observe(seconds)
         return Lookup(found, seconds, vector is not None)
 
+    async def examples(self, tenant_id: int, kind: str) -> ExampleIndex:
+        """The successful examples of a kind a tenant is shown, with what was learned from them."""
+        return await self._index(tenant_id, kind)
+
     async def _index(self, tenant_id: int, kind: str) -> ExampleIndex:
         index = self._indexes.get((tenant_id, kind))
         if index is None:

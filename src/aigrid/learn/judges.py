@@ -24,7 +24,7 @@ from aigrid.entry.plan import Plan, PlanError
 from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner, Recall, WriteFn, checked_written
 from aigrid.entry.reading import Purchase, read
 from aigrid.errors import APIError
-from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall
+from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall, ToolChoice
 from aigrid.kernel.tools import CallContext, Tool, wire_name
 from aigrid.learn.suites import TOOL_CATALOG
 from aigrid.learn.verifiers import (
@@ -170,11 +170,13 @@ class CompilerJudge:
         builtins: Callable[[int], list[Tool]],
         agent_model: str,
         recall: SpecRecall,
+        choose: ToolChoice | None = None,
     ) -> None:
         self._writer = writer
         self._builtins = builtins
         self._agent_model = agent_model
         self._recall = recall
+        self._choose = choose
         self._catalog = catalog_tools()
 
     def tools(self, tenant_id: int) -> list[Tool]:
@@ -186,7 +188,12 @@ class CompilerJudge:
     ) -> Judged:
         """Compile, judge."""
         began = time.perf_counter()
-        compiler = Compiler(self._writer(model), self._agent_model, self._recall if experience else None)
+        compiler = Compiler(
+            self._writer(model),
+            self._agent_model,
+            self._recall if experience else None,
+            self._choose if experience else None,
+        )
         tools = self.tools(tenant_id)
         draft: Draft | None = None
         refusal: str | None = None
