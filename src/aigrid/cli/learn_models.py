@@ -53,6 +53,9 @@ Steps = Annotated[int | None, typer.Option(min=1, help="Stop after this many opt
 Epochs = Annotated[
     float | None, typer.Option(callback=above_zero, help="Passes over the dataset (default 1).")
 ]
+Layers = Annotated[
+    int | None, typer.Option(min=1, help="Adapt only the top N decoder layers: faster (default: all).")
+]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Start it, say what started, and return.")]
 ModelName = Annotated[str, typer.Argument(metavar="NAME", help="The learned version, e.g. base@planner-1.")]
 
@@ -156,9 +159,7 @@ def train(
     batch_tokens: Annotated[
         int | None, typer.Option(min=1, help="Padded tokens per optimizer step (default 2048).")
     ] = None,
-    layers: Annotated[
-        int | None, typer.Option(min=1, help="Adapt only the top N decoder layers: faster (default: all).")
-    ] = None,
+    layers: Layers = None,
     parent: Annotated[
         str | None,
         typer.Option(

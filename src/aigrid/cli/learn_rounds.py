@@ -17,6 +17,7 @@ from aigrid.cli.common import JsonFlag, call, start_and_follow
 from aigrid.cli.learn_models import (
     Epochs,
     Kind,
+    Layers,
     NoWait,
     Steps,
     TaskKind,
@@ -79,9 +80,7 @@ def learning_round(
         int | None,
         typer.Option(min=0, help="The first training task (default: after the student's own round's)."),
     ] = None,
-    layers: Annotated[
-        int | None, typer.Option(min=1, help="Adapt only the top N decoder layers: faster (default: all).")
-    ] = None,
+    layers: Layers = None,
     no_wait: NoWait = False,
     as_json: JsonFlag = False,
 ) -> None:
