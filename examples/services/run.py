@@ -3,11 +3,13 @@
     python examples/services/run.py --data-dir /tmp/aigrid-services --aigrid http://127.0.0.1:8700
 
 Each service is a child process (northwind 8801, lakeside 8802, payment 8810, travel 8820, food 8830),
-its database and log (``<name>.log``) in ``--data-dir``. With ``--aigrid`` it waits for that server and
-registers each service not listed up there, with the manifest beside it, then teaches that server's
-experience memory the training splits of its suites, which are made from this world (in the
-background; each example the verifier accepts against these services is shown to every tenant's
-plans and compiles, and teaching again adds only what is new). It runs until SIGINT or SIGTERM
+its database and log (``<name>.log``) in ``--data-dir``, its world from ``--seed DIR`` (default
+``$AIGRID_SHARED/fixtures/services`` when AIGRID_SHARED is set, else the project's own in ``seed/``).
+With ``--aigrid`` it waits for that server and registers each service not listed up there, with the
+manifest beside it, then teaches that server's experience memory the training splits of its suites,
+which are made from the shared world (in the background; each example the verifier accepts against
+these services is shown to every tenant's plans and compiles, and teaching again adds only what is
+new; on another world it refuses the plans that do not hold there). It runs until SIGINT or SIGTERM
 (or that server is gone for a minute), then stops the services; one that dies stops the rest (exit 1).
 """
 
@@ -189,7 +191,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address the services listen on")
     parser.add_argument("--data-dir", type=Path, required=True, help="the services' databases and logs")
-    parser.add_argument("--seed", type=Path, help="folder of the seed JSON (default: the services' own)")
+    parser.add_argument("--seed", type=Path, help="folder of the seed JSON (default: each service's default)")
     names = "ports of northwind, lakeside, payment, travel, food"
     parser.add_argument("--ports", default=DEFAULT_PORTS, help=f"{names} (default {DEFAULT_PORTS})")
     parser.add_argument("--aigrid", help="an aigrid server to register them with: http://127.0.0.1:8700")
