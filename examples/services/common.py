@@ -7,8 +7,9 @@ and is run as its own process, for example::
 
 Common options: ``--host`` (default 127.0.0.1), ``--port``, ``--data-dir`` (where the service keeps its
 SQLite database; created and seeded on first start only) and ``--seed DIR`` (the seed JSON; default
-``$AIGRID_SHARED/fixtures/services``, else ``<repo>/../shared/fixtures/services``). The seed files are
-only read, never written. MCP is served over streamable HTTP at ``http://HOST:PORT/mcp``.
+``$AIGRID_SHARED/fixtures/services`` when AIGRID_SHARED is set, else the project's own world in
+``seed/`` beside this file). The seed files are only read, never written. MCP is served over
+streamable HTTP at ``http://HOST:PORT/mcp``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 HERE = Path(__file__).resolve().parent
+OWN_SEED = HERE / "seed"  # the world written for aigrid, so a bare clone runs
 Row = dict[str, Any]
 
 _BOOKKEEPING = """
@@ -45,10 +47,9 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 
 def default_seed_dir() -> Path:
-    """``$AIGRID_SHARED/fixtures/services``, else the ``shared`` folder beside the repository."""
+    """``$AIGRID_SHARED/fixtures/services`` when AIGRID_SHARED is set, else the in-repo ``seed`` folder."""
     shared = os.environ.get("AIGRID_SHARED")
-    base = Path(shared) if shared else HERE.parents[1].parent / "shared"
-    return base / "fixtures" / "services"
+    return Path(shared) / "fixtures" / "services" if shared else OWN_SEED
 
 
 def service_parser(doc: str | None, default_port: int) -> argparse.ArgumentParser:
@@ -59,7 +60,12 @@ def service_parser(doc: str | None, default_port: int) -> argparse.ArgumentParse
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port})")
     parser.add_argument("--data-dir", type=Path, required=True, help="where the service keeps its database")
-    parser.add_argument("--seed", type=Path, default=default_seed_dir(), help="folder of the seed JSON")
+    parser.add_argument(
+        "--seed",
+        type=Path,
+        default=default_seed_dir(),
+        help="the seed JSON folder (default $AIGRID_SHARED/fixtures/services, else examples/services/seed)",
+    )
     return parser
 
 
@@ -68,8 +74,10 @@ def read_seed(seed_dir: Path, name: str) -> Any:
     path = seed_dir / name
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise SystemExit(f"seed file not found: {path} (pass --seed DIR or set AIGRID_SHARED)") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"seed file is not valid JSON: {path}: {exc}") from None
 
 
 def now() -> str:

@@ -3,12 +3,15 @@
     python examples/services/run.py --data-dir /tmp/aigrid-services --aigrid http://127.0.0.1:8700
 
 Each service is a child process (northwind 8801, lakeside 8802, payment 8810, travel 8820, food 8830),
-its database and log (``<name>.log``) in ``--data-dir``. With ``--aigrid`` it waits for that server and
-registers each service not listed up there, with the manifest beside it, then teaches that server's
-experience memory the training splits of its suites, which are made from this world (in the
-background; each example the verifier accepts against these services is shown to every tenant's
-plans and compiles, and teaching again adds only what is new). It runs until SIGINT or SIGTERM
-(or that server is gone for a minute), then stops the services; one that dies stops the rest (exit 1).
+its database and log (``<name>.log``) in ``--data-dir``, its world from ``--seed DIR`` (default
+``$AIGRID_SHARED/fixtures/services`` when AIGRID_SHARED is set, else the project's own in ``seed/``).
+With ``--aigrid`` it waits for that server and registers each service not listed up there, with the
+manifest beside it, then teaches that server's experience memory the training splits of its suites
+(in the background; each example the verifier accepts against these services is shown to every
+tenant's plans and compiles, and teaching again adds only what is new). The entry suite is made
+from the shared world, so on the services' own world only the compiler and tools suites, which call
+no service, are taught. It runs until SIGINT or SIGTERM (or that server is gone for a minute), then
+stops the services; one that dies stops the rest (exit 1).
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ DEFAULT_PORTS = "8801,8802,8810,8820,8830"
 AIGRID_WAIT_S = 120.0  # how long the aigrid server may take to answer at first
 AIGRID_GONE_S = 60.0  # the aigrid server silent this long: stop the services and exit
 TAUGHT_SUITES = ("entry", "compiler", "tools")
+# The entry suite's plans name the shared world's goods: on the services' own world none would hold.
+OWN_WORLD_SUITES = ("compiler", "tools")
 TEACH_TIMEOUT_S = 3600.0  # teaching reads every training task from the services: minutes
 log = logging.getLogger("services")
 _signals: list[int] = []
@@ -135,9 +140,9 @@ def register(client: httpx.Client, running: list[Service], urls: dict[str, str])
             raise LaunchError(f"registering {service.name}: {added.status_code} {added.text}")
 
 
-def teach(client: httpx.Client) -> None:
-    """Teach the server's experience memory every suite's training split, for all its tenants."""
-    for suite in TAUGHT_SUITES:
+def teach(client: httpx.Client, suites: tuple[str, ...]) -> None:
+    """Teach the server's experience memory these suites' training splits, for all its tenants."""
+    for suite in suites:
         try:
             taught = client.post("/v1/learn/memory/teach", json={"suite": suite}, timeout=TEACH_TIMEOUT_S)
         except httpx.HTTPError as exc:
@@ -171,7 +176,9 @@ def run(opts: argparse.Namespace, running: list[Service]) -> int:
         client.headers["Authorization"] = f"Bearer {key}"
         register(client, running, urls)
         if opts.teach:
-            threading.Thread(target=teach, args=(client,), name="teach", daemon=True).start()
+            own = opts.seed is None and not os.environ.get("AIGRID_SHARED")
+            suites = OWN_WORLD_SUITES if own else TAUGHT_SUITES
+            threading.Thread(target=teach, args=(client, suites), name="teach", daemon=True).start()
     listing = ", ".join(f"{name} {url}" for name, url in urls.items())
     log.info("up%s: %s", f" and registered with aigrid at {opts.aigrid}" if client else "", listing)
     last_answer = time.monotonic()
@@ -189,7 +196,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address the services listen on")
     parser.add_argument("--data-dir", type=Path, required=True, help="the services' databases and logs")
-    parser.add_argument("--seed", type=Path, help="folder of the seed JSON (default: the services' own)")
+    parser.add_argument("--seed", type=Path, help="folder of the seed JSON (default: each service's default)")
     names = "ports of northwind, lakeside, payment, travel, food"
     parser.add_argument("--ports", default=DEFAULT_PORTS, help=f"{names} (default {DEFAULT_PORTS})")
     parser.add_argument("--aigrid", help="an aigrid server to register them with: http://127.0.0.1:8700")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -301,6 +302,32 @@ def test_aigrid_ask_shows_the_summary_and_asks_once(
     assert said_yes.returncode == 0, said_yes.stderr
     assert "Bought 1 × Cedar Cast Iron Pan 28cm from northwind for 259.00" in said_yes.stdout
     assert balance(services, "carol") == before - 25_900
+    consistent(services)
+
+
+def test_aigrid_ask_carries_out_a_plan_from_a_file_and_refuses_a_bad_one(
+    server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service], tmp_path: Path
+) -> None:
+    written = tmp_path / "plan.json"
+    written.write_text(json.dumps(pan_plan(2)))
+    asked = len(upstream.requests)
+    before = balance(services, "carol")
+    bought = aigrid(
+        server, "ask", "buy two cast iron pans", "--user", "carol", "--yes", "--plan", str(written)
+    )
+    assert bought.returncode == 0, bought.stderr
+    assert "Bought 2 × Cedar Cast Iron Pan 28cm from northwind" in bought.stdout
+    assert balance(services, "carol") == before - 2 * 25_900
+    assert len(upstream.requests) == asked, "the model was not asked"
+
+    missing = aigrid(server, "ask", "buy a pan", "--plan", str(tmp_path / "none.json"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr and "Traceback" not in missing.stderr
+    written.write_text("[1, 2]")
+    not_one = aigrid(server, "ask", "buy a pan", "--plan", str(written))
+    assert not_one.returncode == 2 and "must hold one plan (an object)" in not_one.stderr
+    written.write_text(json.dumps({"steps": [{"id": "a", "call": "nowhere.buy", "args": {}}]}))
+    refused = aigrid(server, "ask", "buy a pan", "--plan", str(written), "--yes")
+    assert refused.returncode == 1 and "nowhere.buy" in refused.stdout
     consistent(services)
 
 

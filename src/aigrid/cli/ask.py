@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
 from aigrid.cli.client import CLIError, connect
-from aigrid.cli.common import JsonFlag, console, emit_json, fail, waiting
+from aigrid.cli.common import JsonFlag, console, emit_json, fail, json_object_file, waiting
 
 _WAIT_S = 300.0
 
@@ -19,13 +20,22 @@ def ask(
         str | None, typer.Option("--user", help="Whose wallet pays (default: the key's tenant).")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Go ahead without asking.")] = False,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            metavar="FILE",
+            help="A plan to carry out instead of the model's (JSON, in the plan's own form).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Ask for something in a sentence: aigrid plans it across services, asks once, and does it."""
+    given = json_object_file(plan, "plan") if plan is not None else None
     try:
         with connect() as client:
             with waiting("working it out" if yes else "planning", quiet=as_json):
-                entry = client.ask(sentence, user, yes, _WAIT_S)
+                entry = client.ask(sentence, user, yes, _WAIT_S, given)
             if entry["state"] == "awaiting_confirmation":
                 if not as_json:
                     _show_summary(entry)

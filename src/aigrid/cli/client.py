@@ -233,11 +233,15 @@ class AdminClient:
         """DELETE /admin/services/{name}."""
         return self.request("DELETE", f"/admin/services/{quote(name, safe='')}")
 
-    def ask(self, text: str, user: str | None, confirm: bool, wait_s: float) -> dict[str, Any]:
-        """POST /v1/entry: plan the sentence, read, and (with ``confirm``) carry it out."""
+    def ask(
+        self, text: str, user: str | None, confirm: bool, wait_s: float, plan: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """POST /v1/entry: plan the sentence (or take ``plan``), read, and (with ``confirm``) carry it out."""
         body: dict[str, Any] = {"input": text, "confirm": confirm, "wait": wait_s}
         if user is not None:
             body["user"] = user
+        if plan is not None:
+            body["plan"] = plan
         return self.request("POST", "/v1/entry", body=body, timeout_s=wait_s + 30)
 
     def confirm_entry(self, entry_id: str, wait_s: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -34,6 +35,19 @@ def fail(message: str, exit_code: int) -> NoReturn:
     """Say what went wrong on stderr and exit with ``exit_code``."""
     Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(exit_code)
+
+
+def json_object_file(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (``what`` names it in errors); a clear error and exit 2 otherwise."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}", 2)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        fail(f"{path} is not valid JSON: {exc}", 2)
+    if not isinstance(found, dict):
+        fail(f"{path} must hold one {what} (an object)", 2)
+    return found
 
 
 def console() -> Console:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from aigrid.cli import render
-from aigrid.cli.common import JsonFlag, call, fail
+from aigrid.cli.common import JsonFlag, call, json_object_file
 from aigrid.cli.system import provider_config
 
 service_app = typer.Typer(no_args_is_help=True, help="Register third-party services for the super entry.")
@@ -49,12 +48,4 @@ def service_rm(
 
 
 def _manifest(path: Path) -> dict[str, Any]:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror or exc}", 2)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        fail(f"{path} is not valid JSON: {exc}", 2)
-    if not isinstance(manifest, dict):
-        fail(f"{path} must hold one manifest (an object)", 2)
-    return manifest
+    return json_object_file(path, "manifest")
