@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import openai
 import pytest
-from tests.support import LiveServer
+from tests.support import ADMIN_KEY, LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -101,8 +103,19 @@ def test_completions_and_embeddings(server: LiveServer) -> None:
     client = server.openai()
     done = client.completions.create(model="local", prompt="One, two,", max_tokens=4, temperature=0)
     assert done.choices[0].text and done.usage is not None
-    vectors = client.embeddings.create(model="local", input=["a cat", "a dog"])
+    vectors = client.embeddings.create(model="local", input=["a cat", "a dog"], encoding_format="float")
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) > 100
+    # The official client's default: it asks for base64 and decodes it (without strict validation).
+    lenient = openai.OpenAI(base_url=f"{server.url}/v1", api_key=ADMIN_KEY)
+    decoded = lenient.embeddings.create(model="local", input=["a cat", "a dog"])
+    assert decoded.data[0].embedding == pytest.approx(vectors.data[0].embedding, abs=1e-6)
+    raw = server.admin(
+        "POST", "/v1/embeddings", json={"model": "local", "input": "a cat", "encoding_format": "base64"}
+    )
+    packed = base64.b64decode(raw.json()["data"][0]["embedding"])
+    assert list(struct.unpack(f"<{len(packed) // 4}f", packed)) == pytest.approx(
+        vectors.data[0].embedding, abs=1e-6
+    )
 
 
 def test_prompt_beyond_the_context_is_refused_exactly(server: LiveServer) -> None:

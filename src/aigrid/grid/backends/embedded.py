@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -199,11 +201,9 @@ class EmbeddedBackend(Backend):
             job.cancel()
         if result is None:
             raise BackendError(f"{self.name}: the embedded model stopped", retryable=True, status=503)
-        # Always floats, even for encoding_format="base64": the official openai client asks for
-        # base64 by default, decodes it only when it gets strings, and with strict response
-        # validation refuses strings; every official SDK accepts floats.
+        encode = _base64 if body.get("encoding_format") == "base64" else None
         data = [
-            {"object": "embedding", "index": i, "embedding": vector}
+            {"object": "embedding", "index": i, "embedding": encode(vector) if encode else vector}
             for i, vector in enumerate(result.vectors)
         ]
         usage = Usage(prompt_tokens=result.prompt_tokens)
@@ -214,6 +214,11 @@ class EmbeddedBackend(Backend):
             "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens},
         }
         return Completion(orjson.dumps(payload), usage)
+
+
+def _base64(vector: list[float]) -> str:
+    """A vector as OpenAI sends one for ``encoding_format: "base64"``: little-endian float32, base64."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def _usage_json(usage: Usage) -> dict[str, Any]:
