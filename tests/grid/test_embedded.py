@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -122,7 +123,7 @@ async def test_plain_chat(backend: EmbeddedBackend) -> None:
     assert choice.message.role == "assistant" and choice.message.content
     assert choice.finish_reason in ("stop", "length") and choice.message.tool_calls is None
     assert answer.usage is not None
-    assert answer.usage.prompt_tokens == backend.count_prompt_tokens("chat", body)
+    assert answer.usage.prompt_tokens == await backend.count_prompt_tokens("chat", body)
     assert 0 < answer.usage.completion_tokens <= 12
 
 
@@ -260,7 +261,7 @@ async def test_stream_frames(backend: EmbeddedBackend) -> None:
     assert all(c["choices"][0]["finish_reason"] is None for c in body_chunks)
     assert all(c["usage"] is None for c in [*body_chunks, last])
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] <= 8
-    assert usage_chunk["usage"]["prompt_tokens"] == backend.count_prompt_tokens("chat", body)
+    assert usage_chunk["usage"]["prompt_tokens"] == await backend.count_prompt_tokens("chat", body)
     assert session.progress.usage.completion_tokens == usage_chunk["usage"]["completion_tokens"]
     assert session.progress.first_token_at is not None and session.progress.finished
 
@@ -306,7 +307,7 @@ async def test_close_stops_the_stream_and_frees_the_worker(backend: EmbeddedBack
 
 async def test_prompt_beyond_the_context_is_refused(backend: EmbeddedBackend) -> None:
     huge = chat("word " * 3000)
-    assert (backend.count_prompt_tokens("chat", huge) or 0) > CONFIG.context_length
+    assert ((await backend.count_prompt_tokens("chat", huge)) or 0) > CONFIG.context_length
     with pytest.raises(APIError) as info:
         await backend.complete("chat", huge, MODEL)
     assert info.value.status == 400 and info.value.code == "context_length_exceeded"
@@ -376,9 +377,9 @@ async def test_harmless_fields_are_ignored(backend: EmbeddedBackend) -> None:
 
 
 async def test_malformed_requests_count_as_unknown(backend: EmbeddedBackend) -> None:
-    assert backend.count_prompt_tokens("chat", {"messages": "hi"}) is None
-    assert backend.count_prompt_tokens("completions", {"prompt": [1, 2, 3]}) is None
-    assert backend.count_prompt_tokens("embeddings", {"input": ["a", "bb"]}) == 2
+    assert await backend.count_prompt_tokens("chat", {"messages": "hi"}) is None
+    assert await backend.count_prompt_tokens("completions", {"prompt": [1, 2, 3]}) is None
+    assert await backend.count_prompt_tokens("embeddings", {"input": ["a", "bb"]}) == 2
 
 
 async def test_full_queue_is_a_retryable_503() -> None:
@@ -426,9 +427,8 @@ async def test_embeddings(backend: EmbeddedBackend) -> None:
     encoded = await backend.complete(
         "embeddings", {"input": "hello world", "encoding_format": "base64"}, MODEL
     )
-    vector = orjson.loads(encoded.body)["data"][0]["embedding"]
-    assert isinstance(vector, list), "floats even when base64 is asked for (see EmbeddedBackend)"
-    assert np.allclose(vector, result.data[0].embedding, atol=1e-6)
+    packed = base64.b64decode(orjson.loads(encoded.body)["data"][0]["embedding"])
+    assert np.allclose(np.frombuffer(packed, dtype="<f4"), result.data[0].embedding, atol=1e-6)
 
     refused: list[tuple[dict[str, Any], str]] = [
         ({"input": [[1, 2, 3]]}, "input"),
@@ -449,7 +449,7 @@ async def test_completions_endpoint(backend: EmbeddedBackend) -> None:
     answer = OpenAICompletion.model_validate_json(completion.body)
     assert answer.object == "text_completion" and answer.model == MODEL
     assert answer.choices[0].text and answer.choices[0].finish_reason in ("stop", "length")
-    assert answer.usage is not None and answer.usage.prompt_tokens == backend.count_prompt_tokens(
+    assert answer.usage is not None and answer.usage.prompt_tokens == await backend.count_prompt_tokens(
         "completions", body
     )
 

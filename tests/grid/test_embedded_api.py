@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -124,6 +125,18 @@ def test_prompt_beyond_the_context_is_refused_exactly(server: LiveServer) -> Non
             model="local", messages=[{"role": "user", "content": "lorem ipsum " * 6000}], max_tokens=8
         )
     assert err.value.code == "context_length_exceeded"
+
+
+def test_a_huge_prompt_is_counted_while_the_server_answers_others(server: LiveServer) -> None:
+    huge = {"model": "local", "messages": [{"role": "user", "content": "lorem ipsum " * 700_000}]}
+    with ThreadPoolExecutor(1) as pool:
+        refused = pool.submit(server.admin, "POST", "/v1/chat/completions", json=huge)
+        time.sleep(0.5)  # sent and being read: tokenizing it takes seconds
+        server.admin("GET", "/v1/models")  # a request behind it, on another connection
+        answered_meanwhile = not refused.done()
+        assert refused.result().status_code == 400
+    assert refused.result().json()["error"]["code"] == "context_length_exceeded"
+    assert answered_meanwhile, "tokenizing 8 MB ran on the event loop and held every other request"
 
 
 def test_the_ledger_meters_the_embedded_model(server: LiveServer) -> None:

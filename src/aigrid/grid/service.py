@@ -113,7 +113,7 @@ class Grid:
             row["stream"] = stream
             route = self.router.resolve(body.get("model"))
             row["model"] = route.name
-            reservation = self._admit(principal, route, endpoint, body)
+            reservation = await self._admit(principal, route, endpoint, body)
         except APIError as exc:
             row.update(status="rejected", http_status=exc.status, error_code=exc.code, latency_us=0)
             self.ledger.add(row)
@@ -126,11 +126,11 @@ class Grid:
             return request_id, await call.stream()
         return request_id, await call.complete()
 
-    def _admit(
+    async def _admit(
         self, principal: Principal, route: Route, endpoint: Endpoint, body: dict[str, Any]
     ) -> Reservation:
         configs = [d.backend.config for d in route.deployments]
-        exact = route.deployments[0].backend.count_prompt_tokens(endpoint, body)
+        exact = await route.deployments[0].backend.count_prompt_tokens(endpoint, body)
         prompt = exact if exact is not None else estimate_prompt_tokens(endpoint, body)
         asked = requested_max_tokens(body)
         limit = max(cfg.context_length for cfg in configs)

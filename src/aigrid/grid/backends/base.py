@@ -135,8 +135,8 @@ class Backend(ABC):
     async def close(self) -> None:
         """Release what the backend holds."""
 
-    def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
-        """The exact prompt size when the backend can tell cheaply, else None."""
+    async def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
+        """The exact prompt size when the backend can tell, else None."""
         return None
 
     def engine_stats(self) -> EngineStats | None:

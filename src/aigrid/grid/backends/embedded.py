@@ -9,7 +9,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -42,6 +42,9 @@ from aigrid.grid.engine.supervisor import EngineProcess, RemoteJob
 from aigrid.grid.engine.wire import EngineOrder
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# A request body past this size is tokenized in a thread (about 0.1 s of tokenizing on a slow core).
+_LARGE_BODY_BYTES = 64 * 1024
 
 
 class EmbeddedBackend(Backend):
@@ -119,15 +122,17 @@ class EmbeddedBackend(Backend):
         """The engine's sequences and its process (pid, restarts, last exit); None before it starts."""
         return self._engine.stats() if self._engine is not None else None
 
-    def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
+    async def count_prompt_tokens(self, endpoint: Endpoint, body: dict[str, Any]) -> int | None:
         """The exact prompt size, from the model's own template and tokenizer; None if malformed."""
-        return self._reader.count(endpoint, body) if self._reader is not None else None
+        if self._reader is None:
+            return None
+        return await _off_loop_if_large(body, self._reader.count, endpoint, body)
 
     async def complete(self, endpoint: Endpoint, body: dict[str, Any], model: str) -> Completion:
         """Answer a whole request."""
         if endpoint == "embeddings":
             return await self._embeddings(body, model)
-        plan = self._started().plan(endpoint, body)
+        plan = await _off_loop_if_large(body, self._started().plan, endpoint, body)
         job = self._submit(plan.request)
         parts: list[str] = []
         produced = cached = 0
@@ -174,7 +179,7 @@ class EmbeddedBackend(Backend):
         """Queue the request and hand back its stream; refusals are raised before any frame."""
         if endpoint == "embeddings":
             raise bad_request("Embeddings cannot be streamed.", param="stream")
-        plan = self._started().plan(endpoint, body)
+        plan = await _off_loop_if_large(body, self._started().plan, endpoint, body)
         return _GenerationStream(endpoint, self._submit(plan.request), plan, model, include_usage, self.name)
 
     def _started(self) -> RequestReader:
@@ -188,7 +193,9 @@ class EmbeddedBackend(Backend):
         return self._engine.submit(request)
 
     async def _embeddings(self, body: dict[str, Any], model: str) -> Completion:
-        job = self._submit(EmbedRequest(self._started().embedding_texts(body)))
+        job = self._submit(
+            EmbedRequest(await _off_loop_if_large(body, self._started().embedding_texts, body))
+        )
         result: Embeddings | None = None
         try:
             async for batch in job.batches():
@@ -214,6 +221,17 @@ class EmbeddedBackend(Backend):
             "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.total_tokens},
         }
         return Completion(orjson.dumps(payload), usage)
+
+
+async def _off_loop_if_large(body: dict[str, Any], read: Callable[..., T], *args: Any) -> T:
+    """``read(*args)``, in a thread when ``body`` is large: tokenizing megabytes takes seconds, and
+    llama.cpp lets go of the GIL, so the event loop serves every other request meanwhile. A small
+    body is read at once, so requests reach the engine in the order they came."""
+    try:
+        small = len(orjson.dumps(body)) < _LARGE_BODY_BYTES
+    except TypeError:  # nested past orjson's depth: the reader refuses it, in a thread
+        small = False
+    return read(*args) if small else await asyncio.to_thread(read, *args)
 
 
 def _base64(vector: list[float]) -> str:
