@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 import httpx
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification
 from starlette.types import Receive, Scope, Send
 
+from aigrid.cli import mcp_events
 from aigrid.cli.mcp_events import BoundedEventStore
+
+SERVICES = Path(__file__).resolve().parents[2] / "examples" / "services"
 
 
 def note(text: str) -> JSONRPCNotification:
@@ -126,3 +131,13 @@ async def test_guard_replays_a_stream_to_the_session_that_stored_it_only() -> No
         assert await replayed("a", {"Mcp-Session-Id": "b"}) == [None, []]
         assert await replayed("a", {"Mcp-Session-Id": "nobody"}) == [None, []]
         assert await replayed("a", {}) == [None, []]
+
+
+def test_the_example_services_use_this_file_which_imports_nothing_from_aigrid() -> None:
+    assert (SERVICES / "mcp_events.py").resolve() == Path(mcp_events.__file__).resolve()
+    tree = ast.parse(Path(mcp_events.__file__).read_text(encoding="utf-8"))
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    assert not {name for name in imported if name.split(".")[0] == "aigrid"}
