@@ -291,3 +291,92 @@ async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30
         while not check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     assert check(), what
+
+
+# A raw MCP client over streamable HTTP, for what the SDK's client does not show: the SSE events.
+MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+SseEvent = dict[str, str]
+
+
+async def sse_events(
+    response: httpx.Response, until: Callable[[SseEvent], bool] | None = None
+) -> list[SseEvent]:
+    """The events of an SSE response, each as its fields, to the end or to the first that ``until`` likes."""
+    events: list[SseEvent] = []
+    fields: SseEvent = {}
+    async with asyncio.timeout(30):
+        async for line in response.aiter_lines():
+            if line:
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+            elif fields:
+                events.append(fields)
+                fields = {}
+                if until is not None and until(events[-1]):
+                    break
+    return events
+
+
+async def mcp_post(http: httpx.AsyncClient, url: str, headers: dict[str, str], body: Any) -> list[SseEvent]:
+    """POST one JSON-RPC request and read the SSE stream that answers it."""
+    async with http.stream("POST", url, json=body, headers=headers) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith(
+            "text/event-stream"
+        )
+        return await sse_events(response)
+
+
+async def mcp_session(http: httpx.AsyncClient, url: str) -> tuple[dict[str, str], list[SseEvent]]:
+    """Open an MCP session at protocol 2025-11-25: the headers its requests carry, and the
+    initialize request's SSE events."""
+    hello = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    }
+    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}
+    async with http.stream("POST", url, json=request, headers=MCP_HEADERS) as response:
+        headers = {**MCP_HEADERS, "Mcp-Session-Id": response.headers["mcp-session-id"]}
+        events = await sse_events(response)
+    initialized = await http.post(
+        url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
+    )
+    assert initialized.status_code == 202, initialized.text
+    return headers, events
+
+
+TOOLS_LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+
+
+async def check_streams_start_primed(url: str, retry_ms: int) -> None:
+    """Each SSE stream of the MCP server at ``url`` starts with a priming event: an id, empty data
+    and the retry time; the answer follows."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        headers, opened = await mcp_session(http, url)
+        listed = await mcp_post(http, url, headers, TOOLS_LIST)
+    for events in (opened, listed):
+        assert set(events[0]) == {"id", "data", "retry"}, f"no priming event: {events}"
+        assert events[0]["id"] and events[0]["data"] == "" and events[0]["retry"] == str(retry_ms)
+        answer = json.loads(events[-1]["data"])
+        assert "result" in answer and events[-1]["id"] not in ("", events[0]["id"])
+    assert "tools" in json.loads(listed[-1]["data"])["result"]
+
+
+async def check_a_lost_stream_resumes_in_its_own_session_only(url: str) -> None:
+    """A GET with the ``Last-Event-ID`` of a stream's priming event replays its answer, under the
+    same id, to the session that asked; to another session, nothing."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        mine, _ = await mcp_session(http, url)
+        listed = await mcp_post(http, url, mine, TOOLS_LIST)
+        assert "id" in listed[0], f"no priming event to resume from: {listed}"
+        theirs, _ = await mcp_session(http, url)
+        resume = {"Last-Event-ID": listed[0]["id"]}
+        # A resumed stream stays open for what comes next: read up to the first message.
+        async with http.stream("GET", url, headers={**mine, **resume}) as resumed:
+            assert resumed.status_code == 200
+            replayed = await sse_events(resumed, until=lambda event: bool(event.get("data")))
+        async with http.stream("GET", url, headers={**theirs, **resume}) as other:
+            assert other.status_code == 200
+            leaked = await sse_events(other, until=lambda event: bool(event.get("data")))
+    assert replayed == listed[1:]
+    assert leaked == []

@@ -27,8 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_events import RETRY_MS, BoundedEventStore
 
 HERE = Path(__file__).resolve().parent
 OWN_SEED = HERE / "seed"  # the world written for aigrid, so a bare clone runs
@@ -180,6 +182,14 @@ def new_server(service: str, name: str) -> MCPServer[Any]:
 
 
 def serve(server: MCPServer[Any], args: argparse.Namespace) -> None:
-    """Serve ``server`` over streamable HTTP at ``http://HOST:PORT/mcp`` until stopped."""
+    """Serve ``server`` over streamable HTTP at ``http://HOST:PORT/mcp`` until stopped.
+
+    Each SSE stream starts with a priming event and a retry time, so a client that loses one
+    reconnects with ``Last-Event-ID`` and gets what it missed.
+    """
     print(f"{server.name}: serving MCP at http://{args.host}:{args.port}/mcp", file=sys.stderr, flush=True)
-    server.run("streamable-http", host=args.host, port=args.port, streamable_http_path="/mcp")
+    events = BoundedEventStore()
+    app = server.streamable_http_app(
+        streamable_http_path="/mcp", event_store=events, retry_interval=RETRY_MS, host=args.host
+    )
+    uvicorn.run(events.guard(app), host=args.host, port=args.port, log_level="warning")

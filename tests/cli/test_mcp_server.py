@@ -13,7 +13,17 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent
-from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream, free_port, wait_for_port
+from tests.support import (
+    ADMIN_KEY,
+    LiveServer,
+    RecordingUpstream,
+    check_a_lost_stream_resumes_in_its_own_session_only,
+    check_streams_start_primed,
+    free_port,
+    wait_for_port,
+)
+
+from aigrid.cli.mcp_events import RETRY_MS
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +130,14 @@ async def test_http_reports_failures_as_tool_errors(http_mcp: str, upstream: Rec
         assert unknown.is_error and "Unknown tool: nope" in text(unknown)
         empty = await client.call_tool("agent_broken", {"input": " "})
         assert empty.is_error and "'input'" in text(empty)
+
+
+async def test_http_streams_start_with_a_priming_event_and_a_retry_time(http_mcp: str) -> None:
+    await check_streams_start_primed(http_mcp, RETRY_MS)
+
+
+async def test_http_replays_a_lost_stream_from_last_event_id_to_its_own_session_only(http_mcp: str) -> None:
+    await check_a_lost_stream_resumes_in_its_own_session_only(http_mcp)
 
 
 def test_a_server_it_cannot_reach_or_name_is_a_cli_error(server: LiveServer, dead_url: str) -> None:

@@ -18,7 +18,18 @@ import httpx
 import pytest
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
-from tests.support import ADMIN_KEY, LiveServer, aigrid, free_port, stop_gracefully, wait_for_port
+from tests.support import (
+    ADMIN_KEY,
+    LiveServer,
+    aigrid,
+    check_a_lost_stream_resumes_in_its_own_session_only,
+    check_streams_start_primed,
+    free_port,
+    stop_gracefully,
+    wait_for_port,
+)
+
+from aigrid.cli.mcp_events import RETRY_MS
 
 pytestmark = pytest.mark.slow
 
@@ -436,6 +447,19 @@ async def test_manifests_describe_the_tools_the_services_serve(services: dict[st
             takes_key = "idempotency_key" in tools[op].input_schema["properties"]
             assert takes_key == bool(marks.get("idempotency")), op
             assert tools[op].description
+
+
+async def test_each_sse_stream_starts_with_a_priming_event_and_a_retry_time(
+    services: dict[str, Service],
+) -> None:
+    for service in services.values():
+        await check_streams_start_primed(service.url, RETRY_MS)
+
+
+async def test_a_lost_stream_is_replayed_from_last_event_id_to_its_own_session_only(
+    services: dict[str, Service],
+) -> None:
+    await check_a_lost_stream_resumes_in_its_own_session_only(services["payment"].url)
 
 
 def test_each_service_registers_with_aigrid_unchanged(

@@ -238,11 +238,16 @@ async def _serve(grid: Grid, port: int | None, host: str) -> None:
         return
     import uvicorn
 
+    from aigrid.cli.mcp_events import RETRY_MS, BoundedEventStore
+
     err = Console(stderr=True)
     if host not in _LOOPBACK:
         err.print(f"warning: anyone who reaches {host}:{port} can run these agents; it asks for no key")
     err.print(f"aigrid mcp: serving MCP at http://{host}:{port}/mcp", highlight=False)
-    config = uvicorn.Config(server.streamable_http_app(host=host), host=host, port=port, log_level="warning")
+    # Streams start with a priming event and a retry time, so a client that loses one resumes it.
+    events = BoundedEventStore()
+    app = server.streamable_http_app(host=host, event_store=events, retry_interval=RETRY_MS)
+    config = uvicorn.Config(events.guard(app), host=host, port=port, log_level="warning")
     await uvicorn.Server(config).serve()
 
 

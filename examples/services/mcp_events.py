@@ -1,0 +1,1 @@
+../../src/aigrid/cli/mcp_events.py
