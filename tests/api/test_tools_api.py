@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support import LiveServer, RecordingUpstream, aigrid
+from tests.kernel.test_mcp import TOKEN, HttpMcp, gated_app
+from tests.support import LiveServer, RecordingUpstream, aigrid, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -124,6 +125,38 @@ def test_providers_are_added_listed_and_removed_by_the_admin_only(server: LiveSe
     assert api(server, key, "POST", "/admin/tools/providers", json=body).status_code in (401, 403)
     bad = server.admin("POST", "/admin/tools/providers", json={"name": "Bad Name", "kind": "mcp"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "name"
+
+
+def test_an_mcp_url_that_wants_a_token_is_explained_and_then_added_with_a_header(server: LiveServer) -> None:
+    port = free_port()
+    gated = HttpMcp(port, gated_app(port))
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        refused = server.admin(
+            "POST", "/admin/tools/providers", json={"name": "locked", "kind": "mcp", "url": url}
+        )
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert f"could not connect to {url}: the server answered 401 Unauthorized" in error["message"]
+        assert "--header 'Authorization: Bearer TOKEN'" in error["message"]
+        manifest = {"category": "misc", "description": "Says who calls.", "operations": {"whoami": {}}}
+        service = {"name": "locked", "kind": "mcp", "url": url, "manifest": manifest}
+        refused = server.admin("POST", "/admin/services", json=service)
+        assert refused.status_code == 400 and "401 Unauthorized" in refused.json()["error"]["message"]
+
+        cli = aigrid(server, "tool", "add", "locked", "--url", url)
+        assert cli.returncode == 1 and "Traceback" not in cli.stderr
+        assert "the server answered 401 Unauthorized: it wants authorization" in cli.stderr
+        assert "--header 'Authorization: Bearer TOKEN'" in cli.stderr
+        added = aigrid(
+            server, "tool", "add", "locked", "--url", url, "--header", f"Authorization: Bearer {TOKEN}"
+        )
+        assert added.returncode == 0, added.stderr
+        assert "locked.whoami" in added.stdout
+        assert aigrid(server, "tool", "rm", "locked").returncode == 0
+    finally:
+        gated.stop()
 
 
 def test_memory_and_the_inbox_are_each_tenants_own(server: LiveServer, upstream: RecordingUpstream) -> None:

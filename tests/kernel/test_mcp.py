@@ -23,6 +23,8 @@ from mcp_types import (
     TextContent,
     TextResourceContents,
 )
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from tests.support import free_port
 
 from aigrid.config import ProviderConfig
@@ -210,10 +212,10 @@ def http_server() -> MCPServer:
 
 
 class HttpMcp:
-    """A streamable HTTP MCP server run by uvicorn in a thread."""
+    """A streamable HTTP MCP server (or another ASGI app) run by uvicorn in a thread."""
 
-    def __init__(self, port: int) -> None:
-        app = http_server().streamable_http_app()
+    def __init__(self, port: int, app: ASGIApp | None = None) -> None:
+        app = app or http_server().streamable_http_app()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
         )
@@ -265,7 +267,8 @@ async def test_http_tools_are_called_with_the_configured_headers(http_port: int)
 async def test_a_refused_url_fails_to_open_promptly() -> None:
     provider = McpProvider(http_config(free_port()))
     started = time.monotonic()
-    with pytest.raises(ProviderError, match=r"could not connect to http://127\.0\.0\.1:\d+/mcp"):
+    refused = r"could not connect to http://127\.0\.0\.1:\d+/mcp: the connection was refused \(is the server"
+    with pytest.raises(ProviderError, match=refused):
         await provider.open()
     assert time.monotonic() - started < 5
     await provider.close()
@@ -286,3 +289,106 @@ async def test_an_http_server_that_went_away_fails_calls_then_reconnects_when_ba
     finally:
         await provider.close()
         server.stop()
+
+
+# --- HTTP servers that refuse: the admin is told the status and what to do ---
+
+TOKEN = "t0ken"
+
+
+def gated_app(port: int) -> ASGIApp:
+    """The MCP server at /mcp for ``Bearer t0ken`` only (401 otherwise), and paths that are not MCP."""
+    mcp_app = http_server().streamable_http_app()
+    metadata = f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource"
+    rpc_error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32000, "message": "down for maintenance"}}
+    answers: dict[str, Response] = {
+        "/broken/mcp": PlainTextResponse("boom", status_code=500),
+        "/busy/mcp": JSONResponse(rpc_error, status_code=503),
+        "/page": HTMLResponse("<html><body>Welcome</body></html>"),
+    }
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        headers = dict(scope.get("headers", []))
+        if scope["type"] == "http" and path in answers:
+            await answers[path](scope, receive, send)
+        elif (
+            scope["type"] == "http"
+            and path == "/mcp"
+            and headers.get(b"authorization") != f"Bearer {TOKEN}".encode()
+        ):
+            challenge = f'Bearer resource_metadata="{metadata}"'
+            refusal = JSONResponse({"error": "invalid_token"}, 401, headers={"WWW-Authenticate": challenge})
+            await refusal(scope, receive, send)
+        else:
+            await mcp_app(scope, receive, send)  # its lifespan, the MCP endpoint, and 404 elsewhere
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def gated_port() -> Iterator[int]:
+    port = free_port()
+    server = HttpMcp(port, gated_app(port))
+    yield port
+    server.stop()
+
+
+def gated_config(port: int, path: str = "/mcp", headers: dict[str, str] | None = None) -> ProviderConfig:
+    url = f"http://127.0.0.1:{port}{path}"
+    return ProviderConfig(name="gated", kind="mcp", url=url, headers=headers or {}, timeout_s=10)
+
+
+async def open_error(config: ProviderConfig) -> str:
+    """The message a provider that fails to open gives the admin."""
+    provider = McpProvider(config)
+    try:
+        with pytest.raises(ProviderError) as failed:
+            await provider.open()
+    finally:
+        await provider.close()
+    return str(failed.value)
+
+
+async def test_a_401_says_authorization_is_wanted_and_a_token_header_then_works(gated_port: int) -> None:
+    message = await open_error(gated_config(gated_port))
+    url = f"http://127.0.0.1:{gated_port}/mcp"
+    assert message.startswith(f"mcp provider 'gated': could not connect to {url}: ")
+    assert "the server answered 401 Unauthorized: it wants authorization" in message
+    metadata = f"http://127.0.0.1:{gated_port}/.well-known/oauth-protected-resource"
+    assert f"(WWW-Authenticate: Bearer, resource metadata at {metadata})" in message
+    assert "OAuth is not supported" in message
+    assert "--header 'Authorization: Bearer TOKEN'" in message
+    assert "Server returned an error response" not in message
+
+    provider = McpProvider(gated_config(gated_port, headers={"Authorization": f"Bearer {TOKEN}"}))
+    try:
+        tools = {t.name: t for t in await provider.open()}
+        assert json.loads(await tools["gated.whoami"].handler({}, CTX)) == {"result": f"Bearer {TOKEN}"}
+    finally:
+        await provider.close()
+
+
+async def test_a_refused_token_is_named_as_such(gated_port: int) -> None:
+    message = await open_error(gated_config(gated_port, headers={"Authorization": "Bearer wrong"}))
+    assert "401 Unauthorized" in message
+    assert "the Authorization header it was registered with was refused: check the token" in message
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        (
+            "/nope/mcp",
+            "the server answered 404 Not Found: no MCP endpoint at that URL (check the path, e.g. /mcp)",
+        ),
+        ("/broken/mcp", "the server answered 500 Internal Server Error"),
+        ("/busy/mcp", 'the server answered 503 Service Unavailable (it said: "down for maintenance")'),
+        ("/page", "the server answered 200 OK with text/html, not MCP (check the URL, e.g. http://host/mcp)"),
+    ],
+)
+async def test_other_http_answers_are_told_with_their_status(gated_port: int, path: str, reason: str) -> None:
+    message = await open_error(gated_config(gated_port, path))
+    assert (
+        message == f"mcp provider 'gated': could not connect to http://127.0.0.1:{gated_port}{path}: {reason}"
+    )

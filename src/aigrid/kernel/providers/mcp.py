@@ -6,8 +6,12 @@ import asyncio
 import copy
 import json
 import logging
+import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import anyio
@@ -18,6 +22,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import (
     CONNECTION_CLOSED,
     INVALID_REQUEST,
+    PARSE_ERROR,
     AudioContent,
     BlobResourceContents,
     CallToolResult,
@@ -45,6 +50,10 @@ _MAX_PAGES = 1000
 _STOP_GRACE_S = 10.0
 # A tool's answer may stream for as long as the tool runs; the kernel's own time limit cuts it first.
 _MIN_READ_TIMEOUT_S = 300.0
+# What the SDK says in place of a failed HTTP answer's own words: the status tells more.
+_SDK_STAND_INS = frozenset({"Server returned an error response", "Not Found", "Session terminated"})
+# The longest piece of a server's own error text quoted to the admin.
+_MAX_QUOTED = 200
 
 
 class McpToolError(Exception):
@@ -55,12 +64,112 @@ class McpConnectionError(Exception):
     """A call whose connection to the MCP server was lost and could not be restored."""
 
 
-def _reason(exc: BaseException) -> str:
-    """The first real cause inside an exception (task groups wrap them), as ``Type: message``."""
+def _innermost(exc: BaseException) -> BaseException:
+    """The first exception inside task groups' exception groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The first real cause inside an exception (task groups wrap them), as ``Type: message``."""
+    exc = _innermost(exc)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass
+class _HttpAnswer:
+    """The first HTTP answer to an MCP POST that was not MCP, which the SDK reports without its status."""
+
+    status: int | None = None
+    reason: str = ""
+    content_type: str = ""
+    authenticate: str = ""
+
+    async def record(self, response: httpx2.Response) -> None:
+        """An httpx response hook: keep the first POST answered with an error status or with no MCP."""
+        if self.status is not None or response.request.method != "POST":
+            return  # the GET stream and the closing DELETE may be refused by a sound server
+        status = response.status_code
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        not_mcp = 200 <= status < 300 and status != 202 and _carries_request(response.request)
+        not_mcp = not_mcp and content_type not in ("application/json", "text/event-stream")
+        if status >= 400 or not_mcp:
+            self.status = status
+            self.reason = response.reason_phrase
+            self.content_type = content_type
+            self.authenticate = response.headers.get("www-authenticate", "")
+
+
+def _carries_request(request: httpx2.Request) -> bool:
+    """Whether a POST carries a JSON-RPC request (which wants an answer), not a notification."""
+    try:
+        message = json.loads(request.content)
+    except (httpx2.RequestNotRead, ValueError):
+        return False
+    return isinstance(message, dict) and message.get("id") is not None
+
+
+def _challenge(header: str) -> str:
+    """A WWW-Authenticate header in brief: its scheme and, per RFC 9728, where the resource's metadata is."""
+    scheme = header.strip().split(" ", 1)[0].split(",", 1)[0]
+    if not scheme:
+        return ""
+    found = re.search(r'resource_metadata=(?:"([^"]+)"|([^\s,]+))', header)
+    metadata = f", resource metadata at {found.group(1) or found.group(2)}" if found else ""
+    return f"WWW-Authenticate: {scheme}{metadata}"
+
+
+def _header_hint(headers: dict[str, str]) -> str:
+    if any(name.lower() == "authorization" for name in headers):
+        return "the Authorization header it was registered with was refused: check the token"
+    return (
+        "OAuth is not supported; if it takes a token, register it with a header: "
+        "--header 'Authorization: Bearer TOKEN' (\"headers\" through the admin API)"
+    )
+
+
+def _status_reason(status: int, answer: _HttpAnswer, exc: BaseException, headers: dict[str, str]) -> str:
+    """Why an HTTP MCP server could not be used, from its status (and its own words, when it gave some)."""
+    said = ""
+    inner = _innermost(exc)
+    if isinstance(inner, MCPError) and inner.message and inner.message not in _SDK_STAND_INS:
+        said = f' (it said: "{inner.message[:_MAX_QUOTED]}")'
+    answered = f"the server answered {status} {answer.reason}".rstrip()
+    if status < 300:
+        kind = answer.content_type or "no content type"
+        return f"{answered} with {kind}, not MCP (check the URL, e.g. http://host/mcp)"
+    if status == 401:
+        challenge = _challenge(answer.authenticate)
+        wants = f"it wants authorization ({challenge})" if challenge else "it wants authorization"
+        return f"{answered}{said}: {wants}; {_header_hint(headers)}"
+    if status == 403:
+        return f"{answered}{said}: access was refused; {_header_hint(headers)}"
+    if status == 404:
+        return f"{answered}{said}: no MCP endpoint at that URL (check the path, e.g. /mcp)"
+    if status == 405:
+        return f"{answered}{said}: it takes no MCP requests at that URL (check the path, e.g. /mcp)"
+    return f"{answered}{said}"
+
+
+def _http_reason(exc: BaseException, answer: _HttpAnswer, headers: dict[str, str]) -> str:
+    """Why an MCP server over HTTP could not be reached or used, in words an admin can act on."""
+    if answer.status is not None:
+        return _status_reason(answer.status, answer, exc, headers)
+    inner = _innermost(exc)
+    cause: BaseException | None = inner
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return f"its host name could not be resolved ({cause.strerror or cause})"
+        if isinstance(cause, ConnectionRefusedError):
+            return "the connection was refused (is the server running, on that host and port?)"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(inner, MCPError) and inner.code == PARSE_ERROR:
+        return f"its answer is not MCP (check the URL, e.g. http://host/mcp): {inner.message[:_MAX_QUOTED]}"
+    return _reason(exc)
 
 
 def _decoded_size(data: str) -> int:
@@ -197,20 +306,21 @@ class McpProvider:
         if session is not None:
             await session.stop()
 
-    def _opener(self) -> AbstractAsyncContextManager[Client]:
+    def _opener(self, answer: _HttpAnswer) -> AbstractAsyncContextManager[Client]:
         if self.config.url is None:
             command, *args = self.config.command
             # The SDK passes a safe subset of our environment (PATH, HOME, ...) and adds config.env to it,
             # so the server never sees the grid's own secrets.
             params = StdioServerParameters(command=command, args=args, env=dict(self.config.env))
             return Client(params, cache=None)
-        return self._http_client(self.config.url)
+        return self._http_client(self.config.url, answer)
 
     @asynccontextmanager
-    async def _http_client(self, url: str) -> AsyncIterator[Client]:
+    async def _http_client(self, url: str, answer: _HttpAnswer) -> AsyncIterator[Client]:
         timeout = httpx2.Timeout(self.config.timeout_s, read=max(_MIN_READ_TIMEOUT_S, self.config.timeout_s))
+        hooks = {"response": [answer.record]}
         async with (
-            httpx2.AsyncClient(headers=dict(self.config.headers), timeout=timeout) as http,
+            httpx2.AsyncClient(headers=dict(self.config.headers), timeout=timeout, event_hooks=hooks) as http,
             Client(streamable_http_client(url, http_client=http), cache=None) as client,
         ):
             yield client
@@ -219,7 +329,8 @@ class McpProvider:
         """A new session with its tool listing, within the provider's time limit."""
         stdio = self.config.url is None
         where = f"'{' '.join(self.config.command)}'" if stdio else str(self.config.url)
-        session = _Session(self._opener, self.config.name)
+        answer = _HttpAnswer()
+        session = _Session(partial(self._opener, answer), self.config.name)
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 client = await asyncio.shield(session.ready)
@@ -231,8 +342,10 @@ class McpProvider:
             ) from None
         except Exception as exc:
             await session.stop()
-            verb = "could not start" if stdio else "could not connect to"
-            raise ProviderError(f"{self._label}: {verb} {where}: {_reason(exc)}") from exc
+            if stdio:
+                raise ProviderError(f"{self._label}: could not start {where}: {_reason(exc)}") from exc
+            reason = _http_reason(exc, answer, self.config.headers)
+            raise ProviderError(f"{self._label}: could not connect to {where}: {reason}") from exc
         return session, listed
 
     async def _live_session(self, stale: _Session | None = None) -> _Session:
