@@ -11,8 +11,8 @@ The model writes its steps numbered, ``{"steps": {"1": ..., "2": ...}}``, and re
 step by its number (``$3.sku``). The grammar gives each number its own rule, in which a reference
 or a choice may name only smaller numbers: a plan whose steps share an id or refer to a later step
 cannot be written at all. The answer is then turned into the plan's own form (ids ``s1``, ``s2``,
-...) and checked (required arguments, what may not be retried); a refusal goes back to the model
-once with the reason.
+...) and checked (required arguments, what may not be retried); ``Planner.plan`` sends a refused
+plan back to the model with the reason (see ``Planner``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import orjson
 from pydantic import ValidationError
 
 from aigrid.entry.catalog import Catalog, Operation
-from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, map_strings, references
+from aigrid.entry.grounding import MAX_STRING, Said, said_in, unkept
+from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, PlanFault, map_strings, references
+from aigrid.entry.reading import Reading
 from aigrid.kernel.tool_search import search_tools, strong
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
@@ -44,89 +46,23 @@ class PlanExample:
 
 # The worked examples for a tenant's sentence, nearest first (the experience memory's lookup).
 Recall = Callable[[int, str], Awaitable[list[PlanExample]]]
+# Runs a plan's read-only steps before anyone is asked to confirm: what it found and would buy.
+Rehearse = Callable[[Plan], Awaitable[Reading]]
 
 MAX_INPUT_CHARS = 1000
 # A plan of six steps is about 200 tokens; a model that rambles to the bound is cut there.
 PLAN_MAX_TOKENS = 400
-# How a refused plan goes back to the model.
+# How a refused plan goes back to the model, and one that runs but does not do what was asked.
 RETRY_PREFIX = "That plan cannot run:"
+UNKEPT_PREFIX = "That plan does not do what was asked:"
+REPAIR_PREFIXES = (RETRY_PREFIX, UNKEPT_PREFIX)
+# How many times a plan goes back to the model with what is wrong with it.
+MAX_REPAIRS = 2
 # The most steps the model may write; numbered 1 to 8, so a reference is one digit.
 WRITTEN_STEPS = 8
-_MAX_STRING = 40
-# A phrase of the request is at most this many words; what ends a word is not part of it.
-_MAX_PHRASE_WORDS = 6
-_EDGE = ".,;:!?()[]{}\"'“”‘’"
-_SAYABLE = re.compile(r'^[^$"\\][^"\\]*$')
-# What a request says around its names and places, never a name or place itself: no phrase an
-# argument is written in begins or ends with one ("How", "Book", "in Shanghai").
-_ASKING_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "for",
-        "in",
-        "on",
-        "at",
-        "to",
-        "from",
-        "with",
-        "and",
-        "or",
-        "by",
-        "me",
-        "my",
-        "i",
-        "i'm",
-        "you",
-        "it",
-        "its",
-        "is",
-        "are",
-        "be",
-        "that",
-        "this",
-        "these",
-        "those",
-        "there",
-        "here",
-        "how",
-        "what",
-        "which",
-        "where",
-        "when",
-        "who",
-        "please",
-        "just",
-        "only",
-        "get",
-        "buy",
-        "order",
-        "book",
-        "find",
-        "send",
-        "fly",
-        "pick",
-        "grab",
-        "purchase",
-        "reserve",
-        "want",
-        "need",
-        "would",
-        "like",
-        "could",
-        "can",
-        "some",
-        "any",
-        "all",
-        "each",
-        "one",
-    ]
-)
 # Words for a string argument: anything of at most 40 characters but what would read as a reference
 # (a leading "$"), and no quote or backslash, so no escape sequence can smuggle one in.
-_TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{_MAX_STRING - 1}}})?$'}
+_TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{MAX_STRING - 1}}})?$'}
 _MAX_ARRAY = 4
 _MAX_EXAMPLES = 3
 _WRITTEN_REF = re.compile(r"^\$([1-9])\.([A-Za-z_][A-Za-z0-9_]{0,31})$")
@@ -188,68 +124,45 @@ _BUILT_IN = PlanExample(
 
 
 @dataclass(frozen=True, slots=True)
-class Said:
-    """The request's own phrases, and the arguments to write in them: those the worked examples
-    filled with words of their own requests (a product, a city), so the model copies the request's
-    words, not the example's."""
-
-    phrases: tuple[str, ...]
-    arguments: frozenset[str]
-
-
-def said_in(text: str, examples: list[PlanExample]) -> Said:
-    """What of ``text`` the plan's arguments may be written in, learned from ``examples``."""
-    words = [w.strip(_EDGE) for w in text.split()]
-    words = [w for w in words if w]
-    found: dict[str, None] = {}
-    for start in range(len(words)):
-        for end in range(start + 1, min(len(words), start + _MAX_PHRASE_WORDS) + 1):
-            phrase = " ".join(words[start:end])
-            edges = {words[start].lower(), words[end - 1].lower()}
-            if len(phrase) < _MAX_STRING and _SAYABLE.match(phrase) and not edges & _ASKING_WORDS:
-                found[phrase] = None
-                found[phrase.lower()] = None
-    return Said(tuple(found), copied_arguments(examples))
-
-
-def copied_arguments(examples: list[PlanExample]) -> frozenset[str]:
-    """The string arguments (and choices' ``match``) that every example filled from its request's words."""
-    copied: dict[str, bool] = {}
-    for example in examples:
-        said = example.text.lower()
-        for step in example.plan.get("steps", []):
-            if not isinstance(step, dict):
-                continue
-            if "choose" in step:
-                values = [("match", step.get("match"))]
-            else:
-                values = list((step.get("args") or {}).items())
-            for name, value in values:
-                if isinstance(value, str) and value and not value.startswith("$"):
-                    copied[name] = copied.get(name, True) and value.lower() in said
-    return frozenset(name for name, always in copied.items() if always)
-
-
-@dataclass(frozen=True, slots=True)
 class Planned:
-    """A checked plan and how it was written: the last prompt and the model's answer to it."""
+    """A checked plan and how it was written: the last prompt, the model's answer to it, and what its
+    read-only steps found where the planner rehearsed it."""
 
     plan: Plan
     messages: list[dict[str, Any]]
     answer: str
+    reading: Reading | None = None
+
+
+class TurnedDown(PlanError):
+    """A checked plan whose read-only steps the world turned down (nothing matches, sold out)."""
+
+    def __init__(self, planned: Planned, why: PlanError) -> None:
+        super().__init__(str(why))
+        self.planned = planned
 
 
 @dataclass(frozen=True, slots=True)
 class Prompted:
-    """What a plan is asked with: the conversation, the answer's JSON schema, the operations shown."""
+    """What a plan is asked with: the conversation, the answer's JSON schema, the operations shown,
+    and the worked examples in it."""
 
     messages: list[dict[str, Any]]
     schema: dict[str, Any]
     shown: list[Operation]
+    examples: list[PlanExample]
 
 
 class Planner:
-    """Writes plans for sentences with the model, over the operations the sentence needs."""
+    """Writes plans for sentences with the model, over the operations the sentence needs.
+
+    Given ``rehearse`` (the plan's read-only steps, run before anyone is asked to confirm), a plan
+    goes back to the model, at most ``MAX_REPAIRS`` times, when it does not check, when its reading
+    fails for a fault of its own (a field its step's result lacks), or when it does not keep to the
+    request (``unkept``). A plan that keeps to the request and that the world turns down (nothing
+    matches, sold out) is the answer: asked again, the model would only look for something else to
+    buy. Of the plans that run, the first that keeps to the request is taken, else the first.
+    """
 
     def __init__(self, write: WriteFn, recall: Recall | None = None) -> None:
         self._write = write
@@ -263,23 +176,61 @@ class Planner:
         if not shown:
             raise PlanError("no registered service can do anything yet")
         schema = plan_schema(shown, said_in(text, examples))
-        return Prompted(prompt(user, text, shown, today, examples), schema, shown)
+        return Prompted(prompt(user, text, shown, today, examples), schema, shown, examples)
 
-    async def plan(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Planned:
-        """A checked plan for ``text``; PlanError if the model writes none that holds."""
+    async def plan(
+        self,
+        tenant_id: int,
+        user: str,
+        text: str,
+        catalog: Catalog,
+        today: date,
+        rehearse: Rehearse | None = None,
+    ) -> Planned:
+        """A checked plan for ``text`` (rehearsed, with ``rehearse``); PlanError if the model writes none
+        that holds."""
         asked = await self.prepare(tenant_id, user, text, catalog, today)
-        messages, schema, shown = asked.messages, asked.schema, asked.shown
-        answer = await self._write(tenant_id, messages, schema)
-        try:
-            return Planned(checked_written(answer, catalog, shown), messages, answer)
-        except PlanError as first:
-            retry = [
-                *messages,
-                {"role": "assistant", "content": answer[:800]},
-                {"role": "user", "content": f"{RETRY_PREFIX} {first}. Write it again, fixed."},
-            ]
-            again = await self._write(tenant_id, retry, schema)
-            return Planned(checked_written(again, catalog, shown), retry, again)
+        messages = asked.messages
+        ran: Planned | None = None  # the first plan that ran but did not keep to the request
+        for repair in range(MAX_REPAIRS + 1):
+            last = repair == MAX_REPAIRS
+            answer = await self._write(tenant_id, messages, asked.schema)
+            problems: list[str] = []
+            plan: Plan | None = None
+            try:
+                plan = checked_written(answer, catalog, asked.shown)
+                if rehearse is not None:
+                    problems = unkept(text, plan, catalog, asked.examples)
+                reading = await rehearse(plan) if rehearse is not None and plan.steps else None
+            except PlanError as exc:
+                # The world turned down a plan that checks: nothing matches, sold out.
+                turned_down = plan is not None and not isinstance(exc, PlanFault)
+                if last or (turned_down and not problems):
+                    if ran is not None and not turned_down:
+                        return ran
+                    if plan is not None and turned_down:
+                        raise TurnedDown(Planned(plan, messages, answer), exc) from exc
+                    raise
+                why = "; ".join([str(exc), *problems])
+                messages = _repaired(asked.messages, answer, f"{RETRY_PREFIX} {why}")
+                continue
+            planned = Planned(plan, messages, answer, reading)
+            if not problems:
+                return planned
+            ran = ran or planned
+            if last:
+                return ran
+            messages = _repaired(asked.messages, answer, f"{UNKEPT_PREFIX} {'; '.join(problems)}")
+        raise AssertionError("unreachable: the last try returns or raises")
+
+
+def _repaired(messages: list[dict[str, Any]], answer: str, why: str) -> list[dict[str, Any]]:
+    """The conversation that sends ``answer`` back with ``why``."""
+    return [
+        *messages,
+        {"role": "assistant", "content": answer[:800]},
+        {"role": "user", "content": f"{why}. Write it again, fixed."},
+    ]
 
 
 def usable_examples(found: list[PlanExample], catalog: Catalog) -> list[PlanExample]:
@@ -383,7 +334,7 @@ def plan_schema(shown: list[Operation], said: Said | None = None) -> dict[str, A
                         "where": {"enum": ["available", "any"]},
                         "match": {"anyOf": [{"$ref": "#/$defs/said"}, {"const": ""}]}
                         if "match" in copied
-                        else {"type": "string", "maxLength": _MAX_STRING},
+                        else {"type": "string", "maxLength": MAX_STRING},
                     },
                     "required": ["choose", "from", "where", "match"],
                     "additionalProperties": False,

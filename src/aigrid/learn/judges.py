@@ -91,8 +91,14 @@ class EntryJudge:
                 answer, plan = await self._best_of(tenant_id, task, model, recall, found, best_of)
             else:
                 planner = Planner(self._writer(model, 0.0), recall)
+                rehearsal = Caller(f"eval-{task['id']}-check", tenant_id)
                 planned = await planner.plan(
-                    tenant_id, str(task["user"]), str(task["input"]), found, ENTRY_TODAY
+                    tenant_id,
+                    str(task["user"]),
+                    str(task["input"]),
+                    found,
+                    ENTRY_TODAY,
+                    lambda plan: read(plan, found, rehearsal),
                 )
                 answer, plan = planned.answer, planned.plan
         except PlanError as exc:
