@@ -251,7 +251,7 @@ def test_not_enough_money_buys_nothing(
     consistent(services)
 
 
-def test_a_plan_that_cannot_run_goes_back_to_the_model_once(
+def test_a_plan_that_cannot_run_goes_back_to_the_model_at_most_twice(
     server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service]
 ) -> None:
     wrong = {"steps": [{"id": "a", "call": "northwind.search", "args": {"q": "pan"}}]}
@@ -274,11 +274,13 @@ def test_a_plan_that_cannot_run_goes_back_to_the_model_once(
     )
     assert "does not take: q" in upstream.requests[-1]["messages"][-1]["content"], "the model is told why"
 
-    plans(upstream, wrong, wrong)
+    plans(upstream, wrong, wrong, wrong)
+    asked = len(upstream.requests)
     failed = server.admin(
         "POST", "/v1/entry", json={"input": "what does a quill pen cost?", "user": "alice"}
     ).json()
     assert failed["state"] == "failed"
+    assert len(upstream.requests) - asked == 3, "the first answer and two repairs"
     assert "gives northwind.search arguments it does not take: q" in failed["answer"]
 
 
