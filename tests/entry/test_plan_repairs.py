@@ -190,3 +190,27 @@ def test_a_choice_may_use_the_words_the_examples_choices_used_unsaid_and_plurals
     assert unkept("Buy 2 dumplings", _plan(nearest), CATALOG, [example]) == []
     plural = buying("noodles", "noodles", 2)
     assert unkept("Buy 2 bowls from the noodle place", _plan(plural), CATALOG, []) == []
+
+
+def test_a_number_the_plan_writes_must_be_said_in_digits_or_words() -> None:
+    copied = buying("fried rice", "fried rice", 2)
+    assert unkept("Send me a fried rice", _plan(copied), CATALOG, []) == [
+        "it writes 2, a number the request never says"
+    ]
+    assert unkept("Send me two fried rice", _plan(copied), CATALOG, []) == []
+    assert unkept("Buy a 4-star pan", _plan(buying("pan", "pan", 4)), CATALOG, []) == [
+        "it writes 4, a number the request never says"
+    ], "a 4-star hotel is not 4 of anything"
+
+
+def test_a_plan_that_acts_unlike_every_example_shown_goes_back() -> None:
+    buys = PlanExample("Buy 1 kettle", buying("kettle", "kettle", 1))
+    asks = PlanExample("What does a kettle cost?", {"steps": buying("kettle", "kettle", 1)["steps"][:2]})
+    stops = _plan({"steps": buying("pan", "pan", 1)["steps"][:2]})
+    assert unkept("Get me a pan", stops, CATALOG, [buys, buys]) == [
+        "it stops at a choice, while requests like this one go on to order or book it"
+    ]
+    assert unkept("Get me a pan", stops, CATALOG, [buys, asks]) == [], "the examples disagree"
+    assert unkept("A pan, how much?", _plan(buying("pan", "pan", 1)), CATALOG, [asks]) == [
+        "it orders or books, while requests like this one only ask"
+    ]

@@ -141,8 +141,25 @@ def copied_arguments(examples: list[PlanExample]) -> frozenset[str]:
     return frozenset(name for name, always in copied.items() if always)
 
 
-# A number standing alone ("3 Egg Tarts", "December 6, 2026"), not one inside a name ("30L", "6th").
-_NUMBER = re.compile(r"(?<![\w.])\d+(?![\w])")
+# A number standing alone ("3 Egg Tarts", "December 6, 2026"), not one inside a name or a date
+# written with hyphens ("30L", "6th", "4-star", "2026-12-06"); and numbers said in words.
+_NUMBER = re.compile(r"(?<![\w.-])\d+(?![\w-])")
+_NUMBER_WORDS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "single": 1,
+    "dozen": 12,
+}
 _DIGITS = re.compile(r"\d+")
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -150,25 +167,48 @@ _WORD = re.compile(r"[a-z0-9]+")
 def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample]) -> list[str]:
     """What ``plan`` leaves out of ``text`` or adds to it, in words for the model (empty: nothing)."""
     problems: list[str] = []
-    acts = any(
-        isinstance(s, CallStep) and (o := catalog.get(s.call)) is not None and o.changes_world
-        for s in plan.steps
-    )
+    acts = _acts(plan.model_dump(mode="json", by_alias=True), catalog)
+    shown = [_acts(e.plan, catalog) for e in examples]
+    if shown and all(shown) and not acts:
+        problems.append("it stops at a choice, while requests like this one go on to order or book it")
+    if shown and not any(shown) and acts:
+        problems.append("it orders or books, while requests like this one only ask")
     if acts:
-        used = _numbers_in([s.args for s in plan.steps if isinstance(s, CallStep)])
-        used |= _numbers_in([s.match for s in plan.steps if isinstance(s, ChooseStep)])
-        for number in dict.fromkeys(int(n) for n in _NUMBER.findall(text)):
-            if number not in used:
-                problems.append(f"the request says {number}, and no step uses it")
+        calls = [s.args for s in plan.steps if isinstance(s, CallStep)]
+        said = {int(n) for n in _NUMBER.findall(text)}
+        used = _numbers_in(calls) | _numbers_in([s.match for s in plan.steps if isinstance(s, ChooseStep)])
+        problems += [f"the request says {n}, and no step uses it" for n in sorted(said - used)]
+        said |= {n for w, n in _NUMBER_WORDS.items() if w in _WORD.findall(text.lower())}
+        written = {n for n in _integers_in(calls) if n > 1}
+        problems += [f"it writes {n}, a number the request never says" for n in sorted(written - said)]
     known = _forms(text) | _choice_vocabulary(examples)
     for step in plan.steps:
         if isinstance(step, ChooseStep) and step.match:
             unsaid = [w for w in _WORD.findall(step.match.lower()) if not _forms(w) & known]
             if unsaid:
-                problems.append(
-                    f"step '{step.id}' looks for '{step.match}', which the request does not ask for"
-                )
+                problems.append(f"step '{step.id}' looks for '{step.match}', which the request never says")
     return problems
+
+
+def _acts(plan: dict[str, Any], catalog: Catalog) -> bool:
+    """Whether a plan (in its own form) calls an operation that changes the world."""
+    return any(
+        isinstance(s, dict) and (o := catalog.get(str(s.get("call")))) is not None and o.changes_world
+        for s in plan.get("steps", [])
+    )
+
+
+def _integers_in(value: Any) -> list[int]:
+    """The integers ``value`` holds as numbers (a quantity, nights), not in its strings."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [n for v in value for n in _integers_in(v)]
+    return []
 
 
 def _numbers_in(value: Any) -> set[int]:
