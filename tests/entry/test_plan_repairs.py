@@ -17,7 +17,7 @@ from aigrid.entry.catalog import Catalog, Operation
 from aigrid.entry.grounding import unkept
 from aigrid.entry.plan import Plan, PlanError, PlanFault
 from aigrid.entry.planner import (
-    MAX_REPAIRS,
+    REDRAWS,
     RETRY_PREFIX,
     UNKEPT_PREFIX,
     PlanExample,
@@ -93,8 +93,10 @@ class MockWorld:
         return Reading({}, [])
 
 
-async def plan_for(text: str, model: ScriptedModel, world: MockWorld | None) -> Any:
-    return await Planner(model).plan(1, "alice", text, CATALOG, TODAY, world)
+async def plan_for(
+    text: str, model: ScriptedModel, world: MockWorld | None, redraw: ScriptedModel | None = None
+) -> Any:
+    return await Planner(model, None, redraw).plan(1, "alice", text, CATALOG, TODAY, world)
 
 
 async def test_a_plan_that_leaves_out_a_number_the_request_says_goes_back_with_it() -> None:
@@ -102,24 +104,30 @@ async def test_a_plan_that_leaves_out_a_number_the_request_says_goes_back_with_i
     planned = await plan_for("Buy 3 pans, the cheapest", model, MockWorld())
     assert len(model.asked) == 2
     told = model.asked[1][-1]["content"]
-    assert told.startswith(UNKEPT_PREFIX) and "the request says 3" in told
+    assert told.startswith(UNKEPT_PREFIX) and "the request says 3" in told and "it writes 4" in told
     assert model.asked[1][-2] == {"role": "assistant", "content": answer(buying("pan", "pan", 4))}
     assert planned.plan.steps[2].args["quantity"] == 3
     assert planned.reading == Reading({}, [])
 
 
-async def test_a_choice_of_what_the_request_never_asks_for_goes_back_and_at_last_the_first_run_stays() -> (
-    None
-):
+async def test_plans_drawn_at_a_temperature_replace_one_that_does_not_keep_to_the_request() -> None:
+    model = ScriptedModel(answer(buying("pan", "pan", 4)))
+    redraw = ScriptedModel(answer(buying("kettle", "kettle", 3)), answer(buying("pan", "pan", 3)))
+    planned = await plan_for("Buy 3 pans, the cheapest", model, MockWorld(), redraw)
+    assert len(model.asked) == 1 and len(redraw.asked) == REDRAWS
+    assert all(m == model.asked[0] for m in redraw.asked), "drawn from the same prompt"
+    assert planned.plan.steps[1].match == "pan" and planned.plan.steps[2].args["quantity"] == 3
+
+
+async def test_when_no_plan_keeps_to_the_request_the_first_that_ran_is_taken() -> None:
     copied = answer(buying("kettle", "kettle", 1))
-    model = ScriptedModel(copied)
-    planned = await plan_for("Buy 1 pan, the cheapest", model, MockWorld())
-    assert len(model.asked) == MAX_REPAIRS + 1, "sent back at most MAX_REPAIRS times"
-    assert "looks for 'kettle'" in model.asked[1][-1]["content"]
-    assert planned.answer == copied and planned.messages == model.asked[0], "the first plan that ran"
+    model, redraw = ScriptedModel(copied), ScriptedModel(answer(buying("kettle", "kettle", 2)))
+    planned = await plan_for("Buy 1 pan, the cheapest", model, MockWorld(), redraw)
+    assert "looks for 'kettle'" in str(unkept("Buy 1 pan", planned.plan, CATALOG, []))
+    assert planned.answer == copied and planned.messages == model.asked[0], "the first plan, as it ran"
 
 
-async def test_a_plan_that_fails_for_a_fault_of_its_own_goes_back_and_the_fixed_one_is_taken() -> None:
+async def test_a_plan_that_fails_for_a_fault_of_its_own_is_replaced_by_one_that_holds() -> None:
     wrong = buying("pan", "pan", 1)
     wrong["steps"][2]["args"]["sku"] = "$s.sku"
     world = MockWorld({'"$s1.sku"': PlanFault("the result of 's1' has no field 'sku'")})
@@ -131,34 +139,34 @@ async def test_a_plan_that_fails_for_a_fault_of_its_own_goes_back_and_the_fixed_
 
 
 async def test_a_plan_that_keeps_to_the_request_and_that_the_world_turns_down_is_the_answer() -> None:
-    model = ScriptedModel(answer(buying("pan", "pan", 1)), answer(buying("pot", "pot", 1)))
+    model = ScriptedModel(answer(buying("pan", "pan", 1)))
+    redraw = ScriptedModel(answer(buying("pot", "pot", 1)))
     world = MockWorld({"pan": PlanError("nothing found matches 'pan' at north")})
     with pytest.raises(TurnedDown, match="nothing found matches 'pan'") as refused:
-        await plan_for("Buy 1 pan", model, world)
-    assert len(model.asked) == 1, "asked again, the model could only find something else to buy"
+        await plan_for("Buy 1 pan", model, world, redraw)
+    assert redraw.asked == [], "drawn again, the model could only find something else to buy"
     assert refused.value.planned.answer == answer(buying("pan", "pan", 1))
 
 
-async def test_a_turned_down_plan_that_looks_for_something_unasked_goes_back() -> None:
-    model = ScriptedModel(answer(buying("kettle", "kettle", 1)), answer(buying("pan", "pan", 1)))
+async def test_a_turned_down_plan_that_looks_for_something_unasked_is_replaced() -> None:
+    model = ScriptedModel(answer(buying("kettle", "kettle", 1)))
+    redraw = ScriptedModel(answer(buying("pan", "pan", 1)))
     world = MockWorld({"kettle": PlanError("nothing found matches 'kettle' at north")})
-    planned = await plan_for("Buy 1 pan", model, world)
-    told = model.asked[1][-1]["content"]
-    assert "nothing found matches 'kettle'" in told and "looks for 'kettle'" in told
+    planned = await plan_for("Buy 1 pan", model, world, redraw)
     assert planned.plan.steps[1].match == "pan"
 
 
-async def test_a_plan_that_never_checks_is_refused_with_the_last_reason() -> None:
-    model = ScriptedModel("not json")
+async def test_a_plan_that_never_checks_is_refused_with_its_reason() -> None:
+    model, redraw = ScriptedModel("not json"), ScriptedModel("[]")
     with pytest.raises(PlanError, match="not JSON") as refused:
-        await plan_for("Buy 1 pan", model, MockWorld())
+        await plan_for("Buy 1 pan", model, MockWorld(), redraw)
     assert not isinstance(refused.value, TurnedDown)
-    assert len(model.asked) == MAX_REPAIRS + 1
+    assert len(redraw.asked) == REDRAWS
 
 
-async def test_without_a_rehearsal_only_what_does_not_check_goes_back() -> None:
+async def test_without_a_rehearsal_only_what_does_not_check_goes_back_once() -> None:
     model = ScriptedModel("{", answer(buying("kettle", "kettle", 4)))
-    planned = await plan_for("Buy 3 pans", model, None)
+    planned = await plan_for("Buy 3 pans", model, None, ScriptedModel("{"))
     assert len(model.asked) == 2 and planned.reading is None
     assert planned.plan.steps[1].match == "kettle", "no rehearsal: the plan is not judged against the request"
 

@@ -17,9 +17,10 @@ plan back to the model with the reason (see ``Planner``).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -56,8 +57,9 @@ PLAN_MAX_TOKENS = 400
 RETRY_PREFIX = "That plan cannot run:"
 UNKEPT_PREFIX = "That plan does not do what was asked:"
 REPAIR_PREFIXES = (RETRY_PREFIX, UNKEPT_PREFIX)
-# How many times a plan goes back to the model with what is wrong with it.
-MAX_REPAIRS = 2
+# How many plans are drawn at once when the first does not hold, and at what temperature.
+REDRAWS = 4
+REDRAW_TEMPERATURE = 0.8
 # The most steps the model may write; numbered 1 to 8, so a reference is one digit.
 WRITTEN_STEPS = 8
 # Words for a string argument: anything of at most 40 characters but what would read as a reference
@@ -156,17 +158,21 @@ class Prompted:
 class Planner:
     """Writes plans for sentences with the model, over the operations the sentence needs.
 
-    Given ``rehearse`` (the plan's read-only steps, run before anyone is asked to confirm), a plan
-    goes back to the model, at most ``MAX_REPAIRS`` times, when it does not check, when its reading
-    fails for a fault of its own (a field its step's result lacks), or when it does not keep to the
-    request (``unkept``). A plan that keeps to the request and that the world turns down (nothing
-    matches, sold out) is the answer: asked again, the model would only look for something else to
-    buy. Of the plans that run, the first that keeps to the request is taken, else the first.
+    Given ``rehearse`` (the plan's read-only steps, run before anyone is asked to confirm), a plan is
+    judged before it is taken: it must check, its reading must not fail for a fault of its own (a
+    field its step's result lacks), and it must keep to the request (``unkept``). One that does not
+    is followed, with ``redraw`` (the model at a temperature), by ``REDRAWS`` plans drawn at once
+    from the same prompt, else by one answer to the refusal sent back; the first of those that holds
+    is taken. A small model copies its example whatever it is told, and sampling finds the plan it
+    can write that keeps to the request. A plan that keeps to the request and that the world turns
+    down (nothing matches, sold out) is the answer: asked again, the model would only look for
+    something else to buy. When none holds, the first that ran is taken.
     """
 
-    def __init__(self, write: WriteFn, recall: Recall | None = None) -> None:
+    def __init__(self, write: WriteFn, recall: Recall | None = None, redraw: WriteFn | None = None) -> None:
         self._write = write
         self._recall = recall
+        self._redraw = redraw
 
     async def prepare(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Prompted:
         """What the model is asked for ``text``: the conversation, the answer's schema, the operations."""
@@ -190,38 +196,83 @@ class Planner:
         """A checked plan for ``text`` (rehearsed, with ``rehearse``); PlanError if the model writes none
         that holds."""
         asked = await self.prepare(tenant_id, user, text, catalog, today)
-        messages = asked.messages
-        ran: Planned | None = None  # the first plan that ran but did not keep to the request
-        for repair in range(MAX_REPAIRS + 1):
-            last = repair == MAX_REPAIRS
-            answer = await self._write(tenant_id, messages, asked.schema)
-            problems: list[str] = []
-            plan: Plan | None = None
-            try:
-                plan = checked_written(answer, catalog, asked.shown)
-                if rehearse is not None:
-                    problems = unkept(text, plan, catalog, asked.examples)
-                reading = await rehearse(plan) if rehearse is not None and plan.steps else None
-            except PlanError as exc:
-                # The world turned down a plan that checks: nothing matches, sold out.
-                turned_down = plan is not None and not isinstance(exc, PlanFault)
-                if last or (turned_down and not problems):
-                    if ran is not None and not turned_down:
-                        return ran
-                    if plan is not None and turned_down:
-                        raise TurnedDown(Planned(plan, messages, answer), exc) from exc
-                    raise
-                why = "; ".join([str(exc), *problems])
-                messages = _repaired(asked.messages, answer, f"{RETRY_PREFIX} {why}")
-                continue
-            planned = Planned(plan, messages, answer, reading)
-            if not problems:
-                return planned
-            ran = ran or planned
-            if last:
-                return ran
-            messages = _repaired(asked.messages, answer, f"{UNKEPT_PREFIX} {'; '.join(problems)}")
-        raise AssertionError("unreachable: the last try returns or raises")
+        judge = _Trial(text, catalog, asked, rehearse)
+        first = await judge(asked.messages, await self._write(tenant_id, asked.messages, asked.schema))
+        if first.holds or (first.turned_down and not first.problems):
+            return first.taken()
+        if self._redraw is not None and rehearse is not None:
+            drawn = await asyncio.gather(
+                *(self._redraw(tenant_id, asked.messages, asked.schema) for _ in range(REDRAWS))
+            )
+            tries = [await judge(asked.messages, a) for a in dict.fromkeys(drawn) if a != first.answer]
+        else:
+            why = "; ".join([*([str(first.error)] if first.error else []), *first.problems])
+            prefix = RETRY_PREFIX if first.error else UNKEPT_PREFIX
+            messages = _repaired(asked.messages, first.answer, f"{prefix} {why}")
+            tries = [await judge(messages, await self._write(tenant_id, messages, asked.schema))]
+        held = next((t for t in tries if t.holds), None)
+        if held is not None:
+            return held.taken()
+        if first.planned is not None or first.turned_down:
+            return first.taken()
+        ran = next((t for t in tries if t.planned is not None), None)
+        turned = next((t for t in tries if t.turned_down), None)
+        return (ran or turned or first).taken()
+
+
+@dataclass(slots=True)
+class _Tried:
+    """One answer judged: the plan it holds, what it leaves out of the request, or why it fails."""
+
+    messages: list[dict[str, Any]]
+    answer: str
+    planned: Planned | None = None
+    problems: list[str] = field(default_factory=list)
+    error: PlanError | None = None
+    plan: Plan | None = None
+
+    @property
+    def holds(self) -> bool:
+        """It ran and keeps to the request."""
+        return self.planned is not None and not self.problems
+
+    @property
+    def turned_down(self) -> bool:
+        """It checks, and the world said no (not a fault of its own)."""
+        return self.plan is not None and self.error is not None and not isinstance(self.error, PlanFault)
+
+    def taken(self) -> Planned:
+        """The plan, or the refusal raised (TurnedDown when the world said no)."""
+        if self.planned is not None:
+            return self.planned
+        assert self.error is not None
+        if self.turned_down and self.plan is not None:
+            raise TurnedDown(Planned(self.plan, self.messages, self.answer), self.error) from self.error
+        raise self.error
+
+
+@dataclass(frozen=True, slots=True)
+class _Trial:
+    """Judges an answer as the planner takes plans: checked, kept to the request, rehearsed."""
+
+    text: str
+    catalog: Catalog
+    asked: Prompted
+    rehearse: Rehearse | None
+
+    async def __call__(self, messages: list[dict[str, Any]], answer: str) -> _Tried:
+        tried = _Tried(messages, answer)
+        rehearse = self.rehearse
+        try:
+            tried.plan = checked_written(answer, self.catalog, self.asked.shown)
+            if rehearse is not None:
+                tried.problems = unkept(self.text, tried.plan, self.catalog, self.asked.examples)
+            reading = await rehearse(tried.plan) if rehearse is not None and tried.plan.steps else None
+        except PlanError as exc:
+            tried.error = exc
+            return tried
+        tried.planned = Planned(tried.plan, messages, answer, reading)
+        return tried
 
 
 def _repaired(messages: list[dict[str, Any]], answer: str, why: str) -> list[dict[str, Any]]:
