@@ -222,3 +222,13 @@ def test_a_plan_that_acts_unlike_every_example_shown_goes_back() -> None:
     assert unkept("A pan, how much?", _plan(buying("pan", "pan", 1)), CATALOG, [asks]) == [
         "it orders or books, while requests like this one only ask"
     ]
+
+
+async def test_a_drawn_plan_that_does_not_keep_to_the_request_never_replaces_a_refusal() -> None:
+    wrong = buying("pan", "pan", 3)
+    wrong["steps"][2]["args"]["sku"] = "$s.sku"
+    world = MockWorld({'"$s1.sku"': PlanFault("the result of 's1' has no field 'sku'")})
+    two = ScriptedModel(answer(buying("pan", "pan", 2)))
+    with pytest.raises(PlanFault, match="has no field 'sku'"):
+        await plan_for("Order three pans", ScriptedModel(answer(wrong)), world, two)
+    assert len(two.asked) == REDRAWS, "2 pans for 'three' would be offered for the user to buy"

@@ -166,7 +166,7 @@ class Planner:
     is taken. A small model copies its example whatever it is told, and sampling finds the plan it
     can write that keeps to the request. A plan that keeps to the request and that the world turns
     down (nothing matches, sold out) is the answer: asked again, the model would only look for
-    something else to buy. When none holds, the first that ran is taken.
+    something else to buy. When none holds, the first answer stands, as it is.
     """
 
     def __init__(self, write: WriteFn, recall: Recall | None = None, redraw: WriteFn | None = None) -> None:
@@ -210,14 +210,9 @@ class Planner:
             prefix = RETRY_PREFIX if first.error else UNKEPT_PREFIX
             messages = _repaired(asked.messages, first.answer, f"{prefix} {why}")
             tries = [await judge(messages, await self._write(tenant_id, messages, asked.schema))]
-        held = next((t for t in tries if t.holds), None)
-        if held is not None:
-            return held.taken()
-        if first.planned is not None or first.turned_down:
-            return first.taken()
-        ran = next((t for t in tries if t.planned is not None), None)
-        turned = next((t for t in tries if t.turned_down), None)
-        return (ran or turned or first).taken()
+        # A drawn plan replaces the first only when it holds: one that runs but does not keep to the
+        # request (2 noodle soups for "three") would be offered for the user to buy.
+        return next((t for t in tries if t.holds), first).taken()
 
 
 @dataclass(slots=True)
