@@ -17,7 +17,7 @@ import pytest
 from tests.examples.test_services import SERVICES, Service, check_consistency, connect, running_services
 from tests.support import LiveServer, RecordingUpstream, aigrid
 
-from aigrid.entry.planner import to_written
+from aigrid.entry.planner import REDRAW_TEMPERATURE, REDRAWS, to_written
 
 pytestmark = pytest.mark.slow
 
@@ -252,20 +252,18 @@ def test_not_enough_money_buys_nothing(
     consistent(services)
 
 
-def test_a_plan_that_cannot_run_goes_back_to_the_model_once(
+def test_a_plan_that_cannot_run_is_drawn_again_and_one_that_holds_is_taken(
     server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service]
 ) -> None:
     wrong = {"steps": [{"id": "a", "call": "northwind.search", "args": {"q": "pan"}}]}
-    plans(
-        upstream,
-        wrong,
-        {
-            "steps": [
-                {"id": "a", "call": "northwind.search", "args": {"query": "quill pen"}},
-                {"id": "p", "choose": "cheapest", "from": ["a"], "where": "available", "match": ""},
-            ]
-        },
-    )
+    good = {
+        "steps": [
+            {"id": "a", "call": "northwind.search", "args": {"query": "quill pen"}},
+            {"id": "p", "choose": "cheapest", "from": ["a"], "where": "available", "match": ""},
+        ]
+    }
+    plans(upstream, wrong, wrong, good)
+    asked = len(upstream.requests)
     entry = server.admin(
         "POST", "/v1/entry", json={"input": "what does a quill pen cost?", "user": "alice"}
     ).json()
@@ -273,9 +271,11 @@ def test_a_plan_that_cannot_run_goes_back_to_the_model_once(
     assert (
         entry["answer"] == "Found: Quill Fountain Pen (NW-1026) at northwind for 189.00. Nothing was bought."
     )
-    assert "does not take: q" in upstream.requests[-1]["messages"][-1]["content"], "the model is told why"
+    drawn = upstream.requests[asked + 1 :]
+    assert len(drawn) == REDRAWS and {r["temperature"] for r in drawn} == {REDRAW_TEMPERATURE}
+    assert all(r["messages"] == upstream.requests[asked]["messages"] for r in drawn), "the same prompt"
 
-    plans(upstream, wrong, wrong)
+    plans(upstream, *[wrong] * (1 + REDRAWS))
     failed = server.admin(
         "POST", "/v1/entry", json={"input": "what does a quill pen cost?", "user": "alice"}
     ).json()

@@ -18,7 +18,8 @@ from tests.examples.test_services import Service, running_services
 from tests.support import ADMIN_KEY, LiveServer
 
 from aigrid.entry.catalog import Operation
-from aigrid.entry.planner import PlanExample, plan_schema, said_in
+from aigrid.entry.grounding import said_in
+from aigrid.entry.planner import PlanExample, plan_schema
 from aigrid.grid.backends.embedded_prompt import vocab_handle
 from aigrid.grid.backends.embedded_tools import ToolPlan, build_grammar
 from aigrid.grid.engine.cpu import host_choice

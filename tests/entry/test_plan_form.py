@@ -161,7 +161,7 @@ def _json(value: Any) -> str:
 
 
 def test_arguments_the_examples_took_from_their_requests_are_written_in_this_requests_words() -> None:
-    from aigrid.entry.planner import said_in
+    from aigrid.entry.grounding import said_in
 
     example = PlanExample("buy two pans from the cheaper shop", PLAN)
     said = said_in("Buy me a Cedar cast iron pan, cheapest shop!", [example])

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from aigrid.entry.planner import UNKEPT_PREFIX
 from aigrid.kernel.model import ModelRoles
 from aigrid.learn.datasets import _first_prompt, asks_held_out
 from aigrid.learn.loop import _after, _window
@@ -103,6 +104,12 @@ def test_a_retried_prompt_is_cut_back_to_the_request() -> None:
     ]
     assert _first_prompt(retried) == first
     assert _first_prompt(first) == first
+    unkept = [
+        *first,
+        retried[2],
+        {"role": "user", "content": f"{UNKEPT_PREFIX} it says 3. Write it again, fixed."},
+    ]
+    assert _first_prompt(unkept) == first
 
 
 def _run(metrics: dict[str, list[int]], state: str = "done") -> EvalRun:

@@ -37,7 +37,7 @@ from aigrid.api.auth import KeyRing
 from aigrid.api.hot_path import HotPath
 from aigrid.api.state import AppState, KernelParts, LearnParts, state_of
 from aigrid.config import ServerConfig
-from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner
+from aigrid.entry.planner import PLAN_MAX_TOKENS, REDRAW_TEMPERATURE, Planner
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
 from aigrid.errors import APIError, internal_error, retry_after
@@ -243,7 +243,11 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     )
     services = ServiceRegistry(providers, kept)
     plans = plan_recall(memory, examples)
-    planner = Planner(model.json_writer(lambda: roles.model("planner"), "planner", PLAN_MAX_TOKENS), plans)
+    planner = Planner(
+        model.json_writer(lambda: roles.model("planner"), "planner", PLAN_MAX_TOKENS),
+        plans,
+        model.json_writer(lambda: roles.model("planner"), "planner", PLAN_MAX_TOKENS, REDRAW_TEMPERATURE),
+    )
     entries_store = EntryStore(engine)
     recorder = EntryRecorder(traces, memory, calls, settings.planner_model)
     entries = EntryService(entries_store, services, tools, planner, calls, observer=recorder)

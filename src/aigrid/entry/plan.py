@@ -38,6 +38,10 @@ class PlanError(Exception):
     """A plan that cannot run as written; the message says why, for the planner or the user."""
 
 
+class PlanFault(PlanError):
+    """A plan wrong in itself, whatever the world holds: a field its step's result lacks."""
+
+
 class CallStep(BaseModel):
     """Call a service operation (``service.operation``) with arguments."""
 
@@ -117,7 +121,7 @@ class Item:
             return self.fields[name]
         if name in self.context:
             return self.context[name]
-        raise PlanError(f"the chosen item has no field '{name}' (it has: {', '.join(self.fields)})")
+        raise PlanFault(f"the chosen item has no field '{name}' (it has: {', '.join(self.fields)})")
 
     @property
     def label(self) -> str:

@@ -11,15 +11,16 @@ The model writes its steps numbered, ``{"steps": {"1": ..., "2": ...}}``, and re
 step by its number (``$3.sku``). The grammar gives each number its own rule, in which a reference
 or a choice may name only smaller numbers: a plan whose steps share an id or refer to a later step
 cannot be written at all. The answer is then turned into the plan's own form (ids ``s1``, ``s2``,
-...) and checked (required arguments, what may not be retried); a refusal goes back to the model
-once with the reason.
+...) and checked (required arguments, what may not be retried); ``Planner.plan`` sends a refused
+plan back to the model with the reason (see ``Planner``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -27,7 +28,9 @@ import orjson
 from pydantic import ValidationError
 
 from aigrid.entry.catalog import Catalog, Operation
-from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, map_strings, references
+from aigrid.entry.grounding import MAX_STRING, Said, said_in, unkept
+from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, PlanFault, map_strings, references
+from aigrid.entry.reading import Reading
 from aigrid.kernel.tool_search import search_tools, strong
 
 # Asks the model (tenant, messages, JSON schema of the answer) and returns its answer's text.
@@ -44,89 +47,24 @@ class PlanExample:
 
 # The worked examples for a tenant's sentence, nearest first (the experience memory's lookup).
 Recall = Callable[[int, str], Awaitable[list[PlanExample]]]
+# Runs a plan's read-only steps before anyone is asked to confirm: what it found and would buy.
+Rehearse = Callable[[Plan], Awaitable[Reading]]
 
 MAX_INPUT_CHARS = 1000
 # A plan of six steps is about 200 tokens; a model that rambles to the bound is cut there.
 PLAN_MAX_TOKENS = 400
-# How a refused plan goes back to the model.
+# How a refused plan goes back to the model, and one that runs but does not do what was asked.
 RETRY_PREFIX = "That plan cannot run:"
+UNKEPT_PREFIX = "That plan does not do what was asked:"
+REPAIR_PREFIXES = (RETRY_PREFIX, UNKEPT_PREFIX)
+# How many plans are drawn at once when the first does not hold, and at what temperature.
+REDRAWS = 4
+REDRAW_TEMPERATURE = 0.8
 # The most steps the model may write; numbered 1 to 8, so a reference is one digit.
 WRITTEN_STEPS = 8
-_MAX_STRING = 40
-# A phrase of the request is at most this many words; what ends a word is not part of it.
-_MAX_PHRASE_WORDS = 6
-_EDGE = ".,;:!?()[]{}\"'“”‘’"
-_SAYABLE = re.compile(r'^[^$"\\][^"\\]*$')
-# What a request says around its names and places, never a name or place itself: no phrase an
-# argument is written in begins or ends with one ("How", "Book", "in Shanghai").
-_ASKING_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "of",
-        "for",
-        "in",
-        "on",
-        "at",
-        "to",
-        "from",
-        "with",
-        "and",
-        "or",
-        "by",
-        "me",
-        "my",
-        "i",
-        "i'm",
-        "you",
-        "it",
-        "its",
-        "is",
-        "are",
-        "be",
-        "that",
-        "this",
-        "these",
-        "those",
-        "there",
-        "here",
-        "how",
-        "what",
-        "which",
-        "where",
-        "when",
-        "who",
-        "please",
-        "just",
-        "only",
-        "get",
-        "buy",
-        "order",
-        "book",
-        "find",
-        "send",
-        "fly",
-        "pick",
-        "grab",
-        "purchase",
-        "reserve",
-        "want",
-        "need",
-        "would",
-        "like",
-        "could",
-        "can",
-        "some",
-        "any",
-        "all",
-        "each",
-        "one",
-    ]
-)
 # Words for a string argument: anything of at most 40 characters but what would read as a reference
 # (a leading "$"), and no quote or backslash, so no escape sequence can smuggle one in.
-_TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{_MAX_STRING - 1}}})?$'}
+_TEXT = {"type": "string", "pattern": f'^([^$"\\\\][^"\\\\]{{0,{MAX_STRING - 1}}})?$'}
 _MAX_ARRAY = 4
 _MAX_EXAMPLES = 3
 _WRITTEN_REF = re.compile(r"^\$([1-9])\.([A-Za-z_][A-Za-z0-9_]{0,31})$")
@@ -188,72 +126,53 @@ _BUILT_IN = PlanExample(
 
 
 @dataclass(frozen=True, slots=True)
-class Said:
-    """The request's own phrases, and the arguments to write in them: those the worked examples
-    filled with words of their own requests (a product, a city), so the model copies the request's
-    words, not the example's."""
-
-    phrases: tuple[str, ...]
-    arguments: frozenset[str]
-
-
-def said_in(text: str, examples: list[PlanExample]) -> Said:
-    """What of ``text`` the plan's arguments may be written in, learned from ``examples``."""
-    words = [w.strip(_EDGE) for w in text.split()]
-    words = [w for w in words if w]
-    found: dict[str, None] = {}
-    for start in range(len(words)):
-        for end in range(start + 1, min(len(words), start + _MAX_PHRASE_WORDS) + 1):
-            phrase = " ".join(words[start:end])
-            edges = {words[start].lower(), words[end - 1].lower()}
-            if len(phrase) < _MAX_STRING and _SAYABLE.match(phrase) and not edges & _ASKING_WORDS:
-                found[phrase] = None
-                found[phrase.lower()] = None
-    return Said(tuple(found), copied_arguments(examples))
-
-
-def copied_arguments(examples: list[PlanExample]) -> frozenset[str]:
-    """The string arguments (and choices' ``match``) that every example filled from its request's words."""
-    copied: dict[str, bool] = {}
-    for example in examples:
-        said = example.text.lower()
-        for step in example.plan.get("steps", []):
-            if not isinstance(step, dict):
-                continue
-            if "choose" in step:
-                values = [("match", step.get("match"))]
-            else:
-                values = list((step.get("args") or {}).items())
-            for name, value in values:
-                if isinstance(value, str) and value and not value.startswith("$"):
-                    copied[name] = copied.get(name, True) and value.lower() in said
-    return frozenset(name for name, always in copied.items() if always)
-
-
-@dataclass(frozen=True, slots=True)
 class Planned:
-    """A checked plan and how it was written: the last prompt and the model's answer to it."""
+    """A checked plan and how it was written: the last prompt, the model's answer to it, and what its
+    read-only steps found where the planner rehearsed it."""
 
     plan: Plan
     messages: list[dict[str, Any]]
     answer: str
+    reading: Reading | None = None
+
+
+class TurnedDown(PlanError):
+    """A checked plan whose read-only steps the world turned down (nothing matches, sold out)."""
+
+    def __init__(self, planned: Planned, why: PlanError) -> None:
+        super().__init__(str(why))
+        self.planned = planned
 
 
 @dataclass(frozen=True, slots=True)
 class Prompted:
-    """What a plan is asked with: the conversation, the answer's JSON schema, the operations shown."""
+    """What a plan is asked with: the conversation, the answer's JSON schema, the operations shown,
+    and the worked examples in it."""
 
     messages: list[dict[str, Any]]
     schema: dict[str, Any]
     shown: list[Operation]
+    examples: list[PlanExample]
 
 
 class Planner:
-    """Writes plans for sentences with the model, over the operations the sentence needs."""
+    """Writes plans for sentences with the model, over the operations the sentence needs.
 
-    def __init__(self, write: WriteFn, recall: Recall | None = None) -> None:
+    Given ``rehearse`` (the plan's read-only steps, run before anyone is asked to confirm), a plan is
+    judged before it is taken: it must check, its reading must not fail for a fault of its own (a
+    field its step's result lacks), and it must keep to the request (``unkept``). One that does not
+    is followed, with ``redraw`` (the model at a temperature), by ``REDRAWS`` plans drawn at once
+    from the same prompt, else by one answer to the refusal sent back; the first of those that holds
+    is taken. A small model copies its example whatever it is told, and sampling finds the plan it
+    can write that keeps to the request. A plan that keeps to the request and that the world turns
+    down (nothing matches, sold out) is the answer: asked again, the model would only look for
+    something else to buy. When none holds, the first answer stands, as it is.
+    """
+
+    def __init__(self, write: WriteFn, recall: Recall | None = None, redraw: WriteFn | None = None) -> None:
         self._write = write
         self._recall = recall
+        self._redraw = redraw
 
     async def prepare(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Prompted:
         """What the model is asked for ``text``: the conversation, the answer's schema, the operations."""
@@ -263,23 +182,101 @@ class Planner:
         if not shown:
             raise PlanError("no registered service can do anything yet")
         schema = plan_schema(shown, said_in(text, examples))
-        return Prompted(prompt(user, text, shown, today, examples), schema, shown)
+        return Prompted(prompt(user, text, shown, today, examples), schema, shown, examples)
 
-    async def plan(self, tenant_id: int, user: str, text: str, catalog: Catalog, today: date) -> Planned:
-        """A checked plan for ``text``; PlanError if the model writes none that holds."""
+    async def plan(
+        self,
+        tenant_id: int,
+        user: str,
+        text: str,
+        catalog: Catalog,
+        today: date,
+        rehearse: Rehearse | None = None,
+    ) -> Planned:
+        """A checked plan for ``text`` (rehearsed, with ``rehearse``); PlanError if the model writes none
+        that holds."""
         asked = await self.prepare(tenant_id, user, text, catalog, today)
-        messages, schema, shown = asked.messages, asked.schema, asked.shown
-        answer = await self._write(tenant_id, messages, schema)
+        judge = _Trial(text, catalog, asked, rehearse)
+        first = await judge(asked.messages, await self._write(tenant_id, asked.messages, asked.schema))
+        if first.holds or (first.turned_down and not first.problems):
+            return first.taken()
+        if self._redraw is not None and rehearse is not None:
+            drawn = await asyncio.gather(
+                *(self._redraw(tenant_id, asked.messages, asked.schema) for _ in range(REDRAWS))
+            )
+            tries = [await judge(asked.messages, a) for a in dict.fromkeys(drawn) if a != first.answer]
+        else:
+            why = "; ".join([*([str(first.error)] if first.error else []), *first.problems])
+            prefix = RETRY_PREFIX if first.error else UNKEPT_PREFIX
+            messages = _repaired(asked.messages, first.answer, f"{prefix} {why}")
+            tries = [await judge(messages, await self._write(tenant_id, messages, asked.schema))]
+        # A drawn plan replaces the first only when it holds: one that runs but does not keep to the
+        # request (2 noodle soups for "three") would be offered for the user to buy.
+        return next((t for t in tries if t.holds), first).taken()
+
+
+@dataclass(slots=True)
+class _Tried:
+    """One answer judged: the plan it holds, what it leaves out of the request, or why it fails."""
+
+    messages: list[dict[str, Any]]
+    answer: str
+    planned: Planned | None = None
+    problems: list[str] = field(default_factory=list)
+    error: PlanError | None = None
+    plan: Plan | None = None
+
+    @property
+    def holds(self) -> bool:
+        """It ran and keeps to the request."""
+        return self.planned is not None and not self.problems
+
+    @property
+    def turned_down(self) -> bool:
+        """It checks, and the world said no (not a fault of its own)."""
+        return self.plan is not None and self.error is not None and not isinstance(self.error, PlanFault)
+
+    def taken(self) -> Planned:
+        """The plan, or the refusal raised (TurnedDown when the world said no)."""
+        if self.planned is not None:
+            return self.planned
+        assert self.error is not None
+        if self.turned_down and self.plan is not None:
+            raise TurnedDown(Planned(self.plan, self.messages, self.answer), self.error) from self.error
+        raise self.error
+
+
+@dataclass(frozen=True, slots=True)
+class _Trial:
+    """Judges an answer as the planner takes plans: checked, kept to the request, rehearsed."""
+
+    text: str
+    catalog: Catalog
+    asked: Prompted
+    rehearse: Rehearse | None
+
+    async def __call__(self, messages: list[dict[str, Any]], answer: str) -> _Tried:
+        tried = _Tried(messages, answer)
+        rehearse = self.rehearse
         try:
-            return Planned(checked_written(answer, catalog, shown), messages, answer)
-        except PlanError as first:
-            retry = [
-                *messages,
-                {"role": "assistant", "content": answer[:800]},
-                {"role": "user", "content": f"{RETRY_PREFIX} {first}. Write it again, fixed."},
-            ]
-            again = await self._write(tenant_id, retry, schema)
-            return Planned(checked_written(again, catalog, shown), retry, again)
+            tried.plan = checked_written(answer, self.catalog, self.asked.shown)
+            if rehearse is not None:
+                tried.problems = unkept(self.text, tried.plan, self.catalog, self.asked.examples)
+            reading = await rehearse(tried.plan) if rehearse is not None and tried.plan.steps else None
+        except PlanError as exc:
+            tried.error = exc
+            return tried
+        tried.planned = Planned(tried.plan, messages, answer, reading)
+        return tried
+
+
+def _repaired(messages: list[dict[str, Any]], answer: str, why: str) -> list[dict[str, Any]]:
+    """The conversation that sends ``answer`` back with ``why``."""
+    return [
+        *messages,
+        {"role": "assistant", "content": answer[:800]},
+        {"role": "user", "content": f"{why}. Write it again, fixed."},
+    ]
 
 
 def usable_examples(found: list[PlanExample], catalog: Catalog) -> list[PlanExample]:
@@ -383,7 +380,7 @@ def plan_schema(shown: list[Operation], said: Said | None = None) -> dict[str, A
                         "where": {"enum": ["available", "any"]},
                         "match": {"anyOf": [{"$ref": "#/$defs/said"}, {"const": ""}]}
                         if "match" in copied
-                        else {"type": "string", "maxLength": _MAX_STRING},
+                        else {"type": "string", "maxLength": MAX_STRING},
                     },
                     "required": ["choose", "from", "where", "match"],
                     "additionalProperties": False,

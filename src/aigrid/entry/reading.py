@@ -19,6 +19,7 @@ from aigrid.entry.plan import (
     Item,
     Plan,
     PlanError,
+    PlanFault,
     choose,
     count_of,
     depends_on,
@@ -69,7 +70,7 @@ async def read(plan: Plan, catalog: Catalog, caller: Caller) -> Reading:
         done = set(results) | set(chosen)
         wave = [s for s in pending if all(d in done for d in depends_on(s))]
         if not wave:
-            raise PlanError("the plan's steps wait for each other")
+            raise PlanFault("the plan's steps wait for each other")
         pending = [s for s in pending if s not in wave]
         for choice in [s for s in wave if isinstance(s, ChooseStep)]:
             found = [i for ref in choice.from_ for i in items_of(*results[ref])]
@@ -133,7 +134,7 @@ def _lookup(results: dict[str, tuple[str, Any]], chosen: dict[str, Item]) -> Any
         result = results[step][1]
         if isinstance(result, dict) and field in result:
             return result[field]
-        raise PlanError(f"the result of '{step}' has no field '{field}'")
+        raise PlanFault(f"the result of '{step}' has no field '{field}'")
 
     return value
 
@@ -156,7 +157,7 @@ def _purchase(
             raise PlanError(f"{operation.name} must be paid, and no payment service is registered")
         unit = price_cents(item) if item is not None else None
         if item is None or unit is None:
-            raise PlanError(f"the plan does not say what {operation.name} costs: it orders no chosen item")
+            raise PlanFault(f"the plan does not say what {operation.name} costs: it orders no chosen item")
         amount = unit * count + fees_cents(item)
     label = item.label if item is not None else operation.op.replace("_", " ")
     return Purchase(operation.name, args, operation.service, label, count, amount)

@@ -22,7 +22,7 @@ from aigrid.entry import answers
 from aigrid.entry.calls import Caller
 from aigrid.entry.catalog import Catalog, catalog
 from aigrid.entry.plan import PlanError
-from aigrid.entry.planner import MAX_INPUT_CHARS, Planned, Planner, checked
+from aigrid.entry.planner import MAX_INPUT_CHARS, Planned, Planner, TurnedDown, checked
 from aigrid.entry.reading import read
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.saga import Saga
@@ -192,16 +192,26 @@ class EntryService:
             if given is not None:
                 plan = checked(orjson.dumps(given).decode(), found)
             else:
+                caller = Caller(entry.id, entry.tenant_id)
                 planned = await self._planner.plan(
-                    entry.tenant_id, entry.user, entry.input, found, self._today()
+                    entry.tenant_id,
+                    entry.user,
+                    entry.input,
+                    found,
+                    self._today(),
+                    lambda plan: read(plan, found, caller),
                 )
                 plan = planned.plan
             await self._tell_planned(entry, planned, None, began)
             if not plan.steps:
                 raise PlanError("none of the registered services can do that")
-            reading = await read(plan, found, Caller(entry.id, entry.tenant_id))
+            reading = planned.reading if planned is not None else None
+            if reading is None:
+                reading = await read(plan, found, Caller(entry.id, entry.tenant_id))
         except PlanError as exc:
-            if planned is None and given is None:
+            if isinstance(exc, TurnedDown):  # the plan held; the world said no
+                await self._tell_planned(entry, exc.planned, None, began)
+            elif planned is None and given is None:
                 await self._tell_planned(entry, None, str(exc), began)
             return await self._end_planning(entry, "failed", f"Nothing was done: {exc}.")
         except APIError as exc:  # the planner's model: a budget, an upstream down

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from aigrid.entry.plan import PlanError
-from aigrid.entry.planner import RETRY_PREFIX, to_written
+from aigrid.entry.planner import REPAIR_PREFIXES, to_written
 from aigrid.learn.suites import held_out
 from aigrid.store.db import StoreCalls
 from aigrid.store.feedback import FeedbackStore
@@ -165,6 +165,6 @@ def _first_prompt(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The prompt before any retry: a retried plan's prompt ends with the refused answer and the
     refusal, and what is learned is the answer to the request itself."""
     last = messages[-1] if messages else {}
-    if last.get("role") == "user" and str(last.get("content") or "").startswith(RETRY_PREFIX):
+    if last.get("role") == "user" and str(last.get("content") or "").startswith(REPAIR_PREFIXES):
         return messages[:-2]
     return messages

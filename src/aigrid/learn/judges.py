@@ -21,7 +21,14 @@ import orjson
 from aigrid.entry.calls import Caller, Refused, Unknown
 from aigrid.entry.catalog import Catalog
 from aigrid.entry.plan import Plan, PlanError
-from aigrid.entry.planner import PLAN_MAX_TOKENS, Planner, Recall, WriteFn, checked_written
+from aigrid.entry.planner import (
+    PLAN_MAX_TOKENS,
+    REDRAW_TEMPERATURE,
+    Planner,
+    Recall,
+    WriteFn,
+    checked_written,
+)
 from aigrid.entry.reading import Purchase, read
 from aigrid.errors import APIError
 from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall, ToolChoice
@@ -90,9 +97,15 @@ class EntryJudge:
             if best_of > 1:
                 answer, plan = await self._best_of(tenant_id, task, model, recall, found, best_of)
             else:
-                planner = Planner(self._writer(model, 0.0), recall)
+                planner = Planner(self._writer(model, 0.0), recall, self._writer(model, REDRAW_TEMPERATURE))
+                rehearsal = Caller(f"eval-{task['id']}-check", tenant_id)
                 planned = await planner.plan(
-                    tenant_id, str(task["user"]), str(task["input"]), found, ENTRY_TODAY
+                    tenant_id,
+                    str(task["user"]),
+                    str(task["input"]),
+                    found,
+                    ENTRY_TODAY,
+                    lambda plan: read(plan, found, rehearsal),
                 )
                 answer, plan = planned.answer, planned.plan
         except PlanError as exc:
