@@ -89,3 +89,27 @@ def test_manifests_say_what_undoes_what() -> None:
         Manifest.model_validate({**MANIFEST, "operations": {"pay": {"confirm": True, "undo": "refund"}}})
     with pytest.raises(ValueError):
         Manifest.model_validate({**MANIFEST, "operations": {}})
+
+
+def test_a_service_kept_for_one_tenant_is_named_to_that_tenant_and_the_admin_only(server: LiveServer) -> None:
+    owner, other = server.new_tenant_key("owners"), server.new_tenant_key("outsiders")
+    command = [sys.executable, str(STDIO_SERVER)]
+    body = {"name": "private", "kind": "mcp", "command": command, "manifest": MANIFEST, "tenant": "owners"}
+    added = server.admin("POST", "/admin/services", json=body)
+    assert added.status_code == 201 and added.json()["tenant"] == "owners", added.text
+
+    def listed(key: str, **params: str) -> list[tuple[str, str | None]]:
+        answer = api(server, key, "GET", "/v1/services", params=params)
+        assert answer.status_code == 200, answer.text
+        return [(s["name"], s["tenant"]) for s in answer.json()["data"]]
+
+    try:
+        assert listed(owner) == [("private", "owners")]
+        assert listed(other) == [], "another tenant is not told of it, nor of where it runs"
+        assert listed(ADMIN_KEY) == [("private", "owners")]
+        assert listed(ADMIN_KEY, tenant="owners") == [("private", "owners")]
+        assert listed(ADMIN_KEY, tenant="outsiders") == []
+        asked = api(server, other, "GET", "/v1/services", params={"tenant": "owners"})
+        assert asked.status_code == 403 and asked.json()["error"]["type"] == "permission_error"
+    finally:
+        assert server.admin("DELETE", "/admin/services/private").status_code == 200

@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from aigrid.api.agents import json_object, validated
 from aigrid.api.openai import json_response
-from aigrid.api.scope import call_store_async
+from aigrid.api.scope import call_store_async, tenant_scope
 from aigrid.api.state import state_of
 from aigrid.config import ProviderConfig
 from aigrid.entry.manifest import Manifest
@@ -25,6 +25,7 @@ def _service_object(service: Service) -> dict[str, Any]:
     return {
         "object": "service",
         "name": service.name,
+        "tenant": service.tenant,
         "category": service.manifest.category,
         "description": service.manifest.description,
         "source": None if status is None else status.config.describe(),
@@ -38,10 +39,13 @@ def _service_object(service: Service) -> dict[str, Any]:
 
 
 async def list_services(request: Request) -> Response:
-    """GET /v1/services: every registered service, its manifest and whether it is up."""
+    """GET /v1/services: the services the caller may use (the grid's and its tenant's own; the
+    admin's: every one, or those ``?tenant=`` may use), each with its manifest and whether it is up."""
     state = state_of(request)
-    state.keyring.authenticate(request)
-    services = await state.services.services()
+    principal = state.keyring.authenticate(request)
+    named = request.query_params.get("tenant")
+    await tenant_scope(state, principal, named, "services")
+    services = await state.services.services(named if principal.is_admin else principal.tenant)
     return json_response({"object": "list", "data": [_service_object(s) for s in services]})
 
 

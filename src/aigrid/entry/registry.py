@@ -19,11 +19,13 @@ from aigrid.store.providers import ProviderStore
 
 @dataclass(frozen=True, slots=True)
 class Service:
-    """A registered service: its manifest and how its connection is (None: not opened this run)."""
+    """A registered service: its manifest, how its connection is (None: not opened this run), and
+    the one tenant it is kept for (None: every tenant's)."""
 
     name: str
     manifest: Manifest
     status: ProviderStatus | None
+    tenant: str | None = None
 
 
 class ServiceRegistry:
@@ -44,13 +46,20 @@ class ServiceRegistry:
                 400,
                 f"The manifest names operations the service lacks: {', '.join(missing)} (it has: {have}).",
             )
-        return Service(config.name, manifest, status)
+        return Service(config.name, manifest, status, config.tenant)
 
-    async def services(self) -> list[Service]:
-        """Every registered service, by name."""
-        kept = await asyncio.to_thread(self._store.manifests)
+    async def services(self, tenant: str | None = None) -> list[Service]:
+        """The registered services, by name: every one, or those ``tenant`` may use (the grid's and
+        its own; one kept for another tenant is not named to it)."""
+        kept = await asyncio.to_thread(self._store.services)
         statuses = {s.config.name: s for s in self._providers.statuses()}
-        return [Service(n, Manifest.model_validate_json(m), statuses.get(n)) for n, m in sorted(kept.items())]
+        return [
+            Service(
+                config.name, Manifest.model_validate_json(manifest), statuses.get(config.name), config.tenant
+            )
+            for config, manifest in kept
+            if tenant is None or config.tenant in (None, tenant)
+        ]
 
     async def remove(self, name: str) -> None:
         """Close a service and forget it; 404 if there is no service of that name."""

@@ -45,6 +45,20 @@ class ProviderStore:
             ).all()
             return {name: manifest for name, manifest in rows if manifest is not None}
 
+    def services(self) -> list[tuple[ProviderConfig, str]]:
+        """The kept providers that are services, each with its manifest, by name."""
+        with Session(self._engine) as session:
+            rows = session.execute(
+                select(ToolProviderRow.config, ToolProviderRow.manifest)
+                .where(ToolProviderRow.manifest.is_not(None))
+                .order_by(ToolProviderRow.name)
+            ).all()
+            return [
+                (ProviderConfig.model_validate_json(config), manifest)
+                for config, manifest in rows
+                if manifest is not None
+            ]
+
     def delete(self, name: str) -> bool:
         """Forget a provider; whether there was one."""
         with Session(self._engine) as session, session.begin():
