@@ -29,7 +29,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 from starlette.routing import BaseRoute, Mount
-from tests.examples.test_services import SERVICES, Service
+from tests.examples.test_services import SERVICES, Service, started
 from tests.support import LiveServer, RecordingUpstream
 
 from aigrid.api.app import create_app
@@ -509,19 +509,13 @@ def notify_call(text: str) -> dict[str, Any]:
 def shop_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
     """A shop (to be tenant A's own service) and the payment service, as example processes."""
     base = tmp_path_factory.mktemp("isolation-services")
-    running = {
-        SHOP: Service("shop.py", base / "shop", "--shop", "northwind"),
-        "payment": Service("payment.py", base / "payment"),
-    }
-    try:
-        for service in running.values():
-            service.start()
-        for service in running.values():
-            service.ready()
+    with started(
+        {
+            SHOP: Service("shop.py", base / "shop", "--shop", "northwind"),
+            "payment": Service("payment.py", base / "payment"),
+        }
+    ) as running:
         yield running
-    finally:
-        for service in running.values():
-            service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -81,13 +81,21 @@ class Service:
 @contextmanager
 def running_services(base: Path) -> Iterator[dict[str, Service]]:
     """The five example services, each with its data under ``base``, stopped at the end."""
-    running = {
-        "northwind": Service("shop.py", base / "northwind", "--shop", "northwind"),
-        "lakeside": Service("shop.py", base / "lakeside", "--shop", "lakeside"),
-        "payment": Service("payment.py", base / "payment"),
-        "travel": Service("travel.py", base / "travel"),
-        "food": Service("food.py", base / "food"),
-    }
+    with started(
+        {
+            "northwind": Service("shop.py", base / "northwind", "--shop", "northwind"),
+            "lakeside": Service("shop.py", base / "lakeside", "--shop", "lakeside"),
+            "payment": Service("payment.py", base / "payment"),
+            "travel": Service("travel.py", base / "travel"),
+            "food": Service("food.py", base / "food"),
+        }
+    ) as running:
+        yield running
+
+
+@contextmanager
+def started(running: dict[str, Service]) -> Iterator[dict[str, Service]]:
+    """``running`` started together, each ready before it is handed out, all stopped at the end."""
     try:
         for service in running.values():
             service.start()
