@@ -29,7 +29,7 @@ from aigrid.entry.planner import (
     WriteFn,
     checked_written,
 )
-from aigrid.entry.reading import Purchase, read
+from aigrid.entry.reading import Purchase, Reading, read
 from aigrid.errors import APIError
 from aigrid.kernel.compiler import CompileError, Compiler, Draft, SpecRecall, ToolChoice
 from aigrid.kernel.tools import CallContext, Tool, wire_name
@@ -93,24 +93,24 @@ class EntryJudge:
         plan: Plan | None = None
         refusal: str | None = None
         answer: str | None = None
+        reading: Reading | None = None
         try:
             if best_of > 1:
                 answer, plan = await self._best_of(tenant_id, task, model, recall, found, best_of)
             else:
                 planner = Planner(self._writer(model, 0.0), recall, self._writer(model, REDRAW_TEMPERATURE))
-                rehearsal = Caller(f"eval-{task['id']}-check", tenant_id)
                 planned = await planner.plan(
                     tenant_id,
                     str(task["user"]),
                     str(task["input"]),
                     found,
                     ENTRY_TODAY,
-                    lambda plan: read(plan, found, rehearsal),
+                    lambda plan: read(plan, found, caller),
                 )
-                answer, plan = planned.answer, planned.plan
+                answer, plan, reading = planned.answer, planned.plan, planned.reading
         except PlanError as exc:
             refusal = str(exc)
-        verdict = await plan_verdict(task, plan, refusal, found, caller)
+        verdict = await plan_verdict(task, plan, refusal, found, caller, reading)
         return Judged(verdict, answer, time.perf_counter() - began)
 
     async def _best_of(
@@ -138,11 +138,19 @@ class EntryJudge:
 
 
 async def plan_verdict(
-    task: dict[str, Any], plan: Plan | None, refusal: str | None, found: Catalog, caller: Caller
+    task: dict[str, Any],
+    plan: Plan | None,
+    refusal: str | None,
+    found: Catalog,
+    caller: Caller,
+    reading: Reading | None = None,
 ) -> Verdict:
-    """The entry's verifier on a plan (or a refusal): its read-only steps run, what it would buy judged."""
+    """The entry's verifier on a plan (or a refusal): its read-only steps run (unless ``reading`` is
+    what they found already), what it would buy judged."""
     purchases: list[Purchase] | None = None
-    if plan is not None:
+    if reading is not None:
+        purchases = reading.purchases
+    elif plan is not None:
         try:
             purchases = (await read(plan, found, caller)).purchases if plan.steps else []
         except PlanError as exc:
