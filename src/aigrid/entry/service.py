@@ -187,12 +187,12 @@ class EntryService:
     async def _prepare(self, entry: EntryRecord, given: dict[str, Any] | None, confirm: bool) -> EntryRecord:
         began = time.perf_counter()
         planned: Planned | None = None
+        caller = Caller(entry.id, entry.tenant_id)
         try:
             found = await self.catalog(entry.tenant_id)
             if given is not None:
                 plan = checked(orjson.dumps(given).decode(), found)
             else:
-                caller = Caller(entry.id, entry.tenant_id)
                 planned = await self._planner.plan(
                     entry.tenant_id,
                     entry.user,
@@ -205,9 +205,8 @@ class EntryService:
             await self._tell_planned(entry, planned, None, began)
             if not plan.steps:
                 raise PlanError("none of the registered services can do that")
-            reading = planned.reading if planned is not None else None
-            if reading is None:
-                reading = await read(plan, found, Caller(entry.id, entry.tenant_id))
+            rehearsed = planned.reading if planned is not None else None
+            reading = rehearsed if rehearsed is not None else await read(plan, found, caller)
         except PlanError as exc:
             if isinstance(exc, TurnedDown):  # the plan held; the world said no
                 await self._tell_planned(entry, exc.planned, None, began)
