@@ -167,7 +167,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample]) -> list[str]:
     """What ``plan`` leaves out of ``text`` or adds to it, in words for the model (empty: nothing)."""
     problems: list[str] = []
-    acts = _acts(plan.model_dump(mode="json", by_alias=True), catalog)
+    acts = any(isinstance(s, CallStep) and _changes_world(s.call, catalog) for s in plan.steps)
     shown = [_acts(e.plan, catalog) for e in examples]
     if shown and all(shown) and not acts:
         problems.append("it stops at a choice, while requests like this one go on to order or book it")
@@ -178,7 +178,7 @@ def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample])
         said = {int(n) for n in _NUMBER.findall(text)}
         used = _numbers_in(calls) | _numbers_in([s.match for s in plan.steps if isinstance(s, ChooseStep)])
         problems += [f"the request says {n}, and no step uses it" for n in sorted(said - used)]
-        said |= {n for w, n in _NUMBER_WORDS.items() if w in _WORD.findall(text.lower())}
+        said |= {_NUMBER_WORDS[w] for w in _WORD.findall(text.lower()) if w in _NUMBER_WORDS}
         written = {n for n in _integers_in(calls) if n > 1}
         problems += [f"it writes {n}, a number the request never says" for n in sorted(written - said)]
     known = _forms(text) | _choice_vocabulary(examples)
@@ -192,10 +192,14 @@ def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample])
 
 def _acts(plan: dict[str, Any], catalog: Catalog) -> bool:
     """Whether a plan (in its own form) calls an operation that changes the world."""
-    return any(
-        isinstance(s, dict) and (o := catalog.get(str(s.get("call")))) is not None and o.changes_world
-        for s in plan.get("steps", [])
-    )
+    steps = plan.get("steps", [])
+    return any(isinstance(s, dict) and _changes_world(str(s.get("call")), catalog) for s in steps)
+
+
+def _changes_world(call: str, catalog: Catalog) -> bool:
+    """Whether ``call`` names an operation that changes the world."""
+    operation = catalog.get(call)
+    return operation is not None and operation.changes_world
 
 
 def _integers_in(value: Any) -> list[int]:
