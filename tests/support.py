@@ -249,9 +249,12 @@ class LiveServer:
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
 
-    def new_tenant_key(self, tenant: str) -> str:
-        """Create a tenant and return a fresh key of it."""
+    def new_tenant_key(self, tenant: str, users: tuple[str, ...] = ()) -> str:
+        """Create a tenant acting for ``users`` (whose wallets it may pay from); a fresh key of it."""
         assert self.admin("POST", "/admin/tenants", json={"name": tenant}).status_code == 201
+        for user in users:
+            added = self.admin("PUT", f"/admin/tenants/{tenant}/users/{user}")
+            assert added.status_code == 201, added.text
         created = self.admin("POST", "/admin/keys", json={"tenant": tenant})
         assert created.status_code == 201, created.text
         return str(created.json()["key"])

@@ -192,6 +192,9 @@ class ProviderConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     tenant: str | None = Field(default=None, min_length=1, max_length=64)
+    # The argument of its tools that names the end user they act for (a wallet's owner): a tenant's
+    # calls may name only users it acts for. A service's manifest sets it as ``payer``.
+    acts_for: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
     @model_validator(mode="after")
     def _one_source(self) -> ProviderConfig:

@@ -10,18 +10,20 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_key_learns_whose_it_is(server: LiveServer) -> None:
-    key = server.new_tenant_key("acme")
+    key = server.new_tenant_key("acme", users=("bob", "alice"))
     assert api(server, key, "GET", "/v1/me").json() == {
         "object": "principal",
         "tenant": "acme",
         "key_id": server.admin("GET", "/admin/keys", params={"tenant": "acme"}).json()["data"][0]["id"],
         "admin": False,
+        "users": ["alice", "bob"],
     }
     assert api(server, ADMIN_KEY, "GET", "/v1/me").json() == {
         "object": "principal",
         "tenant": None,
         "key_id": None,
         "admin": True,
+        "users": None,
     }
     stranger = api(server, "sk-nobody", "GET", "/v1/me")
     assert stranger.status_code == 401 and stranger.json()["error"]["type"] == "authentication_error"

@@ -108,7 +108,7 @@ def consistent(services: dict[str, Service]) -> None:
 def test_a_sentence_is_planned_read_confirmed_once_and_carried_out(
     server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service]
 ) -> None:
-    key = server.new_tenant_key("shoppers")
+    key = server.new_tenant_key("shoppers", users=("alice",))
     plans(upstream, EARBUDS)
     asked = call(
         server,
@@ -159,7 +159,7 @@ def test_a_sentence_is_planned_read_confirmed_once_and_carried_out(
 def test_a_declined_entry_buys_nothing_and_others_cannot_see_it(
     server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service]
 ) -> None:
-    key = server.new_tenant_key("decliners")
+    key = server.new_tenant_key("decliners", users=("carol",))
     other = server.new_tenant_key("strangers")
     plans(upstream, pan_plan())
     entry = call(
@@ -334,7 +334,7 @@ def test_aigrid_ask_carries_out_a_plan_from_a_file_and_refuses_a_bad_one(
 def test_the_entry_model_asks_in_one_turn_and_acts_on_yes(
     server: LiveServer, upstream: RecordingUpstream, services: dict[str, Service]
 ) -> None:
-    client = server.openai(server.new_tenant_key("chatters"))
+    client = server.openai(server.new_tenant_key("chatters", users=("alice",)))
     plans(upstream, pan_plan())
     question = [{"role": "user", "content": "buy me a cast iron pan"}]
     first = client.chat.completions.create(model="entry", messages=question, user="alice")  # type: ignore[arg-type]

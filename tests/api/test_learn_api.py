@@ -33,7 +33,9 @@ def services(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @pytest.fixture(scope="module")
 def keys(server: LiveServer) -> tuple[str, str]:
-    return server.new_tenant_key("learners"), server.new_tenant_key("others")
+    return server.new_tenant_key("learners", users=("alice",)), server.new_tenant_key(
+        "others", users=("alice",)
+    )
 
 
 def ask(server: LiveServer, key: str, text: str, **extra: Any) -> dict[str, Any]:

@@ -410,6 +410,13 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/metrics"): admin(lambda o: [get("/metrics")]),
     ("POST", "/admin/tenants"): admin(lambda o: [Ask("POST", "/admin/tenants", body={"name": "made-by-b"})]),
     ("GET", "/admin/tenants"): admin(lambda o: [get("/admin/tenants")]),
+    ("GET", "/admin/tenants/{tenant}/users"): admin(lambda o: [get(f"/admin/tenants/{TENANT_A}/users")]),
+    ("PUT", "/admin/tenants/{tenant}/users/{user}"): admin(
+        lambda o: [Ask("PUT", f"/admin/tenants/{TENANT_B}/users/alice")]
+    ),
+    ("DELETE", "/admin/tenants/{tenant}/users/{user}"): admin(
+        lambda o: [Ask("DELETE", f"/admin/tenants/{TENANT_A}/users/alice")]
+    ),
     ("POST", "/admin/keys"): admin(lambda o: [Ask("POST", "/admin/keys", body={"tenant": TENANT_A})]),
     ("GET", "/admin/keys"): admin(lambda o: [get("/admin/keys"), get("/admin/keys", tenant=TENANT_A)]),
     ("DELETE", "/admin/keys/{key_id}"): admin(lambda o: [Ask("DELETE", f"/admin/keys/{o.key_a_id}")]),
@@ -521,7 +528,7 @@ def shop_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 @pytest.fixture(scope="module")
 def owned(server: LiveServer, upstream: RecordingUpstream, shop_services: dict[str, Service]) -> Owned:
     """Tenant A with one of each thing; tenant B with a key and nothing else."""
-    key_a = server.new_tenant_key(TENANT_A)
+    key_a = server.new_tenant_key(TENANT_A, users=("alice",))
     key_b = server.new_tenant_key(TENANT_B)
     key_c = server.new_tenant_key(TENANT_C)
     (key_a_id,) = [
@@ -653,6 +660,7 @@ def a_as_it_is(server: LiveServer, o: Owned) -> dict[str, Any]:
         "/v1/learn/memory",
         "/v1/learn/evals",
         "/v1/budgets",
+        "/v1/me",
         "/v1/tools",
         "/v1/services",
         "/v1/usage?group_by=agent,process,key",
@@ -666,6 +674,7 @@ def a_as_it_is(server: LiveServer, o: Owned) -> dict[str, Any]:
     for path in (
         f"/admin/keys?tenant={TENANT_A}",
         f"/admin/limits?tenant={TENANT_A}",
+        f"/admin/tenants/{TENANT_A}/users",
         "/admin/tenants",
         "/admin/tools/providers",
         f"/v1/learn/datasets/{o.dataset}",

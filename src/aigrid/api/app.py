@@ -31,6 +31,7 @@ from aigrid.api import entry as entry_routes
 from aigrid.api import learn as learn_routes
 from aigrid.api import learn_models as learn_model_routes
 from aigrid.api import openai as openai_routes
+from aigrid.api import payers as payer_routes
 from aigrid.api import services as service_routes
 from aigrid.api import tools as tool_routes
 from aigrid.api.auth import KeyRing
@@ -79,6 +80,7 @@ from aigrid.store.inbox import InboxStore
 from aigrid.store.learned import LearnedStore
 from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
 from aigrid.store.memory import MemoryStore
+from aigrid.store.payers import PayerStore
 from aigrid.store.processes import ProcessStore
 from aigrid.store.providers import ProviderStore
 from aigrid.store.traces import TraceStore
@@ -223,7 +225,8 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     kernel.add_end_listener(inbox.result)
     tools.add_all(SystemCalls(MemoryStore(engine), inbox, processes, kernel).tools())
     kept = ProviderStore(engine)
-    providers = ProviderManager(tools, kept, store.accounts.tenant_id, list(config.tools))
+    payers = PayerStore(engine)
+    providers = ProviderManager(tools, kept, store.accounts.tenant_id, list(config.tools), payers.refusal)
     triggers = TriggerService(TriggerStore(engine), kernel)
     calls = StoreCalls(engine)
     memory = _memory(grid, model, engine, calls, config)
@@ -250,7 +253,7 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     )
     entries_store = EntryStore(engine)
     recorder = EntryRecorder(traces, memory, calls, settings.planner_model)
-    entries = EntryService(entries_store, services, tools, planner, calls, observer=recorder)
+    entries = EntryService(entries_store, services, tools, planner, calls, payers.refusal, observer=recorder)
     kernel.add_end_listener(ProcessRecorder(traces, processes, tools, calls).ended)
 
     def builtins(tenant_id: int) -> list[Tool]:
@@ -393,6 +396,7 @@ def create_app(
     app.router.routes.extend(tool_routes.routes)
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))
     app.include_router(admin_routes.router)
+    app.include_router(payer_routes.router)
     app.router.routes.extend(console.routes)
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

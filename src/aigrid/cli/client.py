@@ -159,6 +159,18 @@ class AdminClient:
         """GET /admin/tenants."""
         return self.request("GET", "/admin/tenants")
 
+    def tenant_users(self, tenant: str) -> dict[str, Any]:
+        """GET /admin/tenants/{tenant}/users."""
+        return self.request("GET", f"/admin/tenants/{quote(tenant, safe='')}/users")
+
+    def add_tenant_user(self, tenant: str, user: str) -> dict[str, Any]:
+        """PUT /admin/tenants/{tenant}/users/{user}."""
+        return self.request("PUT", f"/admin/tenants/{quote(tenant, safe='')}/users/{quote(user, safe='')}")
+
+    def remove_tenant_user(self, tenant: str, user: str) -> dict[str, Any]:
+        """DELETE /admin/tenants/{tenant}/users/{user}."""
+        return self.request("DELETE", f"/admin/tenants/{quote(tenant, safe='')}/users/{quote(user, safe='')}")
+
     def create_key(self, tenant: str, name: str | None) -> dict[str, Any]:
         """POST /admin/keys; the answer holds the secret, shown this once."""
         return self.request("POST", "/admin/keys", body={"tenant": tenant, "name": name})

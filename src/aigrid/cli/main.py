@@ -56,6 +56,10 @@ key_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API ke
 budget_app = typer.Typer(no_args_is_help=True, help="Set, list and remove token and cost budgets.")
 limits_app = typer.Typer(no_args_is_help=True, help="Set and show requests- and tokens-per-minute limits.")
 app.add_typer(tenant_app, name="tenant")
+tenant_users_app = typer.Typer(
+    no_args_is_help=True, help="The users a tenant acts for: whose wallet its entries may pay from."
+)
+tenant_app.add_typer(tenant_users_app, name="users")
 app.add_typer(key_app, name="key")
 app.add_typer(budget_app, name="budget")
 app.add_typer(limits_app, name="limits")
@@ -126,6 +130,40 @@ def tenant_create(
 def tenant_list(as_json: JsonFlag = False) -> None:
     """List tenants."""
     call(as_json, lambda c: c.list_tenants(), render.tenants)
+
+
+TenantName = Annotated[str, typer.Argument(help="The tenant's name.")]
+UserName = Annotated[str, typer.Argument(help="The user's name (as the wallet service knows it).")]
+
+
+@tenant_users_app.command("list")
+def tenant_users(tenant: TenantName, as_json: JsonFlag = False) -> None:
+    """List the users a tenant acts for besides itself."""
+    call(
+        as_json,
+        lambda c: c.tenant_users(tenant),
+        lambda r: Text("\n".join(u["user"] for u in r["data"]) or f"Tenant {tenant} acts only for itself."),
+    )
+
+
+@tenant_users_app.command("add")
+def tenant_users_add(tenant: TenantName, user: UserName, as_json: JsonFlag = False) -> None:
+    """Let a tenant act for a user: its entries may pay from the user's wallet."""
+    call(
+        as_json,
+        lambda c: c.add_tenant_user(tenant, user),
+        lambda r: Text(f"Tenant {tenant} acts for {user}."),
+    )
+
+
+@tenant_users_app.command("remove")
+def tenant_users_remove(tenant: TenantName, user: UserName, as_json: JsonFlag = False) -> None:
+    """Stop a tenant acting for a user."""
+    call(
+        as_json,
+        lambda c: c.remove_tenant_user(tenant, user),
+        lambda r: Text(f"Tenant {tenant} no longer acts for {user}."),
+    )
 
 
 @key_app.command("create")

@@ -26,6 +26,10 @@ class Manifest(BaseModel):
     category: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     description: str = Field(min_length=1, max_length=2000)
     operations: dict[str, Operation] = Field(min_length=1, max_length=256)
+    # The argument of its operations that names whose wallet or account they act on: aigrid lets a
+    # tenant name there only users it acts for, so a service shared by all tenants tells none of
+    # them about another's users.
+    payer: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -37,6 +37,8 @@ class ServiceRegistry:
 
     async def add(self, config: ProviderConfig, manifest: Manifest) -> Service:
         """Open and keep a service; 409 for a name in use, 400 if it fails or its manifest lies."""
+        if manifest.payer is not None:
+            config = config.model_copy(update={"acts_for": manifest.payer})
         status = await self._providers.add(config, manifest.model_dump_json())
         missing = sorted(op for op in manifest.operations if f"{config.name}.{op}" not in status.tools)
         if missing:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Coroutine
 from datetime import date
@@ -31,10 +30,10 @@ from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.db import StoreCalls
 from aigrid.store.entries import FINAL_ENTRY_STATES, OPEN_SAGA_STATES, EntryRecord, EntryState, EntryStore
+from aigrid.store.payers import checked_user
 
 log = logging.getLogger(__name__)
 
-USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 DEFAULT_WAIT_S = 120.0
 
 
@@ -60,10 +59,12 @@ class EntryService:
         tools: ToolRegistry,
         planner: Planner,
         calls: StoreCalls,
+        refusal: Callable[[int, str], str | None],
         today: Callable[[], date] = date.today,
         observer: EntryObserver | None = None,
     ) -> None:
         self.store = store
+        self._refusal = refusal
         self._observer = observer
         self._registry = registry
         self._tools = tools
@@ -94,8 +95,9 @@ class EntryService:
             raise AccountError(
                 400, f"The sentence is longer than {MAX_INPUT_CHARS} characters; say it shorter."
             )
-        if not USER.match(user):
-            raise AccountError(400, f"'{user}' is not a user name (letters, digits and _.@- only).")
+        why = await self.calls(self._refusal, tenant_id, checked_user(user))
+        if why is not None:
+            raise AccountError(403, why)
         entry = await self.calls(self.store.create, tenant_id, user, text)
         return await self._wait(self._start(self._prepare(entry, plan, confirm)), entry, wait_s)
 

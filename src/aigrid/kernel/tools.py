@@ -34,6 +34,10 @@ class Sleep(Exception):
         self.until_pid = until_pid
 
 
+class Refusal(ValueError):
+    """A call the kernel turns down before it reaches the tool (the tool is told nothing)."""
+
+
 Handler = Callable[[dict[str, Any], CallContext], Awaitable[Any]]
 
 
@@ -143,6 +147,8 @@ class ToolRegistry:
                 value = await tool.handler(arguments, context)
         except Sleep as sleep:
             return ToolOutcome(True, str(sleep), sleep_until=sleep.until_pid)
+        except Refusal as refusal:
+            return ToolOutcome(False, f"refused: {refusal}", refused=True)
         except TimeoutError:
             return ToolOutcome(False, f"error: {tool.name} did not answer within {tool.timeout_s:g} s")
         except Exception as exc:  # a tool's failure is the model's information, not the kernel's crash

@@ -47,6 +47,17 @@ class ApiKey(Base):
     revoked_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class TenantUser(Base):
+    """An end user a tenant acts for: whose wallet its entries may pay from, whose data its agents
+    may ask a shared service about."""
+
+    __tablename__ = "tenant_users"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
 class Budget(Base):
     """A spending cap for a tenant over a period, in tokens or in cost micro-units."""
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aigrid.config import ProviderConfig
 from aigrid.kernel.providers.base import ProviderError, ToolProvider
-from aigrid.kernel.tools import ToolRegistry
+from aigrid.kernel.tools import CallContext, Handler, Refusal, Tool, ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.providers import ProviderStore
 
@@ -46,9 +48,11 @@ class ProviderManager:
         store: ProviderStore,
         tenant_id: Callable[[str], int],
         configured: list[ProviderConfig],
+        refusal: Callable[[int, str], str | None],
         factory: Callable[[ProviderConfig], ToolProvider] = open_provider,
     ) -> None:
         self._registry = registry
+        self._refusal = refusal
         self._store = store
         self._tenant_id = tenant_id
         self._configured = configured
@@ -118,6 +122,8 @@ class ProviderManager:
             )
             provider = self._factory(config)
             tools = await provider.open()
+            if config.acts_for is not None:
+                tools = [self._bound(tool, config.acts_for) for tool in tools]
         except (ProviderError, AccountError) as exc:
             message = exc.message if isinstance(exc, AccountError) else str(exc)
             self._status[config.name] = ProviderStatus(config, origin, (), message)
@@ -133,6 +139,23 @@ class ProviderManager:
         status = ProviderStatus(config, origin, tuple(t.name for t in tools), None)
         self._status[config.name] = status
         return status
+
+    def _bound(self, tool: Tool, argument: str) -> Tool:
+        """``tool``, refusing a call whose ``argument`` names a user the calling tenant does not act for."""
+        handler = tool.handler
+
+        async def guarded(arguments: dict[str, Any], context: CallContext) -> Any:
+            user = arguments.get(argument)
+            if user is not None:
+                if not isinstance(user, str):
+                    raise Refusal(f"'{argument}' must be a user name")
+                why = await asyncio.to_thread(self._refusal, context.tenant_id, user)
+                if why is not None:
+                    raise Refusal(why)
+            return await handler(arguments, context)
+
+        bound: Handler = guarded
+        return dataclasses.replace(tool, handler=bound)
 
     async def _disconnect(self, name: str) -> None:
         self._registry.remove_provider(name)
