@@ -11,13 +11,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.cli.test_mcp_server import mcp_env, save_agent
-from tests.support import LiveServer, free_port, wait_for_port
+from tests.cli.test_mcp_server import http_mcp_of, save_agent
+from tests.support import LiveServer
 
 pytestmark = pytest.mark.slow
 
@@ -96,20 +95,8 @@ def served(suite: None, server: LiveServer, tmp_path_factory: pytest.TempPathFac
     key = server.new_tenant_key("initech")
     save_agent(server, key, name="writer", description="Writes short poems.")
     save_agent(server, key, name="careful", tools=["notify.owner"], approval=["notify.owner"])
-    port = free_port()
-    log = (tmp_path_factory.mktemp("mcp-conformance") / "stderr.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aigrid", "mcp", "--http", str(port)],
-        env=mcp_env(server, AIGRID_API_KEY=key),
-        stderr=log,
-    )
-    try:
-        wait_for_port(port, timeout=60)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    with http_mcp_of(server, key, tmp_path_factory.mktemp("mcp-conformance")) as url:
+        yield url
 
 
 def _outcomes(results: Path) -> dict[str, list[dict[str, object]]]:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,14 +93,11 @@ async def test_stdio_serves_the_tenants_agents_and_chat(
         assert ghost.is_error and "No agent named 'ghost'" in text(ghost)
 
 
-@pytest.fixture(scope="module")
-def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`aigrid mcp --http` for tenant globex, found by its own key (no admin key anywhere)."""
-    key = server.new_tenant_key("globex")
-    save_agent(server, key, name="broken", model="no-such-model")
-    save_agent(server, key, name="careful", tools=["notify.owner"], approval=["notify.owner"])
+@contextmanager
+def http_mcp_of(server: LiveServer, key: str, logs: Path) -> Iterator[str]:
+    """`aigrid mcp --http` for the tenant of ``key`` (no admin key anywhere): its URL while it runs."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("mcp-http") / "stderr.log").open("wb")
+    log = (logs / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "aigrid", "mcp", "--http", str(port)],
         env=mcp_env(server, AIGRID_API_KEY=key),
@@ -111,6 +110,16 @@ def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> It
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`aigrid mcp --http` for tenant globex, found by its own key."""
+    key = server.new_tenant_key("globex")
+    save_agent(server, key, name="broken", model="no-such-model")
+    save_agent(server, key, name="careful", tools=["notify.owner"], approval=["notify.owner"])
+    with http_mcp_of(server, key, tmp_path_factory.mktemp("mcp-http")) as url:
+        yield url
 
 
 async def test_http_reports_failures_as_tool_errors(http_mcp: str, upstream: RecordingUpstream) -> None:
