@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 from mcp import Client
 from mcp_types import LoggingMessageNotificationParams
 from tests.cli.test_mcp_server import http_mcp_of, save_agent, text, tool_call
-from tests.support import LiveServer, RecordingUpstream
+from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +145,36 @@ async def test_a_wait_for_approval_and_a_failure_are_logged_with_what_to_do(
         level, line = logs.lines()[-1]
         assert failed.is_error and level == "error"
         assert line.startswith("the process failed: ") and "no-such-model" in line
+
+
+async def state_of(server: LiveServer, pid: str, state: str) -> dict[str, Any]:
+    """The process once it is in ``state``, which the server changes with no event to wait on."""
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30) as http:
+        async with asyncio.timeout(15):
+            while True:
+                process: dict[str, Any] = (await http.get(f"{server.url}/v1/processes/{pid}")).json()
+                if process["state"] == state:
+                    return process
+                await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_call_the_client_cancels_kills_its_process(
+    server: LiveServer, mcp_url: str, upstream: RecordingUpstream, mode: Any
+) -> None:
+    started: list[str] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        if done == 0:
+            started.append(str(message).split()[1])
+
+    upstream.delay_s = 5.0  # the model takes its time: the call is cancelled while it thinks
+    try:
+        async with Client(mcp_url, cache=None, mode=mode) as client:
+            with anyio.move_on_after(1.5) as waited:
+                await client.call_tool("agent_clock", {"input": "slowly"}, progress_callback=progress)
+            assert waited.cancelled_caught and len(started) == 1
+            killed = await state_of(server, started[0], "killed")
+            assert killed["reason"] == "killed by a signal"
+    finally:
+        upstream.delay_s = 0.0

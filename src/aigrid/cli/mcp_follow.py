@@ -8,15 +8,20 @@ notification is larger than the last (the protocol asks for that) and the last o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
+
+import anyio
 
 from aigrid.cli.mcp_grid import Grid, GridError
 
 POLL_S = 0.2
 # The first polls come sooner: a one-step agent is often done within a few tens of milliseconds.
 FIRST_POLL_S = 0.025
+# How long a cancelled call waits for aigrid to kill its process.
+KILL_S = 5.0
 # A tool's failure is logged with the start of what it said: enough to see why, not a page of it.
 _SAID = 300
 
@@ -88,9 +93,22 @@ class Follower:
         self._waiting: dict[str, str] = {}  # call id -> approval id, for calls still waiting
 
     async def run(self, text: str) -> str:
-        """Run the agent on ``text`` and wait for its result, reporting as it goes."""
+        """Run the agent on ``text`` and wait for its result, reporting as it goes.
+
+        A call the client cancels kills the process: nobody waits for its answer any more, and an
+        agent should not go on acting for nobody.
+        """
         process = await self._grid.start(self._agent, text)
         pid = str(process["pid"])
+        try:
+            return await self._follow(pid, process)
+        except asyncio.CancelledError:
+            # Shielded, and bounded: the kill must get out although this task is being cancelled.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_S), contextlib.suppress(GridError):
+                await self._grid.kill(pid)
+            raise
+
+    async def _follow(self, pid: str, process: dict[str, Any]) -> str:
         await self._reporter.progress(0, None, f"process {pid} started")
         deadline, delay = time.monotonic() + self._grid.timeout_s, FIRST_POLL_S
         while True:

@@ -101,6 +101,10 @@ class Grid:
         """One of the tenant's processes; a GridError (404) for another tenant's or none."""
         return await self._call("GET", f"/v1/processes/{quote(pid, safe='')}")
 
+    async def kill(self, pid: str) -> dict[str, Any]:
+        """Kill one of the tenant's processes (a GridError, 409, when it has already ended)."""
+        return await self._call("POST", f"/v1/processes/{quote(pid, safe='')}/kill")
+
     async def journal(self, pid: str, after: int = 0) -> list[dict[str, Any]]:
         """A process's journaled steps after step ``after``, in order."""
         return await self._listing(f"/v1/processes/{quote(pid, safe='')}/journal", {"after": str(after)})
