@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, LoggingMessageNotificationParams, TextContent, TextResourceContents
 from tests.support import (
     ADMIN_KEY,
     LiveServer,
@@ -91,6 +92,53 @@ async def test_stdio_serves_the_tenants_agents_and_chat(
         assert no_model.is_error and "local" in text(no_model)
         ghost = await client.call_tool("agent_ghost", {"input": "boo"})
         assert ghost.is_error and "No agent named 'ghost'" in text(ghost)
+
+
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")  # 2025-11-25 clients use it
+async def test_stdio_with_the_admin_key_logs_reports_and_reads_the_named_tenants_things(
+    server: LiveServer, upstream: RecordingUpstream
+) -> None:
+    server.new_tenant_key("stark")
+    save_agent(server, ADMIN_KEY, tenant="stark", name="clock", tools=["time.now"])
+    server.new_tenant_key("hammer")
+    save_agent(server, ADMIN_KEY, tenant="hammer", name="rival")
+    started = server.admin(
+        "POST", "/v1/processes", json={"agent": "rival", "input": "hi", "tenant": "hammer"}
+    )
+    rivals = started.json()["pid"]
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "aigrid", "mcp", "--tenant", "stark"],
+        env=mcp_env(server, AIGRID_ADMIN_KEY=ADMIN_KEY),
+    )
+    logged: list[str] = []
+    reported: list[float] = []
+
+    async def log(params: LoggingMessageNotificationParams) -> None:
+        logged.append(f"{params.level} {params.data['message']}")
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        reported.append(done)
+
+    async with Client(params, cache=None, mode="legacy", logging_callback=log) as client:
+        await client.set_logging_level("debug")
+        upstream.script[:] = [tool_call("time__now", {}), {"role": "assistant", "content": "Noon."}]
+        ran = await client.call_tool("agent_clock", {"input": "time?"}, progress_callback=progress)
+        assert text(ran) == "Noon." and reported[0] == 0 and reported[-1] == 7
+        assert logged[:3] == [
+            "debug asking the model (2 messages, 4 tools)",
+            "info the model calls time__now",
+            "info calling time.now",
+        ]
+
+        spec = (await client.read_resource("aigrid://agents/clock")).contents[0]
+        assert isinstance(spec, TextResourceContents) and json.loads(spec.text)["tenant"] == "stark"
+        journals = [r for r in (await client.list_resources()).resources if "journal" in str(r.uri)]
+        assert len(journals) == 1, "only the named tenant's processes"
+        theirs = f"aigrid://processes/{rivals}/journal"
+        with pytest.raises(MCPError, match="Resource not found") as raised:
+            await client.read_resource(theirs)
+        assert raised.value.data == {"uri": theirs}, "the admin key reads no other tenant's journal here"
 
 
 @contextmanager

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import anyio
-
 from aigrid.cli.mcp_grid import Grid, GridError
 
 POLL_S = 0.2
@@ -103,6 +101,8 @@ class Follower:
         try:
             return await self._follow(pid, process)
         except asyncio.CancelledError:
+            import anyio  # the SDK's own async layer, imported only when `aigrid mcp` runs
+
             # Shielded, and bounded: the kill must get out although this task is being cancelled.
             with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_S), contextlib.suppress(GridError):
                 await self._grid.kill(pid)

@@ -31,6 +31,7 @@ class Grid:
         self._http = http
         # The admin key names the tenant on every call; a tenant key's own tenant needs no naming.
         self._scope = {"tenant": tenant} if tenant else {}
+        self._tenant = tenant
         self.timeout_s = timeout_s
 
     async def _call(
@@ -99,7 +100,11 @@ class Grid:
 
     async def process(self, pid: str) -> dict[str, Any]:
         """One of the tenant's processes; a GridError (404) for another tenant's or none."""
-        return await self._call("GET", f"/v1/processes/{quote(pid, safe='')}")
+        process = await self._call("GET", f"/v1/processes/{quote(pid, safe='')}")
+        # The admin key reads every tenant's processes: served for one tenant, it shows that one's only.
+        if self._tenant is not None and process.get("tenant") != self._tenant:
+            raise GridError(f"No process {pid}.", 404)
+        return process
 
     async def kill(self, pid: str) -> dict[str, Any]:
         """Kill one of the tenant's processes (a GridError, 409, when it has already ended)."""

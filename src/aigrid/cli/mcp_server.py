@@ -1,4 +1,4 @@
-"""`aigrid mcp`: a tenant's agents, and the grid's chat, as tools for other MCP clients."""
+"""`aigrid mcp`: a tenant's agents, and the grid's chat, as tools (and resources, prompts) for MCP clients."""
 
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ def mcp(
         float, typer.Option(min=1, help="Seconds an agent may run before its tool call gives up.")
     ] = 300.0,
 ) -> None:
-    """Serve a tenant's agents, and the grid's chat, as MCP tools over stdio (or HTTP with --http)."""
+    """Serve a tenant's agents, chat, specs, journals and inbox over MCP: stdio (or HTTP with --http)."""
     try:
         if not key and not tenant:
             raise CLIError("name a tenant with --tenant (admin key), or give a tenant's key with --key", 2)
