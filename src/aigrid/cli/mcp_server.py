@@ -1,29 +1,51 @@
-"""`aigrid mcp`: a tenant's agents, and the grid's chat, as tools for other MCP clients."""
+"""`aigrid mcp`: a tenant's agents, and the grid's chat, as tools (and resources, prompts) for MCP clients."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING, Annotated, Any
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import httpx
 import typer
 from rich.console import Console
 
 from aigrid import __version__
-from aigrid.cli.client import CLIError, admin_key, error_message, server_url
+from aigrid.cli import mcp_prompts, mcp_resources
+from aigrid.cli.client import CLIError, admin_key, server_url
 from aigrid.cli.common import fail
+from aigrid.cli.mcp_follow import Follower, Level
+from aigrid.cli.mcp_grid import Grid, GridError
 
 if TYPE_CHECKING:
     # The SDK takes most of a second to import: only `aigrid mcp` pays for it, at run time.
     from mcp.server.context import ServerRequestContext
     from mcp.server.lowlevel import Server
-    from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams, Tool
+    from mcp_types import (
+        CallToolRequestParams,
+        CallToolResult,
+        CompleteRequestParams,
+        CompleteResult,
+        EmptyResult,
+        GetPromptRequestParams,
+        GetPromptResult,
+        ListPromptsResult,
+        ListResourcesResult,
+        ListResourceTemplatesResult,
+        ListToolsResult,
+        PaginatedRequestParams,
+        ReadResourceRequestParams,
+        ReadResourceResult,
+        SetLevelRequestParams,
+        Tool,
+    )
 
 AGENT_PREFIX = "agent_"
-POLL_S = 0.2
-# The first polls come sooner: a one-step agent is often done within a few tens of milliseconds.
-FIRST_POLL_S = 0.025
+LEVELS: tuple[Level, ...] = get_args(Level)  # least severe first
+# Until a client sets a level, steps are logged from "info" up: what happened, not each model request.
+DEFAULT_LEVEL: Level = "info"
+# Sessions whose level is kept: the most recently set; an older one falls back to the default.
+LEVEL_SESSIONS = 1024
 CONNECT_TIMEOUT_S = 10.0
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _AGENT_SCHEMA: dict[str, Any] = {
@@ -39,112 +61,6 @@ _CHAT_SCHEMA: dict[str, Any] = {
     },
     "required": ["prompt"],
 }
-
-
-class GridError(Exception):
-    """A call to aigrid that failed; the message is what the MCP client is told."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class Grid:
-    """aigrid's HTTP API as one tenant sees it: its agents, their processes, and chat."""
-
-    def __init__(self, http: httpx.AsyncClient, tenant: str | None, timeout_s: float) -> None:
-        self._http = http
-        # The admin key names the tenant on every call; a tenant key's own tenant needs no naming.
-        self._scope = {"tenant": tenant} if tenant else {}
-        self.timeout_s = timeout_s
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: dict[str, str] | None = None,
-        body: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        where = str(self._http.base_url).rstrip("/")
-        try:
-            response = await self._http.request(method, path, params=params, json=body)
-        except httpx.ConnectError:
-            raise GridError(f"cannot reach aigrid at {where} (is 'aigrid serve' running?)") from None
-        except httpx.TimeoutException:
-            raise GridError(f"aigrid at {where} did not answer {method} {path} in time") from None
-        except httpx.HTTPError as exc:
-            raise GridError(f"request to aigrid at {where} failed: {exc}") from exc
-        if response.is_error:
-            raise GridError(error_message(response))
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise GridError(f"aigrid at {where} answered {method} {path} with no JSON object")
-        return data
-
-    async def agents(self) -> list[dict[str, Any]]:
-        """The tenant's agents, the newest version of each."""
-        listing = await self._call("GET", "/v1/agents", params=self._scope)
-        return [a for a in listing.get("data", []) if isinstance(a, dict) and isinstance(a.get("name"), str)]
-
-    async def models(self) -> list[str]:
-        """The names of the models the grid serves."""
-        listing = await self._call("GET", "/v1/models")
-        return [str(m["id"]) for m in listing.get("data", []) if isinstance(m, dict) and "id" in m]
-
-    async def chat(self, prompt: str, model: str) -> str:
-        """The assistant's answer to one user message."""
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-        answer = await self._call("POST", "/v1/chat/completions", body=body)
-        choices = answer.get("choices") or [{}]
-        message = choices[0].get("message") if isinstance(choices[0], dict) else None
-        content = message.get("content") if isinstance(message, dict) else None
-        return content if isinstance(content, str) else ""
-
-    async def run(self, agent: str, text: str) -> str:
-        """Run an agent on ``text`` and wait for its result; a GridError if it ends or waits without one."""
-        process = await self._call(
-            "POST", "/v1/processes", body={"agent": agent, "input": text, **self._scope}
-        )
-        pid = str(process["pid"])
-        deadline, delay = time.monotonic() + self.timeout_s, FIRST_POLL_S
-        while True:
-            state, reason = process.get("state"), process.get("reason") or "no reason given"
-            if state == "done":
-                return str(process.get("result") or "")
-            if state in ("failed", "killed"):
-                raise GridError(f"agent '{agent}' {state} (process {pid}): {reason}")
-            # A process that waits for a person or a budget could wait for days: say how to move it on.
-            if state == "waiting_approval":
-                raise GridError(await self._approval_note(agent, pid, reason))
-            if state == "suspended":
-                raise GridError(
-                    f"agent '{agent}' is suspended (process {pid}): {reason}. It goes on when its budget "
-                    f"allows, or after `aigrid resume {pid}`; follow it with `aigrid logs {pid}`."
-                )
-            if time.monotonic() >= deadline:
-                raise GridError(
-                    f"agent '{agent}' did not finish within {self.timeout_s:g} s; its process {pid} is "
-                    f"still {state}: follow it with `aigrid logs {pid}`."
-                )
-            await asyncio.sleep(delay)
-            delay = min(POLL_S, delay * 2)
-            process = await self._call("GET", f"/v1/processes/{pid}")
-
-    async def _approval_note(self, agent: str, pid: str, reason: str) -> str:
-        try:
-            waiting = (await self._call("GET", "/v1/approvals", params=self._scope)).get("data", [])
-        except GridError:
-            waiting = []
-        ids = [str(a["id"]) for a in waiting if isinstance(a, dict) and a.get("pid") == pid]
-        how = f"`aigrid approve {ids[0]}` (or `aigrid deny {ids[0]}`)" if ids else "`aigrid approvals`"
-        return (
-            f"agent '{agent}' waits for a person's approval (process {pid}, {reason}): "
-            f"decide with {how}, then follow it with `aigrid logs {pid}`."
-        )
 
 
 def _agent_tool(agent: dict[str, Any]) -> Tool:
@@ -185,11 +101,82 @@ def _text(arguments: dict[str, Any], name: str, default: str | None = None) -> s
     return value
 
 
+def _session(ctx: ServerRequestContext[Any]) -> str | None:
+    """The MCP session a request belongs to: its Mcp-Session-Id over HTTP; stdio has one (None)."""
+    from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+
+    headers = getattr(ctx.request, "headers", None)
+    return headers.get(MCP_SESSION_ID_HEADER) if headers is not None else None
+
+
+class LogLevels:
+    """The level each session asked for with logging/setLevel (protocol versions up to 2025-11-25)."""
+
+    def __init__(self, sessions: int = LEVEL_SESSIONS) -> None:
+        self._levels: OrderedDict[str | None, Level] = OrderedDict()
+        self._sessions = sessions
+
+    def set(self, session: str | None, level: Level) -> None:
+        """Keep ``session``'s level, forgetting the least recently set session's beyond the bound."""
+        self._levels[session] = level
+        self._levels.move_to_end(session)
+        while len(self._levels) > self._sessions:
+            self._levels.popitem(last=False)
+
+    def allows(self, ctx: ServerRequestContext[Any], level: Level) -> bool:
+        """Whether a log message at ``level`` may go to the client of ``ctx``'s request."""
+        from mcp_types import LOG_LEVEL_META_KEY
+        from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # From 2026-07-28 each request opts in through its _meta, and nothing is sent without it.
+            asked = (ctx.meta or {}).get(LOG_LEVEL_META_KEY)
+            least = asked if asked in LEVELS else None
+        else:
+            least = self._levels.get(_session(ctx), DEFAULT_LEVEL)
+        return least is not None and LEVELS.index(level) >= LEVELS.index(least)
+
+
+class RequestReporter:
+    """A tool call's progress and log messages, sent on that call's own stream."""
+
+    def __init__(self, ctx: ServerRequestContext[Any], levels: LogLevels) -> None:
+        self._ctx, self._levels = ctx, levels
+
+    async def progress(self, done: float, total: float | None, message: str) -> None:
+        """A progress notification, when the call asked for progress with a token."""
+        await self._ctx.session.report_progress(done, total, message)
+
+    async def log(self, level: Level, logger: str, data: dict[str, Any]) -> None:
+        """A notifications/message, when the client's level lets it through."""
+        from mcp_types import LoggingMessageNotification, LoggingMessageNotificationParams
+
+        if not self._levels.allows(self._ctx, level):
+            return
+        params = LoggingMessageNotificationParams(level=level, logger=logger, data=data)
+        await self._ctx.session.send_notification(
+            LoggingMessageNotification(params=params), related_request_id=self._ctx.request_id
+        )
+
+
 def build_server(grid: Grid) -> Server[Any]:
-    """The MCP server: its tools are read from aigrid at each listing, and call aigrid when called."""
+    """The MCP server: tools, resources and prompts read from aigrid at each request."""
     from mcp.server.lowlevel import Server
     from mcp.shared.exceptions import MCPError
-    from mcp_types import INTERNAL_ERROR, CallToolResult, ListToolsResult, TextContent
+    from mcp_types import (
+        INTERNAL_ERROR,
+        CallToolResult,
+        CompleteResult,
+        EmptyResult,
+        ListPromptsResult,
+        ListResourcesResult,
+        ListResourceTemplatesResult,
+        ListToolsResult,
+        SetLevelRequestParams,
+        TextContent,
+    )
+
+    levels = LogLevels()
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
@@ -206,21 +193,74 @@ def build_server(grid: Grid) -> Server[Any]:
             if name == "chat":
                 text = await grid.chat(_text(arguments, "prompt"), _text(arguments, "model", "local"))
             elif name.startswith(AGENT_PREFIX):
-                text = await grid.run(name.removeprefix(AGENT_PREFIX), _text(arguments, "input"))
+                follower = Follower(grid, name.removeprefix(AGENT_PREFIX), RequestReporter(ctx, levels))
+                text = await follower.run(_text(arguments, "input"))
             else:
                 raise GridError(f"Unknown tool: {name}")
         except GridError as exc:
             return CallToolResult(content=[TextContent(type="text", text=exc.message)], is_error=True)
         return CallToolResult(content=[TextContent(type="text", text=text)])
 
-    return Server(
+    async def set_level(ctx: ServerRequestContext[Any], params: SetLevelRequestParams) -> EmptyResult:
+        levels.set(_session(ctx), params.level)
+        return EmptyResult()
+
+    async def list_resources(
+        ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        try:
+            return ListResourcesResult(resources=await mcp_resources.list_resources(grid))
+        except GridError as exc:
+            raise mcp_resources.grid_failed(exc) from exc
+
+    async def list_templates(
+        ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListResourceTemplatesResult:
+        return ListResourceTemplatesResult(resource_templates=mcp_resources.templates())
+
+    async def read_resource(
+        ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
+    ) -> ReadResourceResult:
+        return await mcp_resources.read_resource(grid, str(params.uri))
+
+    async def list_prompts(
+        ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListPromptsResult:
+        return ListPromptsResult(prompts=mcp_prompts.prompts())
+
+    async def get_prompt(ctx: ServerRequestContext[Any], params: GetPromptRequestParams) -> GetPromptResult:
+        return await mcp_prompts.get_prompt(grid, params.name, params.arguments)
+
+    async def complete(ctx: ServerRequestContext[Any], params: CompleteRequestParams) -> CompleteResult:
+        ref = params.ref
+        named = f"prompt:{ref.name}" if ref.type == "ref/prompt" else f"resource:{ref.uri}"
+        argument = params.argument
+        return CompleteResult(
+            completion=await mcp_prompts.complete(grid, named, argument.name, argument.value)
+        )
+
+    server: Server[Any] = Server(
         "aigrid",
         version=__version__,
-        instructions="Tools that run this tenant's aigrid agents, and `chat` with the grid's models.",
+        instructions=(
+            "Tools that run this tenant's aigrid agents, and `chat` with the grid's models; resources "
+            "with the agents' specs, processes' journals and the inbox; prompts to run, write and "
+            "explain agents."
+        ),
         get_tool_input_schema=_input_schema,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_templates,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
+        on_completion=complete,
     )
+    # Registered by hand: the constructor's on_set_logging_level warns that 2026-07-28 drops it, but
+    # clients of 2025-11-25 and before still set their level with it.
+    server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+    return server
 
 
 async def _serve(grid: Grid, port: int | None, host: str) -> None:
@@ -282,7 +322,7 @@ def mcp(
         float, typer.Option(min=1, help="Seconds an agent may run before its tool call gives up.")
     ] = 300.0,
 ) -> None:
-    """Serve a tenant's agents, and the grid's chat, as MCP tools over stdio (or HTTP with --http)."""
+    """Serve a tenant's agents, chat, specs, journals and inbox over MCP: stdio (or HTTP with --http)."""
     try:
         if not key and not tenant:
             raise CLIError("name a tenant with --tenant (admin key), or give a tenant's key with --key", 2)
