@@ -6,11 +6,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from aigrid.config import ProviderConfig
 from aigrid.kernel.providers.base import ProviderError, ToolProvider
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountError
+from aigrid.store.provider_oauth import ProviderOAuthStore
 from aigrid.store.providers import ProviderStore
 
 logger = logging.getLogger(__name__)
@@ -26,12 +28,12 @@ class ProviderStatus:
     error: str | None
 
 
-def open_provider(config: ProviderConfig) -> ToolProvider:
-    """A provider of the configured kind, not yet opened."""
+def open_provider(config: ProviderConfig, credentials: ProviderOAuthStore | None = None) -> ToolProvider:
+    """A provider of the configured kind, not yet opened (an MCP one's OAuth kept in ``credentials``)."""
     if config.kind == "mcp":
         from aigrid.kernel.providers.mcp import McpProvider
 
-        return McpProvider(config)
+        return McpProvider(config, credentials)
     from aigrid.kernel.providers.openapi import OpenApiProvider
 
     return OpenApiProvider(config)
@@ -46,13 +48,13 @@ class ProviderManager:
         store: ProviderStore,
         tenant_id: Callable[[str], int],
         configured: list[ProviderConfig],
-        factory: Callable[[ProviderConfig], ToolProvider] = open_provider,
+        factory: Callable[[ProviderConfig], ToolProvider] | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._tenant_id = tenant_id
         self._configured = configured
-        self._factory = factory
+        self._factory = factory or partial(open_provider, credentials=store.oauth)
         self._open: dict[str, ToolProvider] = {}
         self._status: dict[str, ProviderStatus] = {}
         self._lock = asyncio.Lock()
@@ -79,6 +81,8 @@ class ProviderManager:
                 status = await self._connect(config, "runtime")
             except ProviderError as exc:
                 self._status.pop(config.name, None)
+                if config.oauth is not None:  # the client secret given with it goes too
+                    await asyncio.to_thread(self._store.oauth.forget, config.name)
                 raise AccountError(400, str(exc)) from exc
             try:
                 await asyncio.to_thread(self._store.save, config, manifest)
