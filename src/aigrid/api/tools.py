@@ -17,6 +17,7 @@ from aigrid.errors import bad_request
 from aigrid.kernel.providers.manager import ProviderStatus
 from aigrid.store.inbox import InboxStore
 from aigrid.store.memory import TENANT_WIDE, MemoryRecord, MemoryStore
+from aigrid.store.provider_oauth import OAuthRecord, ProviderOAuthStore
 
 _MAX_PROVIDER_BYTES = 64 << 10
 
@@ -48,12 +49,34 @@ async def list_tools(request: Request) -> Response:
     return json_response({"object": "list", "data": data})
 
 
-def _provider_object(status: ProviderStatus) -> dict[str, Any]:
+def _auth_object(status: ProviderStatus, record: OAuthRecord | None) -> dict[str, Any] | None:
+    """How the provider authenticates, and for OAuth whether it holds a token: never the secrets."""
+    oauth = status.config.oauth
+    if oauth is None:
+        headers = status.config.headers
+        return {"type": "header"} if any(h.lower() == "authorization" for h in headers) else None
+    expires_at = None if record is None or record.expires_at_us is None else record.expires_at_us // 1_000_000
+    has_client = record is not None and record.client is not None
+    return {
+        "type": "oauth",
+        "grant": oauth.grant,
+        "client": ("registered" if record.registered else "given") if record and has_client else "none",
+        "client_id": oauth.client_id,
+        "scope": oauth.scope,
+        "issuer": oauth.issuer or (None if record is None else record.issuer),
+        "authorised": record is not None and record.tokens is not None,
+        "expires_at": expires_at,
+    }
+
+
+def _provider_object(status: ProviderStatus, record: OAuthRecord | None = None) -> dict[str, Any]:
     config = status.config.model_dump(mode="json", exclude_defaults=True)
     # Header and environment values are often secrets: their names are enough to show.
     for field in ("headers", "env"):
         if field in config:
             config[field] = dict.fromkeys(config[field], "***")
+    if "client_secret" in config.get("oauth", {}):
+        config["oauth"]["client_secret"] = "***"
     return {
         "object": "tool.provider",
         "name": status.config.name,
@@ -63,6 +86,7 @@ def _provider_object(status: ProviderStatus) -> dict[str, Any]:
         "error": status.error,
         "tools": list(status.tools),
         "config": config,
+        "auth": _auth_object(status, record),
     }
 
 
@@ -70,7 +94,8 @@ async def list_providers(request: Request) -> Response:
     """GET /admin/tools/providers: every provider, its tools, or why it is down."""
     state = state_of(request)
     state.keyring.require_admin(request)
-    data = [_provider_object(s) for s in state.providers.statuses()]
+    records = await call_store(ProviderOAuthStore(state.engine).all)
+    data = [_provider_object(s, records.get(s.config.name)) for s in state.providers.statuses()]
     return json_response({"object": "list", "data": data})
 
 
@@ -85,7 +110,8 @@ async def add_provider(request: Request) -> Response:
         ProviderConfig, json_object(raw, "The body must be a JSON object: a provider."), "provider"
     )
     status = await call_store_async(state.providers.add(config))
-    return json_response(_provider_object(status), status=201)
+    record = await call_store(ProviderOAuthStore(state.engine).get, config.name)
+    return json_response(_provider_object(status, record), status=201)
 
 
 async def remove_provider(request: Request) -> Response:

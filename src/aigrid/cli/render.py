@@ -381,11 +381,24 @@ def providers(result: dict[str, Any]) -> Table:
             p["origin"],
             p.get("config", {}).get("tenant") or "all",
             p["state"] if p["state"] == "up" else f"down: {p['error']}",
+            _auth(p.get("auth")),
             len(p["tools"]),
         )
         for p in result["data"]
     )
-    return _table("tool providers", ("name", "source", "from", "tenant", "state", "tools"), rows)
+    return _table("tool providers", ("name", "source", "from", "tenant", "state", "auth", "tools"), rows)
+
+
+def _auth(auth: dict[str, Any] | None) -> str:
+    """A provider's authentication in a few words: a header, or OAuth and whether it holds a token."""
+    if not auth:
+        return ""
+    if auth["type"] != "oauth":
+        return str(auth["type"])
+    state = "token" if auth["authorised"] else "no token"
+    if auth["authorised"] and auth.get("expires_at"):
+        state += f" until {when(auth['expires_at'] * 1_000_000)}"
+    return f"oauth ({auth['client']} client, {state})"
 
 
 def provider(result: dict[str, Any]) -> Text:

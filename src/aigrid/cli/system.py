@@ -46,12 +46,35 @@ def tool_add(
     env: Annotated[list[str], typer.Option(help="'NAME=value' for the MCP server's environment.")] = [],  # noqa: B006
     tenant: TenantFilter = None,
     timeout: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds a call may take.")] = 30.0,
+    oauth: Annotated[
+        bool, typer.Option(help="OAuth (client_credentials); without a client id, one is registered.")
+    ] = False,
+    oauth_client_id: Annotated[str | None, typer.Option(help="OAuth client id (implies --oauth).")] = None,
+    oauth_client_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="OAuth client secret (or the environment's AIGRID_OAUTH_CLIENT_SECRET).",
+            envvar="AIGRID_OAUTH_CLIENT_SECRET",
+        ),
+    ] = None,
+    oauth_scope: Annotated[str | None, typer.Option(help="OAuth scopes to ask for, space-separated.")] = None,
+    oauth_issuer: Annotated[
+        str | None, typer.Option(help="The authorization server's issuer URL (else the first one seen).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Open an MCP server or an OpenAPI service; every tool it has can be granted to agents."""
     config = provider_config(name, command, url, openapi, base_url, header, env, timeout)
     if tenant:
         config["tenant"] = tenant
+    section = {
+        "client_id": oauth_client_id,
+        "client_secret": oauth_client_secret,
+        "scope": oauth_scope,
+        "issuer": oauth_issuer,
+    }
+    if oauth or any(value is not None for value in section.values()):
+        config["oauth"] = {key: value for key, value in section.items() if value is not None}
     call(as_json, lambda c: c.add_provider(config), render.provider)
 
 
