@@ -206,3 +206,26 @@ async def test_a_failed_refresh_and_refused_client_fail_the_call_clearly(
     assert "the token expired and refreshing it failed (401: " in message
     assert "the authorization server gave no token" in message
     assert "check the oauth client_id and client_secret" in message
+
+
+async def test_the_first_authorization_server_is_pinned_and_another_one_refused(
+    oauth_protected_mcp_server: OAuthProtectedMcpServer, credentials: ProviderOAuthStore
+) -> None:
+    server = oauth_protected_mcp_server
+    provider = McpProvider(config(server, client_id=CLIENT, client_secret=SECRET), credentials)
+    try:
+        await opened(provider)
+    finally:
+        await provider.close()
+    # As if the first token had come from elsewhere: this server's authorization server is now another one.
+    credentials.pin_issuer("vault", "https://auth.elsewhere.example")
+    server.revoke_all()
+    provider = McpProvider(config(server, client_id=CLIENT), credentials)
+    with pytest.raises(ProviderError) as failed:
+        await provider.open()
+    await provider.close()
+    message = str(failed.value)
+    assert "401 Unauthorized" in message
+    assert "another authorization server than the pinned at the first token one" not in message
+    assert "than the one pinned at the first token (https://auth.elsewhere.example)" in message
+    assert server.grants == ["client_credentials"], "the secret was not sent to the other server"

@@ -181,9 +181,9 @@ def oauth_failure(exc: BaseException, auth: MachineOAuth) -> str | None:
             "client_id and client_secret made for it on the authorization server"
         )
     if "issuer mismatch" in said or "for configured issuer" in said:
-        origin = "configured" if oauth.issuer else "pinned at the first token"
+        origin = "configured one" if oauth.issuer else "one pinned at the first token"
         return (
-            f"the server sent aigrid to another authorization server than the {origin} one "
+            f"the server sent aigrid to another authorization server than the {origin} "
             f"({auth.issuer}): {said}; if that is expected, add the provider again"
         )
     expired = ""
