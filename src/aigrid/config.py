@@ -186,9 +186,10 @@ class LearnConfig(_Strict):
 
 
 class OAuthConfig(_Strict):
-    """OAuth for an MCP server over HTTP: the client_credentials grant, with a client given or registered."""
+    """OAuth for an MCP server over HTTP: client_credentials or an admin's login; its client given or made."""
 
-    grant: Literal["client_credentials"] = "client_credentials"
+    # authorization_code: an admin logs in once (aigrid tool login); then the refresh token carries on.
+    grant: Literal["client_credentials", "authorization_code"] = "client_credentials"
     # None: register a client dynamically (RFC 7591) where the authorization server offers it.
     client_id: str | None = Field(default=None, min_length=1, max_length=512)
     # Kept in the database's oauth table, never in the provider's kept config; repr shows no secret.
@@ -198,6 +199,11 @@ class OAuthConfig(_Strict):
     # one discovered is trusted and then kept (pinned) for this provider.
     issuer: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
     token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    # Where the authorization server sends the admin's browser back (authorization_code only); nothing
+    # need listen there: the admin pastes the address the browser was sent to.
+    redirect_uri: str = Field(
+        default="http://127.0.0.1:8976/oauth/callback", pattern=r"^https?://", max_length=2000
+    )
 
     @model_validator(mode="after")
     def _secret_has_an_id(self) -> OAuthConfig:

@@ -253,6 +253,54 @@ def test_an_oauth_provider_is_added_authorised_kept_and_its_secrets_never_shown(
         running.stop()
 
 
+def test_an_admin_logs_in_with_the_cli_for_an_authorization_code_provider(server: LiveServer) -> None:
+    double = OAuthProtectedMcpServer(free_port(), clients={"aigrid": "login-secret"})
+    running = Running(double)
+    try:
+        added = aigrid(
+            server,
+            "tool",
+            "add",
+            "notes",
+            "--url",
+            double.url,
+            "--oauth-login",
+            "--oauth-client-id",
+            "aigrid",
+            "--oauth-client-secret",
+            "login-secret",
+        )
+        assert added.returncode == 0, added.stderr
+        assert "kept, but down" in added.stdout and "run `aigrid tool login notes`" in added.stdout
+
+        early = server.admin(
+            "POST", "/admin/tools/providers/notes/login/callback", json={"redirect_url": "x"}
+        )
+        assert early.status_code == 409
+        started = aigrid(server, "tool", "login", "notes", "--start", "--json")
+        assert started.returncode == 0, started.stderr
+        url = json.loads(started.stdout)["authorization_url"]
+        assert url.startswith(f"{double.base}/authorize?")
+        bad = server.admin("POST", "/admin/tools/providers/notes/login/callback", json={"redirect_url": 5})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "redirect_url"
+        sent_back = httpx.get(url).headers["location"]
+        finished = aigrid(server, "tool", "login", "notes", "--finish", sent_back)
+        assert finished.returncode == 0, finished.stderr
+        assert "Tool provider notes is up with 2 tool(s)" in finished.stdout
+
+        (notes,) = [
+            p for p in server.admin("GET", "/admin/tools/providers").json()["data"] if p["name"] == "notes"
+        ]
+        assert notes["state"] == "up" and notes["auth"]["grant"] == "authorization_code"
+        assert notes["auth"]["authorised"] is True
+        assert double.grants == ["authorization_code"]
+        wrong = aigrid(server, "tool", "login", "vault-none")
+        assert wrong.returncode != 0 and "No tool provider named 'vault-none'" in wrong.stderr
+        assert aigrid(server, "tool", "rm", "notes").returncode == 0
+    finally:
+        running.stop()
+
+
 def test_memory_and_the_inbox_are_each_tenants_own(server: LiveServer, upstream: RecordingUpstream) -> None:
     key = server.new_tenant_key("umbrella")
     other = server.new_tenant_key("cyberdyne")

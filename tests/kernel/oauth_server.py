@@ -3,20 +3,22 @@
 The MCP side is the SDK's own resource server (``MCPServer`` with ``AuthSettings`` and a token
 verifier: the 401 with ``WWW-Authenticate: Bearer resource_metadata=...``, and the RFC 9728
 metadata). The authorization side publishes RFC 8414 metadata built by the SDK's
-``build_metadata``; its token endpoint (client_credentials, refresh_token) and registration
-endpoint (RFC 7591) are written here, since the SDK's handlers serve the authorization-code grant
-only. Everything it did is recorded for the tests to check.
+``build_metadata``; its authorization endpoint (which agrees at once and redirects), token
+endpoint (client_credentials, authorization_code with PKCE, refresh_token) and registration
+endpoint (RFC 7591) are written here: the SDK's handlers want a full provider and serve no
+client_credentials grant. Everything it did is recorded for the tests to check.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 import uvicorn
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -26,7 +28,7 @@ from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, Re
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 SCOPE = "tools"
 
@@ -34,6 +36,14 @@ SCOPE = "tools"
 @dataclass
 class _Refresh:
     client_id: str
+    scope: str
+
+
+@dataclass
+class _Code:
+    client_id: str
+    challenge: str
+    redirect_uri: str
     scope: str
 
 
@@ -52,6 +62,8 @@ class OAuthProtectedMcpServer:
     grants: list[str] = field(default_factory=list)  # each token request's grant type, in order
     registered: list[dict[str, object]] = field(default_factory=list)
     refusals: int = 0  # MCP requests answered 401
+    codes: dict[str, _Code] = field(default_factory=dict)
+    deny: bool = False  # the person at the browser says no
 
     @property
     def base(self) -> str:
@@ -67,7 +79,26 @@ class OAuthProtectedMcpServer:
         """Forget every access token (a client still holding one gets 401)."""
         self.tokens.clear()
 
-    def _issue(self, client_id: str, scope: str) -> dict[str, object]:
+    async def authorize(self, request: Request) -> Response:
+        """GET /authorize: the person agrees at once; the browser goes back with a code (or a refusal)."""
+        params = request.query_params
+        if params.get("client_id") not in self.clients or params.get("code_challenge_method") != "S256":
+            return JSONResponse({"error": "invalid_request"}, 400)
+        back = {"state": params.get("state", ""), "iss": str(AnyHttpUrl(self.base))}  # as its metadata says
+        if self.deny:
+            back["error"] = "access_denied"
+        else:
+            code = secrets.token_urlsafe(12)
+            self.codes[code] = _Code(
+                params["client_id"],
+                params["code_challenge"],
+                params["redirect_uri"],
+                params.get("scope", SCOPE),
+            )
+            back["code"] = code
+        return RedirectResponse(f"{params['redirect_uri']}?{urlencode(back)}", 302)
+
+    def _issue(self, client_id: str, scope: str, refresh: bool = False) -> dict[str, object]:
         token = secrets.token_urlsafe(16)
         expires_at = int(time.time()) + self.expires_in
         self.tokens[token] = AccessToken(
@@ -79,10 +110,10 @@ class OAuthProtectedMcpServer:
             "expires_in": self.expires_in,
             "scope": scope,
         }
-        if self.refresh_tokens:
-            refresh = secrets.token_urlsafe(16)
-            self.refreshes[refresh] = _Refresh(client_id, scope)
-            answer["refresh_token"] = refresh
+        if self.refresh_tokens or refresh:
+            kept = secrets.token_urlsafe(16)
+            self.refreshes[kept] = _Refresh(client_id, scope)
+            answer["refresh_token"] = kept
         return answer
 
     def _client(self, request: Request, form: dict[str, str]) -> str | None:
@@ -98,7 +129,7 @@ class OAuthProtectedMcpServer:
         return client_id if known is not None and secrets.compare_digest(known, secret) else None
 
     async def token(self, request: Request) -> Response:
-        """POST /token: client_credentials and refresh_token grants."""
+        """POST /token: client_credentials, authorization_code (PKCE) and refresh_token grants."""
         form = {k: str(v) for k, v in (await request.form()).items()}
         grant = form.get("grant_type", "")
         self.grants.append(grant)
@@ -110,11 +141,18 @@ class OAuthProtectedMcpServer:
             if not set(scope.split()) <= {SCOPE}:
                 return JSONResponse({"error": "invalid_scope"}, 400)
             return JSONResponse(self._issue(client_id, scope), headers={"Cache-Control": "no-store"})
+        if grant == "authorization_code":
+            kept_code = self.codes.pop(form.get("code", ""), None)
+            digest = hashlib.sha256(form.get("code_verifier", "").encode()).digest()
+            challenge = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+            if kept_code is None or kept_code.client_id != client_id or kept_code.challenge != challenge:
+                return JSONResponse({"error": "invalid_grant"}, 400)
+            return JSONResponse(self._issue(client_id, kept_code.scope, refresh=True))
         if grant == "refresh_token":
             kept = self.refreshes.pop(form.get("refresh_token", ""), None)
             if self.refuse_refresh or kept is None or kept.client_id != client_id:
                 return JSONResponse({"error": "invalid_grant", "error_description": "refresh refused"}, 400)
-            return JSONResponse(self._issue(client_id, kept.scope), headers={"Cache-Control": "no-store"})
+            return JSONResponse(self._issue(client_id, kept.scope, refresh=True))
         return JSONResponse({"error": "unsupported_grant_type"}, 400)
 
     async def register(self, request: Request) -> Response:
@@ -137,7 +175,7 @@ class OAuthProtectedMcpServer:
             ClientRegistrationOptions(enabled=self.registration, valid_scopes=[SCOPE]),
             RevocationOptions(),
         )
-        built.grant_types_supported = ["client_credentials", "refresh_token"]
+        built.grant_types_supported = ["client_credentials", "authorization_code", "refresh_token"]
         return JSONResponse(built.model_dump(mode="json", exclude_none=True))
 
     async def verify_token(self, token: str) -> AccessToken | None:
@@ -171,6 +209,7 @@ def oauth_protected_mcp_app(double: OAuthProtectedMcpServer) -> MCPServer:
 
     server.custom_route("/token", methods=["POST"])(double.token)
     server.custom_route("/register", methods=["POST"])(double.register)
+    server.custom_route("/authorize", methods=["GET"])(double.authorize)
     server.custom_route("/.well-known/oauth-authorization-server", methods=["GET"])(double.metadata)
     return server
 

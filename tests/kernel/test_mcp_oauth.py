@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from tests.kernel.oauth_server import OAuthProtectedMcpServer, Running
@@ -15,10 +16,13 @@ from tests.support import free_port
 
 from aigrid.config import OAuthConfig, ProviderConfig
 from aigrid.kernel.providers.base import ProviderError
+from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.providers.mcp import McpAuthError, McpProvider
-from aigrid.kernel.tools import CallContext, Tool
+from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
+from aigrid.store.accounts import AccountError
 from aigrid.store.db import make_engine, migrate
 from aigrid.store.provider_oauth import ProviderOAuthStore
+from aigrid.store.providers import ProviderStore
 
 CTX = CallContext(tenant_id=1, pid="p-1", agent="a", idempotency_key="p-1:1")
 CLIENT, SECRET = "aigrid-test", "s3cret-value"
@@ -229,3 +233,62 @@ async def test_the_first_authorization_server_is_pinned_and_another_one_refused(
     assert "another authorization server than the pinned at the first token one" not in message
     assert "than the one pinned at the first token (https://auth.elsewhere.example)" in message
     assert server.grants == ["client_credentials"], "the secret was not sent to the other server"
+
+
+# --- the authorization-code grant: an admin logs in once ---
+
+
+async def test_an_admin_logs_in_once_and_the_provider_opens_with_the_tokens(
+    oauth_protected_mcp_server: OAuthProtectedMcpServer, tmp_path: Path
+) -> None:
+    server = oauth_protected_mcp_server
+    engine = make_engine(f"sqlite:///{tmp_path / 'login.db'}")
+    migrate(engine)
+    registry = ToolRegistry()
+    manager = ProviderManager(registry, ProviderStore(engine), lambda _: 1, [])
+    login = config(server, grant="authorization_code", client_id=CLIENT, client_secret=SECRET)
+    try:
+        added = await manager.add(login)  # kept, down until someone logs in
+        assert added.error is not None and "run `aigrid tool login vault`" in added.error
+        assert "401 Unauthorized" in added.error
+        with pytest.raises(AccountError) as early:
+            await manager.finish_login("vault", "http://127.0.0.1:8976/oauth/callback?code=x")
+        assert early.value.status == 409
+
+        url = await manager.login("vault")
+        assert url.startswith(f"{server.base}/authorize?") and "code_challenge=" in url
+        async with httpx.AsyncClient() as browser:
+            sent_back = (await browser.get(url)).headers["location"]
+        assert sent_back.startswith("http://127.0.0.1:8976/oauth/callback?")
+        status = await manager.finish_login("vault", sent_back)
+        assert status.error is None and status.tools == ("vault.add", "vault.whoami")
+        assert server.grants == ["authorization_code"]
+        whoami = registry.get("vault.whoami")
+        assert whoami is not None and json.loads(await whoami.handler({}, CTX))["result"] == CLIENT
+
+        server.deny = True
+        refused = await manager.login("vault")
+        async with httpx.AsyncClient() as browser:
+            sent_back = (await browser.get(refused)).headers["location"]
+        with pytest.raises(AccountError, match="the authorization server refused: access_denied"):
+            await manager.finish_login("vault", sent_back)
+    finally:
+        await manager.close()
+
+
+async def test_a_login_is_only_for_the_authorization_code_grant(
+    oauth_protected_mcp_server: OAuthProtectedMcpServer, tmp_path: Path
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'login.db'}")
+    migrate(engine)
+    manager = ProviderManager(ToolRegistry(), ProviderStore(engine), lambda _: 1, [])
+    try:
+        await manager.add(config(oauth_protected_mcp_server, client_id=CLIENT, client_secret=SECRET))
+        with pytest.raises(AccountError, match="its oauth grant is not authorization_code") as refused:
+            await manager.login("vault")
+        assert refused.value.status == 400
+        with pytest.raises(AccountError) as unknown:
+            await manager.login("ghost")
+        assert unknown.value.status == 404
+    finally:
+        await manager.close()

@@ -123,6 +123,31 @@ async def remove_provider(request: Request) -> Response:
     return json_response({"object": "tool.provider", "name": name, "deleted": True})
 
 
+async def login_provider(request: Request) -> Response:
+    """POST /admin/tools/providers/{name}/login: start an admin's OAuth login; the URL to open."""
+    state = state_of(request)
+    state.keyring.require_admin(request)
+    name = request.path_params["name"]
+    url = await call_store_async(state.providers.login(name))
+    return json_response({"object": "tool.provider.login", "name": name, "authorization_url": url})
+
+
+async def finish_login(request: Request) -> Response:
+    """POST /admin/tools/providers/{name}/login/callback: ``redirect_url``, where the browser was sent."""
+    state = state_of(request)
+    state.keyring.require_admin(request)
+    name = request.path_params["name"]
+    body = json_object(await request.body(), "The body must be a JSON object with 'redirect_url'.")
+    redirect_url = body.get("redirect_url")
+    if not isinstance(redirect_url, str) or not redirect_url.strip():
+        raise bad_request(
+            "'redirect_url' must be the address the browser was sent back to.", param="redirect_url"
+        )
+    status = await call_store_async(state.providers.finish_login(name, redirect_url.strip()))
+    record = await call_store(ProviderOAuthStore(state.engine).get, name)
+    return json_response(_provider_object(status, record))
+
+
 async def audit_log(request: Request) -> Response:
     """GET /v1/audit: tool calls, newest first (``?pid=``, ``?limit=``)."""
     state = state_of(request)
@@ -242,6 +267,8 @@ routes = [
     Route("/admin/tools/providers", list_providers, methods=["GET"]),
     Route("/admin/tools/providers", add_provider, methods=["POST"]),
     Route("/admin/tools/providers/{name}", remove_provider, methods=["DELETE"]),
+    Route("/admin/tools/providers/{name}/login", login_provider, methods=["POST"]),
+    Route("/admin/tools/providers/{name}/login/callback", finish_login, methods=["POST"]),
     Route("/v1/audit", audit_log, methods=["GET"]),
     Route("/v1/memory", list_memory, methods=["GET"]),
     Route("/v1/memory", add_memory, methods=["POST"]),

@@ -401,10 +401,20 @@ def _auth(auth: dict[str, Any] | None) -> str:
     return f"oauth ({auth['client']} client, {state})"
 
 
+def login(result: dict[str, Any]) -> Text:
+    """POST /admin/tools/providers/{name}/login: the address to open."""
+    return Text(
+        f"Open this address in a browser and log in for aigrid:\n\n{result['authorization_url']}\n\n"
+        "The browser is then sent to an address that may not load: copy it from the address bar."
+    )
+
+
 def provider(result: dict[str, Any]) -> Text:
     """What adding or removing a provider did."""
     if result.get("deleted"):
         return Text(f"Tool provider {result['name']} is removed.")
+    if result.get("state") == "down":
+        return Text(f"Tool provider {result['name']} is kept, but down: {result['error']}")
     names = ", ".join(result["tools"])
     return Text(f"Tool provider {result['name']} is up with {len(result['tools'])} tool(s): {names}")
 

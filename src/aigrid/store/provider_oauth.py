@@ -70,6 +70,14 @@ class ProviderOAuthStore:
 
         self._change(provider, change)
 
+    def drop_tokens(self, provider: str) -> None:
+        """Forget the provider's tokens, keeping its client."""
+
+        def change(row: ToolProviderOAuthRow) -> None:
+            row.tokens, row.expires_at_us = None, None
+
+        self._change(provider, change)
+
     def pin_issuer(self, provider: str, issuer: str) -> None:
         """Remember the authorization server the provider's tokens come from."""
 

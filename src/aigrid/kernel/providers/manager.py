@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from aigrid.config import ProviderConfig
+from aigrid.config import OAuthConfig, ProviderConfig
 from aigrid.kernel.providers.base import ProviderError, ToolProvider
+from aigrid.kernel.providers.oauth import StoredCredentials
+from aigrid.kernel.providers.oauth_login import Login, code_from
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.provider_oauth import ProviderOAuthStore
@@ -39,6 +41,16 @@ def open_provider(config: ProviderConfig, credentials: ProviderOAuthStore | None
     return OpenApiProvider(config)
 
 
+def _needs_login(config: ProviderConfig) -> bool:
+    return config.oauth is not None and config.oauth.grant == "authorization_code"
+
+
+def _oauth(config: ProviderConfig) -> OAuthConfig:
+    if config.oauth is None:
+        raise ValueError(f"tool provider '{config.name}' has no oauth section")
+    return config.oauth
+
+
 class ProviderManager:
     """Opens providers into a tool registry, and adds, lists and removes them."""
 
@@ -58,6 +70,7 @@ class ProviderManager:
         self._open: dict[str, ToolProvider] = {}
         self._status: dict[str, ProviderStatus] = {}
         self._lock = asyncio.Lock()
+        self._logins: dict[str, Login] = {}
 
     async def start(self) -> None:
         """Open every configured and kept provider; one that fails is listed with its error."""
@@ -72,7 +85,8 @@ class ProviderManager:
     async def add(self, config: ProviderConfig, manifest: str | None = None) -> ProviderStatus:
         """Open a new provider and keep it (with a service's manifest) for later starts.
 
-        409 for a name in use, 400 if it fails to open.
+        409 for a name in use, 400 if it fails to open; one an admin logs in to (OAuth's
+        authorization_code grant) is kept down until then.
         """
         async with self._lock:
             if config.name in self._status:
@@ -80,6 +94,9 @@ class ProviderManager:
             try:
                 status = await self._connect(config, "runtime")
             except ProviderError as exc:
+                if _needs_login(config):
+                    await asyncio.to_thread(self._store.save, config, manifest)
+                    return self._status[config.name]
                 self._status.pop(config.name, None)
                 if config.oauth is not None:  # the client secret given with it goes too
                     await asyncio.to_thread(self._store.oauth.forget, config.name)
@@ -102,7 +119,59 @@ class ProviderManager:
                     409, f"Tool provider '{name}' comes from the config file; remove it there."
                 )
             await self._disconnect(name)
+            login = self._logins.pop(name, None)
+            if login is not None:
+                await login.cancel()
             await asyncio.to_thread(self._store.delete, name)
+
+    async def login(self, name: str) -> str:
+        """Start an admin's OAuth login to a provider: the URL to open in a browser.
+
+        404 unknown, 400 for a provider without the authorization_code grant or a server that fails.
+        """
+        config = self._login_config(name)
+        previous = self._logins.pop(name, None)
+        if previous is not None:
+            await previous.cancel()
+        url = config.url or ""
+        login = Login(url, StoredCredentials(self._store.oauth, name), _oauth(config), config.timeout_s)
+        try:
+            authorization_url = await login.start()
+        except ProviderError as exc:
+            raise AccountError(400, f"tool provider '{name}': the login could not start: {exc}") from exc
+        self._logins[name] = login
+        return authorization_url
+
+    async def finish_login(self, name: str, redirect_url: str) -> ProviderStatus:
+        """End a login with the address the browser was sent back to, then open the provider again.
+
+        409 without a login in progress, 400 when the code is refused.
+        """
+        config = self._login_config(name)
+        login = self._logins.pop(name, None)
+        if login is None:
+            raise AccountError(409, f"No login to tool provider '{name}' is in progress: start one first.")
+        try:
+            await login.finish(code_from(redirect_url))
+        except ProviderError as exc:
+            raise AccountError(400, f"tool provider '{name}': the login failed: {exc}") from exc
+        async with self._lock:
+            origin = self._status[name].origin if name in self._status else "runtime"
+            await self._disconnect(name)
+            try:
+                return await self._connect(config, origin)
+            except ProviderError:
+                return self._status[name]
+
+    def _login_config(self, name: str) -> ProviderConfig:
+        status = self._status.get(name)
+        if status is None:
+            raise AccountError(404, f"No tool provider named '{name}'.")
+        if not _needs_login(status.config):
+            raise AccountError(
+                400, f"Tool provider '{name}' has no OAuth login: its oauth grant is not authorization_code."
+            )
+        return status.config
 
     def statuses(self) -> list[ProviderStatus]:
         """Every provider, by name."""

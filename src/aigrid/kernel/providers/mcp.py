@@ -37,7 +37,13 @@ from mcp_types import Tool as McpTool
 
 from aigrid.config import ProviderConfig
 from aigrid.kernel.providers.base import ProviderError, tool_name
-from aigrid.kernel.providers.oauth import MachineOAuth, StoredCredentials, is_oauth_failure, oauth_failure
+from aigrid.kernel.providers.oauth import (
+    KeptOAuth,
+    StoredCredentials,
+    is_oauth_failure,
+    oauth_client,
+    oauth_failure,
+)
 from aigrid.kernel.tools import CallContext, Handler, Tool
 from aigrid.store.provider_oauth import ProviderOAuthStore
 
@@ -132,7 +138,7 @@ def _challenge(header: str) -> str:
     return f"WWW-Authenticate: {scheme}{metadata}"
 
 
-def _header_hint(headers: dict[str, str], auth: MachineOAuth | None) -> str:
+def _header_hint(headers: dict[str, str], auth: KeptOAuth | None) -> str:
     if auth is not None:
         return "the OAuth token was refused: check the oauth scope and the client's rights on that server"
     if any(name.lower() == "authorization" for name in headers):
@@ -145,7 +151,7 @@ def _header_hint(headers: dict[str, str], auth: MachineOAuth | None) -> str:
 
 
 def _status_reason(
-    status: int, answer: _HttpAnswer, exc: BaseException, headers: dict[str, str], auth: MachineOAuth | None
+    status: int, answer: _HttpAnswer, exc: BaseException, headers: dict[str, str], auth: KeptOAuth | None
 ) -> str:
     """Why an HTTP MCP server could not be used, from its status (and its own words, when it gave some)."""
     said = ""
@@ -171,7 +177,7 @@ def _status_reason(
 
 
 def _http_reason(
-    exc: BaseException, answer: _HttpAnswer, headers: dict[str, str], auth: MachineOAuth | None
+    exc: BaseException, answer: _HttpAnswer, headers: dict[str, str], auth: KeptOAuth | None
 ) -> str:
     """Why an MCP server over HTTP could not be reached or used, in words an admin can act on."""
     if answer.status is not None:
@@ -294,7 +300,7 @@ class McpProvider:
             raise ValueError("an MCP provider with oauth needs the store its client and tokens are kept in")
         self.config = config
         self._credentials = credentials
-        self._auth: MachineOAuth | None = None
+        self._auth: KeptOAuth | None = None
         self._session: _Session | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -333,7 +339,7 @@ class McpProvider:
         if session is not None:
             await session.stop()
 
-    async def _oauth(self) -> MachineOAuth | None:
+    async def _oauth(self) -> KeptOAuth | None:
         """The SDK's OAuth provider for this server, its client brought in line with the config."""
         oauth, url = self.config.oauth, self.config.url
         if oauth is None or url is None or self._credentials is None:
@@ -341,7 +347,7 @@ class McpProvider:
         storage = StoredCredentials(self._credentials, self.config.name)
         await storage.seed(oauth)
         record = await storage.record()
-        return MachineOAuth(url, storage, oauth, None if record is None else record.issuer)
+        return oauth_client(url, storage, oauth, None if record is None else record.issuer)
 
     def _opener(self, answer: _HttpAnswer) -> AbstractAsyncContextManager[Client]:
         if self.config.url is None:

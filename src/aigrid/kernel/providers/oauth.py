@@ -1,9 +1,11 @@
-"""OAuth for MCP servers over HTTP, through the SDK's client auth: client_credentials, for a server.
+"""OAuth for MCP servers over HTTP, through the SDK's client auth: client_credentials, or a login.
 
-aigrid calls tools with nobody at a browser, so the grant is the machine-to-machine one: the admin's
-client id and secret, or a client registered dynamically (RFC 7591) where the authorization server
-offers it. The SDK's provider does the rest on a 401: discovery (RFC 9728, RFC 8414), the token,
-its refresh and the retry. Clients and tokens live in the database (``tool_provider_oauth``).
+aigrid calls tools with nobody at a browser, so the usual grant is the machine-to-machine one: the
+admin's client id and secret, or a client registered dynamically (RFC 7591) where the authorization
+server offers it. The authorization-code grant is for servers that want a person: an admin logs in
+once (``oauth_login.Login``) and the refresh token carries on. The SDK's provider does the rest on
+a 401: discovery (RFC 9728, RFC 8414), the token, its refresh and the retry. Clients and tokens
+live in the database (``tool_provider_oauth``).
 """
 
 from __future__ import annotations
@@ -11,18 +13,34 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import httpx2
-from mcp.client.auth import OAuthFlowError, OAuthRegistrationError, OAuthTokenError
+from mcp.client.auth import (
+    AuthorizationCodeResult,
+    OAuthClientProvider,
+    OAuthFlowError,
+    OAuthRegistrationError,
+    OAuthTokenError,
+)
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from aigrid.clock import now_us
 from aigrid.config import OAuthConfig
 from aigrid.store.provider_oauth import OAuthRecord, ProviderOAuthStore
 
-_GRANTS = ["client_credentials"]
+
+def _client_fields(oauth: OAuthConfig) -> dict[str, Any]:
+    """The client metadata (RFC 7591) of the grant: registered with, or kept for a given client."""
+    code = oauth.grant == "authorization_code"
+    return {
+        "redirect_uris": [oauth.redirect_uri] if code else None,
+        "grant_types": ["authorization_code", "refresh_token"] if code else ["client_credentials"],
+        "token_endpoint_auth_method": oauth.token_endpoint_auth_method,
+        "scope": oauth.scope,
+    }
 
 
 class StoredCredentials:
@@ -31,6 +49,15 @@ class StoredCredentials:
     def __init__(self, store: ProviderOAuthStore, provider: str) -> None:
         self._store = store
         self._provider = provider
+
+    @property
+    def provider(self) -> str:
+        """The provider's name."""
+        return self._provider
+
+    async def drop_tokens(self) -> None:
+        """Forget the tokens (a new login replaces them)."""
+        await asyncio.to_thread(self._store.drop_tokens, self._provider)
 
     async def record(self) -> OAuthRecord | None:
         """What is kept for the provider."""
@@ -80,52 +107,31 @@ class StoredCredentials:
         if oauth.client_secret is None and kept is not None and kept.client_id == oauth.client_id:
             return  # a kept provider's config has no secret: the one kept here stands
         secret = None if oauth.client_secret is None else oauth.client_secret.get_secret_value()
-        client = OAuthClientInformationFull(
-            redirect_uris=None,
-            client_id=oauth.client_id,
-            client_secret=secret,
-            grant_types=list(_GRANTS),
-            token_endpoint_auth_method=oauth.token_endpoint_auth_method if secret else "none",
-            scope=oauth.scope,
-        )
+        fields = _client_fields(oauth) | {"client_id": oauth.client_id, "client_secret": secret}
+        if secret is None:
+            fields["token_endpoint_auth_method"] = "none"  # a public client
+        client = OAuthClientInformationFull.model_validate(fields)
         await asyncio.to_thread(self._store.set_client, self._provider, client.model_dump_json(), False)
 
 
-class MachineOAuth(ClientCredentialsOAuthProvider):
-    """The SDK's client_credentials provider, with its client from the database (given or registered)."""
+class KeptOAuth(OAuthClientProvider):
+    """What aigrid's OAuth providers share: the client and tokens kept in the database, failures told."""
 
-    def __init__(
-        self, server_url: str, storage: StoredCredentials, oauth: OAuthConfig, pinned: str | None
-    ) -> None:
-        with warnings.catch_warnings():
-            # No issuer given: the first discovered one is pinned below, which is what the warning asks for.
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
-            super().__init__(
-                server_url,
-                storage,
-                # The parent's fixed client is never used: _initialize reads the kept one instead.
-                client_id=oauth.client_id or "registered-dynamically",
-                client_secret="",
-                token_endpoint_auth_method=oauth.token_endpoint_auth_method,
-                scope=oauth.scope,
-                issuer=oauth.issuer or pinned,
-            )
-        self.context.client_metadata.client_name = "aigrid"
-        self.oauth = oauth
-        self._credentials = storage
-        # Why the last refresh of an expired token failed, told when getting a new one fails too.
-        self.refresh_failure: str | None = None
+    oauth: OAuthConfig
+    credentials: StoredCredentials
+    # Why the last refresh of an expired token failed, told when getting a new one fails too.
+    refresh_failure: str | None = None
 
     @property
     def issuer(self) -> str | None:
-        """The authorization server token requests may go to: configured, pinned, or not yet known."""
-        return self._issuer
+        """The authorization server token requests may go to, when one is configured or pinned."""
+        return self.oauth.issuer
 
     async def _initialize(self) -> None:
         """Load the kept client and tokens, with the tokens' expiry."""
-        record = await self._credentials.record()
-        self.context.current_tokens = await self._credentials.get_tokens()
-        self.context.client_info = await self._credentials.get_client_info()
+        record = await self.credentials.record()
+        self.context.current_tokens = await self.credentials.get_tokens()
+        self.context.client_info = await self.credentials.get_client_info()
         expires = None if record is None else record.expires_at_us
         self.context.token_expiry_time = None if expires is None else expires / 1_000_000
         self._initialized = True
@@ -140,11 +146,80 @@ class MachineOAuth(ClientCredentialsOAuthProvider):
     async def _handle_token_response(self, response: httpx2.Response) -> None:
         await super()._handle_token_response(response)
         self.refresh_failure = None
+
+
+class MachineOAuth(KeptOAuth, ClientCredentialsOAuthProvider):
+    """The SDK's client_credentials provider, with its client from the database (given or registered)."""
+
+    def __init__(
+        self, server_url: str, storage: StoredCredentials, oauth: OAuthConfig, pinned: str | None
+    ) -> None:
+        with warnings.catch_warnings():
+            # No issuer given: the first discovered one is pinned below, which is what the warning asks for.
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            ClientCredentialsOAuthProvider.__init__(
+                self,
+                server_url,
+                storage,
+                # The parent's fixed client is never used: _initialize reads the kept one instead.
+                client_id=oauth.client_id or "registered-dynamically",
+                client_secret="",
+                token_endpoint_auth_method=oauth.token_endpoint_auth_method,
+                scope=oauth.scope,
+                issuer=oauth.issuer or pinned,
+            )
+        self.context.client_metadata.client_name = "aigrid"
+        self.oauth = oauth
+        self.credentials = storage
+
+    @property
+    def issuer(self) -> str | None:
+        """The authorization server token requests may go to: configured, pinned, or not yet known."""
+        return self._issuer
+
+    async def _handle_token_response(self, response: httpx2.Response) -> None:
+        await super()._handle_token_response(response)
         metadata = self.context.oauth_metadata
         if self._issuer is None and metadata is not None:
             # Trust on first use: later token requests go only to this authorization server.
             self._issuer = str(metadata.issuer)
-            await self._credentials.pin_issuer(self._issuer)
+            await self.credentials.pin_issuer(self._issuer)
+
+
+class BrowserOAuth(KeptOAuth):
+    """The SDK's authorization-code provider (PKCE): an admin's login starts it, refresh tokens go on.
+
+    Without a ``login`` (a provider in use) it only uses and refreshes the kept tokens; a full
+    authorization then fails, and the error says to log in again.
+    """
+
+    def __init__(
+        self, server_url: str, storage: StoredCredentials, oauth: OAuthConfig, login: LoginHandlers | None
+    ) -> None:
+        metadata = OAuthClientMetadata.model_validate(_client_fields(oauth) | {"client_name": "aigrid"})
+        redirect, callback = (None, None) if login is None else (login.redirect, login.callback)
+        super().__init__(server_url, metadata, storage, redirect, callback)
+        self.oauth = oauth
+        self.credentials = storage
+
+
+class LoginHandlers(Protocol):
+    """Where the authorization URL goes, and where the code the admin brings back comes from."""
+
+    async def redirect(self, url: str) -> None:
+        """Hand the authorization URL to the admin."""
+
+    async def callback(self) -> AuthorizationCodeResult:
+        """Wait for the code (and state) the authorization server sent the browser back with."""
+
+
+def oauth_client(
+    server_url: str, storage: StoredCredentials, oauth: OAuthConfig, pinned: str | None
+) -> KeptOAuth:
+    """The SDK provider for a provider in use: client_credentials, or the tokens of an admin's login."""
+    if oauth.grant == "client_credentials":
+        return MachineOAuth(server_url, storage, oauth, pinned)
+    return BrowserOAuth(server_url, storage, oauth, None)
 
 
 def _flow_errors(exc: BaseException) -> Iterator[OAuthFlowError]:
@@ -168,7 +243,7 @@ def is_oauth_failure(exc: BaseException) -> bool:
     return next(_flow_errors(exc), None) is not None
 
 
-def oauth_failure(exc: BaseException, auth: MachineOAuth) -> str | None:
+def oauth_failure(exc: BaseException, auth: KeptOAuth) -> str | None:
     """Why OAuth got no token, and what the admin can do; None when OAuth was not what failed."""
     error = next(_flow_errors(exc), None)
     if error is None:
@@ -189,6 +264,8 @@ def oauth_failure(exc: BaseException, auth: MachineOAuth) -> str | None:
     expired = ""
     if auth.refresh_failure is not None:
         expired = f"the token expired and refreshing it failed ({auth.refresh_failure}); "
+    if "No redirect handler" in said:
+        return f"{expired}it needs an admin to log in: run `aigrid tool login {auth.credentials.provider}`"
     if isinstance(error, OAuthTokenError):
         who = "the oauth client_id and client_secret" if oauth.client_id else "the registered client"
         return f"{expired}the authorization server gave no token ({said}): check {who} and the scope"
