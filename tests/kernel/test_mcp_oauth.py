@@ -250,6 +250,9 @@ async def test_an_admin_logs_in_once_and_the_provider_opens_with_the_tokens(
     try:
         added = await manager.add(login)  # kept, down until someone logs in
         assert added.error is not None and "run `aigrid tool login vault`" in added.error
+        (kept,) = ProviderStore(engine).all()
+        assert kept.oauth is not None and kept.oauth.client_id == CLIENT
+        assert kept.oauth.client_secret is None, "the secret is kept with the client, not in the config"
         assert "401 Unauthorized" in added.error
         with pytest.raises(AccountError) as early:
             await manager.finish_login("vault", "http://127.0.0.1:8976/oauth/callback?code=x")

@@ -102,7 +102,7 @@ class _HttpAnswer:
 
     async def record(self, response: httpx2.Response) -> None:
         """An httpx response hook: keep the first POST answered with an error status or with no MCP."""
-        if response.request.method != "POST" or str(response.request.url) != self.url:
+        if response.request.method != "POST" or response.request.url != httpx2.URL(self.url):
             return  # the GET stream, the closing DELETE and OAuth's own requests are not the MCP answer
         status = response.status_code
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
