@@ -270,10 +270,14 @@ def ledger_rows(data_dir: Path) -> dict[str, tuple[str, int]]:
 
 
 def aigrid(
-    server: LiveServer, *args: str, key_from_data_dir: bool = False, answer: str = ""
+    server: LiveServer,
+    *args: str,
+    key_from_data_dir: bool = False,
+    answer: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the aigrid command the way a user's shell would; ``answer`` is what the user types."""
-    env = {**os.environ, "AIGRID_URL": server.url, "COLUMNS": "200"}
+    env = {**os.environ, **(env or {}), "AIGRID_URL": server.url, "COLUMNS": "200"}
     env.pop("AIGRID_ADMIN_KEY", None)
     if key_from_data_dir:
         env["AIGRID_DATA_DIR"] = str(server.data_dir)

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Backend = Literal["openai", "embedded"]
 Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
@@ -177,6 +185,33 @@ class LearnConfig(_Strict):
         return v
 
 
+class OAuthConfig(_Strict):
+    """OAuth for an MCP server over HTTP: client_credentials or an admin's login; its client given or made."""
+
+    # authorization_code: an admin logs in once (aigrid tool login); then the refresh token carries on.
+    grant: Literal["client_credentials", "authorization_code"] = "client_credentials"
+    # None: register a client dynamically (RFC 7591) where the authorization server offers it.
+    client_id: str | None = Field(default=None, min_length=1, max_length=512)
+    # Kept in the database's oauth table, never in the provider's kept config; repr shows no secret.
+    client_secret: SecretStr | None = Field(default=None, min_length=1, max_length=4096)
+    scope: str | None = Field(default=None, min_length=1, max_length=2000)
+    # The authorization server the client belongs to: token requests go only there. None: the first
+    # one discovered is trusted and then kept (pinned) for this provider.
+    issuer: str | None = Field(default=None, pattern=r"^https?://", max_length=2000)
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    # Where the authorization server sends the admin's browser back (authorization_code only); nothing
+    # need listen there: the admin pastes the address the browser was sent to.
+    redirect_uri: str = Field(
+        default="http://127.0.0.1:8976/oauth/callback", pattern=r"^https?://", max_length=2000
+    )
+
+    @model_validator(mode="after")
+    def _secret_has_an_id(self) -> OAuthConfig:
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("oauth: a client_secret needs its client_id")
+        return self
+
+
 class ProviderConfig(BaseModel):
     """One MCP server (a command over stdio, or a streamable HTTP URL) or one OpenAPI service."""
 
@@ -195,6 +230,7 @@ class ProviderConfig(BaseModel):
     # The argument of its tools that names the end user they act for (a wallet's owner): a tenant's
     # calls may name only users it acts for. A service's manifest sets it as ``payer``.
     acts_for: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    oauth: OAuthConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> ProviderConfig:
@@ -204,6 +240,10 @@ class ProviderConfig(BaseModel):
             raise ValueError("an 'openapi' provider needs spec (a file path or URL)")
         if self.kind == "openapi" and self.command:
             raise ValueError("an 'openapi' provider takes spec and base_url, not command")
+        if self.oauth is not None and (self.kind != "mcp" or not self.url):
+            raise ValueError("oauth is for an 'mcp' provider over streamable HTTP (a url)")
+        if self.oauth is not None and any(h.lower() == "authorization" for h in self.headers):
+            raise ValueError("oauth and an Authorization header cannot both be given: OAuth sets that header")
         return self
 
     def describe(self) -> str:

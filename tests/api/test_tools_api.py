@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.kernel.oauth_server import OAuthProtectedMcpServer, Running
 from tests.kernel.test_mcp import TOKEN, HttpMcp, gated_app
 from tests.support import LiveServer, RecordingUpstream, aigrid, free_port
 
@@ -157,6 +158,147 @@ def test_an_mcp_url_that_wants_a_token_is_explained_and_then_added_with_a_header
         assert aigrid(server, "tool", "rm", "locked").returncode == 0
     finally:
         gated.stop()
+
+
+@pytest.mark.parametrize(
+    ("oauth", "extra", "param", "says"),
+    [
+        ({"client_secret": "x"}, {}, "oauth", "a client_secret needs its client_id"),
+        ({"client_id": "a", "colour": "red"}, {}, "oauth.colour", "Extra inputs are not permitted"),
+        ({"issuer": "ftp://auth"}, {}, "oauth.issuer", "String should match pattern"),
+        ({"client_id": 5}, {}, "oauth.client_id", "valid string"),
+        ({}, {"headers": {"Authorization": "Bearer t"}}, None, "cannot both be given"),
+        ({}, {"url": None, "command": ["srv"]}, None, "over streamable HTTP"),
+        ({}, {"kind": "openapi", "url": None, "spec": "a.yaml"}, None, "over streamable HTTP"),
+    ],
+)
+def test_a_bad_oauth_section_is_a_400(
+    server: LiveServer, oauth: dict[str, Any], extra: dict[str, Any], param: str | None, says: str
+) -> None:
+    body = {"name": "vault", "kind": "mcp", "url": "http://127.0.0.1:9/mcp", "oauth": oauth, **extra}
+    refused = server.admin(
+        "POST", "/admin/tools/providers", json={k: v for k, v in body.items() if v is not None}
+    )
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["type"] == "invalid_request_error" and says in error["message"]
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_an_oauth_provider_is_added_authorised_kept_and_its_secrets_never_shown(server: LiveServer) -> None:
+    secret = "s3cret-never-shown"
+    double = OAuthProtectedMcpServer(free_port(), clients={"aigrid": secret})
+    running = Running(double)
+    try:
+        body = {
+            "name": "vault",
+            "kind": "mcp",
+            "url": double.url,
+            "oauth": {"client_id": "aigrid", "client_secret": "wrong-secret", "scope": "tools"},
+        }
+        refused = server.admin("POST", "/admin/tools/providers", json=body)
+        assert refused.status_code == 400
+        message = refused.json()["error"]["message"]
+        assert "the server answered 401 Unauthorized: it wants authorization" in message
+        assert "check the oauth client_id and client_secret" in message
+        assert "wrong-secret" not in message
+        assert double.grants == ["client_credentials"]  # the one the wrong secret asked for
+
+        added = aigrid(
+            server,
+            "tool",
+            "add",
+            "vault",
+            "--url",
+            double.url,
+            "--oauth-client-id",
+            "aigrid",
+            "--oauth-scope",
+            "tools",
+            "--json",
+            env={"AIGRID_OAUTH_CLIENT_SECRET": secret},
+        )
+        assert added.returncode == 0, added.stderr
+        shown = json.loads(added.stdout)
+        assert shown["auth"]["type"] == "oauth" and shown["auth"]["authorised"] is True
+        assert shown["config"]["oauth"]["client_secret"] == "***"
+        assert double.grants == ["client_credentials"] * 2
+
+        listing = server.admin("GET", "/admin/tools/providers")
+        (vault,) = [p for p in listing.json()["data"] if p["name"] == "vault"]
+        assert vault["state"] == "up" and vault["tools"] == ["vault.add", "vault.whoami"]
+        auth = vault["auth"]
+        assert (auth["client"], auth["client_id"], auth["scope"]) == ("given", "aigrid", "tools")
+        assert auth["issuer"].rstrip("/") == double.base and auth["expires_at"] > time.time()
+        table = aigrid(server, "tool", "providers")
+        assert table.returncode == 0 and "oauth (given client, token" in table.stdout
+
+        server.stop()
+        server.start()  # the client secret and the token come back from the database
+        again = {p["name"]: p for p in server.admin("GET", "/admin/tools/providers").json()["data"]}
+        assert again["vault"]["state"] == "up" and again["vault"]["auth"]["authorised"] is True
+        assert double.grants == ["client_credentials"] * 2, "the kept token was used again"
+        everything = listing.text + table.stdout + added.stdout + json.dumps(again) + server.log()
+        assert secret not in everything
+        assert all(token not in everything for token in double.tokens)
+
+        assert aigrid(server, "tool", "rm", "vault").returncode == 0
+        registered = aigrid(server, "tool", "add", "vault", "--url", double.url, "--oauth", "--json")
+        assert registered.returncode == 0, registered.stderr
+        assert json.loads(registered.stdout)["auth"]["client"] == "registered"
+        assert len(double.registered) == 1
+        assert aigrid(server, "tool", "rm", "vault").returncode == 0
+    finally:
+        running.stop()
+
+
+def test_an_admin_logs_in_with_the_cli_for_an_authorization_code_provider(server: LiveServer) -> None:
+    double = OAuthProtectedMcpServer(free_port(), clients={"aigrid": "login-secret"})
+    running = Running(double)
+    try:
+        added = aigrid(
+            server,
+            "tool",
+            "add",
+            "notes",
+            "--url",
+            double.url,
+            "--oauth-login",
+            "--oauth-client-id",
+            "aigrid",
+            "--oauth-client-secret",
+            "login-secret",
+        )
+        assert added.returncode == 0, added.stderr
+        assert "kept, but down" in added.stdout and "run `aigrid tool login notes`" in added.stdout
+
+        early = server.admin(
+            "POST", "/admin/tools/providers/notes/login/callback", json={"redirect_url": "x"}
+        )
+        assert early.status_code == 409
+        started = aigrid(server, "tool", "login", "notes", "--start", "--json")
+        assert started.returncode == 0, started.stderr
+        url = json.loads(started.stdout)["authorization_url"]
+        assert url.startswith(f"{double.base}/authorize?")
+        bad = server.admin("POST", "/admin/tools/providers/notes/login/callback", json={"redirect_url": 5})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "redirect_url"
+        sent_back = httpx.get(url).headers["location"]
+        finished = aigrid(server, "tool", "login", "notes", "--finish", sent_back)
+        assert finished.returncode == 0, finished.stderr
+        assert "Tool provider notes is up with 2 tool(s)" in finished.stdout
+
+        (notes,) = [
+            p for p in server.admin("GET", "/admin/tools/providers").json()["data"] if p["name"] == "notes"
+        ]
+        assert notes["state"] == "up" and notes["auth"]["grant"] == "authorization_code"
+        assert notes["auth"]["authorised"] is True
+        assert double.grants == ["authorization_code"]
+        wrong = aigrid(server, "tool", "login", "vault-none")
+        assert wrong.returncode != 0 and "No tool provider named 'vault-none'" in wrong.stderr
+        assert aigrid(server, "tool", "rm", "notes").returncode == 0
+    finally:
+        running.stop()
 
 
 def test_memory_and_the_inbox_are_each_tenants_own(server: LiveServer, upstream: RecordingUpstream) -> None:

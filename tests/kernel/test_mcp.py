@@ -357,7 +357,7 @@ async def test_a_401_says_authorization_is_wanted_and_a_token_header_then_works(
     assert "the server answered 401 Unauthorized: it wants authorization" in message
     metadata = f"http://127.0.0.1:{gated_port}/.well-known/oauth-protected-resource"
     assert f"(WWW-Authenticate: Bearer, resource metadata at {metadata})" in message
-    assert "OAuth is not supported" in message
+    assert "configure OAuth for it (--oauth-client-id ID --oauth-client-secret SECRET" in message
     assert "--header 'Authorization: Bearer TOKEN'" in message
     assert "Server returned an error response" not in message
 

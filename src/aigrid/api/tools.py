@@ -17,6 +17,7 @@ from aigrid.errors import bad_request
 from aigrid.kernel.providers.manager import ProviderStatus
 from aigrid.store.inbox import InboxStore
 from aigrid.store.memory import TENANT_WIDE, MemoryRecord, MemoryStore
+from aigrid.store.provider_oauth import OAuthRecord, ProviderOAuthStore
 
 _MAX_PROVIDER_BYTES = 64 << 10
 
@@ -48,12 +49,34 @@ async def list_tools(request: Request) -> Response:
     return json_response({"object": "list", "data": data})
 
 
-def _provider_object(status: ProviderStatus) -> dict[str, Any]:
+def _auth_object(status: ProviderStatus, record: OAuthRecord | None) -> dict[str, Any] | None:
+    """How the provider authenticates, and for OAuth whether it holds a token: never the secrets."""
+    oauth = status.config.oauth
+    if oauth is None:
+        headers = status.config.headers
+        return {"type": "header"} if any(h.lower() == "authorization" for h in headers) else None
+    expires_at = None if record is None or record.expires_at_us is None else record.expires_at_us // 1_000_000
+    has_client = record is not None and record.client is not None
+    return {
+        "type": "oauth",
+        "grant": oauth.grant,
+        "client": ("registered" if record.registered else "given") if record and has_client else "none",
+        "client_id": oauth.client_id,
+        "scope": oauth.scope,
+        "issuer": oauth.issuer or (None if record is None else record.issuer),
+        "authorised": record is not None and record.tokens is not None,
+        "expires_at": expires_at,
+    }
+
+
+def _provider_object(status: ProviderStatus, record: OAuthRecord | None = None) -> dict[str, Any]:
     config = status.config.model_dump(mode="json", exclude_defaults=True)
     # Header and environment values are often secrets: their names are enough to show.
     for field in ("headers", "env"):
         if field in config:
             config[field] = dict.fromkeys(config[field], "***")
+    if "client_secret" in config.get("oauth", {}):
+        config["oauth"]["client_secret"] = "***"
     return {
         "object": "tool.provider",
         "name": status.config.name,
@@ -63,6 +86,7 @@ def _provider_object(status: ProviderStatus) -> dict[str, Any]:
         "error": status.error,
         "tools": list(status.tools),
         "config": config,
+        "auth": _auth_object(status, record),
     }
 
 
@@ -70,7 +94,8 @@ async def list_providers(request: Request) -> Response:
     """GET /admin/tools/providers: every provider, its tools, or why it is down."""
     state = state_of(request)
     state.keyring.require_admin(request)
-    data = [_provider_object(s) for s in state.providers.statuses()]
+    records = await call_store(ProviderOAuthStore(state.engine).all)
+    data = [_provider_object(s, records.get(s.config.name)) for s in state.providers.statuses()]
     return json_response({"object": "list", "data": data})
 
 
@@ -85,7 +110,8 @@ async def add_provider(request: Request) -> Response:
         ProviderConfig, json_object(raw, "The body must be a JSON object: a provider."), "provider"
     )
     status = await call_store_async(state.providers.add(config))
-    return json_response(_provider_object(status), status=201)
+    record = await call_store(ProviderOAuthStore(state.engine).get, config.name)
+    return json_response(_provider_object(status, record), status=201)
 
 
 async def remove_provider(request: Request) -> Response:
@@ -95,6 +121,31 @@ async def remove_provider(request: Request) -> Response:
     name = request.path_params["name"]
     await call_store_async(state.providers.remove(name))
     return json_response({"object": "tool.provider", "name": name, "deleted": True})
+
+
+async def login_provider(request: Request) -> Response:
+    """POST /admin/tools/providers/{name}/login: start an admin's OAuth login; the URL to open."""
+    state = state_of(request)
+    state.keyring.require_admin(request)
+    name = request.path_params["name"]
+    url = await call_store_async(state.providers.login(name))
+    return json_response({"object": "tool.provider.login", "name": name, "authorization_url": url})
+
+
+async def finish_login(request: Request) -> Response:
+    """POST /admin/tools/providers/{name}/login/callback: ``redirect_url``, where the browser was sent."""
+    state = state_of(request)
+    state.keyring.require_admin(request)
+    name = request.path_params["name"]
+    body = json_object(await request.body(), "The body must be a JSON object with 'redirect_url'.")
+    redirect_url = body.get("redirect_url")
+    if not isinstance(redirect_url, str) or not redirect_url.strip():
+        raise bad_request(
+            "'redirect_url' must be the address the browser was sent back to.", param="redirect_url"
+        )
+    status = await call_store_async(state.providers.finish_login(name, redirect_url.strip()))
+    record = await call_store(ProviderOAuthStore(state.engine).get, name)
+    return json_response(_provider_object(status, record))
 
 
 async def audit_log(request: Request) -> Response:
@@ -216,6 +267,8 @@ routes = [
     Route("/admin/tools/providers", list_providers, methods=["GET"]),
     Route("/admin/tools/providers", add_provider, methods=["POST"]),
     Route("/admin/tools/providers/{name}", remove_provider, methods=["DELETE"]),
+    Route("/admin/tools/providers/{name}/login", login_provider, methods=["POST"]),
+    Route("/admin/tools/providers/{name}/login/callback", finish_login, methods=["POST"]),
     Route("/v1/audit", audit_log, methods=["GET"]),
     Route("/v1/memory", list_memory, methods=["GET"]),
     Route("/v1/memory", add_memory, methods=["POST"]),

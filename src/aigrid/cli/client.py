@@ -332,6 +332,16 @@ class AdminClient:
         """POST /admin/tools/providers."""
         return self.request("POST", "/admin/tools/providers", body=config)
 
+    def login_provider(self, name: str) -> dict[str, Any]:
+        """POST /admin/tools/providers/{name}/login."""
+        return self.request("POST", f"/admin/tools/providers/{quote(name, safe='')}/login")
+
+    def finish_login(self, name: str, redirect_url: str) -> dict[str, Any]:
+        """POST /admin/tools/providers/{name}/login/callback."""
+        path = f"/admin/tools/providers/{quote(name, safe='')}/login/callback"
+        # The server waits for the token, then opens the provider again: both within its time limit.
+        return self.request("POST", path, body={"redirect_url": redirect_url}, timeout_s=150)
+
     def remove_provider(self, name: str) -> dict[str, Any]:
         """DELETE /admin/tools/providers/{name}."""
         return self.request("DELETE", f"/admin/tools/providers/{quote(name, safe='')}")

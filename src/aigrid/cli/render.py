@@ -381,17 +381,40 @@ def providers(result: dict[str, Any]) -> Table:
             p["origin"],
             p.get("config", {}).get("tenant") or "all",
             p["state"] if p["state"] == "up" else f"down: {p['error']}",
+            _auth(p.get("auth")),
             len(p["tools"]),
         )
         for p in result["data"]
     )
-    return _table("tool providers", ("name", "source", "from", "tenant", "state", "tools"), rows)
+    return _table("tool providers", ("name", "source", "from", "tenant", "state", "auth", "tools"), rows)
+
+
+def _auth(auth: dict[str, Any] | None) -> str:
+    """A provider's authentication in a few words: a header, or OAuth and whether it holds a token."""
+    if not auth:
+        return ""
+    if auth["type"] != "oauth":
+        return str(auth["type"])
+    state = "token" if auth["authorised"] else "no token"
+    if auth["authorised"] and auth.get("expires_at"):
+        state += f" until {when(auth['expires_at'] * 1_000_000)}"
+    return f"oauth ({auth['client']} client, {state})"
+
+
+def login(result: dict[str, Any]) -> Text:
+    """POST /admin/tools/providers/{name}/login: the address to open."""
+    return Text(
+        f"Open this address in a browser and log in for aigrid:\n\n{result['authorization_url']}\n\n"
+        "The browser is then sent to an address that may not load: copy it from the address bar."
+    )
 
 
 def provider(result: dict[str, Any]) -> Text:
     """What adding or removing a provider did."""
     if result.get("deleted"):
         return Text(f"Tool provider {result['name']} is removed.")
+    if result.get("state") == "down":
+        return Text(f"Tool provider {result['name']} is kept, but down: {result['error']}")
     names = ", ".join(result["tools"])
     return Text(f"Tool provider {result['name']} is up with {len(result['tools'])} tool(s): {names}")
 

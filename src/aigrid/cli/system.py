@@ -46,12 +46,43 @@ def tool_add(
     env: Annotated[list[str], typer.Option(help="'NAME=value' for the MCP server's environment.")] = [],  # noqa: B006
     tenant: TenantFilter = None,
     timeout: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds a call may take.")] = 30.0,
+    oauth: Annotated[
+        bool, typer.Option(help="OAuth (client_credentials); without a client id, one is registered.")
+    ] = False,
+    oauth_client_id: Annotated[str | None, typer.Option(help="OAuth client id (implies --oauth).")] = None,
+    oauth_client_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="OAuth client secret (or the environment's AIGRID_OAUTH_CLIENT_SECRET).",
+            envvar="AIGRID_OAUTH_CLIENT_SECRET",
+        ),
+    ] = None,
+    oauth_scope: Annotated[str | None, typer.Option(help="OAuth scopes to ask for, space-separated.")] = None,
+    oauth_issuer: Annotated[
+        str | None, typer.Option(help="The authorization server's issuer URL (else the first one seen).")
+    ] = None,
+    oauth_login: Annotated[
+        bool, typer.Option(help="OAuth by an admin's login (authorization code): then 'aigrid tool login'.")
+    ] = False,
+    oauth_redirect_uri: Annotated[
+        str | None, typer.Option(help="Where the login sends the browser back (--oauth-login).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Open an MCP server or an OpenAPI service; every tool it has can be granted to agents."""
     config = provider_config(name, command, url, openapi, base_url, header, env, timeout)
     if tenant:
         config["tenant"] = tenant
+    section = {
+        "client_id": oauth_client_id,
+        "client_secret": oauth_client_secret,
+        "scope": oauth_scope,
+        "issuer": oauth_issuer,
+        "grant": "authorization_code" if oauth_login else None,
+        "redirect_uri": oauth_redirect_uri,
+    }
+    if oauth or any(value is not None for value in section.values()):
+        config["oauth"] = {key: value for key, value in section.items() if value is not None}
     call(as_json, lambda c: c.add_provider(config), render.provider)
 
 
@@ -83,6 +114,30 @@ def provider_config(
         config["base_url"] = base_url
     config.update({"headers": _pairs(header, ":", "header"), "env": _pairs(env, "=", "environment variable")})
     return config
+
+
+@tool_app.command("login")
+def tool_login(
+    name: Annotated[str, typer.Argument(help="A provider whose oauth grant is authorization_code.")],
+    start_only: Annotated[
+        bool, typer.Option("--start", help="Only print the address to open (finish later with --finish).")
+    ] = False,
+    finish: Annotated[
+        str | None, typer.Option(help="Finish a login started before: the address the browser was sent to.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Log in to an MCP server for aigrid (OAuth): open the address, then paste where the browser lands."""
+    if finish is None:
+        call(as_json, lambda c: c.login_provider(name), render.login)
+        if start_only:
+            return
+        try:
+            finish = typer.prompt("The address the browser was sent back to", err=True)
+        except typer.Abort:  # no terminal, or the input ended
+            fail("no address given; finish later with: aigrid tool login NAME --finish ADDRESS", 2)
+    redirect_url = finish
+    call(as_json, lambda c: c.finish_login(name, redirect_url), render.provider)
 
 
 @tool_app.command("list")

@@ -9,7 +9,11 @@ from sqlalchemy.orm import Session
 from aigrid.clock import now_us
 from aigrid.config import ProviderConfig
 from aigrid.store.accounts import AccountError
-from aigrid.store.schema import ToolProviderRow
+from aigrid.store.provider_oauth import ProviderOAuthStore
+from aigrid.store.schema import ToolProviderOAuthRow, ToolProviderRow
+
+# A client secret is kept with the provider's OAuth client (tool_provider_oauth), not in its config.
+_SECRETS_KEPT_APART = {"oauth": {"client_secret"}}
 
 
 class ProviderStore:
@@ -17,11 +21,15 @@ class ProviderStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.oauth = ProviderOAuthStore(engine)
 
     def save(self, config: ProviderConfig, manifest: str | None = None) -> None:
         """Keep a new provider (a service: with its manifest); 409 if one of that name is kept already."""
         row = ToolProviderRow(
-            name=config.name, config=config.model_dump_json(), manifest=manifest, created_at_us=now_us()
+            name=config.name,
+            config=config.model_dump_json(exclude=_SECRETS_KEPT_APART),
+            manifest=manifest,
+            created_at_us=now_us(),
         )
         try:
             with Session(self._engine) as session, session.begin():
@@ -60,7 +68,8 @@ class ProviderStore:
             ]
 
     def delete(self, name: str) -> bool:
-        """Forget a provider; whether there was one."""
+        """Forget a provider, with its OAuth client and tokens; whether there was one."""
         with Session(self._engine) as session, session.begin():
             result = session.execute(delete(ToolProviderRow).where(ToolProviderRow.name == name))
+            session.execute(delete(ToolProviderOAuthRow).where(ToolProviderOAuthRow.provider == name))
         return bool(getattr(result, "rowcount", 0))

@@ -280,6 +280,23 @@ class ToolProviderRow(Base):
     created_at_us: Mapped[int] = mapped_column(BigInteger)
 
 
+class ToolProviderOAuthRow(Base):
+    """A provider's OAuth client (its secret included) and tokens; secrets, so never logged or shown."""
+
+    __tablename__ = "tool_provider_oauth"
+
+    # Not a foreign key: providers from the config file keep their tokens here too.
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The SDK's OAuthClientInformationFull as JSON: given by the admin or registered dynamically.
+    client: Mapped[str | None] = mapped_column(Text, nullable=True)
+    registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    tokens: Mapped[str | None] = mapped_column(Text, nullable=True)
+    expires_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The authorization server the tokens came from, pinned at the first token when none was configured.
+    issuer: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
 class EntryRow(Base):
     """One sentence given to the super entry: its plan, what it will buy, and how its saga stands."""
 

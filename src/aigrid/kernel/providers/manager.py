@@ -7,12 +7,16 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from aigrid.config import ProviderConfig
+from aigrid.config import OAuthConfig, ProviderConfig
 from aigrid.kernel.providers.base import ProviderError, ToolProvider
+from aigrid.kernel.providers.oauth import StoredCredentials
+from aigrid.kernel.providers.oauth_login import Login, code_from
 from aigrid.kernel.tools import CallContext, Handler, Refusal, Tool, ToolRegistry
 from aigrid.store.accounts import AccountError
+from aigrid.store.provider_oauth import ProviderOAuthStore
 from aigrid.store.providers import ProviderStore
 
 logger = logging.getLogger(__name__)
@@ -28,15 +32,25 @@ class ProviderStatus:
     error: str | None
 
 
-def open_provider(config: ProviderConfig) -> ToolProvider:
-    """A provider of the configured kind, not yet opened."""
+def open_provider(config: ProviderConfig, credentials: ProviderOAuthStore | None = None) -> ToolProvider:
+    """A provider of the configured kind, not yet opened (an MCP one's OAuth kept in ``credentials``)."""
     if config.kind == "mcp":
         from aigrid.kernel.providers.mcp import McpProvider
 
-        return McpProvider(config)
+        return McpProvider(config, credentials)
     from aigrid.kernel.providers.openapi import OpenApiProvider
 
     return OpenApiProvider(config)
+
+
+def _needs_login(config: ProviderConfig) -> bool:
+    return config.oauth is not None and config.oauth.grant == "authorization_code"
+
+
+def _oauth(config: ProviderConfig) -> OAuthConfig:
+    if config.oauth is None:
+        raise ValueError(f"tool provider '{config.name}' has no oauth section")
+    return config.oauth
 
 
 class ProviderManager:
@@ -49,17 +63,18 @@ class ProviderManager:
         tenant_id: Callable[[str], int],
         configured: list[ProviderConfig],
         refusal: Callable[[int, str], str | None],
-        factory: Callable[[ProviderConfig], ToolProvider] = open_provider,
+        factory: Callable[[ProviderConfig], ToolProvider] | None = None,
     ) -> None:
         self._registry = registry
         self._refusal = refusal
         self._store = store
         self._tenant_id = tenant_id
         self._configured = configured
-        self._factory = factory
+        self._factory = factory or partial(open_provider, credentials=store.oauth)
         self._open: dict[str, ToolProvider] = {}
         self._status: dict[str, ProviderStatus] = {}
         self._lock = asyncio.Lock()
+        self._logins: dict[str, Login] = {}
 
     async def start(self) -> None:
         """Open every configured and kept provider; one that fails is listed with its error."""
@@ -74,7 +89,8 @@ class ProviderManager:
     async def add(self, config: ProviderConfig, manifest: str | None = None) -> ProviderStatus:
         """Open a new provider and keep it (with a service's manifest) for later starts.
 
-        409 for a name in use, 400 if it fails to open.
+        409 for a name in use, 400 if it fails to open; one an admin logs in to (OAuth's
+        authorization_code grant) is kept down until then.
         """
         async with self._lock:
             if config.name in self._status:
@@ -82,7 +98,12 @@ class ProviderManager:
             try:
                 status = await self._connect(config, "runtime")
             except ProviderError as exc:
+                if _needs_login(config):
+                    await asyncio.to_thread(self._store.save, config, manifest)
+                    return self._status[config.name]
                 self._status.pop(config.name, None)
+                if config.oauth is not None:  # the client secret given with it goes too
+                    await asyncio.to_thread(self._store.oauth.forget, config.name)
                 raise AccountError(400, str(exc)) from exc
             try:
                 await asyncio.to_thread(self._store.save, config, manifest)
@@ -102,7 +123,59 @@ class ProviderManager:
                     409, f"Tool provider '{name}' comes from the config file; remove it there."
                 )
             await self._disconnect(name)
+            login = self._logins.pop(name, None)
+            if login is not None:
+                await login.cancel()
             await asyncio.to_thread(self._store.delete, name)
+
+    async def login(self, name: str) -> str:
+        """Start an admin's OAuth login to a provider: the URL to open in a browser.
+
+        404 unknown, 400 for a provider without the authorization_code grant or a server that fails.
+        """
+        config = self._login_config(name)
+        previous = self._logins.pop(name, None)
+        if previous is not None:
+            await previous.cancel()
+        url = config.url or ""
+        login = Login(url, StoredCredentials(self._store.oauth, name), _oauth(config), config.timeout_s)
+        try:
+            authorization_url = await login.start()
+        except ProviderError as exc:
+            raise AccountError(400, f"tool provider '{name}': the login could not start: {exc}") from exc
+        self._logins[name] = login
+        return authorization_url
+
+    async def finish_login(self, name: str, redirect_url: str) -> ProviderStatus:
+        """End a login with the address the browser was sent back to, then open the provider again.
+
+        409 without a login in progress, 400 when the code is refused.
+        """
+        config = self._login_config(name)
+        login = self._logins.pop(name, None)
+        if login is None:
+            raise AccountError(409, f"No login to tool provider '{name}' is in progress: start one first.")
+        try:
+            await login.finish(code_from(redirect_url))
+        except ProviderError as exc:
+            raise AccountError(400, f"tool provider '{name}': the login failed: {exc}") from exc
+        async with self._lock:
+            origin = self._status[name].origin if name in self._status else "runtime"
+            await self._disconnect(name)
+            try:
+                return await self._connect(config, origin)
+            except ProviderError:
+                return self._status[name]
+
+    def _login_config(self, name: str) -> ProviderConfig:
+        status = self._status.get(name)
+        if status is None:
+            raise AccountError(404, f"No tool provider named '{name}'.")
+        if not _needs_login(status.config):
+            raise AccountError(
+                400, f"Tool provider '{name}' has no OAuth login: its oauth grant is not authorization_code."
+            )
+        return status.config
 
     def statuses(self) -> list[ProviderStatus]:
         """Every provider, by name."""

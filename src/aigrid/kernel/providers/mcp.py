@@ -37,7 +37,15 @@ from mcp_types import Tool as McpTool
 
 from aigrid.config import ProviderConfig
 from aigrid.kernel.providers.base import ProviderError, tool_name
+from aigrid.kernel.providers.oauth import (
+    KeptOAuth,
+    StoredCredentials,
+    is_oauth_failure,
+    oauth_client,
+    oauth_failure,
+)
 from aigrid.kernel.tools import CallContext, Handler, Tool
+from aigrid.store.provider_oauth import ProviderOAuthStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,10 @@ class McpConnectionError(Exception):
     """A call whose connection to the MCP server was lost and could not be restored."""
 
 
+class McpAuthError(Exception):
+    """A call the MCP server refused because OAuth could not get (or renew) a token for it."""
+
+
 def _innermost(exc: BaseException) -> BaseException:
     """The first exception inside task groups' exception groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -82,6 +94,7 @@ def _reason(exc: BaseException) -> str:
 class _HttpAnswer:
     """The first HTTP answer to an MCP POST that was not MCP, which the SDK reports without its status."""
 
+    url: str
     status: int | None = None
     reason: str = ""
     content_type: str = ""
@@ -89,12 +102,16 @@ class _HttpAnswer:
 
     async def record(self, response: httpx2.Response) -> None:
         """An httpx response hook: keep the first POST answered with an error status or with no MCP."""
-        if self.status is not None or response.request.method != "POST":
-            return  # the GET stream and the closing DELETE may be refused by a sound server
+        if response.request.method != "POST" or response.request.url != httpx2.URL(self.url):
+            return  # the GET stream, the closing DELETE and OAuth's own requests are not the MCP answer
         status = response.status_code
         content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         not_mcp = 200 <= status < 300 and status != 202 and _carries_request(response.request)
         not_mcp = not_mcp and content_type not in ("application/json", "text/event-stream")
+        if self.status in (401, 403) and 200 <= status < 300 and not not_mcp:
+            self.status = None  # OAuth answered the challenge and the retry went through
+        if self.status is not None:
+            return
         if status >= 400 or not_mcp:
             self.status = status
             self.reason = response.reason_phrase
@@ -121,16 +138,21 @@ def _challenge(header: str) -> str:
     return f"WWW-Authenticate: {scheme}{metadata}"
 
 
-def _header_hint(headers: dict[str, str]) -> str:
+def _header_hint(headers: dict[str, str], auth: KeptOAuth | None) -> str:
+    if auth is not None:
+        return "the OAuth token was refused: check the oauth scope and the client's rights on that server"
     if any(name.lower() == "authorization" for name in headers):
         return "the Authorization header it was registered with was refused: check the token"
     return (
-        "OAuth is not supported; if it takes a token, register it with a header: "
-        "--header 'Authorization: Bearer TOKEN' (\"headers\" through the admin API)"
+        "configure OAuth for it (--oauth-client-id ID --oauth-client-secret SECRET, or --oauth alone "
+        'to register a client dynamically; "oauth" through the admin API), or if it takes a fixed '
+        "token, register it with a header: --header 'Authorization: Bearer TOKEN' (\"headers\")"
     )
 
 
-def _status_reason(status: int, answer: _HttpAnswer, exc: BaseException, headers: dict[str, str]) -> str:
+def _status_reason(
+    status: int, answer: _HttpAnswer, exc: BaseException, headers: dict[str, str], auth: KeptOAuth | None
+) -> str:
     """Why an HTTP MCP server could not be used, from its status (and its own words, when it gave some)."""
     said = ""
     inner = _innermost(exc)
@@ -140,12 +162,13 @@ def _status_reason(status: int, answer: _HttpAnswer, exc: BaseException, headers
     if status < 300:
         kind = answer.content_type or "no content type"
         return f"{answered} with {kind}, not MCP (check the URL, e.g. http://host/mcp)"
+    failure = None if auth is None else oauth_failure(exc, auth)
     if status == 401:
         challenge = _challenge(answer.authenticate)
         wants = f"it wants authorization ({challenge})" if challenge else "it wants authorization"
-        return f"{answered}{said}: {wants}; {_header_hint(headers)}"
+        return f"{answered}{said}: {wants}; {failure or _header_hint(headers, auth)}"
     if status == 403:
-        return f"{answered}{said}: access was refused; {_header_hint(headers)}"
+        return f"{answered}{said}: access was refused; {failure or _header_hint(headers, auth)}"
     if status == 404:
         return f"{answered}{said}: no MCP endpoint at that URL (check the path, e.g. /mcp)"
     if status == 405:
@@ -153,10 +176,15 @@ def _status_reason(status: int, answer: _HttpAnswer, exc: BaseException, headers
     return f"{answered}{said}"
 
 
-def _http_reason(exc: BaseException, answer: _HttpAnswer, headers: dict[str, str]) -> str:
+def _http_reason(
+    exc: BaseException, answer: _HttpAnswer, headers: dict[str, str], auth: KeptOAuth | None
+) -> str:
     """Why an MCP server over HTTP could not be reached or used, in words an admin can act on."""
     if answer.status is not None:
-        return _status_reason(answer.status, answer, exc, headers)
+        return _status_reason(answer.status, answer, exc, headers, auth)
+    failure = None if auth is None else oauth_failure(exc, auth)
+    if failure is not None:
+        return failure
     inner = _innermost(exc)
     cause: BaseException | None = inner
     seen: set[int] = set()
@@ -265,10 +293,14 @@ class _Session:
 class McpProvider:
     """Tools from one MCP server (a stdio command or a streamable HTTP URL) over one shared session."""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, credentials: ProviderOAuthStore | None = None) -> None:
         if config.kind != "mcp":
             raise ValueError(f"McpProvider needs an 'mcp' provider, not '{config.kind}'")
+        if config.oauth is not None and credentials is None:
+            raise ValueError("an MCP provider with oauth needs the store its client and tokens are kept in")
         self.config = config
+        self._credentials = credentials
+        self._auth: KeptOAuth | None = None
         self._session: _Session | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -284,6 +316,7 @@ class McpProvider:
             if self._session is not None:
                 await self._session.stop()
                 self._session = None
+            self._auth = await self._oauth()
             self._session, listed = await self._connect()
         tools: list[Tool] = []
         seen: set[str] = set()
@@ -306,6 +339,16 @@ class McpProvider:
         if session is not None:
             await session.stop()
 
+    async def _oauth(self) -> KeptOAuth | None:
+        """The SDK's OAuth provider for this server, its client brought in line with the config."""
+        oauth, url = self.config.oauth, self.config.url
+        if oauth is None or url is None or self._credentials is None:
+            return None
+        storage = StoredCredentials(self._credentials, self.config.name)
+        await storage.seed(oauth)
+        record = await storage.record()
+        return oauth_client(url, storage, oauth, None if record is None else record.issuer)
+
     def _opener(self, answer: _HttpAnswer) -> AbstractAsyncContextManager[Client]:
         if self.config.url is None:
             command, *args = self.config.command
@@ -320,7 +363,9 @@ class McpProvider:
         timeout = httpx2.Timeout(self.config.timeout_s, read=max(_MIN_READ_TIMEOUT_S, self.config.timeout_s))
         hooks = {"response": [answer.record]}
         async with (
-            httpx2.AsyncClient(headers=dict(self.config.headers), timeout=timeout, event_hooks=hooks) as http,
+            httpx2.AsyncClient(
+                headers=dict(self.config.headers), timeout=timeout, event_hooks=hooks, auth=self._auth
+            ) as http,
             Client(streamable_http_client(url, http_client=http), cache=None) as client,
         ):
             yield client
@@ -329,7 +374,7 @@ class McpProvider:
         """A new session with its tool listing, within the provider's time limit."""
         stdio = self.config.url is None
         where = f"'{' '.join(self.config.command)}'" if stdio else str(self.config.url)
-        answer = _HttpAnswer()
+        answer = _HttpAnswer(self.config.url or "")
         session = _Session(partial(self._opener, answer), self.config.name)
         try:
             async with asyncio.timeout(self.config.timeout_s):
@@ -344,7 +389,7 @@ class McpProvider:
             await session.stop()
             if stdio:
                 raise ProviderError(f"{self._label}: could not start {where}: {_reason(exc)}") from exc
-            reason = _http_reason(exc, answer, self.config.headers)
+            reason = _http_reason(exc, answer, self.config.headers, self._auth)
             raise ProviderError(f"{self._label}: could not connect to {where}: {reason}") from exc
         return session, listed
 
@@ -379,6 +424,10 @@ class McpProvider:
         try:
             session = await self._live_session(stale=session)
         except ProviderError as exc:
+            if is_oauth_failure(exc):
+                raise McpAuthError(
+                    f"the server wants a new OAuth token and none could be had: {exc}"
+                ) from exc
             raise McpConnectionError(f"the connection was lost and reconnecting failed: {exc}") from exc
         try:
             return await session.ready.result().call_tool(name, arguments, meta=meta)
