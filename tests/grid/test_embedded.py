@@ -370,6 +370,16 @@ async def test_logit_bias_bans_and_forces_tokens(backend: EmbeddedBackend) -> No
     assert forced.choices[0].message.content == "Z" * 5, "a +100 bias picks that token every time"
 
 
+async def test_presence_and_frequency_penalties_steer_away_from_repeats(backend: EmbeddedBackend) -> None:
+    prompt = "Write the word apple ten times."
+    plain = await ask(backend, chat(prompt, max_tokens=30, temperature=0))
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        steered = await ask(backend, chat(prompt, max_tokens=30, temperature=0, **{penalty: 2.0}))
+        assert steered.choices[0].message.content != plain.choices[0].message.content, penalty
+        again = await ask(backend, chat(prompt, max_tokens=30, temperature=0, **{penalty: 2.0}))
+        assert again.choices[0].message.content == steered.choices[0].message.content, "still greedy"
+
+
 async def test_harmless_fields_are_ignored(backend: EmbeddedBackend) -> None:
     extra = {"user": "u1", "metadata": {"a": "b"}, "store": False, "parallel_tool_calls": True, "n": 1}
     answer = await ask(backend, chat("Hi", max_tokens=2, stream=False, service_tier="auto", **extra))

@@ -35,6 +35,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/embeddings": "embeddings",
 }
 MAX_BODY_BYTES = 32 * 2**20
+# Deeper bodies are refused: nothing a model is asked needs it, and the JSON writers and schema
+# walkers behind (orjson stops at 255 levels) would fail on it.
+MAX_DEPTH = 128
+LARGE_BODY_BYTES = 64 * 2**10
 # The ledger's column widths.
 AGENT_MAX: int = LedgerEntry.__table__.c.agent.type.length  # type: ignore[attr-defined]
 PROCESS_MAX: int = LedgerEntry.__table__.c.process_id.type.length  # type: ignore[attr-defined]
@@ -111,10 +115,8 @@ class HotPath:
         headers = dict(scope["headers"])
         principal = state.keyring.authenticate_header(headers.get(b"authorization"))
         raw = await _read_body(receive, MAX_BODY_BYTES)
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise bad_request(f"The request body is not valid JSON: {exc}") from exc
+        # Parsing and walking megabytes takes a while: not on the event loop, which serves the rest.
+        body = _parsed(raw) if len(raw) < LARGE_BODY_BYTES else await asyncio.to_thread(_parsed, raw)
         model = body.get("model") if type(body) is dict else None
         if type(model) is str and model.startswith(AGENT_PREFIX) and endpoint == "chat":
             await _serve_agent(state, principal, body, receive, send)
@@ -167,6 +169,31 @@ async def _send_json(send: Send, body: bytes, header: tuple[bytes, bytes]) -> No
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _parsed(raw: bytes) -> Any:
+    """The JSON body; a 400 when it is not JSON or is nested deeper than ``MAX_DEPTH``."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}") from exc
+    if _deeper_than(body, MAX_DEPTH):
+        raise bad_request(f"The request body is nested deeper than {MAX_DEPTH} levels.")
+    return body
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if type(node) is dict else node if type(node) is list else ()
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

@@ -334,6 +334,10 @@ class RequestReader:
         self._renderer = ChatRenderer(metadata.get("tokenizer.chat_template"), self._bos_text, eos_text)
         dims = metadata.get(f"{metadata.get('general.architecture')}.embedding_length", "")
         self._embed_dims = int(dims) if dims.isdigit() else None
+        # No token covers more characters than the longest piece of the vocabulary, so a text longer
+        # than that many times the context cannot fit: it is refused without tokenizing megabytes.
+        pieces = (len(vocab.token_get_text(token)) for token in range(int(vocab.n_vocab())))
+        self._longest_piece = max(max(pieces, default=1), 1)
 
     def plan(self, endpoint: str, body: dict[str, Any]) -> Plan:
         """Validate a chat or completions request and tokenize its prompt."""
@@ -410,15 +414,27 @@ class RequestReader:
         # Generation needs at least one token to start from.
         return [bos]
 
+    def _fewest_tokens(self, text: str, limit: int) -> int | None:
+        """How many tokens ``text`` needs at least, when that is sure to be more than ``limit``."""
+        fewest = len(text) // self._longest_piece
+        return fewest if fewest > limit else None
+
     def _tokenize(self, text: str) -> list[int]:
+        fewest = self._fewest_tokens(text, self._context_length)
+        if fewest is not None:
+            raise _too_long(fewest, self._context_length, "messages")
         # A template that writes the BOS itself must not get a second one.
         add_bos = not (self._bos_text and text.startswith(self._bos_text))
         tokens: list[int] = self._vocab.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
         return tokens
 
     def _embedding_counts(self, texts: list[str]) -> list[int]:
-        # The same tokenization that llama_cpp's embed() applies.
-        return [len(self._vocab.tokenize(t.encode("utf-8"), add_bos=True, special=False)) for t in texts]
+        # The same tokenization that llama_cpp's embed() applies; a text sure not to fit is not read.
+        return [
+            self._fewest_tokens(t, self._embed_context)
+            or len(self._vocab.tokenize(t.encode("utf-8"), add_bos=True, special=False))
+            for t in texts
+        ]
 
     def _budget(self, prompt: int, sampling: Sampling, body: dict[str, Any], prompt_param: str) -> int:
         """How many tokens the answer may have; refuses what cannot fit."""

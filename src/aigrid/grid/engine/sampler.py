@@ -76,11 +76,16 @@ def _chain(vocab: Any, request: GenerateRequest) -> Any:
             raise ValueError("llama.cpp could not parse the grammar")
         parts.append(grammar)
     if sampling.frequency_penalty or sampling.presence_penalty:
-        parts.append(
-            llama_cpp.llama_sampler_init_penalties(
-                _PENALTY_WINDOW, 1.0, sampling.frequency_penalty, sampling.presence_penalty
-            )
+        penalties: tuple[Any, ...] = (
+            _PENALTY_WINDOW,
+            1.0,
+            sampling.frequency_penalty,
+            sampling.presence_penalty,
         )
+        # llama.cpp's releases differ: some take the vocabulary's size first, later ones do not.
+        if len(getattr(llama_cpp.llama_sampler_init_penalties, "argtypes", ())) == 5:
+            penalties = (llama_cpp.llama_vocab_n_tokens(vocab), *penalties)
+        parts.append(llama_cpp.llama_sampler_init_penalties(*penalties))
     if sampling.temperature <= 0:
         parts.append(llama_cpp.llama_sampler_init_greedy())
     else:
