@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.examples.test_services import SERVICES, Service, check_consistency, connect, running_services
+from tests.examples.test_services import SERVICES, Service, check_consistency, connect
 from tests.support import LiveServer, RecordingUpstream, aigrid
 
 from aigrid.entry.planner import REDRAW_TEMPERATURE, REDRAWS, to_written
@@ -60,13 +59,6 @@ def register(server: LiveServer, services: dict[str, Service]) -> None:
         body = {"name": name, "kind": "mcp", "url": service.url, "manifest": manifest}
         added = server.admin("POST", "/admin/services", json=body)
         assert added.status_code == 201, added.text
-
-
-@pytest.fixture(scope="module")
-def services(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
-    with running_services(tmp_path_factory.mktemp("entry-services")) as running:
-        register(server, running)
-        yield running
 
 
 def plans(upstream: RecordingUpstream, *written: dict[str, Any] | str) -> None:

@@ -8,13 +8,12 @@ bad request gets a clear error and one tenant never sees another's.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from tests.api.test_entry_api import EARBUDS, call, plans, register
-from tests.examples.test_services import Service, running_services
+from tests.api.test_entry_api import EARBUDS, call, plans
+from tests.examples.test_services import Service
 from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream
 
 from aigrid.entry.planner import to_written
@@ -22,13 +21,6 @@ from aigrid.entry.planner import to_written
 pytestmark = pytest.mark.slow
 
 SERVER_CONFIG = '[kernel]\nplanner_model = "mock"\ncompiler_model = "mock"\nagent_model = "mock"\n'
-
-
-@pytest.fixture(scope="module")
-def services(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
-    with running_services(tmp_path_factory.mktemp("learn-services")) as running:
-        register(server, running)
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -3,25 +3,17 @@ wallet service about, only the users it acts for."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.api.test_entry_api import balance, call, register
+from tests.api.test_entry_api import balance, call
 from tests.api.test_tools_api import tool_call, wait_state
-from tests.examples.test_services import Service, running_services
+from tests.examples.test_services import Service
 from tests.support import LiveServer, RecordingUpstream, aigrid
 
 pytestmark = pytest.mark.slow
 
 SERVER_CONFIG = '[kernel]\nplanner_model = "mock"\n'
-
-
-@pytest.fixture(scope="module")
-def services(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Service]]:
-    with running_services(tmp_path_factory.mktemp("payer-services")) as running:
-        register(server, running)
-        yield running
 
 
 def users(server: LiveServer, tenant: str) -> list[str]:

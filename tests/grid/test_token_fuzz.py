@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from tests.support import ADMIN_KEY, LiveServer, RecordingUpstream
+from tests.support import ADMIN_KEY, LiveServer
 
 pytestmark = pytest.mark.slow
 
 # A 4xx must come back within this (generous for a loaded 2-core CI machine; the figure is printed).
 REFUSAL_S = 3.0
+# The module's server (tests/conftest.py) serves this model beside the upstream one, "mock".
+SERVER_CONFIG = '[[models]]\nname = "smollm2-135m"\n[[models.deployments]]\nbackend = "embedded"\n'
 TEN_MB = 10 * 1024 * 1024
 SENTINEL = "__fuzzed__"
 BASES = {
@@ -154,35 +155,6 @@ def cases(endpoint: str, model: str) -> list[Case]:
         for raw in VALUES
     ]
     return whole + fields
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[RecordingUpstream]:
-    double = RecordingUpstream()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: RecordingUpstream) -> Iterator[LiveServer]:
-    config = f"""
-[[models]]
-name = "smollm2-135m"
-aliases = ["local"]
-[[models.deployments]]
-backend = "embedded"
-name = "embedded-smollm2"
-
-[[models]]
-name = "mock"
-[[models.deployments]]
-backend = "openai"
-base_url = "{upstream.url}"
-upstream_model = "mock"
-"""
-    srv = LiveServer(tmp_path_factory.mktemp("fuzz"), config).start()
-    yield srv
-    srv.stop()
 
 
 def problem(case: Case, response: httpx.Response, seconds: float) -> str | None:
