@@ -27,6 +27,7 @@ from aigrid.api import accounts as account_routes
 from aigrid.api import admin as admin_routes
 from aigrid.api import agents as agent_routes
 from aigrid.api import compose as compose_routes
+from aigrid.api import doc as api_doc
 from aigrid.api import entry as entry_routes
 from aigrid.api import learn as learn_routes
 from aigrid.api import learn_models as learn_model_routes
@@ -34,6 +35,7 @@ from aigrid.api import openai as openai_routes
 from aigrid.api import services as service_routes
 from aigrid.api import tools as tool_routes
 from aigrid.api.auth import KeyRing
+from aigrid.api.doc.registry import install as install_doc
 from aigrid.api.hot_path import HotPath
 from aigrid.api.state import AppState, KernelParts, LearnParts, state_of
 from aigrid.config import ServerConfig
@@ -399,4 +401,5 @@ def create_app(
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(LedgerUnavailable, _on_ledger_behind)
     app.add_exception_handler(Exception, _on_crash)
+    install_doc(app, api_doc.OPERATIONS)
     return HotPath(app)
