@@ -232,6 +232,7 @@ def test_every_operation_holds_to_the_document(live: tuple[LiveServer, str], tmp
         text=True,
         timeout=600,
         check=False,
+        cwd=tmp_path,  # where its cache goes
     )
     took = time.monotonic() - started
     out = run.stdout + run.stderr
