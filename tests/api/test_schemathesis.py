@@ -51,6 +51,7 @@ CHECKS = [
     "response_headers_conformance",
     "unsupported_method",
     "allow_header_conformance",
+    "ignored_auth",
 ]
 # Operations that cannot run here, with why; each is still in the document. None at present.
 NOT_RUN: dict[tuple[str, str], str] = {}
@@ -155,8 +156,17 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
     srv.start()
     try:
         key = srv.new_tenant_key(TENANT)
-        saved = httpx.post(srv.url + "/v1/agents", json=AGENT, headers={"Authorization": f"Bearer {key}"})
+        auth = {"Authorization": f"Bearer {key}"}
+        saved = httpx.post(srv.url + "/v1/agents", json=AGENT, headers=auth)
         assert saved.status_code == 201, saved.text
+        # Things of the tenant's for the run to find in listings and reach by their ids.
+        for path, body in [
+            ("/v1/processes", {"agent": AGENT["name"], "input": "Say hi."}),
+            ("/v1/memory", {"text": "Ship to Berlin.", "key": "address"}),
+            ("/v1/entry", {"input": "buy a lamp", "wait": 5}),
+        ]:
+            made = httpx.post(srv.url + path, json=body, headers=auth, timeout=30)
+            assert made.status_code in (200, 201), made.text
         yield srv, key
     finally:
         srv.stop()
