@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 from tests.routes import app_routes
 
 from aigrid.api.app import create_app
@@ -77,3 +78,22 @@ def test_budget_rule_is_in_the_schema(document: dict[str, Any]) -> None:
     """Exactly one of tokens or cost: the schema says it, as the server enforces it."""
     budget = document["components"]["schemas"]["BudgetIn"]
     assert len(budget["oneOf"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("TRACE", "/admin/budgets", "DELETE, GET, PUT"),
+        ("POST", "/console/app.js", "GET, HEAD"),
+        ("POST", "/v1/processes/p-1/journal", "GET, HEAD"),
+        ("DELETE", "/v1/learn/memory/teach", "POST"),
+        ("GET", "/v1/chat/completions", "POST"),
+    ],
+)
+def test_every_405_says_what_the_path_allows(tmp_path: Path, method: str, path: str, allow: str) -> None:
+    """A method a path does not take is a 405 naming the ones it does, in the error shape."""
+    client = TestClient(create_app(ServerConfig(), tmp_path))  # no lifespan: routing needs no state
+    answer = client.request(method, path)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == allow
+    assert answer.json()["error"]["code"] == "method_not_allowed"

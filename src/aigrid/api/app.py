@@ -20,8 +20,9 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.routing import Route as HTTPRoute
+from starlette.types import Scope
 
 from aigrid.api import accounts as account_routes
 from aigrid.api import admin as admin_routes
@@ -144,12 +145,25 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route takes on the request's path (Starlette's 405 names only the first
     route's, and FastAPI makes a route per method): each asked of the routes as they match."""
-    routes = request.app.router.routes
+    # A 405 raised inside a mount (the console's files) sees the mount's root path; the routes
+    # match against the app's.
+    scope = {
+        **request.scope,
+        "root_path": request.scope.get("app_root_path", request.scope.get("root_path", "")),
+    }
     return [
         method
         for method in _METHODS
-        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+        if any(_takes(route, {**scope, "method": method}) for route in request.app.router.routes)
     ]
+
+
+def _takes(route: BaseRoute, scope: Scope) -> bool:
+    """Whether ``route`` answers the scope's method on its path; a mounted app of its own is static
+    files, which answer GET and HEAD (a mount matches its paths whatever the method)."""
+    if isinstance(route, Mount) and not route.routes and scope["method"] not in ("GET", "HEAD"):
+        return False
+    return route.matches(scope)[0] == Match.FULL
 
 
 async def _on_ledger_behind(request: Request, exc: Exception) -> Response:
