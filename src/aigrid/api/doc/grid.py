@@ -13,6 +13,11 @@ from aigrid.store.usage import GROUPS, INTERVALS
 
 _GROUPS = "Comma-separated fields to group by: " + ", ".join(GROUPS) + "."
 _STREAM = "Either of the two: a JSON answer, or with `stream: true` server-sent events."
+_HANDLES = {
+    "X-Request-Id": "The ledger row metering a grid model's answer (req_...).",
+    "X-Aigrid-Process": "The process answering as `agent:NAME` (chat only).",
+    "X-Aigrid-Entry": "The entry answering as `entry` (chat only).",
+}
 
 
 # -- the token endpoints ------------------------------------------------------------------------------
@@ -300,7 +305,7 @@ class DeploymentHealth(Open):
 def _token(
     path: str, summary: str, body: type[BaseModel], answer: type[BaseModel], stream: bool
 ) -> Operation:
-    reply = Reply(answer, _STREAM if stream else "OK", stream=stream)
+    reply = Reply(answer, _STREAM if stream else "OK", stream=stream, headers=_HANDLES)
     return Operation(
         "POST", path, summary, "tokens", "key", {200: reply}, body=body, errors=(413, 429, 502, 503)
     )

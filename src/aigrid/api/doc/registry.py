@@ -181,7 +181,7 @@ def _responses(op: Operation, refs: Callable[[Model], dict[str, Any]]) -> dict[s
         out[str(status)] = answer
     for status in sorted({*_AUTH_ERRORS[op.auth], *op.errors}):
         answer = {"description": _ERRORS[status], "content": _content(refs(Error), JSON)}
-        if status == 429:
+        if status in (429, 503):
             answer["headers"] = {
                 "Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}
             }
