@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from aigrid.api.doc.common import JSONObject, Open, Page
 from aigrid.api.doc.registry import Operation
@@ -25,8 +26,8 @@ class Ask(Wait):
     """A sentence saying what is wanted; ``plan`` instead of the planner's, ``confirm`` to skip asking."""
 
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, pattern=r"\S")
-    user: str | None = Field(
-        default=None, pattern=USER.pattern, description="Whose wallet pays; the tenant's name if left out."
+    user: Annotated[str, Field(pattern=USER.pattern)] | SkipJsonSchema[None] = Field(
+        default=None, description="Whose wallet pays; the tenant's name if left out."
     )
     confirm: bool = False
     plan: JSONObject | None = Field(default=None, description="A written plan: an object with 'steps'.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonValue
@@ -11,6 +11,8 @@ from aigrid.api.doc.common import JSONObject, Open, Page
 from aigrid.api.doc.registry import Operation, Reply
 from aigrid.store.usage import GROUPS, INTERVALS
 
+_ONE_GROUP = " *(" + "|".join(GROUPS) + ")? *"
+_GROUP_LIST = f"^{_ONE_GROUP}(,{_ONE_GROUP})*$"
 _GROUPS = "Comma-separated fields to group by: " + ", ".join(GROUPS) + "."
 _STREAM = "Either of the two: a JSON answer, or with `stream: true` server-sent events."
 _HANDLES = {
@@ -23,6 +25,16 @@ _HANDLES = {
 # -- the token endpoints ------------------------------------------------------------------------------
 
 
+# Stream options go only with a stream.
+_STREAM_ONLY: dict[str, JsonValue] = {
+    "dependentSchemas": {
+        "stream_options": {"required": ["stream"], "properties": {"stream": {"const": True}}}
+    }
+}
+NonEmptyText = Annotated[str, Field(min_length=1)]
+NonEmptyList = Annotated[list[Any], Field(min_length=1)]
+
+
 class StreamOptions(Open):
     """Options of a stream."""
 
@@ -30,6 +42,8 @@ class StreamOptions(Open):
 
 
 class _TokenRequest(Open):
+    model_config = ConfigDict(json_schema_extra=_STREAM_ONLY)
+
     model: str = Field(
         min_length=1,
         description="A model or alias the grid serves; on chat also `agent:NAME` (one of the caller's "
@@ -56,10 +70,11 @@ class ChatRequest(_TokenRequest):
 
     model_config = ConfigDict(
         json_schema_extra={
+            **_STREAM_ONLY,
             "examples": [
                 {"model": "local", "messages": _HELLO, "max_tokens": 8},
                 {"model": "local", "messages": _HELLO, "max_tokens": 8, "stream": True},
-            ]
+            ],
         }
     )
 
@@ -78,10 +93,13 @@ class CompletionRequest(_TokenRequest):
     """A text completion request, as OpenAI's."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"model": "local", "prompt": "Once", "max_tokens": 8}]}
+        json_schema_extra={
+            **_STREAM_ONLY,
+            "examples": [{"model": "local", "prompt": "Once", "max_tokens": 8}],
+        }
     )
 
-    prompt: str | list[Any] = Field(min_length=1)
+    prompt: NonEmptyText | NonEmptyList
 
 
 class EmbeddingRequest(Open):
@@ -92,7 +110,7 @@ class EmbeddingRequest(Open):
     )
 
     model: str = Field(min_length=1)
-    input: str | list[Any] = Field(min_length=1)
+    input: NonEmptyText | NonEmptyList
     encoding_format: Literal["float", "base64"] | None = None
     stream: Literal[False] | None = None
     user: str | None = None
@@ -176,7 +194,7 @@ class ModelObject(Open):
 class UsageQuery(BaseModel):
     """Which usage to sum."""
 
-    group_by: str | None = Field(default=None, description=_GROUPS)
+    group_by: str | None = Field(default=None, pattern=_GROUP_LIST, description=_GROUPS)
     interval: Literal[INTERVALS] | None = None  # type: ignore[valid-type]
     since: str | None = Field(default=None, description="ISO 8601 time (naive is UTC) or epoch seconds.")
     until: str | None = Field(default=None, description="ISO 8601 time (naive is UTC) or epoch seconds.")

@@ -12,8 +12,11 @@ from aigrid.api.doc.registry import Operation, Reply
 from aigrid.config import ProviderConfig
 from aigrid.entry.manifest import Manifest
 from aigrid.spec import AgentSpec
+from aigrid.store.memory import MAX_MEMORY_CHARS
 from aigrid.store.processes import STATES
 
+_ONE_STATE = "(" + "|".join(STATES) + ")"
+_STATES = f"^({_ONE_STATE}(,{_ONE_STATE})*)?$"
 _NAMED = "The admin key names the tenant; a tenant key may only name its own."
 _ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
 
@@ -150,7 +153,7 @@ class ProcessIn(BaseModel):
 class ProcessQuery(TenantQuery):
     """Which processes."""
 
-    state: str | None = Field(default=None, description="Comma-separated states: " + ", ".join(STATES))
+    state: str | None = Field(default=None, pattern=_STATES, description="Comma-separated states.")
     agent: str | None = None
     limit: int = Field(default=100, ge=1, le=1000)
 
@@ -239,8 +242,10 @@ class MemoryQuery(TenantQuery):
 class MemoryIn(BaseModel):
     """A text to remember for an agent, or for all of the tenant's agents."""
 
-    text: str = Field(pattern=r"\S")
-    key: str | None = Field(default=None, description="Writing a key again replaces its memory.")
+    text: str = Field(max_length=MAX_MEMORY_CHARS, pattern=r"\S")
+    key: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Writing a key again replaces its memory."
+    )
     agent: str | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from aigrid.api.agents import MAX_ID
 from aigrid.api.doc.common import Deleted, JSONObject, Open, Page
@@ -61,7 +62,7 @@ class FeedbackIn(BaseModel):
 
     model_config = {"json_schema_extra": {"oneOf": [_only(k) for k in FEEDBACK_KINDS]}}
 
-    completion: str | None = Field(default=None, min_length=1, max_length=96)
+    completion: str | None = Field(default=None, pattern="^req_", max_length=96, description="X-Request-Id")
     process: str | None = Field(default=None, min_length=1, max_length=96)
     entry: str | None = Field(default=None, min_length=1, max_length=96)
     agent: str | None = Field(default=None, min_length=1, max_length=96)
@@ -280,7 +281,9 @@ class PromoteIn(BaseModel):
     """The gate's settings."""
 
     limit: int | None = Field(default=None, ge=1, le=100_000)
-    experience: bool | None = None
+    experience: bool | SkipJsonSchema[None] = Field(
+        default=None, description="The server's setting if left out."
+    )
 
 
 class Promotion(Open):
@@ -312,7 +315,9 @@ class RoundIn(BaseModel):
     k: int = Field(default=4, ge=0, le=32)
     temperature: float = 0.8
     teacher: str | None = Field(default=CODE_TEACHER, description=f"'{CODE_TEACHER}', a grid model, or null.")
-    experience: bool | None = None
+    experience: bool | SkipJsonSchema[None] = Field(
+        default=None, description="The server's setting if left out."
+    )
     train: JSONObject = Field(default_factory=dict)
     promote: bool = True
     gate_limit: int | None = Field(default=None, ge=1, le=100_000)

@@ -147,13 +147,22 @@ def _query_parameters(query: Model) -> list[dict[str, Any]]:
     required = set(schema.get("required", ()))
     params = []
     for name, found in schema.get("properties", {}).items():
-        prop = {k: v for k, v in found.items() if k not in ("title", "description")}
+        prop = _not_null({k: v for k, v in found.items() if k not in ("title", "description", "default")})
         description = found.get("description")
         param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
         if description:
             param["description"] = description
         params.append(param)
     return params
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query value left out is none; one sent is text, never JSON's null."""
+    kinds = [k for k in schema.get("anyOf", ()) if k != {"type": "null"}]
+    if len(kinds) == 1 and len(schema["anyOf"]) == 2:
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        return {**rest, **kinds[0]}
+    return schema
 
 
 def _path_parameters(op: Operation) -> list[dict[str, Any]]:
