@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonValue
 
 Backend = Literal["openai", "embedded"]
 Policy = Literal["failover", "least-busy", "cheapest", "fastest"]
@@ -212,10 +213,35 @@ class OAuthConfig(_Strict):
         return self
 
 
+# What ``ProviderConfig._one_source`` checks, said in JSON Schema for the API's document.
+_ONE_SOURCE: list[JsonValue] = [
+    {
+        "properties": {"kind": {"const": "mcp"}, "command": {"minItems": 1}, "url": {"type": "null"}},
+        "required": ["kind", "command"],
+    },
+    {
+        "properties": {
+            "kind": {"const": "mcp"},
+            "command": {"maxItems": 0},
+            "url": {"type": "string", "minLength": 1},
+        },
+        "required": ["kind", "url"],
+    },
+    {
+        "properties": {
+            "kind": {"const": "openapi"},
+            "command": {"maxItems": 0},
+            "spec": {"type": "string", "minLength": 1},
+        },
+        "required": ["kind", "spec"],
+    },
+]
+
+
 class ProviderConfig(BaseModel):
     """One MCP server (a command over stdio, or a streamable HTTP URL) or one OpenAPI service."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"anyOf": _ONE_SOURCE})
 
     name: str = Field(pattern=PROVIDER_NAME)
     kind: ProviderKind

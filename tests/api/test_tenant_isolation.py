@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import pytest
-from starlette.routing import BaseRoute, Mount
 from tests.examples.test_services import SERVICES, Service, started
+from tests.routes import app_routes
 from tests.support import LiveServer, RecordingUpstream
-
-from aigrid.api.app import create_app
-from aigrid.api.hot_path import ENDPOINTS
-from aigrid.config import ServerConfig
 
 pytestmark = pytest.mark.slow
 
@@ -300,7 +296,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/processes/{pid}/journal"): tenant(
         lambda o: [get(f"/v1/processes/{pid}/journal") for pid in o.pids]
     ),
-    ("POST", "/v1/processes/{pid}/{signal}"): tenant(
+    ("POST", "/v1/processes/{pid}/{signal:signal}"): tenant(
         lambda o: [
             Ask("POST", f"/v1/processes/{o.waiting_pid}/pause"),
             Ask("POST", f"/v1/processes/{o.waiting_pid}/kill"),
@@ -371,7 +367,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/learn/evals/{id}"): tenant(lambda o: [get(f"/v1/learn/evals/{o.eval_run}")]),
     ("GET", "/v1/learn/compare"): tenant(lambda o: [get("/v1/learn/compare", a=o.eval_run, b=o.eval_run)]),
     ("GET", "/v1/learn/memory"): tenant(lambda o: plain_and_as_a("GET", "/v1/learn/memory")),
-    ("DELETE", "/v1/learn/memory/{id}"): tenant(
+    ("DELETE", "/v1/learn/memory/{id:example}"): tenant(
         lambda o: [Ask("DELETE", f"/v1/learn/memory/{e}") for e in o.examples]
     ),
     ("POST", "/v1/learn/memory/teach"): tenant(
@@ -460,36 +456,6 @@ ROUTES: dict[tuple[str, str], Case] = {
         ]
     ),
 }
-
-
-# -- the app's own route table --------------------------------------------------------------------------
-
-
-def _routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
-    for route in routes:
-        included = getattr(route, "original_router", None)  # FastAPI's include_router, unexpanded
-        if included is not None:
-            context = getattr(route, "include_context", None)
-            yield from _routes(included.routes, prefix + str(getattr(context, "prefix", "")))
-        elif isinstance(route, Mount):
-            inner = route.routes
-            if inner:
-                yield from _routes(inner, prefix + route.path)
-            else:  # an app of its own: static files
-                yield "GET", f"{prefix}{route.path}/{{path:path}}"
-        else:
-            path, methods = getattr(route, "path", None), getattr(route, "methods", None)
-            assert path is not None and methods, f"a route the walk cannot read: {route!r}"
-            for method in sorted(set(methods) - {"HEAD"} or methods):
-                yield method, prefix + path
-
-
-def app_routes(data_dir: Path) -> set[tuple[str, str]]:
-    """Every (method, path template) the server answers: the app's routes and the hot path's."""
-    served = create_app(ServerConfig(), data_dir)
-    found = set(_routes(served.app.routes))
-    found |= {("POST", path) for path in ENDPOINTS}
-    return found
 
 
 # -- tenant A's things ----------------------------------------------------------------------------------

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonValue
 from starlette.responses import Response
 
 from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, tenant_scope
 from aigrid.api.state import AppState, state_of
-from aigrid.errors import bad_request
 from aigrid.store.accounts import Principal, digest
 
 Kind = Literal["tokens", "cost"]
@@ -46,13 +46,29 @@ class KeyIn(_Body):
     name: str | None = Field(default=None, max_length=128)
 
 
+# A positive decimal amount written out (no exponent), as `aigrid budget set` sends it.
+_COST = r"^0*([1-9][0-9]*(\.[0-9]*)?|\.[0-9]*[1-9][0-9]*|0\.[0-9]*[1-9][0-9]*)$"
+_ONE_AMOUNT: list[JsonValue] = [
+    {"required": ["tokens"], "properties": {"tokens": {"type": "integer"}, "cost": {"type": "null"}}},
+    {"required": ["cost"], "properties": {"cost": {"type": "string"}, "tokens": {"type": "null"}}},
+]
+
+
 class BudgetIn(_Body):
-    """A budget: tokens, or a cost in currency units as a decimal string."""
+    """A budget: tokens, or a cost in currency units as a decimal string; exactly one of the two."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_AMOUNT})
 
     tenant: str
     period: Period
     tokens: int | None = Field(default=None, gt=0)
-    cost: str | None = None
+    cost: str | None = Field(default=None, pattern=_COST, description="A positive decimal amount.")
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> BudgetIn:
+        if (self.tokens is None) == (self.cost is None):
+            raise ValueError("Give exactly one of 'tokens' or 'cost'.")
+        return self
 
 
 class LimitsIn(_Body):
@@ -107,14 +123,8 @@ async def revoke_key(key_id: str, state: Admin) -> Response:
     return json_response({"id": key_id, "revoked": True})
 
 
-def _parse_cost(text: str) -> int:
-    try:
-        value = Decimal(text)
-    except InvalidOperation as exc:
-        raise bad_request(f"'cost' must be a decimal amount, not {text!r}.", param="cost") from exc
-    if not value.is_finite() or value <= 0:
-        raise bad_request("'cost' must be a positive amount.", param="cost")
-    return int((value * 1_000_000).to_integral_value())
+def _micro(cost: str) -> int:
+    return int((Decimal(cost) * 1_000_000).to_integral_value())
 
 
 def _budget_view(tenant: str, view: dict[str, object]) -> dict[str, object]:
@@ -137,12 +147,7 @@ async def budget_list(state: AppState, principal: Principal, tenant: str | None)
 @router.put("/budgets")
 async def set_budget(body: BudgetIn, state: Admin) -> Response:
     """Add or replace a tenant's budget for a period."""
-    if (body.tokens is None) == (body.cost is None):
-        raise bad_request("Give exactly one of 'tokens' or 'cost'.", param="tokens")
-    kind, limit = (
-        ("tokens", body.tokens) if body.tokens is not None else ("cost", _parse_cost(body.cost or ""))
-    )
-    assert limit is not None
+    kind, limit = ("tokens", body.tokens) if body.tokens is not None else ("cost", _micro(body.cost or "0"))
     await state.grid.ledger.flush()
     tenant_id, spent = await call_store(state.accounts.set_budget, body.tenant, kind, body.period, limit)
     budget = state.grid.admission.set_budget(tenant_id, kind, body.period, limit, spent)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import aigrid.api.paths  # noqa: F401  (the path convertors the routes below name)
 from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, call_store_async, tenant_scope
 from aigrid.api.state import state_of
@@ -400,7 +401,7 @@ routes = [
     Route("/v1/processes", list_processes, methods=["GET"]),
     Route("/v1/processes/{pid}", get_process, methods=["GET"]),
     Route("/v1/processes/{pid}/journal", process_journal, methods=["GET"]),
-    Route("/v1/processes/{pid}/{signal}", signal_process, methods=["POST"]),
+    Route("/v1/processes/{pid}/{signal:signal}", signal_process, methods=["POST"]),
     Route("/v1/agents", list_agents, methods=["GET"]),
     Route("/v1/agents/{name}", get_agent, methods=["GET"]),
     Route("/v1/agents/{name}/versions", agent_versions, methods=["GET"]),

@@ -20,13 +20,15 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match, Mount
 from starlette.routing import Route as HTTPRoute
+from starlette.types import Scope
 
 from aigrid.api import accounts as account_routes
 from aigrid.api import admin as admin_routes
 from aigrid.api import agents as agent_routes
 from aigrid.api import compose as compose_routes
+from aigrid.api import doc as api_doc
 from aigrid.api import entry as entry_routes
 from aigrid.api import learn as learn_routes
 from aigrid.api import learn_models as learn_model_routes
@@ -35,6 +37,7 @@ from aigrid.api import payers as payer_routes
 from aigrid.api import services as service_routes
 from aigrid.api import tools as tool_routes
 from aigrid.api.auth import KeyRing
+from aigrid.api.doc.registry import install as install_doc
 from aigrid.api.hot_path import HotPath
 from aigrid.api.state import AppState, KernelParts, LearnParts, state_of
 from aigrid.config import ServerConfig
@@ -144,12 +147,25 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 def _allowed_methods(request: Request) -> list[str]:
     """Every method some route takes on the request's path (Starlette's 405 names only the first
     route's, and FastAPI makes a route per method): each asked of the routes as they match."""
-    routes = request.app.router.routes
+    # A 405 raised inside a mount (the console's files) sees the mount's root path; the routes
+    # match against the app's.
+    scope = {
+        **request.scope,
+        "root_path": request.scope.get("app_root_path", request.scope.get("root_path", "")),
+    }
     return [
         method
         for method in _METHODS
-        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+        if any(_takes(route, {**scope, "method": method}) for route in request.app.router.routes)
     ]
+
+
+def _takes(route: BaseRoute, scope: Scope) -> bool:
+    """Whether ``route`` answers the scope's method on its path; a mounted app of its own is static
+    files, which answer GET and HEAD (a mount matches its paths whatever the method)."""
+    if isinstance(route, Mount) and not route.routes and scope["method"] not in ("GET", "HEAD"):
+        return False
+    return route.matches(scope)[0] == Match.FULL
 
 
 async def _on_ledger_behind(request: Request, exc: Exception) -> Response:
@@ -403,4 +419,5 @@ def create_app(
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_exception_handler(LedgerUnavailable, _on_ledger_behind)
     app.add_exception_handler(Exception, _on_crash)
+    install_doc(app, api_doc.OPERATIONS)
     return HotPath(app)

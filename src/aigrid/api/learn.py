@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import aigrid.api.paths  # noqa: F401  (the path convertors the routes below name)
 from aigrid.api.agents import json_object, query_number, whole_number_text
 from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, call_store_async, tenant_scope
@@ -245,6 +246,6 @@ routes = [
     Route("/v1/learn/evals/{id}", get_eval, methods=["GET"]),
     Route("/v1/learn/compare", compare_evals, methods=["GET"]),
     Route("/v1/learn/memory", list_memory, methods=["GET"]),
-    Route("/v1/learn/memory/{id}", forget_example, methods=["DELETE"]),
+    Route("/v1/learn/memory/{id:example}", forget_example, methods=["DELETE"]),
     Route("/v1/learn/memory/teach", teach, methods=["POST"]),
 ]
