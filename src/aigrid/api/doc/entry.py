@@ -10,8 +10,8 @@ from pydantic.json_schema import SkipJsonSchema
 from aigrid.api.doc.common import JSONObject, Open, Page
 from aigrid.api.doc.registry import Operation
 from aigrid.entry.planner import MAX_INPUT_CHARS
-from aigrid.entry.service import USER
 from aigrid.store.entries import ENTRY_STATES
+from aigrid.store.payers import USER
 
 _WAIT = Field(default=120, ge=0, le=600, description="Seconds to wait for the plan or the saga.")
 

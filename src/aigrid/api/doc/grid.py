@@ -232,6 +232,9 @@ class Me(BaseModel):
     tenant: str | None
     key_id: str | None
     admin: bool
+    users: list[str] | None = Field(
+        description="The users the tenant acts for besides itself; null: the admin"
+    )
 
 
 class TenantQuery(BaseModel):
@@ -259,6 +262,23 @@ class Tenant(BaseModel):
     id: int
     name: str
     created_at_us: int
+
+
+class TenantUser(BaseModel):
+    """A user a tenant acts for: whose wallet its entries may pay from."""
+
+    object: Literal["user"]
+    user: str
+    tenant: str | None = None
+    deleted: bool | None = None
+
+
+class TenantUsers(BaseModel):
+    """The users a tenant acts for besides itself."""
+
+    object: Literal["list"]
+    tenant: str
+    data: list[TenantUser]
 
 
 class NewKey(BaseModel):
@@ -382,6 +402,30 @@ OPERATIONS = [
     Operation("PUT", "/admin/budgets", "Set a tenant's budget for a period", "admin", "admin", {200: Budget}),
     Operation("GET", "/admin/budgets", "Every tenant's budgets", "admin", "admin", {200: Page[Budget]}),
     Operation("DELETE", "/admin/budgets", "Remove a budget", "admin", "admin", {200: BudgetRemoved}),
+    Operation(
+        "GET",
+        "/admin/tenants/{tenant}/users",
+        "The users a tenant acts for",
+        "admin",
+        "admin",
+        {200: TenantUsers},
+    ),
+    Operation(
+        "PUT",
+        "/admin/tenants/{tenant}/users/{user}",
+        "Let a tenant act for a user (pay from the user's wallet)",
+        "admin",
+        "admin",
+        {200: Reply(TenantUser, "The tenant already acted for the user"), 201: TenantUser},
+    ),
+    Operation(
+        "DELETE",
+        "/admin/tenants/{tenant}/users/{user}",
+        "Stop a tenant acting for a user",
+        "admin",
+        "admin",
+        {200: TenantUser},
+    ),
     Operation("PUT", "/admin/limits", "Set a tenant's rate limits", "admin", "admin", {200: Limits}),
     Operation(
         "GET",

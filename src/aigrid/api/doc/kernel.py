@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from aigrid.api.agents import MAX_ID
 from aigrid.api.doc.common import Deleted, JSONObject, Open, Page
@@ -196,6 +196,22 @@ class Tool(BaseModel):
     provider: str
     tenant: str | None
     parameters: JSONObject
+
+
+class ProviderLogin(BaseModel):
+    """An admin's OAuth login started: the address to open in a browser."""
+
+    object: Literal["tool.provider.login"]
+    name: str
+    authorization_url: str
+
+
+class LoginCallback(BaseModel):
+    """Where the authorization server sent the admin's browser back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    redirect_url: str = Field(min_length=1, pattern=r"\S")
 
 
 class Provider(BaseModel):
@@ -482,6 +498,24 @@ OPERATIONS = [
         "tools",
         {200: Deleted},
         auth="admin",
+        errors=(409,),
+    ),
+    _op(
+        "POST",
+        "/admin/tools/providers/{name}/login",
+        "Start an admin's OAuth login to a provider (authorization-code grant)",
+        "tools",
+        {200: ProviderLogin},
+        auth="admin",
+    ),
+    _op(
+        "POST",
+        "/admin/tools/providers/{name}/login/callback",
+        "Finish an admin's OAuth login with the address the browser was sent back to",
+        "tools",
+        {200: Provider},
+        auth="admin",
+        body=LoginCallback,
         errors=(409,),
     ),
     _op("GET", "/v1/audit", "Tool calls, newest first", "tools", {200: Page[ToolCall]}, query=AuditQuery),
