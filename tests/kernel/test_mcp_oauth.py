@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp.client.auth import OAuthFlowError
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from tests.kernel.oauth_server import OAuthProtectedMcpServer, Running
 from tests.support import free_port
@@ -18,6 +19,7 @@ from aigrid.config import OAuthConfig, ProviderConfig
 from aigrid.kernel.providers.base import ProviderError
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.providers.mcp import McpAuthError, McpProvider
+from aigrid.kernel.providers.oauth import BrowserOAuth, StoredCredentials, oauth_failure
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.db import make_engine, migrate
@@ -298,3 +300,33 @@ async def test_a_login_is_only_for_the_authorization_code_grant(
         assert unknown.value.status == 404
     finally:
         await manager.close()
+
+
+# --- what the SDK is told, and what its refusals are said as ---
+
+
+def test_a_url_based_client_id_goes_to_the_sdk_for_a_login_without_a_client(
+    credentials: ProviderOAuthStore,
+) -> None:
+    document = "https://aigrid.example/oauth/client.json"
+    oauth = OAuthConfig(grant="authorization_code", client_metadata_url=document)
+    auth = BrowserOAuth("http://127.0.0.1:1/mcp", StoredCredentials(credentials, "vault"), oauth, None)
+    assert auth.context.client_metadata_url == document
+    for wrong in (
+        {"client_metadata_url": document},  # client_credentials
+        {"grant": "authorization_code", "client_id": CLIENT, "client_metadata_url": document},
+        {"grant": "authorization_code", "client_metadata_url": "http://aigrid.example/client.json"},
+        {"grant": "authorization_code", "client_metadata_url": "https://aigrid.example/"},
+    ):
+        with pytest.raises(ValueError, match="client_metadata_url"):
+            OAuthConfig(**wrong)
+
+
+def test_metadata_naming_another_issuer_is_not_blamed_on_a_pin(credentials: ProviderOAuthStore) -> None:
+    oauth = OAuthConfig(grant="authorization_code")
+    auth = BrowserOAuth("http://127.0.0.1:1/mcp", StoredCredentials(credentials, "vault"), oauth, None)
+    refused = OAuthFlowError("Authorization server metadata issuer mismatch: http://a/oauth != http://a")
+    message = oauth_failure(refused, auth)
+    assert message is not None and "pinned" not in message
+    assert "names another issuer than the one it was looked up for" in message
+    assert "RFC 8414 section 3.3" in message

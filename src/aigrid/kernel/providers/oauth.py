@@ -198,7 +198,9 @@ class BrowserOAuth(KeptOAuth):
     ) -> None:
         metadata = OAuthClientMetadata.model_validate(_client_fields(oauth) | {"client_name": "aigrid"})
         redirect, callback = (None, None) if login is None else (login.redirect, login.callback)
-        super().__init__(server_url, metadata, storage, redirect, callback)
+        super().__init__(
+            server_url, metadata, storage, redirect, callback, client_metadata_url=oauth.client_metadata_url
+        )
         self.oauth = oauth
         self.credentials = storage
 
@@ -255,11 +257,18 @@ def oauth_failure(exc: BaseException, auth: KeptOAuth) -> str | None:
             f"registering an OAuth client dynamically failed ({said}): give the provider an oauth "
             "client_id and client_secret made for it on the authorization server"
         )
-    if "issuer mismatch" in said or "for configured issuer" in said:
+    pinned = isinstance(auth, MachineOAuth) and auth.issuer is not None
+    if pinned and ("issuer mismatch" in said or "for configured issuer" in said):
         origin = "configured one" if oauth.issuer else "one pinned at the first token"
         return (
             f"the server sent aigrid to another authorization server than the {origin} "
             f"({auth.issuer}): {said}; if that is expected, add the provider again"
+        )
+    if "issuer mismatch" in said:
+        # RFC 8414 section 3.3: metadata naming another issuer than the one it was fetched for is refused.
+        return (
+            f"the authorization server's metadata names another issuer than the one it was looked up "
+            f"for ({said}), so aigrid does not trust it (RFC 8414 section 3.3): its OAuth setup needs fixing"
         )
     expired = ""
     if auth.refresh_failure is not None:
