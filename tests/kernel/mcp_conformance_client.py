@@ -24,6 +24,7 @@ import httpx
 
 from aigrid.config import OAuthConfig, ProviderConfig
 from aigrid.kernel.providers.manager import ProviderManager, ProviderStatus
+from aigrid.kernel.providers.mcp import McpAuthError
 from aigrid.kernel.tools import CallContext, ToolRegistry
 from aigrid.store.db import make_engine, migrate
 from aigrid.store.payers import PayerStore
@@ -65,6 +66,13 @@ async def log_in(manager: ProviderManager) -> ProviderStatus:
     return await manager.finish_login(NAME, sent_back)
 
 
+async def call(registry: ToolRegistry, name: str, arguments: dict[str, Any]) -> Any:
+    """A tool's answer, called the way the kernel calls it."""
+    tool = registry.get(name)
+    assert tool is not None, f"no tool {name}"
+    return await tool.handler(arguments, CTX)
+
+
 async def run(url: str, scenario: str, context: dict[str, Any], data: Path) -> None:
     """Open the scenario's server as a provider, log in where it wants one, and call its tools."""
     database = data / "conformance.db"
@@ -86,10 +94,19 @@ async def run(url: str, scenario: str, context: dict[str, Any], data: Path) -> N
             raise SystemExit(f"the provider is down: {status.error}")
         print("tools:", ", ".join(status.tools))
         for name in status.tools:
-            tool = registry.get(name)
-            assert tool is not None
             listed = name.removeprefix(f"{NAME}.")
-            print(f"{listed}:", await tool.handler(ARGUMENTS.get(listed, {}), CTX))
+            try:
+                answer = await call(registry, name, ARGUMENTS.get(listed, {}))
+            except McpAuthError as refused:
+                # A server that wants more for this call (a step-up): the admin logs in again, as told.
+                print(f"{listed}: {refused}")
+                if oauth is None or oauth.grant != "authorization_code":
+                    raise
+                status = await log_in(manager)
+                if status.error is not None:
+                    raise SystemExit(f"the provider is down after a new login: {status.error}") from refused
+                answer = await call(registry, name, ARGUMENTS.get(listed, {}))
+            print(f"{listed}:", answer)
     finally:
         await manager.close()
         engine.dispose()

@@ -330,3 +330,42 @@ def test_metadata_naming_another_issuer_is_not_blamed_on_a_pin(credentials: Prov
     assert message is not None and "pinned" not in message
     assert "names another issuer than the one it was looked up for" in message
     assert "RFC 8414 section 3.3" in message
+
+
+async def test_a_call_refused_for_scope_says_to_log_in_and_the_login_asks_for_that_scope(
+    oauth_protected_mcp_server: OAuthProtectedMcpServer, tmp_path: Path
+) -> None:
+    server = oauth_protected_mcp_server
+    engine = make_engine(f"sqlite:///{tmp_path / 'login.db'}")
+    migrate(engine)
+    registry = ToolRegistry()
+    manager = ProviderManager(registry, ProviderStore(engine), lambda _: 1, [], PayerStore(engine).refusal)
+    login = config(server, grant="authorization_code", client_id=CLIENT, client_secret=SECRET, scope="audit")
+
+    async def logged_in() -> str:
+        url = await manager.login("vault")
+        async with httpx.AsyncClient() as browser:
+            status = await manager.finish_login("vault", (await browser.get(url)).headers["location"])
+        assert status.error is None
+        return url
+
+    try:
+        await manager.add(login)
+        first = await logged_in()
+        assert "scope=tools+audit" in first, "the challenge's scope, and the configured one"
+        # The server now wants more than the token has: it answers 403 insufficient_scope (a step-up).
+        for key, token in list(server.tokens.items()):
+            server.tokens[key] = token.model_copy(update={"scopes": ["audit"]})
+        whoami = registry.get("vault.whoami")
+        assert whoami is not None
+        with pytest.raises(McpAuthError) as refused:
+            await whoami.handler({}, CTX)
+        message = str(refused.value)
+        assert "run `aigrid tool login vault`" in message
+        assert "the server wants the scope 'audit tools'" in message
+        again = await logged_in()
+        assert "scope=tools+audit" in again
+        whoami = registry.get("vault.whoami")
+        assert whoami is not None and json.loads(await whoami.handler({}, CTX))["result"] == CLIENT
+    finally:
+        await manager.close()
