@@ -205,11 +205,19 @@ class OAuthConfig(_Strict):
     redirect_uri: str = Field(
         default="http://127.0.0.1:8976/oauth/callback", pattern=r"^https?://", max_length=2000
     )
+    # A URL-based client id (a Client ID Metadata Document the admin publishes there, listing the
+    # redirect_uri), used where the authorization server supports them instead of registering a client
+    # (authorization_code without a client_id only).
+    client_metadata_url: str | None = Field(default=None, pattern=r"^https://[^/]+/.", max_length=2000)
 
     @model_validator(mode="after")
     def _secret_has_an_id(self) -> OAuthConfig:
         if self.client_secret is not None and self.client_id is None:
             raise ValueError("oauth: a client_secret needs its client_id")
+        if self.client_metadata_url is not None and (
+            self.grant != "authorization_code" or self.client_id is not None
+        ):
+            raise ValueError("oauth: client_metadata_url is for authorization_code without a client_id")
         return self
 
 

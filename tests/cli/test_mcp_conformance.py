@@ -1,28 +1,17 @@
-"""`aigrid mcp --http` against the MCP conformance suite (@modelcontextprotocol/conformance, on Node 22).
-
-`make test` installs Node 22 and the suite into build/ (the Makefile's `mcp-conformance` target)
-and requires them with AIGRID_REQUIRE_BROWSER; without that variable a checkout that lacks them
-skips this test.
-"""
+"""`aigrid mcp --http` against the MCP conformance suite's server scenarios (tests/conformance_suite.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.cli.test_mcp_server import http_mcp_of, save_agent
+from tests.conformance_suite import NODE22, SUITE, outcomes, require_suite
 from tests.support import LiveServer
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-NODE22 = Path(os.environ.get("AIGRID_NODE22", ROOT / "build" / "node22" / "bin" / "node"))
-SUITE = ROOT / "build/mcp-conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js"
 
 # The scenarios aigrid's server meets, and must go on meeting.
 APPLIES = {
@@ -75,18 +64,12 @@ DOES_NOT_APPLY = {
     "prompts-get-embedded-resource": REFERENCE.format("prompt test_prompt_with_embedded_resource"),
     "prompts-get-with-image": REFERENCE.format("prompt test_prompt_with_image"),
 }
-_RESULT_DIR = re.compile(r"server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z")
 
 
 @pytest.fixture(scope="module")
 def suite() -> None:
     """Node 22 and the suite, where `make mcp-conformance` puts them; before any server starts."""
-    missing = [str(p) for p in (NODE22, SUITE) if not p.exists()]
-    if not missing:
-        return
-    if os.environ.get("AIGRID_REQUIRE_BROWSER"):
-        pytest.fail(f"missing {', '.join(missing)}: `make mcp-conformance` installs Node 22 and the suite")
-    pytest.skip(f"no {', '.join(missing)} (`make mcp-conformance` installs Node 22 and the MCP suite)")
+    require_suite()
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +82,6 @@ def served(suite: None, server: LiveServer, tmp_path_factory: pytest.TempPathFac
         yield url
 
 
-def _outcomes(results: Path) -> dict[str, list[dict[str, object]]]:
-    """Each scenario's checks, from the folder the suite wrote its results to."""
-    outcomes: dict[str, list[dict[str, object]]] = {}
-    for folder in results.iterdir():
-        named = _RESULT_DIR.fullmatch(folder.name)
-        if named is not None:
-            outcomes[named["scenario"]] = json.loads((folder / "checks.json").read_text())
-    return outcomes
-
-
 def test_the_conformance_suites_server_scenarios_that_apply_pass(served: str, tmp_path: Path) -> None:
     run = subprocess.run(
         [str(NODE22), str(SUITE), "server", "--url", served, "--suite", "all", "-o", str(tmp_path)],
@@ -117,14 +90,14 @@ def test_the_conformance_suites_server_scenarios_that_apply_pass(served: str, tm
         timeout=120,
         check=False,
     )
-    outcomes = _outcomes(tmp_path)
-    assert outcomes, f"the suite wrote no results:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    unsorted = sorted(set(outcomes) - set(APPLIES) - set(DOES_NOT_APPLY))
+    found = outcomes(tmp_path, "server-")
+    assert found, f"the suite wrote no results:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    unsorted = sorted(set(found) - set(APPLIES) - set(DOES_NOT_APPLY))
     assert not unsorted, f"scenarios new to this test, to sort into APPLIES or DOES_NOT_APPLY: {unsorted}"
-    assert not set(APPLIES) - set(outcomes), "every scenario that applies ran"
+    assert not set(APPLIES) - set(found), "every scenario that applies ran"
     failed = {
         scenario: [str(c.get("errorMessage")) for c in checks if c.get("status") == "FAILURE"]
-        for scenario, checks in outcomes.items()
+        for scenario, checks in found.items()
         if scenario in APPLIES
     }
     assert not {s: f for s, f in failed.items() if f}, run.stdout[-4000:]

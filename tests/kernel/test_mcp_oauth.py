@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from mcp.client.auth import OAuthFlowError
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from tests.kernel.oauth_server import OAuthProtectedMcpServer, Running
 from tests.support import free_port
@@ -18,6 +19,7 @@ from aigrid.config import OAuthConfig, ProviderConfig
 from aigrid.kernel.providers.base import ProviderError
 from aigrid.kernel.providers.manager import ProviderManager
 from aigrid.kernel.providers.mcp import McpAuthError, McpProvider
+from aigrid.kernel.providers.oauth import BrowserOAuth, StoredCredentials, oauth_failure
 from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 from aigrid.store.accounts import AccountError
 from aigrid.store.db import make_engine, migrate
@@ -296,5 +298,74 @@ async def test_a_login_is_only_for_the_authorization_code_grant(
         with pytest.raises(AccountError) as unknown:
             await manager.login("ghost")
         assert unknown.value.status == 404
+    finally:
+        await manager.close()
+
+
+# --- what the SDK is told, and what its refusals are said as ---
+
+
+def test_a_url_based_client_id_goes_to_the_sdk_for_a_login_without_a_client(
+    credentials: ProviderOAuthStore,
+) -> None:
+    document = "https://aigrid.example/oauth/client.json"
+    oauth = OAuthConfig(grant="authorization_code", client_metadata_url=document)
+    auth = BrowserOAuth("http://127.0.0.1:1/mcp", StoredCredentials(credentials, "vault"), oauth, None)
+    assert auth.context.client_metadata_url == document
+    for wrong in (
+        {"client_metadata_url": document},  # client_credentials
+        {"grant": "authorization_code", "client_id": CLIENT, "client_metadata_url": document},
+        {"grant": "authorization_code", "client_metadata_url": "http://aigrid.example/client.json"},
+        {"grant": "authorization_code", "client_metadata_url": "https://aigrid.example/"},
+    ):
+        with pytest.raises(ValueError, match="client_metadata_url"):
+            OAuthConfig(**wrong)
+
+
+def test_metadata_naming_another_issuer_is_not_blamed_on_a_pin(credentials: ProviderOAuthStore) -> None:
+    oauth = OAuthConfig(grant="authorization_code")
+    auth = BrowserOAuth("http://127.0.0.1:1/mcp", StoredCredentials(credentials, "vault"), oauth, None)
+    refused = OAuthFlowError("Authorization server metadata issuer mismatch: http://a/oauth != http://a")
+    message = oauth_failure(refused, auth)
+    assert message is not None and "pinned" not in message
+    assert "names another issuer than the one it was looked up for" in message
+    assert "RFC 8414 section 3.3" in message
+
+
+async def test_a_call_refused_for_scope_says_to_log_in_and_the_login_asks_for_that_scope(
+    oauth_protected_mcp_server: OAuthProtectedMcpServer, tmp_path: Path
+) -> None:
+    server = oauth_protected_mcp_server
+    engine = make_engine(f"sqlite:///{tmp_path / 'login.db'}")
+    migrate(engine)
+    registry = ToolRegistry()
+    manager = ProviderManager(registry, ProviderStore(engine), lambda _: 1, [], PayerStore(engine).refusal)
+    login = config(server, grant="authorization_code", client_id=CLIENT, client_secret=SECRET, scope="audit")
+
+    async def logged_in() -> str:
+        url = await manager.login("vault")
+        async with httpx.AsyncClient() as browser:
+            status = await manager.finish_login("vault", (await browser.get(url)).headers["location"])
+        assert status.error is None
+        return url
+
+    try:
+        await manager.add(login)
+        first = await logged_in()
+        assert "scope=tools+audit" in first, "the challenge's scope, and the configured one"
+        # The server now wants more than the token has: it answers 403 insufficient_scope (a step-up).
+        for key, token in list(server.tokens.items()):
+            server.tokens[key] = token.model_copy(update={"scopes": ["audit"]})
+        whoami = registry.get("vault.whoami")
+        assert whoami is not None
+        with pytest.raises(McpAuthError) as refused:
+            await whoami.handler({}, CTX)
+        message = str(refused.value)
+        assert "run `aigrid tool login vault`" in message
+        assert "the server wants the scope 'audit tools'" in message
+        again = await logged_in()
+        assert "scope=tools+audit" in again
+        whoami = registry.get("vault.whoami")
+        assert whoami is not None and json.loads(await whoami.handler({}, CTX))["result"] == CLIENT
     finally:
         await manager.close()

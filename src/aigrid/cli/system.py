@@ -67,6 +67,10 @@ def tool_add(
     oauth_redirect_uri: Annotated[
         str | None, typer.Option(help="Where the login sends the browser back (--oauth-login).")
     ] = None,
+    oauth_client_metadata_url: Annotated[
+        str | None,
+        typer.Option(help="An https URL-based client id (a Client ID Metadata Document; --oauth-login)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Open an MCP server or an OpenAPI service; every tool it has can be granted to agents."""
@@ -80,6 +84,7 @@ def tool_add(
         "issuer": oauth_issuer,
         "grant": "authorization_code" if oauth_login else None,
         "redirect_uri": oauth_redirect_uri,
+        "client_metadata_url": oauth_client_metadata_url,
     }
     if oauth or any(value is not None for value in section.values()):
         config["oauth"] = {key: value for key, value in section.items() if value is not None}

@@ -138,7 +138,13 @@ class ProviderManager:
         if previous is not None:
             await previous.cancel()
         url = config.url or ""
-        login = Login(url, StoredCredentials(self._store.oauth, name), _oauth(config), config.timeout_s)
+        from aigrid.kernel.providers.mcp import McpProvider  # as in open_provider: only where MCP is used
+
+        # A provider in use that a server refused a call for lack of scope (a step-up): the login asks for it.
+        provider = self._open.get(name)
+        wanted = provider.wanted_scope if isinstance(provider, McpProvider) else None
+        storage = StoredCredentials(self._store.oauth, name)
+        login = Login(url, storage, _oauth(config), config.timeout_s, wanted)
         try:
             authorization_url = await login.start()
         except ProviderError as exc:

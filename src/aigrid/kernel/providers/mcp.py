@@ -331,6 +331,11 @@ class McpProvider:
             tools.append(tool)
         return tools
 
+    @property
+    def wanted_scope(self) -> str | None:
+        """The OAuth scope the server wanted for a call beyond the token's, which a new login asks for."""
+        return None if self._auth is None else self._auth.wanted_scope
+
     async def close(self) -> None:
         """End the session (the stdio server exits); safe to call twice or after a failed open."""
         async with self._lock:
@@ -420,6 +425,13 @@ class McpProvider:
             if session.alive and not _is_connection_loss(exc):
                 raise
             session.lost = True
+            auth = self._auth
+            if auth is not None and auth.flow_failure is not None:
+                # OAuth got no token for the call (the SDK ends the session): a new session would get none.
+                why = oauth_failure(auth.flow_failure, auth)
+                raise McpAuthError(
+                    f"the server wants a new OAuth token and none could be had: {why}"
+                ) from exc
             logger.warning("%s: connection lost during '%s': %s", self._label, name, _reason(exc))
         try:
             session = await self._live_session(stale=session)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Protocol
 
 import httpx2
@@ -24,6 +24,7 @@ from mcp.client.auth import (
     OAuthTokenError,
 )
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.auth.utils import extract_field_from_www_auth, union_scopes
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from mcp.shared.exceptions import MCPDeprecationWarning
 
@@ -121,6 +122,10 @@ class KeptOAuth(OAuthClientProvider):
     credentials: StoredCredentials
     # Why the last refresh of an expired token failed, told when getting a new one fails too.
     refresh_failure: str | None = None
+    # Why the last auth flow got no token: the SDK's transport ends the session with no word of it.
+    flow_failure: OAuthFlowError | None = None
+    # The scope a server wanted for a call beyond the token's (a step-up), for the admin's next login.
+    wanted_scope: str | None = None
 
     @property
     def issuer(self) -> str | None:
@@ -135,6 +140,30 @@ class KeptOAuth(OAuthClientProvider):
         expires = None if record is None else record.expires_at_us
         self.context.token_expiry_time = None if expires is None else expires / 1_000_000
         self._initialized = True
+
+    async def _auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        """The SDK's flow, keeping why it failed and, after a 403 insufficient_scope, the scope wanted."""
+        self.flow_failure = None
+        flow = super()._auth_flow(request)
+        step_up = False
+        try:
+            outgoing = await anext(flow)
+            while True:
+                response = yield outgoing
+                step_up = step_up or (
+                    response.status_code == 403
+                    and extract_field_from_www_auth(response, "error") == "insufficient_scope"
+                )
+                outgoing = await flow.asend(response)
+        except StopAsyncIteration:
+            return
+        except OAuthFlowError as exc:
+            self.flow_failure = exc
+            if step_up:  # the SDK has joined the scope asked for before to the one the server named
+                self.wanted_scope = self.context.client_metadata.scope
+            raise
+        finally:
+            await flow.aclose()
 
     async def _handle_refresh_response(self, response: httpx2.Response) -> bool:
         refreshed = await super()._handle_refresh_response(response)
@@ -194,13 +223,27 @@ class BrowserOAuth(KeptOAuth):
     """
 
     def __init__(
-        self, server_url: str, storage: StoredCredentials, oauth: OAuthConfig, login: LoginHandlers | None
+        self,
+        server_url: str,
+        storage: StoredCredentials,
+        oauth: OAuthConfig,
+        login: LoginHandlers | None,
+        wanted_scope: str | None = None,
     ) -> None:
         metadata = OAuthClientMetadata.model_validate(_client_fields(oauth) | {"client_name": "aigrid"})
         redirect, callback = (None, None) if login is None else (login.redirect, login.callback)
-        super().__init__(server_url, metadata, storage, redirect, callback)
+        super().__init__(
+            server_url, metadata, storage, redirect, callback, client_metadata_url=oauth.client_metadata_url
+        )
         self.oauth = oauth
         self.credentials = storage
+        self._asked = union_scopes(oauth.scope, wanted_scope)
+
+    async def _perform_authorization(self) -> httpx2.Request:
+        # The SDK asks for the scope the server's challenge names: the configured one and the one a
+        # server wanted for a call (a step-up) are asked for too.
+        self.context.client_metadata.scope = union_scopes(self.context.client_metadata.scope, self._asked)
+        return await super()._perform_authorization()
 
 
 class LoginHandlers(Protocol):
@@ -255,17 +298,27 @@ def oauth_failure(exc: BaseException, auth: KeptOAuth) -> str | None:
             f"registering an OAuth client dynamically failed ({said}): give the provider an oauth "
             "client_id and client_secret made for it on the authorization server"
         )
-    if "issuer mismatch" in said or "for configured issuer" in said:
+    pinned = isinstance(auth, MachineOAuth) and auth.issuer is not None
+    if pinned and ("issuer mismatch" in said or "for configured issuer" in said):
         origin = "configured one" if oauth.issuer else "one pinned at the first token"
         return (
             f"the server sent aigrid to another authorization server than the {origin} "
             f"({auth.issuer}): {said}; if that is expected, add the provider again"
         )
+    if "issuer mismatch" in said:
+        # RFC 8414 section 3.3: metadata naming another issuer than the one it was fetched for is refused.
+        return (
+            f"the authorization server's metadata names another issuer than the one it was looked up "
+            f"for ({said}), so aigrid does not trust it (RFC 8414 section 3.3): its OAuth setup needs fixing"
+        )
     expired = ""
     if auth.refresh_failure is not None:
         expired = f"the token expired and refreshing it failed ({auth.refresh_failure}); "
     if "No redirect handler" in said:
-        return f"{expired}it needs an admin to log in: run `aigrid tool login {auth.credentials.provider}`"
+        login = f"it needs an admin to log in: run `aigrid tool login {auth.credentials.provider}`"
+        if auth.wanted_scope is not None:
+            login += f" (the server wants the scope '{auth.wanted_scope}', which the login asks for)"
+        return f"{expired}{login}"
     if isinstance(error, OAuthTokenError):
         who = "the oauth client_id and client_secret" if oauth.client_id else "the registered client"
         return f"{expired}the authorization server gave no token ({said}): check {who} and the scope"

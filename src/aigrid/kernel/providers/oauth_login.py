@@ -43,14 +43,21 @@ def code_from(redirect_url: str) -> AuthorizationCodeResult:
 class Login:
     """One provider's login in progress: the grant waiting in a task for the admin's code."""
 
-    def __init__(self, url: str, storage: StoredCredentials, oauth: OAuthConfig, timeout_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        storage: StoredCredentials,
+        oauth: OAuthConfig,
+        timeout_s: float,
+        wanted_scope: str | None = None,
+    ) -> None:
         self._url = url
         self._storage = storage
         self._timeout_s = timeout_s
         loop = asyncio.get_running_loop()
         self._authorization: asyncio.Future[str] = loop.create_future()
         self._code: asyncio.Future[AuthorizationCodeResult] = loop.create_future()
-        self._auth = BrowserOAuth(url, storage, oauth, self)
+        self._auth = BrowserOAuth(url, storage, oauth, self, wanted_scope)
         self._task: asyncio.Task[None] | None = None
 
     async def redirect(self, url: str) -> None:
