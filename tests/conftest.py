@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.postgres import Postgres
 from tests.support import SCREENSHOTS, LiveServer, RecordingUpstream, free_port, mock_config, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,14 @@ def _start_mock(delay_ms: int = 0, chunks: int = 16) -> tuple[subprocess.Popen[b
     )
     wait_for_port(port)
     return proc, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL server for the session; skips (or fails, where required) without one."""
+    server = Postgres()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -177,8 +177,10 @@ class LiveServer:
         config: str | None = None,
         env: dict[str, str] | None = None,
         admin_key: bool = True,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        self.serve_args = serve_args
         self.admin_key_in_env = admin_key
         self.config_text = config
         self.extra_env = env or {}
@@ -199,6 +201,7 @@ class LiveServer:
             str(self.port),
             "--data-dir",
             str(self.data_dir),
+            *self.serve_args,
         ]
         if self.config_text is not None:
             cfg = self.data_dir / "config.toml"

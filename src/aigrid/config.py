@@ -140,6 +140,23 @@ class LedgerConfig(_Strict):
     sync: Literal["normal", "full"] = "normal"
 
 
+class ClusterConfig(_Strict):
+    """This server's node in a cluster of servers sharing one database: its name and its lease."""
+
+    # The name peers and operators know it by; by default the host's name and the port it serves.
+    node: str | None = Field(default=None, min_length=1, max_length=200)
+    # Where operators (and later peers) reach it; shown by /admin/cluster.
+    address: str | None = Field(default=None, max_length=400)
+    lease_s: float = Field(default=15.0, gt=0, le=3600)
+    renew_s: float = Field(default=5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _renews_in_time(self) -> ClusterConfig:
+        if self.renew_s >= self.lease_s:
+            raise ValueError(f"renew_s ({self.renew_s}) must be shorter than lease_s ({self.lease_s})")
+        return self
+
+
 class KernelConfig(_Strict):
     """How the agent kernel shares the grid: workers (steps at once) and the scheduler's rules."""
 
@@ -297,6 +314,7 @@ class ServerConfig(_Strict):
     tools: list[ProviderConfig] = Field(default_factory=list)
     kernel: KernelConfig = KernelConfig()
     learn: LearnConfig = LearnConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerConfig:

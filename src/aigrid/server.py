@@ -119,9 +119,13 @@ class _Server(uvicorn.Server):
             self._on_started(self.started)
 
 
-def serve(config_path: Path | None, host: str, port: int, data_dir: Path) -> None:
+def serve(config_path: Path | None, host: str, port: int, data_dir: Path, node: str | None = None) -> None:
     """Serve the grid until interrupted; raises ConfigError for an unusable config."""
     config = load_config(config_path)
+    # The node's name: --node, else the config's, else this host and port (unique on one host).
+    cluster = config.cluster
+    name = node or cluster.node or f"{socket.gethostname()}:{port}"
+    config = config.model_copy(update={"cluster": cluster.model_copy(update={"node": name})})
     data_dir.mkdir(parents=True, exist_ok=True)
     key = admin_key(data_dir)
     console = Console(stderr=True)
@@ -142,6 +146,7 @@ def serve(config_path: Path | None, host: str, port: int, data_dir: Path) -> Non
     console.print(f"  URL:       {url}")
     console.print(f"  admin key: {key}")
     console.print(f"  data dir:  {data_dir.resolve()}")
+    console.print(f"  node:      {escape(name)}", highlight=False)
 
     def started(listening: bool) -> None:
         if display is not None:

@@ -406,6 +406,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("GET", "/metrics"): admin(lambda o: [get("/metrics")]),
     ("POST", "/admin/tenants"): admin(lambda o: [Ask("POST", "/admin/tenants", body={"name": "made-by-b"})]),
     ("GET", "/admin/tenants"): admin(lambda o: [get("/admin/tenants")]),
+    ("GET", "/admin/cluster"): admin(lambda o: [get("/admin/cluster")]),
     ("GET", "/admin/tenants/{tenant}/users"): admin(lambda o: [get(f"/admin/tenants/{TENANT_A}/users")]),
     ("PUT", "/admin/tenants/{tenant}/users/{user}"): admin(
         lambda o: [Ask("PUT", f"/admin/tenants/{TENANT_B}/users/alice")]

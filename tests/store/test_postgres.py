@@ -1,68 +1,19 @@
-"""The grid on PostgreSQL: a real server started for the test, when its binaries are installed."""
+"""The grid on PostgreSQL: a real server started for the test (see tests/postgres.py)."""
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import LiveServer, free_port, mock_config
+from tests.postgres import Postgres
+from tests.support import LiveServer, mock_config
 
 pytestmark = pytest.mark.slow
 
-_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
-
-def _as_postgres(*args: str) -> None:
-    """PostgreSQL refuses to run as root, so its tools run as the postgres user when we are root."""
-    command = list(args)
-    if os.geteuid() == 0:
-        command = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(args)]
-    subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    if not _BIN or (os.geteuid() == 0 and not _has_user("postgres")):
-        pytest.skip("PostgreSQL server binaries are not installed (apt-get install postgresql)")
-    bin_dir = _BIN[-1]
-    root = Path(tempfile.mkdtemp(prefix="aigrid-pg-"))
-    data = root / "data"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    port = free_port()
-    _as_postgres(f"{bin_dir}/initdb", "-D", str(data), "-U", "aigrid", "--auth=trust")
-    _as_postgres(
-        f"{bin_dir}/pg_ctl",
-        "-D",
-        str(data),
-        "-w",
-        "-l",
-        str(root / "log"),
-        "-o",
-        f"'-p {port} -k {root} -c listen_addresses=127.0.0.1'",
-        "start",
-    )
-    try:
-        _as_postgres(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "aigrid", "grid")
-        yield f"postgresql+psycopg://aigrid@127.0.0.1:{port}/grid"
-    finally:
-        _as_postgres(f"{bin_dir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _has_user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
+@pytest.fixture
+def postgres_url(postgres: Postgres) -> str:
+    return postgres.new_database()
 
 
 def test_the_grid_meters_into_postgresql_and_survives_a_kill(

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, fields
@@ -27,6 +28,7 @@ from starlette.types import Scope
 from aigrid.api import accounts as account_routes
 from aigrid.api import admin as admin_routes
 from aigrid.api import agents as agent_routes
+from aigrid.api import cluster as cluster_routes
 from aigrid.api import compose as compose_routes
 from aigrid.api import doc as api_doc
 from aigrid.api import entry as entry_routes
@@ -74,6 +76,7 @@ from aigrid.learn.sampling import Sampler
 from aigrid.learn.tool_choice import LearnedToolChoice
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
+from aigrid.store.cluster import ClusterStore, Membership
 from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
 from aigrid.store.entries import EntryStore
 from aigrid.store.evals import EvalStore
@@ -81,7 +84,13 @@ from aigrid.store.experience import ExperienceStore
 from aigrid.store.feedback import FeedbackStore
 from aigrid.store.inbox import InboxStore
 from aigrid.store.learned import LearnedStore
-from aigrid.store.ledger import Ledger, LedgerUnavailable, recover_interrupted, replay_journal
+from aigrid.store.ledger import (
+    InterruptedSweep,
+    Ledger,
+    LedgerUnavailable,
+    recover_interrupted,
+    replay_journal,
+)
 from aigrid.store.memory import MemoryStore
 from aigrid.store.payers import PayerStore
 from aigrid.store.processes import ProcessStore
@@ -192,12 +201,31 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(state.grid.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _load(router: Router) -> dict[str, int]:
+    """What /admin/cluster shows of this node's load, sent with each lease renewal."""
+    return {
+        "pid": os.getpid(),
+        "requests_in_flight": sum(d.in_flight for d in router.deployments()),
+    }
+
+
 @dataclass
 class _Store:
     engine: Engine
     accounts: AccountStore
     keyring: KeyRing
     admission: Admission
+    membership: Membership
+
+
+def _membership(engine: Engine, config: ServerConfig, data_dir: Path) -> Membership:
+    """This server's node; without a configured name, the host and the data directory name it,
+    so that a server restarted on the same data knows its earlier epochs as its own."""
+    cluster = config.cluster
+    name = cluster.node or f"{socket.gethostname()}:{data_dir.resolve()}"
+    return Membership(
+        ClusterStore(engine), name, lease_s=cluster.lease_s, renew_s=cluster.renew_s, address=cluster.address
+    )
 
 
 def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
@@ -208,9 +236,13 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     replayed = replay_journal(engine, data_dir / JOURNAL_DIR)
     if replayed:
         log.warning("applied %d ledger operation(s) the last server journaled but did not store", replayed)
-    recovered = recover_interrupted(engine)
+    # Joining comes first: recovery leaves alone the rows of every owner holding a live lease,
+    # which after this includes no earlier run of this server.
+    membership = _membership(engine, config, data_dir)
+    owner = membership.join()
+    recovered = recover_interrupted(engine, owner)
     if recovered:
-        log.warning("recorded %d request(s) cut off by the last shutdown as interrupted", recovered)
+        log.warning("recorded %d request(s) cut off by a stopped server as interrupted", recovered)
     accounts = AccountStore(engine)
     admin_tenant = accounts.ensure_tenant(ADMIN_TENANT)
     keyring = KeyRing(key, Principal(admin_tenant, ADMIN_TENANT, None, is_admin=True))
@@ -220,7 +252,7 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
         admission.set_budget(tenant_id, kind, period, limit, spent)
     for tenant_id, rpm, tpm in accounts.all_rate_limits():
         admission.set_rate_limits(tenant_id, rpm, tpm)
-    return _Store(engine, accounts, keyring, admission)
+    return _Store(engine, accounts, keyring, admission, membership)
 
 
 def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> KernelParts:
@@ -348,8 +380,15 @@ def create_app(
         store = await asyncio.to_thread(_open_store, config, data_dir)
         routes = build_routes(config.models, config)
         router = Router(routes)
-        ledger = Ledger(store.engine, data_dir / JOURNAL_DIR, sync=config.ledger.sync)
+        membership = store.membership
+        ledger = Ledger(
+            store.engine, data_dir / JOURNAL_DIR, sync=config.ledger.sync, owner=membership.current
+        )
         ledger.start()
+        membership.stats = functools.partial(_load, router)
+        await membership.start()
+        sweep = InterruptedSweep(store.engine, membership.current, config.cluster.lease_s)
+        sweep.start()
         checkpointer = WalCheckpointer(store.engine)
         checkpointer.start()
         grid = Grid(
@@ -379,6 +418,7 @@ def create_app(
                 accounts=store.accounts,
                 keyring=store.keyring,
                 grid=grid,
+                membership=membership,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.
@@ -396,7 +436,9 @@ def create_app(
                 await parts.providers.close()
             for backend in started:
                 await backend.close()
+            await sweep.aclose()
             await ledger.aclose()
+            await membership.aclose()
             await checkpointer.aclose()
             store.engine.dispose()
 
@@ -413,6 +455,7 @@ def create_app(
     app.router.routes.append(HTTPRoute("/metrics", metrics, methods=["GET"]))
     app.include_router(admin_routes.router)
     app.include_router(payer_routes.router)
+    app.include_router(cluster_routes.router)
     app.router.routes.extend(console.routes)
     app.add_exception_handler(APIError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

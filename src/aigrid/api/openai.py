@@ -113,8 +113,17 @@ async def usage(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """GET /healthz: the server is up."""
-    return json_response({"status": "ok"})
+    """GET /healthz: the server is up and holds its cluster lease (503 when it does not: it takes no work)."""
+    membership = state_of(request).membership
+    owner = membership.current()
+    body = {
+        "status": "ok" if membership.live else "not_live",
+        "node": membership.name,
+        "epoch": owner.epoch if owner else None,
+        "fenced": membership.fenced,
+    }
+    # A load balancer that checks this sends nothing to a server that lost its lease.
+    return json_response(body, 200 if membership.live else 503)
 
 
 routes = [

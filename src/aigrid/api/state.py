@@ -29,6 +29,7 @@ from aigrid.learn.models import LearnedModels
 from aigrid.learn.recorder import CompileRecorder
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore
+from aigrid.store.cluster import Membership
 from aigrid.store.processes import ProcessStore
 from aigrid.store.traces import TraceStore
 
@@ -75,6 +76,7 @@ class AppState(KernelParts):
     accounts: AccountStore
     keyring: KeyRing
     grid: Grid
+    membership: Membership
 
 
 def state_of(conn: HTTPConnection) -> AppState:

@@ -155,6 +155,10 @@ class AdminClient:
         """POST /admin/tenants."""
         return self.request("POST", "/admin/tenants", body={"name": name})
 
+    def cluster(self) -> dict[str, Any]:
+        """GET /admin/cluster."""
+        return self.request("GET", "/admin/cluster")
+
     def list_tenants(self) -> dict[str, Any]:
         """GET /admin/tenants."""
         return self.request("GET", "/admin/tenants")

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from aigrid import __version__
-from aigrid.cli import ask, compose, learn, mcp_server, render, services, system
+from aigrid.cli import ask, cluster, compose, learn, mcp_server, render, services, system
 from aigrid.cli.client import AdminClient, CLIError
 from aigrid.cli.common import JsonFlag, Tenant, TenantFilter, call, fail, waiting
 
@@ -72,6 +72,7 @@ app.add_typer(services.service_app, name="service")
 app.command("ask")(ask.ask)
 app.add_typer(system.memory_app, name="memory")
 app.command("top")(system.top)
+app.command("cluster")(cluster.cluster)
 app.command("audit")(system.audit)
 app.command("inbox")(system.inbox)
 app.command("mcp")(mcp_server.mcp)
@@ -103,13 +104,20 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8700,
     data_dir: Annotated[Path, typer.Option(help="Where the database and admin key live.")] = Path(".aigrid"),
+    node: Annotated[
+        str | None,
+        typer.Option(
+            help="This server's node name in a cluster sharing one database (default: the config's "
+            "cluster.node, else host:port)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway until interrupted."""
     from aigrid.config import ConfigError
     from aigrid.server import serve as run_server
 
     try:
-        run_server(config, host, port, data_dir)
+        run_server(config, host, port, data_dir, node=node)
     except ConfigError as exc:
         fail(str(exc), 2)
 

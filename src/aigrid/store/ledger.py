@@ -22,13 +22,15 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, bindparam, update
+from sqlalchemy import Engine, Table, bindparam, not_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aigrid.store.cluster import Fenced, Owner, fence_check, owner_is_live
 from aigrid.store.db import DriverStatement, write_lock
 from aigrid.store.schema import LedgerEntry
 
@@ -51,6 +53,8 @@ _DEFAULTS: Row = {
     "ttft_us": None,
     "http_status": None,
     "error_code": None,
+    "node_id": None,
+    "node_epoch": None,
 }
 _SEGMENT_BYTES = 16 * 1024 * 1024
 REJECTED_FILE = "rejected.jsonl"
@@ -162,8 +166,18 @@ def replay_journal(engine: Engine, journal_dir: Path) -> int:
 class Ledger:
     """Journals ledger operations by group commit and applies them to the database behind."""
 
-    def __init__(self, engine: Engine, journal_dir: Path, *, sync: str = "normal") -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        journal_dir: Path,
+        *,
+        sync: str = "normal",
+        owner: Callable[[], Owner | None] | None = None,
+    ) -> None:
         self._engine = engine
+        # Which server (node and epoch) new rows belong to, so that recovery elsewhere can tell
+        # a live peer's rows in progress from a dead server's.
+        self._owner = owner or (lambda: None)
         self._journal_dir = journal_dir
         self._fsync = sync == "full"
         self._statements = _Statements(engine)
@@ -203,7 +217,13 @@ class Ledger:
 
     def add(self, row: Row) -> None:
         """Queue a new row; not awaited."""
-        self._queue([0, row])
+        self._queue([0, self._owned(row)])
+
+    def _owned(self, row: Row) -> Row:
+        owner = self._owner()
+        if owner is None:
+            return row
+        return {**row, "node_id": owner.node_id, "node_epoch": owner.epoch}
 
     def progress(self, row_id: str, values: Row) -> None:
         """Queue an update of a row (tokens so far, or final values that cannot be awaited)."""
@@ -211,7 +231,7 @@ class Ledger:
 
     async def write(self, row: Row) -> None:
         """Queue a new row and wait until it is journaled."""
-        await self._queue_and_wait([0, row])
+        await self._queue_and_wait([0, self._owned(row)])
 
     async def close(self, row_id: str, values: Row) -> None:
         """Queue a row's final values and wait until they are journaled."""
@@ -380,10 +400,67 @@ def _settle(waiters: list[asyncio.Future[None]]) -> None:
             fut.set_result(None)
 
 
-def recover_interrupted(engine: Engine) -> int:
-    """Mark rows left in progress by a killed server as interrupted; returns how many."""
+def recover_interrupted(engine: Engine, owner: Owner | None = None) -> int:
+    """Mark rows left in progress by servers that are gone as interrupted; returns how many.
+
+    A row is left alone while its owner (node and epoch) still holds a live lease: it is a peer's
+    stream that is still running. Rows of this node's earlier epochs, of nodes whose lease ran
+    out, and rows written before the cluster existed (no owner) are marked. With ``owner``, the
+    recovering server must itself be live, or it changes nothing (Fenced).
+    """
     with engine.begin() as conn:
+        if owner is not None:
+            fence_check(conn, owner)
+        gone = not_(owner_is_live(engine, _TABLE.c.node_id, _TABLE.c.node_epoch))
         result = conn.execute(
-            update(_TABLE).where(_TABLE.c.status == "in_progress").values(status="interrupted")
+            update(_TABLE).where(_TABLE.c.status == "in_progress", gone).values(status="interrupted")
         )
     return int(result.rowcount or 0)
+
+
+class InterruptedSweep:
+    """Marks, every ``every_s``, the rows in progress whose owner's lease has ended.
+
+    Recovery at start covers a server that comes back; this covers one that does not (its
+    machine is gone): a live peer marks its streams within a lease and a sweep. A row of a
+    paused server marked this way is set right by that server's own final update if it wakes
+    and finishes the stream: the ledger records what clients received.
+    """
+
+    def __init__(self, engine: Engine, owner: Callable[[], Owner | None], every_s: float) -> None:
+        self._engine = engine
+        self._owner = owner
+        self._every_s = every_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin sweeping; call on the event loop."""
+        self._task = asyncio.create_task(self._run(), name="ledger-interrupted-sweep")
+
+    async def aclose(self) -> None:
+        """Stop sweeping."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def sweep(self) -> int:
+        """One sweep; how many rows it marked (none while this server is itself fenced)."""
+        owner = self._owner()
+        if owner is None:
+            return 0
+        try:
+            return await asyncio.to_thread(recover_interrupted, self._engine, owner)
+        except Fenced:
+            return 0  # not live: a live peer sweeps instead
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._every_s)
+            try:
+                marked = await self.sweep()
+            except Exception:  # the database may be down for a while; the next sweep tries again
+                log.warning("sweeping for interrupted ledger rows failed", exc_info=True)
+                continue
+            if marked:
+                log.warning("recorded %d request(s) of servers whose lease ended as interrupted", marked)

@@ -116,6 +116,26 @@ class LedgerEntry(Base):
     status: Mapped[str] = mapped_column(String(16))
     http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The server (cluster node and its epoch) that wrote the row: recovery at start marks a row
+    # still in progress as interrupted only when that owner no longer holds a live lease.
+    node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    node_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ClusterNode(Base):
+    """A server of the cluster: its name, its current epoch, and its lease on the database's clock."""
+
+    __tablename__ = "cluster_nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Raised each time a server registers under this name: writes that carry an older epoch are fenced.
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    started_at_us: Mapped[int] = mapped_column(BigInteger)
+    lease_until_us: Mapped[int] = mapped_column(BigInteger)
+    heartbeat_at_us: Mapped[int] = mapped_column(BigInteger)
+    address: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    stats: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AgentSpecVersion(Base):
