@@ -96,7 +96,9 @@ def test_two_servers_see_each_other_and_one_paused_past_its_lease_is_fenced(
         finally:
             os.kill(beta.proc.pid, signal.SIGCONT)
         # Woken, beta finds its epoch fenced and rejoins with the next one.
-        _until(lambda: _health(beta).json()["epoch"] == before["epoch"] + 1, "beta rejoins with a new epoch")
+        _until(
+            lambda: _health(beta).json().get("epoch") == before["epoch"] + 1, "beta rejoins with a new epoch"
+        )
         after = _health(beta)
         assert after.status_code == 200 and after.json()["fenced"] == 1
         assert "is fenced: its lease ended" in beta.log()

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from aigrid.api.agent_model import AGENT_PREFIX, agent_model, agent_models
 from aigrid.api.scope import tenant_scope
 from aigrid.api.state import state_of
-from aigrid.errors import bad_request, not_found
+from aigrid.errors import APIError, bad_request, not_found
 from aigrid.store.usage import GROUPS, INTERVALS, UsageQuery, query_usage
 
 
@@ -116,14 +116,22 @@ async def healthz(request: Request) -> Response:
     """GET /healthz: the server is up and holds its cluster lease (503 when it does not: it takes no work)."""
     membership = state_of(request).membership
     owner = membership.current()
+    if not membership.live:
+        # A load balancer that checks this sends nothing to a server that lost its lease.
+        raise APIError(
+            503,
+            f"Server '{membership.name}' does not hold its cluster lease and takes no work "
+            f"(fenced {membership.fenced} time(s)).",
+            type="server_error",
+            code="not_live",
+        )
     body = {
-        "status": "ok" if membership.live else "not_live",
+        "status": "ok",
         "node": membership.name,
         "epoch": owner.epoch if owner else None,
         "fenced": membership.fenced,
     }
-    # A load balancer that checks this sends nothing to a server that lost its lease.
-    return json_response(body, 200 if membership.live else 503)
+    return json_response(body)
 
 
 routes = [

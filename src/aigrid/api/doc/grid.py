@@ -220,9 +220,39 @@ class UsageReport(BaseModel):
 
 
 class Health(BaseModel):
-    """The server is up."""
+    """The server is up and holds its cluster lease (a 503 error when it does not)."""
 
     status: Literal["ok"]
+    node: str
+    epoch: int | None
+    fenced: int = Field(description="How often this server lost its lease and rejoined")
+
+
+class ClusterNode(BaseModel):
+    """A server that registered with the shared database, as the database's clock sees it."""
+
+    id: int
+    name: str
+    epoch: int
+    live: bool
+    started_at_us: int
+    lease_until_us: int
+    lease_left_s: float
+    heartbeat_age_s: float
+    address: str | None
+    load: JSONObject | None
+    self: bool = Field(description="The server that answered")
+
+
+class Cluster(BaseModel):
+    """The servers sharing this database, and this one's lease settings."""
+
+    object: Literal["list"]
+    data: list[ClusterNode]
+    node: str
+    live: bool
+    lease_s: float
+    renew_s: float
 
 
 class Me(BaseModel):
@@ -382,7 +412,23 @@ OPERATIONS = [
         {200: Page[Budget]},
         query=TenantQuery,
     ),
-    Operation("GET", "/healthz", "The server is up", "server", "public", {200: Health}),
+    Operation(
+        "GET",
+        "/healthz",
+        "The server is up (and holds its cluster lease)",
+        "server",
+        "public",
+        {200: Health},
+        errors=(503,),
+    ),
+    Operation(
+        "GET",
+        "/admin/cluster",
+        "The servers sharing this database: epochs, leases, load",
+        "admin",
+        "admin",
+        {200: Cluster},
+    ),
     Operation(
         "GET",
         "/metrics",
