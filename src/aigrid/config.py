@@ -149,6 +149,8 @@ class ClusterConfig(_Strict):
     address: str | None = Field(default=None, max_length=400)
     lease_s: float = Field(default=15.0, gt=0, le=3600)
     renew_s: float = Field(default=5.0, gt=0, le=3600)
+    # How often a server polls for keys, budgets and limits changed through another server.
+    sync_s: float = Field(default=1.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _renews_in_time(self) -> ClusterConfig:

@@ -39,6 +39,7 @@ from aigrid.api import payers as payer_routes
 from aigrid.api import services as service_routes
 from aigrid.api import tools as tool_routes
 from aigrid.api.auth import KeyRing
+from aigrid.api.config_sync import ConfigSync
 from aigrid.api.doc.registry import install as install_doc
 from aigrid.api.hot_path import HotPath
 from aigrid.api.state import AppState, KernelParts, LearnParts, state_of
@@ -77,6 +78,7 @@ from aigrid.learn.tool_choice import LearnedToolChoice
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.cluster import ClusterStore, Membership
+from aigrid.store.config_versions import read_versions
 from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
 from aigrid.store.entries import EntryStore
 from aigrid.store.evals import EvalStore
@@ -216,6 +218,7 @@ class _Store:
     keyring: KeyRing
     admission: Admission
     membership: Membership
+    sync: ConfigSync
 
 
 def _membership(engine: Engine, config: ServerConfig, data_dir: Path) -> Membership:
@@ -246,13 +249,16 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     accounts = AccountStore(engine)
     admin_tenant = accounts.ensure_tenant(ADMIN_TENANT)
     keyring = KeyRing(key, Principal(admin_tenant, ADMIN_TENANT, None, is_admin=True))
+    # Read before what they count: a change committed meanwhile shows as moved at the first poll.
+    versions = read_versions(engine)
     keyring.load(accounts.active_keys())
     admission = Admission()
     for tenant_id, kind, period, limit, spent in accounts.all_budgets():
         admission.set_budget(tenant_id, kind, period, limit, spent)
     for tenant_id, rpm, tpm in accounts.all_rate_limits():
         admission.set_rate_limits(tenant_id, rpm, tpm)
-    return _Store(engine, accounts, keyring, admission, membership)
+    sync = ConfigSync(engine, accounts, keyring, admission, config.cluster.sync_s, versions)
+    return _Store(engine, accounts, keyring, admission, membership, sync)
 
 
 def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> KernelParts:
@@ -389,6 +395,7 @@ def create_app(
         await membership.start()
         sweep = InterruptedSweep(store.engine, membership.current, config.cluster.lease_s)
         sweep.start()
+        store.sync.start()
         checkpointer = WalCheckpointer(store.engine)
         checkpointer.start()
         grid = Grid(
@@ -436,6 +443,7 @@ def create_app(
                 await parts.providers.close()
             for backend in started:
                 await backend.close()
+            await store.sync.aclose()
             await sweep.aclose()
             await ledger.aclose()
             await membership.aclose()

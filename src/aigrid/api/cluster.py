@@ -33,5 +33,6 @@ async def cluster_nodes(request: Request) -> Response:
             "live": membership.live,
             "lease_s": membership.lease_s,
             "renew_s": membership.renew_s,
+            "sync_s": state.config.cluster.sync_s,
         }
     )

@@ -51,6 +51,15 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + amount)
 
 
+def _same_or_new(bucket: TokenBucket | None, per_minute: int | None) -> TokenBucket | None:
+    """The bucket for a rate: the current one if its rate is unchanged, else a new one (or none)."""
+    if not per_minute:
+        return None
+    if bucket is not None and bucket.capacity == per_minute:
+        return bucket
+    return TokenBucket(per_minute)
+
+
 @dataclass
 class BudgetState:
     """One budget's limit with what is spent in the current period and what is reserved."""
@@ -138,6 +147,41 @@ class Admission:
         before = len(lim.budgets)
         lim.budgets = [b for b in lim.budgets if not (b.kind == kind and b.period == period)]
         return len(lim.budgets) != before
+
+    def sync_budgets(self, rows: list[tuple[int, str, str, int, int]]) -> None:
+        """Make the budgets those of ``rows`` (tenant id, kind, period, limit, spent), as stored.
+
+        A budget that still exists keeps its state object, so requests in flight settle into it
+        and what they reserved still counts; its spent count only rises (to what the ledger says,
+        which includes what other servers spent), never falls below what this server counted.
+        """
+        wanted = {(tid, kind, period): (limit, spent) for tid, kind, period, limit, spent in rows}
+        now = self._clock()
+        for tenant_id, lim in self._tenants.items():
+            kept = []
+            for b in lim.budgets:
+                found = wanted.pop((tenant_id, b.kind, b.period), None)
+                if found is None:
+                    continue
+                b.roll(now)
+                b.limit, b.spent = found[0], max(b.spent, found[1])
+                kept.append(b)
+            lim.budgets = kept
+        for (tenant_id, kind, period), (limit, spent) in wanted.items():
+            self.set_budget(tenant_id, kind, period, limit, spent)
+
+    def sync_rate_limits(self, rows: list[tuple[int, int | None, int | None]]) -> None:
+        """Make the rates those of ``rows`` (tenant id, rpm, tpm), as stored.
+
+        An unchanged rate keeps its bucket (and so what it has let through this minute); a changed
+        one starts a full bucket, as setting it on this server does.
+        """
+        wanted = {tid: (rpm, tpm) for tid, rpm, tpm in rows}
+        for tenant_id in set(self._tenants) | set(wanted):
+            rpm, tpm = wanted.get(tenant_id, (None, None))
+            lim = self.limits(tenant_id)
+            lim.rpm = _same_or_new(lim.rpm, rpm)
+            lim.tpm = _same_or_new(lim.tpm, tpm)
 
     def budgets(self, tenant_id: int) -> list[BudgetState]:
         """A tenant's budgets, rolled to the current period."""

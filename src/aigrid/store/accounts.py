@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aigrid.clock import now_us, period_start_us
+from aigrid.store.config_versions import BUDGETS, KEYS, LIMITS, bump
 from aigrid.store.schema import ApiKey, Budget, LedgerEntry, RateLimit, Tenant
 
 ADMIN_TENANT = "admin"
@@ -115,6 +116,7 @@ class AccountStore:
                     created_at_us=created,
                 )
             )
+            bump(session, KEYS)
         return NewKey(key_id, secret, owner_id, tenant, secret[: len(KEY_PREFIX) + 4], name, created)
 
     def list_keys(self, tenant: str | None = None) -> list[dict[str, object]]:
@@ -141,7 +143,9 @@ class AccountStore:
             key = session.get(ApiKey, key_id)
             if key is None:
                 raise AccountError(404, f"No key with id '{key_id}'.")
-            key.revoked_at_us = key.revoked_at_us or now_us()
+            if key.revoked_at_us is None:
+                key.revoked_at_us = now_us()
+                bump(session, KEYS)
             return key.digest
 
     def active_keys(self) -> list[tuple[str, Principal]]:
@@ -169,6 +173,7 @@ class AccountStore:
                 session.add(Budget(tenant_id=owner.id, kind=kind, period=period, limit_value=limit))
             else:
                 found.limit_value = limit
+            bump(session, BUDGETS)
             return owner.id, self._spent(session, owner.id, kind, period)
 
     def remove_budget(self, tenant: str, kind: str, period: str) -> int:
@@ -179,6 +184,7 @@ class AccountStore:
             if found is None:
                 raise AccountError(404, f"Tenant '{tenant}' has no {period} {kind} budget.")
             session.delete(found)
+            bump(session, BUDGETS)
             return owner.id
 
     def all_budgets(self) -> list[tuple[int, str, str, int, int]]:
@@ -219,6 +225,7 @@ class AccountStore:
                 session.add(RateLimit(tenant_id=owner.id, rpm=rpm, tpm=tpm))
             else:
                 found.rpm, found.tpm = rpm, tpm
+            bump(session, LIMITS)
             return owner.id
 
     def all_rate_limits(self) -> list[tuple[int, int | None, int | None]]:

@@ -138,6 +138,16 @@ class ClusterNode(Base):
     stats: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class ConfigVersion(Base):
+    """A change counter per kind of configuration (keys, budgets, limits): servers poll it to reload."""
+
+    __tablename__ = "config_versions"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Raised in the transaction of every change of that kind; only its movement means anything.
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class AgentSpecVersion(Base):
     """One version of a tenant's agent spec, as JSON; versions are never changed, only added."""
 

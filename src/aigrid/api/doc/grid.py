@@ -253,6 +253,7 @@ class Cluster(BaseModel):
     live: bool
     lease_s: float
     renew_s: float
+    sync_s: float = Field(description="How often this server polls for config changed through its peers")
 
 
 class Me(BaseModel):

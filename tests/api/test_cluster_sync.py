@@ -1,0 +1,118 @@
+"""Keys, budgets and rate limits changed through one server are in force on its peer within the
+stated bound: two aigrid servers on one real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from tests.postgres import Postgres
+from tests.support import LiveServer, mock_config
+
+pytestmark = pytest.mark.slow
+
+SYNC_S = 0.5
+# The documented bound (sync_s plus one poll), with room for a loaded test machine.
+BOUND_S = 2 * SYNC_S + 2.0
+
+
+def _config(upstream: str, database_url: str, node: str) -> str:
+    cluster = f'[cluster]\nnode = "{node}"\nlease_s = 3\nrenew_s = 0.5\nsync_s = {SYNC_S}\n'
+    return mock_config(upstream, extra=f'database_url = "{database_url}"\n{cluster}')
+
+
+@pytest.fixture(scope="module")
+def pair(
+    postgres: Postgres, mock_upstream: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Two servers, alpha and beta, on one fresh database."""
+    url = postgres.new_database()
+    root = tmp_path_factory.mktemp("sync")
+    alpha = LiveServer(root / "a", _config(mock_upstream, url, "alpha")).start()
+    beta = LiveServer(root / "b", _config(mock_upstream, url, "beta"))
+    try:
+        beta.start()
+        yield alpha, beta
+    finally:
+        beta.stop()
+        alpha.stop()
+
+
+def _ask(server: LiveServer, key: str) -> httpx.Response:
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "mock", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16},
+        timeout=10,
+    )
+
+
+def _within_bound(check: Callable[[], bool], what: str) -> float:
+    """Seconds until ``check`` holds; fails past the bound."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > BOUND_S:
+            raise AssertionError(f"not within {BOUND_S} s: {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _tenant_key(server: LiveServer, tenant: str) -> tuple[str, str]:
+    assert server.admin("POST", "/admin/tenants", json={"name": tenant}).status_code == 201
+    made = server.admin("POST", "/admin/keys", json={"tenant": tenant})
+    assert made.status_code == 201, made.text
+    return made.json()["id"], made.json()["key"]
+
+
+def test_a_key_made_on_one_server_works_on_the_other_and_its_revocation_too(
+    pair: tuple[LiveServer, LiveServer],
+) -> None:
+    alpha, beta = pair
+    key_id, key = _tenant_key(alpha, "keys-t")
+    assert _ask(alpha, key).status_code == 200
+    _within_bound(lambda: _ask(beta, key).status_code == 200, "beta accepts a key made on alpha")
+
+    assert alpha.admin("DELETE", f"/admin/keys/{key_id}").status_code == 200
+    assert _ask(alpha, key).status_code == 401, "refused at once where it was revoked"
+    _within_bound(lambda: _ask(beta, key).status_code == 401, "beta refuses a key revoked on alpha")
+    time.sleep(2 * SYNC_S)
+    assert _ask(beta, key).status_code == 401, "and stays refused"
+    assert _ask(alpha, key).status_code == 401
+
+
+def test_a_budget_set_on_one_server_is_enforced_on_the_other(pair: tuple[LiveServer, LiveServer]) -> None:
+    alpha, beta = pair
+    _, key = _tenant_key(alpha, "budget-t")
+    _within_bound(lambda: _ask(beta, key).status_code == 200, "beta knows the key")
+    # Smaller than one request's worst case: every request is over it.
+    put = alpha.admin("PUT", "/admin/budgets", json={"tenant": "budget-t", "period": "day", "tokens": 5})
+    assert put.status_code == 200, put.text
+    _within_bound(lambda: _ask(beta, key).status_code == 429, "beta refuses a request over alpha's budget")
+    assert beta.admin("GET", "/admin/cluster").json()["sync_s"] == SYNC_S
+    refused = _ask(beta, key).json()["error"]
+    assert refused["code"] == "insufficient_quota", refused
+    shown = beta.admin("GET", "/admin/budgets", params={"tenant": "budget-t"}).json()["data"]
+    assert [(b["kind"], b["period"], b["limit"]) for b in shown] == [("tokens", "day", 5)]
+
+    removed = alpha.admin(
+        "DELETE", "/admin/budgets", params={"tenant": "budget-t", "kind": "tokens", "period": "day"}
+    )
+    assert removed.status_code == 200, removed.text
+    _within_bound(lambda: _ask(beta, key).status_code == 200, "beta drops a budget removed on alpha")
+
+
+def test_a_rate_limit_set_on_one_server_is_enforced_on_the_other(pair: tuple[LiveServer, LiveServer]) -> None:
+    alpha, beta = pair
+    _, key = _tenant_key(alpha, "rate-t")
+    _within_bound(lambda: _ask(beta, key).status_code == 200, "beta knows the key")
+    put = alpha.admin("PUT", "/admin/limits", json={"tenant": "rate-t", "rpm": 1})
+    assert put.status_code == 200, put.text
+    # Once beta has the limit, its bucket of one request per minute is spent by one request.
+    _within_bound(lambda: _ask(beta, key).status_code == 429, "beta enforces alpha's rpm")
+    refused = _ask(beta, key)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+
+    assert alpha.admin("PUT", "/admin/limits", json={"tenant": "rate-t", "rpm": None}).status_code == 200
+    _within_bound(lambda: _ask(beta, key).status_code == 200, "beta lifts a limit lifted on alpha")
