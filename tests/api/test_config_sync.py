@@ -13,11 +13,13 @@ from tests.support import eventually
 from aigrid.api import config_sync
 from aigrid.api.auth import KeyRing
 from aigrid.api.config_sync import ConfigSync
+from aigrid.config import ProviderConfig
 from aigrid.errors import APIError
 from aigrid.grid.limits import Admission
 from aigrid.store.accounts import AccountStore, Principal
 from aigrid.store.config_versions import read_versions
 from aigrid.store.db import make_engine, migrate
+from aigrid.store.providers import ProviderStore
 
 
 @pytest.fixture
@@ -108,3 +110,18 @@ async def test_a_reload_that_fails_is_tried_again(engine: Engine, monkeypatch: p
     monkeypatch.setattr(accounts, "active_keys", real)
     assert await sync.poll() == ["keys"]
     assert _accepts(keyring, new.secret)
+
+
+async def test_a_kind_followed_after_start_catches_changes_made_before(engine: Engine) -> None:
+    *_, sync = _sync(engine)
+    ProviderStore(engine).save(ProviderConfig(name="calc", kind="mcp", command=("srv",)))
+    assert await sync.poll() == [], "not followed yet: the counter waits"
+    reloaded: list[str] = []
+
+    async def reload() -> None:
+        reloaded.append("providers")
+
+    sync.follow("providers", reload)
+    assert await sync.poll() == ["providers"] and reloaded == ["providers"]
+    assert ProviderStore(engine).delete("calc") and not ProviderStore(engine).delete("calc")
+    assert await sync.poll() == ["providers"] and await sync.poll() == []

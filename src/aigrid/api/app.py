@@ -78,7 +78,7 @@ from aigrid.learn.tool_choice import LearnedToolChoice
 from aigrid.store.accounts import ADMIN_TENANT, AccountStore, Principal
 from aigrid.store.agents import AgentStore
 from aigrid.store.cluster import ClusterStore, Membership
-from aigrid.store.config_versions import read_versions
+from aigrid.store.config_versions import PROVIDERS, read_versions
 from aigrid.store.db import StoreCalls, WalCheckpointer, make_engine, migrate, sqlite_url
 from aigrid.store.entries import EntryStore
 from aigrid.store.evals import EvalStore
@@ -410,6 +410,7 @@ def create_app(
                 started.append(d.backend)
             parts = await asyncio.to_thread(_kernel, grid, store, config, data_dir)
             await parts.providers.start()
+            store.sync.follow(PROVIDERS, parts.providers.sync)
             await parts.kernel.start()
             await parts.inbox.start()
             await parts.triggers.start()

@@ -1,6 +1,7 @@
-"""Keeps this server's keys, budgets and rate limits in step with changes made through its peers.
+"""Keeps this server's keys, budgets, rate limits and tool providers in step with its peers' changes.
 
-Requests are admitted from memory (the key ring and ``Admission``), never from the database. A
+Requests are admitted from memory (the key ring and ``Admission``), never from the database; tool
+providers are open in memory too. A
 change made through any server's admin API raises a counter in the database in the change's own
 transaction (``aigrid.store.config_versions``); this task polls the counters every ``every_s``
 with one small SELECT and reloads a kind whose counter moved. The counters are read before the
@@ -50,6 +51,13 @@ class ConfigSync:
         }
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+
+    def follow(self, kind: str, reload: Callable[[], Awaitable[None]]) -> None:
+        """Also reload ``kind`` with ``reload`` when its counter moves (for parts built after start).
+
+        Its counter still counts from start, so a change made before this call is reloaded too.
+        """
+        self._reloads[kind] = reload
 
     def start(self) -> None:
         """Begin polling; call on the event loop."""

@@ -1,8 +1,8 @@
 """Change counters for configuration that every server of a cluster holds in memory.
 
-Each change to keys, budgets or rate limits raises its kind's counter in the change's own
-transaction; each server polls the counters (one small SELECT) and reloads a kind whose counter
-moved. The counters are only compared for movement, never interpreted.
+Each change to keys, budgets, rate limits or run-time tool providers raises its kind's counter in
+the change's own transaction; each server polls the counters (one small SELECT) and reloads a kind
+whose counter moved. The counters are only compared for movement, never interpreted.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from aigrid.store.schema import ConfigVersion
 KEYS = "keys"
 BUDGETS = "budgets"
 LIMITS = "limits"
-KINDS = (KEYS, BUDGETS, LIMITS)
+# Run-time tool providers, services among them.
+PROVIDERS = "providers"
+KINDS = (KEYS, BUDGETS, LIMITS, PROVIDERS)
 _TABLE: Table = ConfigVersion.__table__  # type: ignore[assignment]
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from aigrid.clock import now_us
 from aigrid.config import ProviderConfig
 from aigrid.store.accounts import AccountError
+from aigrid.store.config_versions import PROVIDERS, bump
 from aigrid.store.provider_oauth import ProviderOAuthStore
 from aigrid.store.schema import ToolProviderOAuthRow, ToolProviderRow
 
@@ -34,6 +35,8 @@ class ProviderStore:
         try:
             with Session(self._engine) as session, session.begin():
                 session.add(row)
+                session.flush()  # a name taken fails here, before the counter moves
+                bump(session, PROVIDERS)
         except IntegrityError as exc:
             raise AccountError(409, f"A tool provider named '{config.name}' exists already.") from exc
 
@@ -72,4 +75,7 @@ class ProviderStore:
         with Session(self._engine) as session, session.begin():
             result = session.execute(delete(ToolProviderRow).where(ToolProviderRow.name == name))
             session.execute(delete(ToolProviderOAuthRow).where(ToolProviderOAuthRow.provider == name))
-        return bool(getattr(result, "rowcount", 0))
+            removed = bool(getattr(result, "rowcount", 0))
+            if removed:
+                bump(session, PROVIDERS)
+        return removed

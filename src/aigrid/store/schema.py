@@ -139,7 +139,7 @@ class ClusterNode(Base):
 
 
 class ConfigVersion(Base):
-    """A change counter per kind of configuration (keys, budgets, limits): servers poll it to reload."""
+    """A change counter per kind of configuration (keys, budgets, providers...): servers poll it to reload."""
 
     __tablename__ = "config_versions"
 

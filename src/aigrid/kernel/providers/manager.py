@@ -183,6 +183,29 @@ class ProviderManager:
             )
         return status.config
 
+    async def sync(self) -> None:
+        """Match the run-time providers to those stored: open the new, close the removed.
+
+        How providers added or removed through another server of a cluster reach this one; a
+        provider that fails to open is listed with its error, as at start.
+        """
+        kept = await asyncio.to_thread(self._store.all)
+        names = {c.name for c in kept}
+        async with self._lock:
+            gone = [n for n, s in self._status.items() if s.origin == "runtime" and n not in names]
+            for name in gone:
+                await self._disconnect(name)
+                login = self._logins.pop(name, None)
+                if login is not None:
+                    await login.cancel()
+            new = [c for c in kept if c.name not in self._status]
+            results = await asyncio.gather(
+                *(self._connect(c, "runtime") for c in new), return_exceptions=True
+            )
+        for config, result in zip(new, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error("tool provider '%s' is down: %s", config.name, result)
+
     def statuses(self) -> list[ProviderStatus]:
         """Every provider, by name."""
         return [self._status[n] for n in sorted(self._status)]

@@ -15,7 +15,7 @@ branch_labels = None
 depends_on = None
 
 # Seeded here, so that a change only ever updates its row (no insert race between servers).
-KINDS = ("keys", "budgets", "limits")
+KINDS = ("keys", "budgets", "limits", "providers")
 
 
 def upgrade() -> None:
