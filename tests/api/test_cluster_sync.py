@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from tests.postgres import Postgres
 from tests.support import LiveServer, mock_config
@@ -27,14 +28,19 @@ def _config(upstream: str, database_url: str, node: str) -> str:
 
 
 @pytest.fixture(scope="module")
+def database(postgres: Postgres) -> str:
+    """One fresh database for the module's pair of servers."""
+    return postgres.new_database()
+
+
+@pytest.fixture(scope="module")
 def pair(
-    postgres: Postgres, mock_upstream: str, tmp_path_factory: pytest.TempPathFactory
+    database: str, mock_upstream: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LiveServer, LiveServer]]:
     """Two servers, alpha and beta, on one fresh database."""
-    url = postgres.new_database()
     root = tmp_path_factory.mktemp("sync")
-    alpha = LiveServer(root / "a", _config(mock_upstream, url, "alpha")).start()
-    beta = LiveServer(root / "b", _config(mock_upstream, url, "beta"))
+    alpha = LiveServer(root / "a", _config(mock_upstream, database, "alpha")).start()
+    beta = LiveServer(root / "b", _config(mock_upstream, database, "beta"))
     try:
         beta.start()
         yield alpha, beta
@@ -138,3 +144,31 @@ def test_a_tool_provider_added_on_one_server_opens_on_the_other_and_closes_with_
     _within_bound(lambda: _providers(beta).get("calc") == "up", "beta opens alpha's new provider", 10)
     assert alpha.admin("DELETE", "/admin/tools/providers/calc").status_code == 200
     _within_bound(lambda: "calc" not in _providers(beta), "beta closes a provider removed on alpha")
+
+
+def _connections(postgres: Postgres, database: str, allowed: bool) -> None:
+    """Let clients connect to ``database`` again, or turn them away and cut those connected."""
+    with psycopg.connect(postgres.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS {'true' if allowed else 'false'}")
+        if not allowed:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,)
+            )
+
+
+def test_the_sync_outlives_the_database_going_away_and_catches_up(
+    pair: tuple[LiveServer, LiveServer], postgres: Postgres, database: str
+) -> None:
+    alpha, beta = pair
+    name = database.rsplit("/", 1)[1]
+    _connections(postgres, name, allowed=False)
+    try:
+        time.sleep(4 * SYNC_S)  # several polls fail meanwhile
+    finally:
+        _connections(postgres, name, allowed=True)
+    _, key = _tenant_key(alpha, "after-outage-t")
+    _within_bound(lambda: _ask(beta, key).status_code == 200, "beta takes up changes after the outage")
+    log = beta.log()
+    assert "reading config changes from the database failed; retrying" in log
+    assert "reading config changes from the database works again" in log
+    assert beta.proc is not None and beta.proc.poll() is None, "the server is still running"
