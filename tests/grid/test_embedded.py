@@ -308,6 +308,10 @@ async def test_close_stops_the_stream_and_frees_the_worker(backend: EmbeddedBack
 async def test_prompt_beyond_the_context_is_refused(backend: EmbeddedBackend) -> None:
     huge = chat("word " * 3000)
     assert ((await backend.count_prompt_tokens("chat", huge)) or 0) > CONFIG.context_length
+    far = chat("word " * 2_000_000)  # more characters than any tokens of the context could cover
+    with pytest.raises(APIError) as info:
+        await backend.count_prompt_tokens("chat", far)
+    assert info.value.code == "context_length_exceeded" and "needs" in info.value.message
     with pytest.raises(APIError) as info:
         await backend.complete("chat", huge, MODEL)
     assert info.value.status == 400 and info.value.code == "context_length_exceeded"

@@ -227,11 +227,25 @@ async def _off_loop_if_large(body: dict[str, Any], read: Callable[..., T], *args
     """``read(*args)``, in a thread when ``body`` is large: tokenizing megabytes takes seconds, and
     llama.cpp lets go of the GIL, so the event loop serves every other request meanwhile. A small
     body is read at once, so requests reach the engine in the order they came."""
-    try:
-        small = len(orjson.dumps(body)) < _LARGE_BODY_BYTES
-    except TypeError:  # nested past orjson's depth: the reader refuses it, in a thread
-        small = False
+    small = not _text_over(body, _LARGE_BODY_BYTES)
     return read(*args) if small else await asyncio.to_thread(read, *args)
+
+
+def _text_over(value: Any, limit: int) -> bool:
+    """Whether the strings in ``value`` add up to more than ``limit`` characters: a walk that stops
+    as soon as they do, so a body of megabytes costs the event loop next to nothing."""
+    total, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:
+            total += len(node)
+            if total > limit:
+                return True
+        elif type(node) is dict:
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+    return False
 
 
 def _base64(vector: list[float]) -> str:

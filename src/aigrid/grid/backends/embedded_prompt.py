@@ -373,14 +373,17 @@ class RequestReader:
             )
 
     def count(self, endpoint: str, body: dict[str, Any]) -> int | None:
-        """The exact prompt tokens of a request, or None when it is malformed."""
+        """The exact prompt tokens of a request, or None when it is malformed; raises
+        ``context_length_exceeded`` for a prompt sure not to fit, without tokenizing it."""
         try:
             if endpoint == "chat":
                 return len(self._chat_tokens(body, parse_tools(body)))
             if endpoint == "completions":
                 return len(self._prompt_tokens(completion_prompt(body)))
             return sum(self._embedding_counts(embedding_inputs(body)))
-        except APIError:
+        except APIError as error:
+            if error.code == "context_length_exceeded":
+                raise  # sure not to fit: refused as it is, not counted again by an estimate
             return None
 
     def embedding_texts(self, body: dict[str, Any]) -> list[str]:
