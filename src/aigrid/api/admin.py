@@ -94,8 +94,9 @@ async def list_tenants(state: Admin) -> Response:
 @router.post("/keys", status_code=201)
 async def create_key(body: KeyIn, state: Admin) -> Response:
     """Create a key; its secret is in the answer and nowhere else."""
-    new = await call_store(state.accounts.create_key, body.tenant, body.name)
-    state.keyring.add(digest(new.secret), Principal(new.tenant_id, new.tenant, new.id))
+    async with state.config_sync.changes:
+        new = await call_store(state.accounts.create_key, body.tenant, body.name)
+        state.keyring.add(digest(new.secret), Principal(new.tenant_id, new.tenant, new.id))
     return json_response(
         {
             "id": new.id,
@@ -118,8 +119,9 @@ async def list_keys(state: Admin, tenant: str | None = None) -> Response:
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, state: Admin) -> Response:
     """Revoke a key at once."""
-    key_digest = await call_store(state.accounts.revoke_key, key_id)
-    state.keyring.remove(key_digest)
+    async with state.config_sync.changes:
+        key_digest = await call_store(state.accounts.revoke_key, key_id)
+        state.keyring.remove(key_digest)
     return json_response({"id": key_id, "revoked": True})
 
 
@@ -149,8 +151,9 @@ async def set_budget(body: BudgetIn, state: Admin) -> Response:
     """Add or replace a tenant's budget for a period."""
     kind, limit = ("tokens", body.tokens) if body.tokens is not None else ("cost", _micro(body.cost or "0"))
     await state.grid.ledger.flush()
-    tenant_id, spent = await call_store(state.accounts.set_budget, body.tenant, kind, body.period, limit)
-    budget = state.grid.admission.set_budget(tenant_id, kind, body.period, limit, spent)
+    async with state.config_sync.changes:
+        tenant_id, spent = await call_store(state.accounts.set_budget, body.tenant, kind, body.period, limit)
+        budget = state.grid.admission.set_budget(tenant_id, kind, body.period, limit, spent)
     return json_response(_budget_view(body.tenant, budget.view()))
 
 
@@ -166,16 +169,18 @@ async def remove_budget(
     state: Admin, tenant: str, kind: Annotated[Kind, Query()], period: Annotated[Period, Query()]
 ) -> Response:
     """Remove a budget."""
-    tenant_id = await call_store(state.accounts.remove_budget, tenant, kind, period)
-    state.grid.admission.remove_budget(tenant_id, kind, period)
+    async with state.config_sync.changes:
+        tenant_id = await call_store(state.accounts.remove_budget, tenant, kind, period)
+        state.grid.admission.remove_budget(tenant_id, kind, period)
     return json_response({"tenant": tenant, "kind": kind, "period": period, "removed": True})
 
 
 @router.put("/limits")
 async def set_limits(body: LimitsIn, state: Admin) -> Response:
     """Set a tenant's requests and tokens per minute."""
-    tenant_id = await call_store(state.accounts.set_rate_limits, body.tenant, body.rpm, body.tpm)
-    state.grid.admission.set_rate_limits(tenant_id, body.rpm, body.tpm)
+    async with state.config_sync.changes:
+        tenant_id = await call_store(state.accounts.set_rate_limits, body.tenant, body.rpm, body.tpm)
+        state.grid.admission.set_rate_limits(tenant_id, body.rpm, body.tpm)
     return json_response({"tenant": body.tenant, "rpm": body.rpm, "tpm": body.tpm})
 
 

@@ -427,6 +427,7 @@ def create_app(
                 keyring=store.keyring,
                 grid=grid,
                 membership=membership,
+                config_sync=store.sync,
             )
             # What start-up built lives as long as the server; a full collection that walked it
             # again each time paused every request for tens of milliseconds.

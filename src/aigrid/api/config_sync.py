@@ -51,6 +51,10 @@ class ConfigSync:
         }
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        # Held while keys, budgets or limits in memory change, by a reload here or by an admin
+        # route (its database write and its change in memory): a reload that read the database
+        # just before a change made here committed would otherwise undo it until the next poll.
+        self.changes = asyncio.Lock()
 
     def follow(self, kind: str, reload: Callable[[], Awaitable[None]]) -> None:
         """Also reload ``kind`` with ``reload`` when its counter moves (for parts built after start).
@@ -75,7 +79,8 @@ class ConfigSync:
         versions = await asyncio.to_thread(read_versions, self._engine)
         moved = [k for k, v in versions.items() if k in self._reloads and self._seen.get(k) != v]
         for kind in moved:
-            await self._reloads[kind]()
+            async with self.changes:
+                await self._reloads[kind]()
             # Only once reloaded: a failed reload is tried again at the next poll.
             self._seen[kind] = versions[kind]
         return moved

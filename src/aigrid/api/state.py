@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
 from aigrid.api.auth import KeyRing
+from aigrid.api.config_sync import ConfigSync
 from aigrid.config import ServerConfig
 from aigrid.entry.registry import ServiceRegistry
 from aigrid.entry.service import EntryService
@@ -77,6 +78,7 @@ class AppState(KernelParts):
     keyring: KeyRing
     grid: Grid
     membership: Membership
+    config_sync: ConfigSync
 
 
 def state_of(conn: HTTPConnection) -> AppState:

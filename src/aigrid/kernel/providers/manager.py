@@ -189,9 +189,10 @@ class ProviderManager:
         How providers added or removed through another server of a cluster reach this one; a
         provider that fails to open is listed with its error, as at start.
         """
-        kept = await asyncio.to_thread(self._store.all)
-        names = {c.name for c in kept}
+        # Read under the lock: a provider added here meanwhile must not look removed.
         async with self._lock:
+            kept = await asyncio.to_thread(self._store.all)
+            names = {c.name for c in kept}
             gone = [n for n, s in self._status.items() if s.origin == "runtime" and n not in names]
             for name in gone:
                 await self._disconnect(name)
