@@ -161,7 +161,7 @@ def test_a_service_that_dies_stops_the_others(tmp_path: Path, server: LiveServer
         launcher.wait_registered()
         assert_registered_up(server, ports)  # at these ports, whatever was registered before
         children = subprocess.run(
-            ["ps", "--ppid", str(launcher.proc.pid), "-o", "pid=,args="],
+            ["ps", "-ww", "--ppid", str(launcher.proc.pid), "-o", "pid=,args="],
             capture_output=True,
             text=True,
             check=True,
