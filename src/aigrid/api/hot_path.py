@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import orjson
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
@@ -20,6 +19,7 @@ from aigrid.api import agent_model
 from aigrid.api import entry_model as entry_chat
 from aigrid.api.agent_model import AGENT_PREFIX
 from aigrid.api.entry_model import ENTRY_MODEL
+from aigrid.api.request_body import MAX_BODY_BYTES, BodyParser, read_body
 from aigrid.api.state import AppState
 from aigrid.errors import APIError, bad_request, internal_error
 from aigrid.grid.backends.base import Completion, Endpoint
@@ -34,11 +34,6 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
-MAX_BODY_BYTES = 32 * 2**20
-# Deeper bodies are refused: nothing a model is asked needs it, and the JSON writers and schema
-# walkers behind (orjson stops at 255 levels) would fail on it.
-MAX_DEPTH = 128
-LARGE_BODY_BYTES = 64 * 2**10
 # The ledger's column widths.
 AGENT_MAX: int = LedgerEntry.__table__.c.agent.type.length  # type: ignore[attr-defined]
 PROCESS_MAX: int = LedgerEntry.__table__.c.process_id.type.length  # type: ignore[attr-defined]
@@ -64,8 +59,15 @@ class HotPath:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._bodies = BodyParser()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                await self._bodies.aclose()
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -114,9 +116,8 @@ class HotPath:
         state: AppState = self.app.state.aigrid
         headers = dict(scope["headers"])
         principal = state.keyring.authenticate_header(headers.get(b"authorization"))
-        raw = await _read_body(receive, MAX_BODY_BYTES)
-        # Parsing and walking megabytes takes a while: not on the event loop, which serves the rest.
-        body = _parsed(raw) if len(raw) < LARGE_BODY_BYTES else await asyncio.to_thread(_parsed, raw)
+        raw = await read_body(receive, MAX_BODY_BYTES)
+        body = await self._bodies.parse(raw)
         model = body.get("model") if type(body) is dict else None
         if type(model) is str and model.startswith(AGENT_PREFIX) and endpoint == "chat":
             await _serve_agent(state, principal, body, receive, send)
@@ -169,46 +170,6 @@ async def _send_json(send: Send, body: bytes, header: tuple[bytes, bytes]) -> No
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def _parsed(raw: bytes) -> Any:
-    """The JSON body; a 400 when it is not JSON or is nested deeper than ``MAX_DEPTH``."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from exc
-    if _deeper_than(body, MAX_DEPTH):
-        raise bad_request(f"The request body is nested deeper than {MAX_DEPTH} levels.")
-    return body
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if type(node) is dict else node if type(node) is list else ()
-        for child in children:
-            if type(child) is dict or type(child) is list:
-                if depth + 1 > limit:
-                    return True
-                stack.append((child, depth + 1))
-    return False
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    message = await receive()
-    parts = [message.get("body", b"")]
-    size = len(parts[0])
-    while message.get("more_body"):
-        message = await receive()
-        parts.append(message.get("body", b""))
-        size += len(parts[-1])
-        if size > limit:
-            raise APIError(
-                413, f"The request body is larger than {limit // 2**20} MiB.", code="request_too_large"
-            )
-    return b"".join(parts)
 
 
 def _header(headers: dict[bytes, bytes], name: bytes, limit: int) -> str | None:

@@ -401,11 +401,19 @@ class RequestReader:
 
     def chat_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
         """A conversation's prompt tokens, ending where the assistant's answer begins (no tools)."""
-        return self._tokenize(self._renderer.render(chat_messages(messages, None)))
+        return self._rendered_tokens(chat_messages(messages, None))
 
     def _chat_tokens(self, body: dict[str, Any], tools: ToolPlan) -> list[int]:
         section = tools_prompt(tools.tools) if tools.mode != "none" else None
-        return self._tokenize(self._renderer.render(chat_messages(body.get("messages"), section)))
+        return self._rendered_tokens(chat_messages(body.get("messages"), section))
+
+    def _rendered_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        # The template adds to the messages' text, never drops any: a conversation sure not to fit
+        # is refused before rendering copies its megabytes.
+        fewest = self._fewest_tokens(sum(len(m["content"]) for m in messages), self._context_length)
+        if fewest is not None:
+            raise _too_long(fewest, self._context_length, "messages")
+        return self._tokenize(self._renderer.render(messages))
 
     def _prompt_tokens(self, prompt: str) -> list[int]:
         tokens = self._tokenize(prompt)
@@ -417,13 +425,13 @@ class RequestReader:
         # Generation needs at least one token to start from.
         return [bos]
 
-    def _fewest_tokens(self, text: str, limit: int) -> int | None:
-        """How many tokens ``text`` needs at least, when that is sure to be more than ``limit``."""
-        fewest = len(text) // self._longest_piece
+    def _fewest_tokens(self, characters: int, limit: int) -> int | None:
+        """The fewest tokens a text of ``characters`` needs, when that is sure to be over ``limit``."""
+        fewest = characters // self._longest_piece
         return fewest if fewest > limit else None
 
     def _tokenize(self, text: str) -> list[int]:
-        fewest = self._fewest_tokens(text, self._context_length)
+        fewest = self._fewest_tokens(len(text), self._context_length)
         if fewest is not None:
             raise _too_long(fewest, self._context_length, "messages")
         # A template that writes the BOS itself must not get a second one.
@@ -434,7 +442,7 @@ class RequestReader:
     def _embedding_counts(self, texts: list[str]) -> list[int]:
         # The same tokenization that llama_cpp's embed() applies; a text sure not to fit is not read.
         return [
-            self._fewest_tokens(t, self._embed_context)
+            self._fewest_tokens(len(t), self._embed_context)
             or len(self._vocab.tokenize(t.encode("utf-8"), add_bos=True, special=False))
             for t in texts
         ]
