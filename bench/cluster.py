@@ -4,6 +4,7 @@
     PYTHONPATH=src .venv/bin/python bench/cluster.py                  # about 3-4 minutes on 2 cores
     PYTHONPATH=src .venv/bin/python bench/cluster.py --seconds 20 --rounds 5
     PYTHONPATH=src .venv/bin/python bench/cluster.py --skip-takeover  # throughput only
+    PYTHONPATH=src .venv/bin/python bench/cluster.py --skip-gateway --skip-kernel --lease-s 3
 
 It starts a throwaway PostgreSQL (examples/cluster/run.py's, from Debian's server binaries) and
 the shared mock upstream, then:
@@ -14,15 +15,18 @@ the shared mock upstream, then:
   req/s, p50/p99, each server's CPU seconds during the run, and, since on a small machine the
   servers share the cores, the projected scaling: requests per server-CPU-second × one core per
   server;
+* kernel: 1 server, then 3, each on a fresh database: ``--processes`` (300) one-step agent
+  processes (model ``mock``: the mock answers, the process is done) spawned over HTTP, round-robin
+  over the servers, 8 at a time; processes/s until all have ended, each server's CPU seconds and
+  the same projection. Only processes spawned after the servers started are run, each by the
+  server it was spawned on: processes left unfinished at a start would be stepped by every server
+  until kernel work is leased per node (docs/cluster.md);
 * takeover: 2 servers; each round starts the second one, opens a stream through it that stays
-  open (model ``slow``, an upstream that sends one chunk and then nothing), SIGKILLs it at a random point of
-  its renewal cycle, and times, from the kill, until the first server's /admin/cluster shows it
-  not live and until the stream's ledger row is marked ``interrupted``. p50 and max over rounds,
-  against the target lease + 5 s. Kernel process takeover is timed too once it exists
+  open (model ``slow``, an upstream that sends one chunk and then nothing), SIGKILLs it at a random
+  point of its renewal cycle, and times, from the kill, until the first server's /admin/cluster
+  shows it not live and until the stream's ledger row is marked ``interrupted``. p50 and max over
+  rounds, against the target lease + 5 s. Kernel process takeover is timed too once it exists
   (``process_takeover_s``); until then it prints "not built".
-
-The kernel's own workload (agents against a mock model) is not run on several servers here: until
-kernel work is leased per node, two servers would step the same processes (docs/cluster.md).
 
 Figures only, no pass/fail; the machine is shared, so compare figures from the same run.
 Everything it starts is stopped on exit, Ctrl-C or SIGTERM; logs go to bench/.work/cluster/.
@@ -446,6 +450,107 @@ def report_gateway(one: Throughput, three: Throughput, args: argparse.Namespace)
 
 
 # ---------------------------------------------------------------------------------------------
+# kernel workload
+
+
+@dataclass
+class KernelRun:
+    servers: int
+    processes: int
+    done: int
+    wall_s: float
+    cpu_s: list[float]
+
+    @property
+    def per_s(self) -> float:
+        return self.done / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def per_cpu_s(self) -> float:
+        return self.done / sum(self.cpu_s) if sum(self.cpu_s) else 0.0
+
+
+def finished(dsn: str) -> tuple[int, int]:
+    """Processes that ended (done, failed or killed), and of those, done."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE state IN ('done', 'failed', 'killed')),"
+            " count(*) FILTER (WHERE state = 'done') FROM processes"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def measure_kernel(rig: Rig, args: argparse.Namespace, count: int) -> KernelRun:
+    """``args.processes`` one-step agent processes spawned over HTTP, round-robin over ``count``
+    servers, 8 spawns at a time: the time until all have ended and the servers' CPU seconds."""
+    database_url = rig.new_database()
+    dsn = f"host={HOST} port={rig.pg.port} user=aigrid dbname={database_url.rsplit('/', 1)[1]}"
+    servers = start_servers(rig, database_url, [f"k-{i}" for i in range(1, count + 1)], None)
+    try:
+        key = tenant_key(rig, servers, "agents")
+        auth = {"Authorization": f"Bearer {key}"}
+        spec = {"name": "worker", "instructions": "Answer.", "model": "mock", "tools": [], "memory": False}
+        made = httpx.post(servers[0].url + "/v1/agents", json=spec, headers=auth, timeout=10)
+        if made.status_code != 201:
+            raise RuntimeError(f"POST /v1/agents answered {made.status_code}: {made.text[:300]}")
+        clients = [httpx.Client(base_url=s.url, headers=auth, timeout=30) for s in servers]
+
+        def spawn(i: int) -> None:
+            r = clients[i % count].post("/v1/processes", json={"agent": "worker", "input": f"job {i}"})
+            if r.status_code not in (200, 201):
+                raise RuntimeError(f"POST /v1/processes answered {r.status_code}: {r.text[:300]}")
+
+        before = [cpu_seconds(s.proc.pid) for s in servers]
+        started = time.monotonic()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(spawn, range(args.processes)))
+        finally:
+            for client in clients:
+                client.close()
+        wait_for(lambda: finished(dsn)[0] >= args.processes, 300, "every process to end")
+        wall = time.monotonic() - started
+        cpu = [cpu_seconds(s.proc.pid) - b for s, b in zip(servers, before, strict=True)]
+        run = KernelRun(count, args.processes, finished(dsn)[1], wall, cpu)
+        print(f"  kernel, {count} server(s): {run.per_s:,.1f} processes/s", file=sys.stderr)
+        return run
+    finally:
+        stop_servers(rig, servers)
+
+
+def report_kernel(one: KernelRun, three: KernelRun) -> list[str]:
+    lines = [
+        "",
+        f"## kernel: {one.processes} one-step agent processes (model ``mock``, fast mock), spawned over"
+        " HTTP round-robin, 8 at a time",
+        "",
+        f"{'':34}{'1 server':>16}{'3 servers':>22}",
+    ]
+
+    def row(label: str, a: str, b: str) -> None:
+        lines.append(f"{label:34}{a:>16}{b:>22}")
+
+    row("processes done", f"{one.done}/{one.processes}", f"{three.done}/{three.processes}")
+    row("wall s", f"{one.wall_s:.1f}", f"{three.wall_s:.1f}")
+    row("processes/s", f"{one.per_s:,.1f}", f"{three.per_s:,.1f}")
+    row(
+        "server CPU s (each)",
+        " / ".join(f"{c:.1f}" for c in one.cpu_s),
+        " / ".join(f"{c:.1f}" for c in three.cpu_s),
+    )
+    row("processes per server-CPU-second", f"{one.per_cpu_s:,.1f}", f"{three.per_cpu_s:,.1f}")
+    p1, p3 = one.per_cpu_s, 3 * three.per_cpu_s
+    row("projected processes/s, a core each", f"{p1:,.1f}", f"{p3:,.1f}")
+    lines += [
+        "",
+        f"measured scaling 3 ÷ 1: {three.per_s / one.per_s if one.per_s else 0:.2f}×;"
+        f" projected with a core per server: {p3 / p1 if p1 else 0:.2f}×",
+    ]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
 # takeover
 
 
@@ -661,7 +766,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="takeover rounds (3)")
     p.add_argument("--lease-s", type=float, help="[cluster] lease_s for the takeover (default: aigrid's, 15)")
     p.add_argument("--skip-gateway", action="store_true")
+    p.add_argument("--skip-kernel", action="store_true")
     p.add_argument("--skip-takeover", action="store_true")
+    p.add_argument("--processes", type=int, default=300, help="agent processes of the kernel workload (300)")
     args = p.parse_args(argv)
     if args.seconds < 1 or args.connections < 3 or args.rounds < 1:
         p.error("--seconds must be at least 1, --connections at least 3, --rounds at least 1")
@@ -699,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
                 one = measure_gateway(rig, args, shared, mock_pid, 1)
                 three = measure_gateway(rig, args, shared, mock_pid, 3)
                 lines += report_gateway(one, three, args)
+            if not args.skip_kernel:
+                lines += report_kernel(measure_kernel(rig, args, 1), measure_kernel(rig, args, 3))
             if not args.skip_takeover:
                 rounds, lease_s, renew_s = takeover(rig, args)
                 lines += report_takeover(rounds, lease_s, renew_s)
