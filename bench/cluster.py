@@ -522,7 +522,7 @@ def measure_kernel(rig: Rig, args: argparse.Namespace, count: int) -> KernelRun:
 def report_kernel(one: KernelRun, three: KernelRun) -> list[str]:
     lines = [
         "",
-        f"## kernel: {one.processes} one-step agent processes (model ``mock``, fast mock), spawned over"
+        f"## kernel: {one.processes} one-step agent processes (model mock, fast mock), spawned over"
         " HTTP round-robin, 8 at a time",
         "",
         f"{'':34}{'1 server':>16}{'3 servers':>22}",
