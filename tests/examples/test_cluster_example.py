@@ -160,3 +160,15 @@ def test_the_launcher_brings_up_three_live_nodes_behind_a_balancer(
     for p in range(port, port + 4):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", p)) != 0, f"something still listens on {p}"
+
+
+def test_without_a_balancer_installed_the_launcher_runs_the_nodes_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    launcher = _launcher()
+    monkeypatch.setattr(launcher.shutil, "which", lambda *_a, **_k: None)
+    assert launcher.balancer_kind("auto") is None
+    assert launcher.balancer_kind("none") is None
+    assert "apt-get install -y haproxy" in launcher.INSTALL_HINT
+    with pytest.raises(launcher.LaunchError, match=r"nginx is not installed \(apt-get install -y nginx\)"):
+        launcher.balancer_kind("nginx")
