@@ -169,7 +169,14 @@ function parseRoute() {
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   const params = Object.fromEntries(new URLSearchParams(search || ""));
   const [top, arg] = parts;
-  const pages = { "": "meter", meter: "meter", grid: "grid", approvals: "approvals", services: "services" };
+  const pages = {
+    "": "meter",
+    meter: "meter",
+    grid: "grid",
+    cluster: "cluster",
+    approvals: "approvals",
+    services: "services",
+  };
   if (top === "processes") return { page: arg ? "process" : "processes", arg, params };
   if (top === "agents") return { page: arg ? "agent" : "agents", arg, params };
   if (top === "learning") return { page: "learning", arg, params }; // arg: an eval run shown open

@@ -206,6 +206,20 @@ document.addEventListener("alpine:init", () => {
     });
   });
 
+  Alpine.data("cluster", () =>
+    livePage(2000, {
+      nodes: [],
+      summary: "",
+      async load() {
+        const found = await api("/admin/cluster");
+        // Live nodes first, then those whose lease ran out, as `aigrid cluster` lists them.
+        this.nodes = found.data.sort((a, b) => b.live - a.live || a.name.localeCompare(b.name));
+        const live = found.data.filter((n) => n.live).length;
+        this.summary = `${live} of ${found.data.length} node(s) live; leases of ${found.lease_s} s`;
+      },
+    }),
+  );
+
   Alpine.data("processes", () => {
     let seen = new Map(); // pid -> [time, tokens] at the last poll of the rows shown, for tokens per second
     return livePage(2000, {
