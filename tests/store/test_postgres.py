@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 from tests.postgres import Postgres
 from tests.support import LiveServer, mock_config
+
+from aigrid.store.db import make_engine, migrate
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +85,28 @@ def test_memory_search_and_the_journal_work_on_postgresql(postgres_url: str) -> 
     assert processes.create(acme, stored, "help", pid, spawn_key=f"{pid}:3").pid == child.pid
     assert AgentStore(engine).get(acme, "shopper").version == 1
     engine.dispose()
+
+
+def test_servers_started_together_on_an_empty_database_migrate_it_once(postgres_url: str) -> None:
+    engines = [make_engine(postgres_url) for _ in range(4)]
+    failures: list[BaseException] = []
+
+    def start(engine: Engine) -> None:
+        try:
+            migrate(engine)
+        except BaseException as exc:  # reported below, with the thread's own error
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not failures, f"a concurrent migration failed: {failures[0]!r}"
+        with engines[0].connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        assert len(versions) == 1
+    finally:
+        for e in engines:
+            e.dispose()

@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import ClauseElement, Engine, create_engine, event
+from sqlalchemy import ClauseElement, Engine, create_engine, event, text
 from sqlalchemy.sql.compiler import SQLCompiler
 
 logger = logging.getLogger(__name__)
@@ -237,10 +237,18 @@ def _serialise_writes(engine: Engine) -> None:
         _let_go(record.info)
 
 
+# The advisory lock that migrations take on PostgreSQL (any fixed number; this one spells "aigrid").
+_MIGRATION_LOCK = 0x616967726964
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Servers of a cluster started together would each create the same tables: one at a
+            # time, and the others then find the schema at its newest revision.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
