@@ -393,7 +393,8 @@ def create_app(
         ledger.start()
         membership.stats = functools.partial(_load, router)
         await membership.start()
-        sweep = InterruptedSweep(store.engine, membership.current, config.cluster.lease_s)
+        # Every renewal period: a dead server's streams are marked within its lease plus one renewal.
+        sweep = InterruptedSweep(store.engine, membership.current, config.cluster.renew_s)
         sweep.start()
         store.sync.start()
         checkpointer = WalCheckpointer(store.engine)
