@@ -199,3 +199,15 @@ def test_a_process_result_is_kept_once(engine: Engine) -> None:
     inbox.post(1, "a note", pid="p-1")
     inbox.post(1, "another note", pid="p-1")
     assert [m.kind for m in inbox.messages(1)] == ["result", "note", "note"]
+
+
+def test_a_claim_a_live_server_never_let_go_runs_out(engine: Engine) -> None:
+    nodes, inbox = ClusterStore(engine), InboxStore(engine)
+    message = inbox.post(1, "hello", webhook="http://hook")
+    a, b = nodes.register("a", 30, None, {}), nodes.register("b", 30, None, {})
+    now = time.time_ns() // 1000 + 1
+    assert [m.id for m in inbox.claim_due(a, now, claim_s=0.3)] == [message]
+    assert inbox.claim_due(a, now) == [], "not claimed twice, even by its own claimer"
+    time.sleep(0.5)  # a's round failed before it let the claim go
+    assert [m.id for m in inbox.claim_due(b, now)] == [message]
+    assert not inbox.failed(message, "HTTP 500", None, a)

@@ -20,11 +20,14 @@ from sqlalchemy.orm import Session
 
 from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
-from aigrid.store.cluster import Owner, fence_check, owner_is_live
+from aigrid.store.cluster import Owner, db_now_us, fence_check, owner_is_live
 from aigrid.store.schema import InboxRow, ProcessRow
 
 MAX_MESSAGE_CHARS = 4000
 MAX_DELIVERY_ATTEMPTS = 8
+# How long a claim on a delivery holds while its server lives: well past one try (an HTTP timeout
+# of 10 s), so a live server's claim that was never let go (its round failed) frees itself.
+CLAIM_S = 60.0
 InboxKind = Literal["note", "result"]
 
 
@@ -133,20 +136,24 @@ class InboxStore:
         with Session(self._engine) as session:
             return [_message(r) for r in session.scalars(query)]
 
-    def claim_due(self, owner: Owner, now: int, limit: int = 100) -> list[InboxMessage]:
-        """Claim for ``owner`` the due deliveries no live server is trying; those claimed.
+    def claim_due(
+        self, owner: Owner, now: int, limit: int = 100, claim_s: float = CLAIM_S
+    ) -> list[InboxMessage]:
+        """Claim for ``owner`` (for ``claim_s``) the due deliveries no live server is trying.
 
-        Due deliveries without a claimer, with a claimer whose lease ended (a dead or fenced
-        server's) or claimed by ``owner`` itself are taken; PostgreSQL skips rows another claimer
-        has locked, and the UPDATE's condition is the compare-and-set (all SQLite has). Raises
-        Fenced if ``owner`` is not live.
+        Due deliveries without a claim, whose claim ran out, or whose claimer's lease ended (a dead
+        or fenced server's) are taken; PostgreSQL skips rows another claimer has locked, and the
+        UPDATE's condition is the compare-and-set (all SQLite has). Raises Fenced if ``owner`` is
+        not live.
         """
+        db_now = db_now_us(self._engine)
         claimable = and_(
             InboxRow.next_try_at_us.is_not(None),
             InboxRow.next_try_at_us <= now,
             or_(
                 InboxRow.owner_node_id.is_(None),
-                _claimed_by(owner),
+                InboxRow.claimed_until_us.is_(None),
+                InboxRow.claimed_until_us <= db_now,
                 not_(owner_is_live(self._engine, InboxRow.owner_node_id, InboxRow.owner_epoch)),
             ),
         )
@@ -166,7 +173,11 @@ class InboxStore:
             taken = session.scalars(
                 update(InboxRow)
                 .where(InboxRow.id.in_(ids), claimable)
-                .values(owner_node_id=owner.node_id, owner_epoch=owner.epoch)
+                .values(
+                    owner_node_id=owner.node_id,
+                    owner_epoch=owner.epoch,
+                    claimed_until_us=db_now + int(claim_s * 1_000_000),
+                )
                 .returning(InboxRow)
             ).all()
             return sorted((_message(r) for r in taken), key=lambda m: (m.created_at_us, m.id))
@@ -194,7 +205,13 @@ class InboxStore:
             done = session.execute(
                 update(InboxRow)
                 .where(*where)
-                .values(**values, attempts=InboxRow.attempts + 1, owner_node_id=None, owner_epoch=None)
+                .values(
+                    **values,
+                    attempts=InboxRow.attempts + 1,
+                    owner_node_id=None,
+                    owner_epoch=None,
+                    claimed_until_us=None,
+                )
                 .returning(InboxRow.id)
             ).first()
             return done is not None

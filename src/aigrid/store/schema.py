@@ -275,9 +275,10 @@ class InboxRow(Base):
     delivered_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     delivery_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
     # The server delivering it now (a claim; see docs/cluster.md): another takes it only once
-    # that owner's lease has ended.
+    # that owner's lease has ended or the claim ran out (on the database's clock).
     owner_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     owner_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    claimed_until_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AgentTrigger(Base):

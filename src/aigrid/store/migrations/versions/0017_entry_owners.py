@@ -24,6 +24,7 @@ def upgrade() -> None:
     with op.batch_alter_table("inbox") as batch:
         batch.add_column(sa.Column("owner_node_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("owner_epoch", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("claimed_until_us", sa.BigInteger(), nullable=True))
     # One result message per process: two servers sweeping for unreported results post it once.
     # Duplicates from before (one per server that swept) are removed first, keeping the oldest.
     op.execute(
@@ -43,6 +44,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ux_inbox_result_pid", table_name="inbox")
     with op.batch_alter_table("inbox") as batch:
+        batch.drop_column("claimed_until_us")
         batch.drop_column("owner_epoch")
         batch.drop_column("owner_node_id")
     with op.batch_alter_table("entries") as batch:
