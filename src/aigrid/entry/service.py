@@ -259,6 +259,14 @@ class EntryService:
             return await asyncio.wait_for(asyncio.shield(task), wait_s)
         except TimeoutError:
             return await self.calls(self.store.get, entry.id)
+        except Fenced:  # this server lost the entry (it was paused): the claimer carries it on
+            return await self.calls(self.store.get, entry.id)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise  # the request itself was cancelled
+            # The work was stopped (a new epoch, a clean stop): it goes on where it is claimed.
+            return await self.calls(self.store.get, entry.id)
 
     async def _prepare(self, entry: EntryRecord, given: dict[str, Any] | None, confirm: bool) -> EntryRecord:
         began = time.perf_counter()
