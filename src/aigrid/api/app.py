@@ -275,7 +275,9 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     scheduler = FairScheduler(tenant_cap=settings.tenant_cap, aging_s=settings.aging_s, weights=weights)
     runner = Runner(model, processes, agents, tools, spent)
     kernel = Kernel(runner, processes, agents, scheduler, workers=settings.workers)
-    inbox = Inbox(InboxStore(engine), agents, processes)
+    owner = store.membership.current
+    lease_s = config.cluster.lease_s
+    inbox = Inbox(InboxStore(engine), agents, processes, owner=owner, sweep_s=lease_s)
     kernel.add_end_listener(inbox.result)
     tools.add_all(SystemCalls(MemoryStore(engine), inbox, processes, kernel).tools())
     kept = ProviderStore(engine)
@@ -307,7 +309,10 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     )
     entries_store = EntryStore(engine)
     recorder = EntryRecorder(traces, memory, calls, settings.planner_model)
-    entries = EntryService(entries_store, services, tools, planner, calls, payers.refusal, observer=recorder)
+    entries = EntryService(
+        entries_store, services, tools, planner, calls, payers.refusal, observer=recorder, owner=owner
+    )
+    store.membership.on_new_epoch(entries.new_epoch)
     kernel.add_end_listener(ProcessRecorder(traces, processes, tools, calls).ended)
 
     def builtins(tenant_id: int) -> list[Tool]:
@@ -415,7 +420,9 @@ def create_app(
             await parts.kernel.start()
             await parts.inbox.start()
             await parts.triggers.start()
+            # Only entries whose owner's lease ended: a live peer's sagas are its own.
             await parts.entries.recover()
+            parts.entries.start_recovery(config.cluster.lease_s)
             await parts.learn.evals.recover()
             await parts.learn.models.start()
             parts.learn.loop.schedule(config.learn, store.accounts.tenant_id(ADMIN_TENANT))

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 def api_error_for(status: int, message: str) -> APIError:
     """An account error in the OpenAI shape."""
-    codes = {403: "forbidden", 404: "not_found", 409: "conflict"}
+    codes = {403: "forbidden", 404: "not_found", 409: "conflict", 503: "not_live"}
     if status == 403:
         return APIError(status, message, type="permission_error", code=codes[status])
     return APIError(status, message, code=codes.get(status))

@@ -10,6 +10,11 @@ answers. A restarted server replays the journal: a call with an answer is not ma
 with only an intent may have happened, so it is made again under the same key, which the service
 answers with the first call's result. A saga that was going forward goes on; one that was undoing
 goes on undoing. So no user is charged twice and no order is left unpaid.
+
+With an ``owner`` (a server of a cluster), every journal write and every move of the entry checks,
+in its own transaction, that the entry is still this owner's and its lease still runs: a server
+fenced while it was paused writes nothing more, and the peer that claimed the entry goes on from
+the journal as a restarted server would.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from aigrid.entry import answers
 from aigrid.entry.calls import FIRST_RETRY_S, MAX_RETRY_S, Caller, Refused, Unknown
 from aigrid.entry.catalog import Catalog, Operation
 from aigrid.entry.reading import Purchase
+from aigrid.store.cluster import Owner
 from aigrid.store.db import StoreCalls
-from aigrid.store.entries import EntryRecord, EntryState, EntryStore
+from aigrid.store.entries import EntryRecord, EntryState, EntryStore, JournalKind
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,7 @@ class Saga:
         store: EntryStore,
         catalog: Callable[[], Awaitable[Catalog]],
         calls: StoreCalls,
+        owner: Owner | None = None,
     ) -> None:
         if entry.summary is None:
             raise ValueError(f"entry {entry.id} has nothing to carry out")
@@ -70,6 +77,7 @@ class Saga:
         self._store = store
         self._catalog = catalog
         self._calls = calls
+        self._owner = owner
         self._caller = Caller(entry.id, entry.tenant_id)
         self._purchases = [Purchase.from_json(p) for p in entry.summary["purchases"]]
         self._payment = entry.summary.get("payment")
@@ -85,7 +93,9 @@ class Saga:
                 text = answers.done(self._purchases, self._journal.results, self._entry.user)
                 return await self._end("running", "done", text)
             await self._note(reason)
-            moved = await self._calls(self._store.move, self._entry.id, ["running"], "compensating")
+            moved = await self._calls(
+                self._store.move, self._entry.id, ["running"], "compensating", owner=self._owner
+            )
             if moved is None:
                 return await self._calls(self._store.get, self._entry.id)
         undone, problems = await self._compensate()
@@ -182,19 +192,15 @@ class Saga:
     async def _make(self, name: str, call: str, args: dict[str, Any]) -> Any:
         """Journal the call's intent, make it until its outcome is known, journal the outcome."""
         key = f"{self._entry.id}:{name}"
-        await self._calls(
-            self._store.append, self._entry.id, "intent", {"action": name, "call": call, "args": args}
-        )
+        await self._append("intent", {"action": name, "call": call, "args": args})
         self._journal.begun.add(name)
         try:
             value = await self._until_known(call, args, key)
         except Refused as exc:
-            await self._calls(
-                self._store.append, self._entry.id, "refused", {"action": name, "error": str(exc)}
-            )
+            await self._append("refused", {"action": name, "error": str(exc)})
             self._journal.refused[name] = str(exc)
             raise
-        await self._calls(self._store.append, self._entry.id, "result", {"action": name, "value": value})
+        await self._append("result", {"action": name, "value": value})
         self._journal.results[name] = value
         return value
 
@@ -237,10 +243,16 @@ class Saga:
         if self._journal.reason == reason:
             return  # journaled before a restart
         self._journal.reason = reason
-        await self._calls(self._store.append, self._entry.id, "note", {"reason": reason})
+        await self._append("note", {"reason": reason})
+
+    async def _append(self, kind: JournalKind, payload: dict[str, Any]) -> None:
+        """Journal a step; raises Fenced when the entry is no longer this owner's."""
+        await self._calls(self._store.append, self._entry.id, kind, payload, self._owner)
 
     async def _end(self, from_state: str, state: EntryState, text: str) -> EntryRecord:
-        moved = await self._calls(self._store.move, self._entry.id, [from_state], state, answer=text)
+        moved = await self._calls(
+            self._store.move, self._entry.id, [from_state], state, answer=text, owner=self._owner
+        )
         return moved if moved is not None else await self._calls(self._store.get, self._entry.id)
 
 

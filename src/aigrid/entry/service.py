@@ -4,6 +4,10 @@ Each entry's work runs as a task of this service, not of the request that asked:
 goes away leaves the saga running, and the request only waits for it (for a while). A restarted
 server ends what it finds open: a plan interrupted before anything changed fails, a confirmed
 saga goes on (or on undoing) from its journal.
+
+In a cluster the server that plans or carries out an entry owns it (its node and epoch). Recovery
+claims only entries whose owner's lease has ended, at start and every ``lease_s`` after, so each
+is recovered by exactly one server and a live peer's work is left alone.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from aigrid.entry.saga import Saga
 from aigrid.errors import APIError
 from aigrid.kernel.tools import ToolRegistry
 from aigrid.store.accounts import AccountError
+from aigrid.store.cluster import Fenced, Owner
 from aigrid.store.db import StoreCalls
 from aigrid.store.entries import FINAL_ENTRY_STATES, OPEN_SAGA_STATES, EntryRecord, EntryState, EntryStore
 from aigrid.store.payers import checked_user
@@ -62,8 +67,10 @@ class EntryService:
         refusal: Callable[[int, str], str | None],
         today: Callable[[], date] = date.today,
         observer: EntryObserver | None = None,
+        owner: Callable[[], Owner | None] = lambda: None,
     ) -> None:
         self.store = store
+        self._owner = owner  # this server's node and epoch now; None outside a cluster
         self._refusal = refusal
         self._observer = observer
         self._registry = registry
@@ -72,6 +79,7 @@ class EntryService:
         self.calls = calls
         self._today = today
         self._tasks: set[asyncio.Task[EntryRecord]] = set()
+        self._recovering: asyncio.Task[None] | None = None
 
     async def catalog(self, tenant_id: int) -> Catalog:
         """What the tenant's entries can call now."""
@@ -98,14 +106,17 @@ class EntryService:
         why = await self.calls(self._refusal, tenant_id, checked_user(user))
         if why is not None:
             raise AccountError(403, why)
-        entry = await self.calls(self.store.create, tenant_id, user, text)
+        try:
+            entry = await self.calls(self.store.create, tenant_id, user, text, self._owned())
+        except Fenced as exc:
+            raise _not_live(exc) from exc
         return await self._wait(self._start(self._prepare(entry, plan, confirm)), entry, wait_s)
 
     async def confirm(
         self, tenant_id: int | None, entry_id: str, wait_s: float = DEFAULT_WAIT_S
     ) -> EntryRecord:
         """Carry out an entry waiting for its confirmation; 409 if it is not waiting."""
-        moved = await self._answered(tenant_id, entry_id, "running")
+        moved = await self._answered(tenant_id, entry_id, "running", take=self._owned())
         return await self._wait(self._start(self._carry_out(moved)), moved, wait_s)
 
     async def decline(self, tenant_id: int | None, entry_id: str) -> EntryRecord:
@@ -114,33 +125,92 @@ class EntryService:
         await self._tell_ended(declined)
         return declined
 
+    def _owned(self) -> Owner | None:
+        """This server's owner for new work (None outside a cluster)."""
+        return self._owner()
+
     async def _answered(
-        self, tenant_id: int | None, entry_id: str, state: EntryState, answer: str | None = None
+        self,
+        tenant_id: int | None,
+        entry_id: str,
+        state: EntryState,
+        answer: str | None = None,
+        take: Owner | None = None,
     ) -> EntryRecord:
         """The entry moved on from waiting for its confirmation; 404 if unknown, 409 if not waiting."""
         entry = await self.calls(self.store.get, entry_id, tenant_id)
-        moved = await self.calls(self.store.move, entry.id, ["awaiting_confirmation"], state, answer=answer)
+        moved = await self.calls(
+            self.store.move, entry.id, ["awaiting_confirmation"], state, answer=answer, take=take
+        )
+        if moved is None and take is not None:
+            still = await self.calls(self.store.get, entry.id)
+            if still.state == "awaiting_confirmation":  # it waits, but this server's lease ended
+                raise _not_live(Fenced(take, "its lease ended"))
+            entry = still
         if moved is None:
             raise AccountError(409, f"Entry {entry.id} is {entry.state}, not waiting for a confirmation.")
         return moved
 
     async def recover(self) -> int:
-        """End what a stopped server left open; how many sagas go on."""
-        for entry in await self.calls(self.store.in_states, ["planning"]):
-            await self.calls(
-                self.store.move,
-                entry.id,
-                ["planning"],
-                "failed",
-                answer="Nothing was done: the server stopped while planning.",
-            )
-        open_sagas = await self.calls(self.store.in_states, OPEN_SAGA_STATES)
+        """End what a stopped server left open; how many sagas go on.
+
+        In a cluster, only the entries this server claims: those whose owner's lease has ended
+        (a live peer's are its own to finish). A fenced server claims nothing.
+        """
+        owner = self._owner()
+        if owner is None:  # alone: everything open was left by an earlier run
+            found = await self.calls(self.store.in_states, ["planning", *OPEN_SAGA_STATES])
+        else:
+            try:
+                found = await self.calls(self.store.claim, owner)
+            except Fenced:
+                return 0
+        open_sagas = [e for e in found if e.state in OPEN_SAGA_STATES]
+        for entry in found:
+            if entry.state == "planning":
+                await self.calls(
+                    self.store.move,
+                    entry.id,
+                    ["planning"],
+                    "failed",
+                    answer="Nothing was done: the server stopped while planning.",
+                    owner=entry.owner,
+                )
         for entry in open_sagas:
+            log.warning("entry %s: carrying on the saga a stopped server left %s", entry.id, entry.state)
             self._start(self._carry_out(entry))
         return len(open_sagas)
 
+    def start_recovery(self, every_s: float) -> None:
+        """Recover every ``every_s`` the entries of servers whose lease ended; call on the loop."""
+        self._recovering = asyncio.get_running_loop().create_task(
+            self._recover_forever(every_s), name="entry-recovery"
+        )
+
+    def new_epoch(self, owner: Owner) -> None:
+        """This server was fenced and rejoined as ``owner``: its sagas under the old epoch stop.
+
+        Their writes would be refused anyway; the entries are claimed again (by this server or a
+        peer) and go on from their journals.
+        """
+        log.warning("fenced: stopping %d entry task(s) of the old epoch", len(self._tasks))
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _recover_forever(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.recover()
+            except Exception:  # the database away for a while: the next round tries again
+                log.warning("recovering entries of stopped servers failed", exc_info=True)
+
     async def close(self) -> None:
         """Stop working: sagas stay journaled and go on at the next start."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
+            self._recovering = None
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -177,13 +247,25 @@ class EntryService:
 
     def _ended(self, task: asyncio.Task[EntryRecord]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
+        if task.cancelled():
+            return
+        if isinstance(error := task.exception(), Fenced):
+            log.warning("an entry's work stopped: %s; the server that claims it goes on", error)
+        elif error is not None:
             log.error("an entry's work failed; it goes on at the next start", exc_info=error)
 
     async def _wait(self, task: asyncio.Task[EntryRecord], entry: EntryRecord, wait_s: float) -> EntryRecord:
         try:
             return await asyncio.wait_for(asyncio.shield(task), wait_s)
         except TimeoutError:
+            return await self.calls(self.store.get, entry.id)
+        except Fenced:  # this server lost the entry (it was paused): the claimer carries it on
+            return await self.calls(self.store.get, entry.id)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise  # the request itself was cancelled
+            # The work was stopped (a new epoch, a clean stop): it goes on where it is claimed.
             return await self.calls(self.store.get, entry.id)
 
     async def _prepare(self, entry: EntryRecord, given: dict[str, Any] | None, confirm: bool) -> EntryRecord:
@@ -226,7 +308,7 @@ class EntryService:
         summary = answers.summary(reading.purchases, entry.user, found.payment)
         state: EntryState = "running" if confirm else "awaiting_confirmation"
         moved = await self.calls(
-            self.store.move, entry.id, ["planning"], state, plan=plan_json, summary=summary
+            self.store.move, entry.id, ["planning"], state, plan=plan_json, summary=summary, owner=entry.owner
         )
         if moved is None:
             return await self.calls(self.store.get, entry.id)
@@ -239,8 +321,16 @@ class EntryService:
         text: str,
         plan: dict[str, Any] | None = None,
     ) -> EntryRecord:
-        moved = await self.calls(self.store.move, entry.id, ["planning"], state, plan=plan, answer=text)
+        moved = await self.calls(
+            self.store.move, entry.id, ["planning"], state, plan=plan, answer=text, owner=entry.owner
+        )
         return moved if moved is not None else await self.calls(self.store.get, entry.id)
 
     async def _carry_out(self, entry: EntryRecord) -> EntryRecord:
-        return await Saga(entry, self.store, lambda: self.catalog(entry.tenant_id), self.calls).run()
+        catalog = lambda: self.catalog(entry.tenant_id)  # noqa: E731
+        return await Saga(entry, self.store, catalog, self.calls, entry.owner).run()
+
+
+def _not_live(exc: Fenced) -> AccountError:
+    """A fenced server takes no new work: the client tries another server."""
+    return AccountError(503, f"This server is not live in its cluster ({exc.reason}); try another one.")

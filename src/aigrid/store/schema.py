@@ -251,6 +251,14 @@ class InboxRow(Base):
         Index("ix_inbox_tenant", "tenant_id", "id"),
         Index("ix_inbox_pid", "pid"),
         Index("ix_inbox_next_try", "next_try_at_us"),
+        # One result per process, however many servers sweep for unreported ones.
+        Index(
+            "ux_inbox_result_pid",
+            "pid",
+            unique=True,
+            sqlite_where=text("kind = 'result'"),
+            postgresql_where=text("kind = 'result'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -266,6 +274,11 @@ class InboxRow(Base):
     next_try_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     delivered_at_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     delivery_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    # The server delivering it now (a claim; see docs/cluster.md): another takes it only once
+    # that owner's lease has ended or the claim ran out (on the database's clock).
+    owner_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    claimed_until_us: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class AgentTrigger(Base):
@@ -347,6 +360,10 @@ class EntryRow(Base):
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at_us: Mapped[int] = mapped_column(BigInteger)
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
+    # The server carrying it out while it plans or runs its saga: every write of that work checks
+    # it; another server recovers the entry only once this owner's lease has ended.
+    owner_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class EntryJournalRow(Base):
