@@ -171,6 +171,7 @@ class ProcessRow(Base):
         Index("ix_processes_state", "state"),
         Index("ix_processes_spawn_key", "spawn_key", unique=True),
         Index("ix_processes_parent", "parent_pid"),
+        Index("ix_processes_owner_state", "owner_node_id", "state"),
     )
 
     pid: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -193,6 +194,9 @@ class ProcessRow(Base):
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
     # What started it: api, trigger, webhook, message, spawn or chat.
     origin: Mapped[str] = mapped_column(String(16), server_default="api")
+    # The node (cluster_nodes.id) and epoch that steps it; its lease is the process's lease.
+    owner_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class JournalEntry(Base):
