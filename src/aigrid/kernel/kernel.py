@@ -21,7 +21,7 @@ from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
 from aigrid.store.cluster import Owner
 from aigrid.store.process_claims import ProcessClaims
-from aigrid.store.processes import ProcessRecord, ProcessStore
+from aigrid.store.processes import NotOwner, ProcessRecord, ProcessStore
 
 logger = logging.getLogger(__name__)
 
@@ -471,6 +471,8 @@ class Kernel:
                 await self._ended(after)
             else:
                 self._settled(after)
+        except NotOwner as exc:  # another server took it up (this epoch's lease ended): it steps on there
+            logger.warning("process %s: a step's write was refused: %s", chosen.pid, exc.message)
         except AccountError as exc:  # the process ended or was signalled while it stepped
             logger.info("process %s: %s", chosen.pid, exc.message)
         except Exception as exc:

@@ -14,7 +14,7 @@ import time
 from sqlalchemy import Engine, text
 
 # Buckets per half-life, and half-lives looked back: older use counts for under 1/16.
-_BUCKETS_PER_HALF_LIFE = 2
+_BUCKETS_PER_HALF_LIFE = 12
 _HALF_LIVES = 4
 _USED = text(
     "SELECT tenant_id, (created_at_us - :since) / :width AS bucket, "
