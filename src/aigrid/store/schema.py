@@ -171,7 +171,6 @@ class ProcessRow(Base):
         Index("ix_processes_state", "state"),
         Index("ix_processes_spawn_key", "spawn_key", unique=True),
         Index("ix_processes_parent", "parent_pid"),
-        Index("ix_processes_owner_state", "owner_node_id", "state"),
     )
 
     pid: Mapped[str] = mapped_column(String(32), primary_key=True)

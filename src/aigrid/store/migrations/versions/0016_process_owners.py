@@ -21,11 +21,12 @@ def upgrade() -> None:
     with op.batch_alter_table("processes") as batch:
         batch.add_column(sa.Column("owner_node_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("owner_epoch", sa.BigInteger(), nullable=True))
-    op.create_index("ix_processes_owner_state", "processes", ["owner_node_id", "state"])
+    # No index on the owner: every step looks its process up by pid, and an index on the owner
+    # tempted the planner away from the primary key on small tables. The polls (a server's own
+    # runnable processes, orphans) go by state, through ix_processes_state.
 
 
 def downgrade() -> None:
-    op.drop_index("ix_processes_owner_state", table_name="processes")
     with op.batch_alter_table("processes") as batch:
         batch.drop_column("owner_epoch")
         batch.drop_column("owner_node_id")
