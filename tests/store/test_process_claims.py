@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 from tests.postgres import Postgres
 
 from aigrid.spec import AgentSpec
@@ -149,3 +149,22 @@ def test_processes_usage_across_servers_comes_from_the_ledger(engine: Engine) ->
     used = process_usage(engine, 60.0, now)
     assert set(used) == {1, 2}
     assert 380 < used[1] <= 400 and 190 < used[2] < 210
+
+
+def test_a_claimer_skips_a_process_whose_step_is_being_written(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: there is no row being written to skip")
+    nodes, store, claims = ClusterStore(engine), ProcessStore(engine), ProcessClaims(engine)
+    tenant, agent = _agent(engine)
+    gone = nodes.register("gone", 0.2, None, {})
+    busy, idle = (store.create(tenant, agent, name, owner=gone).pid for name in ("busy", "idle"))
+    taker = nodes.register("taker", 30, None, {})
+    time.sleep(0.4)
+    with engine.connect() as writing:
+        # A step's UPDATE holds its process's row to the commit: the claimer neither waits nor takes it.
+        writing.execute(text("UPDATE processes SET updated_at_us = 1 WHERE pid = :pid"), {"pid": busy})
+        began = time.monotonic()
+        assert [p.pid for p in claims.claim(taker)] == [idle]
+        assert time.monotonic() - began < 2
+        writing.commit()
+    assert [p.pid for p in claims.claim(taker)] == [busy]

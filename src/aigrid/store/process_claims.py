@@ -25,12 +25,15 @@ from aigrid.store.db import DriverConnection, DriverStatement
 from aigrid.store.processes import _COLUMNS, FINAL_STATES, STATES, ProcessRecord, _record, now_sql
 
 _OPEN = ", ".join(f"'{s}'" for s in STATES if s not in FINAL_STATES)
+# The candidates are picked once, in a CTE (materialised: its locks are taken once, as the queue
+# libraries that claim this way do), then moved to the claimer in the same statement.
 _CLAIM = (
-    "UPDATE processes SET owner_node_id = :node, owner_epoch = :epoch WHERE pid IN ("
-    "SELECT p.pid FROM processes p WHERE p.state IN ({open}){one} AND (p.owner_node_id IS NULL "
-    "OR NOT EXISTS (SELECT 1 FROM cluster_nodes o WHERE o.id = p.owner_node_id "
-    "AND o.epoch = p.owner_epoch AND o.lease_until_us > {now})) "
+    "WITH picked AS {materialized}(SELECT p.pid FROM processes p WHERE p.state IN ({open}){one} "
+    "AND (p.owner_node_id IS NULL OR NOT EXISTS (SELECT 1 FROM cluster_nodes o "
+    "WHERE o.id = p.owner_node_id AND o.epoch = p.owner_epoch AND o.lease_until_us > {now})) "
     "ORDER BY p.created_at_us LIMIT :limit{lock}) "
+    "UPDATE processes SET owner_node_id = :node, owner_epoch = :epoch "
+    "WHERE pid IN (SELECT pid FROM picked) "
     # The claimer's own lease must run, or a zombie could take work back.
     "AND EXISTS (SELECT 1 FROM cluster_nodes c WHERE c.id = :node AND c.epoch = :epoch "
     "AND c.lease_until_us > {now}) "
@@ -47,11 +50,11 @@ class ProcessClaims:
 
     def __init__(self, engine: Engine) -> None:
         now = now_sql(engine)
-        lock = " FOR UPDATE SKIP LOCKED" if engine.dialect.name == "postgresql" else ""
-        self._claim = DriverStatement(engine, text(_CLAIM.format(open=_OPEN, one="", now=now, lock=lock)))
-        self._claim_one = DriverStatement(
-            engine, text(_CLAIM.format(open=_OPEN, one=" AND p.pid = :pid", now=now, lock=lock))
-        )
+        postgres = engine.dialect.name == "postgresql"
+        lock = " FOR UPDATE OF p SKIP LOCKED" if postgres else ""
+        shape = {"open": _OPEN, "now": now, "lock": lock, "materialized": "MATERIALIZED " if postgres else ""}
+        self._claim = DriverStatement(engine, text(_CLAIM.format(one="", **shape)))
+        self._claim_one = DriverStatement(engine, text(_CLAIM.format(one=" AND p.pid = :pid", **shape)))
         self._engine = engine
         self._driver = DriverConnection(engine)
 
