@@ -118,7 +118,9 @@ async def run(url: str, processes: int, steps: int, rounds: int) -> dict[str, An
             name = "with" if checked else "without"
             values.sort()
             figures[f"us_per_step_{name}_owner_check_p50"] = round(statistics.median(values), 1)
+            figures[f"us_per_step_{name}_owner_check_p25"] = round(values[len(values) // 4], 1)
             figures[f"us_per_step_{name}_owner_check_p90"] = round(values[int(len(values) * 0.9)], 1)
+            figures[f"us_per_step_{name}_owner_check_mean"] = round(statistics.fmean(values), 1)
     if owned:
         pid = store.create(tenant, stored, "notes", owner=owner).pid
         writes: dict[bool, list[float]] = {False: [], True: []}
