@@ -24,8 +24,10 @@ from aigrid.store.schema import ClusterNode, JournalEntry, ProcessRow
 
 pytestmark = pytest.mark.slow
 
-LEASE_S = 3.0
-RENEW_S = 0.5
+# Short, so that the tests take seconds; AIGRID_TAKEOVER_LEASE_S=15 AIGRID_TAKEOVER_RENEW_S=5 measures
+# the takeover with the defaults.
+LEASE_S = float(os.environ.get("AIGRID_TAKEOVER_LEASE_S", "3"))
+RENEW_S = float(os.environ.get("AIGRID_TAKEOVER_RENEW_S", "0.5"))
 AGENT = {"name": "writer", "instructions": "Write one line.", "model": "mock"}
 # Where the figures go, for the report (bench/README quotes them).
 FIGURES = Path(os.environ.get("AIGRID_TAKEOVER_FIGURES", "/tmp/aigrid-takeover.json"))
