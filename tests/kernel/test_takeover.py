@@ -10,6 +10,7 @@ import pytest
 from tests.kernel.doubles import KernelDB, ReactiveModelMock, answer
 
 from aigrid.kernel.kernel import Kernel
+from aigrid.kernel.scheduler import FairScheduler
 from aigrid.store.cluster import ClusterStore, Owner
 from aigrid.store.process_claims import ProcessClaims
 from aigrid.store.processes import ProcessRecord, StepUsage
@@ -119,3 +120,47 @@ async def test_a_server_whose_epoch_lost_its_lease_commits_nothing_and_takes_its
     # The new epoch took the process up again and stepped it once; the old epoch wrote nothing.
     assert calls == [1, 2] and record.result == "epoch 2" and record.owner_epoch == 2
     assert [s.kind for s in db.processes.journal(pid)] == ["model_request", "model_response"]
+
+
+async def test_a_resume_for_a_dead_owners_process_is_claimed_and_stepped_at_once(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    stored = db.save()
+    nodes = ClusterStore(db.engine)
+    dying = nodes.register("dying", 0.5, None, {})
+    me = nodes.register("me", 30, None, {})
+    pid = db.processes.create(db.tenant, stored, "paused on a server about to die", owner=dying).pid
+    db.processes.set_state(pid, "suspended", reason="paused by a signal")
+    kernel = db.kernel(
+        ReactiveModelMock(lambda messages: answer("done")),
+        owner=lambda: me,
+        claims=ProcessClaims(db.engine),
+        poll_s=3600,  # no poll: the resume itself takes the process over
+    )
+    await kernel.start()  # its owner is live yet: not taken up
+    try:
+        assert db.processes.get(pid).owner_node_id == dying.node_id
+        await asyncio.sleep(0.6)  # now its owner's lease has ended
+        await kernel.signal(pid, db.tenant, "resume")
+        (record,) = await _settle(db, [pid], timeout_s=5)
+    finally:
+        await kernel.close()
+    assert record.state == "done" and record.owner_node_id == me.node_id
+
+
+async def test_the_kernel_feeds_its_scheduler_what_tenants_used_across_the_cluster(tmp_path: Path) -> None:
+    db = KernelDB(tmp_path)
+    scheduler = FairScheduler()
+    seen = asyncio.Event()
+
+    def usage() -> dict[int, float]:
+        seen.set()
+        return {db.tenant: 5000.0}
+
+    kernel = db.kernel(ReactiveModelMock(lambda messages: answer("done")), scheduler=scheduler, usage=usage)
+    await kernel.start()
+    try:
+        await asyncio.wait_for(seen.wait(), 5)
+        await asyncio.sleep(0.05)
+    finally:
+        await kernel.close()
+    assert scheduler.share(db.tenant) > 4000
