@@ -102,6 +102,7 @@ class KernelDB:
     def __init__(self, tmp_path: Path) -> None:
         engine = make_engine(f"sqlite:///{tmp_path / 'k.db'}")
         migrate(engine)
+        self.engine = engine
         self.tenant = AccountStore(engine).ensure_tenant("acme")
         self.agents = AgentStore(engine)
         self.processes = ProcessStore(engine)

@@ -90,3 +90,17 @@ def test_removed_processes_are_not_chosen_and_bad_settings_are_refused() -> None
         FairScheduler(tenant_cap=0)
     with pytest.raises(ValueError):
         scheduler.set_weight(1, 0)
+
+
+def test_the_fair_scheduler_takes_in_what_tenants_used_on_other_servers() -> None:
+    scheduler = FairScheduler()
+    scheduler.add(Runnable("p1", 1, "interactive", 0.0))
+    scheduler.add(Runnable("p2", 2, "interactive", 0.0))
+    # Here both used nothing; across the cluster tenant 1 used a lot: tenant 2 goes first.
+    scheduler.observe({1: 10_000.0, 2: 100.0}, 0.0)
+    assert scheduler.share(1) == 10_000.0
+    chosen = scheduler.next(0.0)
+    assert chosen is not None and chosen.tenant_id == 2
+    scheduler.done(chosen, 50, 0.0)
+    scheduler.observe({2: 10.0}, 0.0)  # a figure below what this server counted does not lower it
+    assert scheduler.share(2) == 150.0

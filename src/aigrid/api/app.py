@@ -95,8 +95,10 @@ from aigrid.store.ledger import (
 )
 from aigrid.store.memory import MemoryStore
 from aigrid.store.payers import PayerStore
+from aigrid.store.process_claims import ProcessClaims
 from aigrid.store.processes import ProcessStore
 from aigrid.store.providers import ProviderStore
+from aigrid.store.shares import process_usage
 from aigrid.store.traces import TraceStore
 from aigrid.store.triggers import TriggerStore
 from aigrid.store.usage import agent_spent
@@ -274,9 +276,21 @@ def _kernel(grid: Grid, store: _Store, config: ServerConfig, data_dir: Path) -> 
     weights = {tid: settings.weights[name] for tid, name in names.items() if name in settings.weights}
     scheduler = FairScheduler(tenant_cap=settings.tenant_cap, aging_s=settings.aging_s, weights=weights)
     runner = Runner(model, processes, agents, tools, spent)
-    kernel = Kernel(runner, processes, agents, scheduler, workers=settings.workers)
     owner = store.membership.current
     lease_s = config.cluster.lease_s
+    # Processes are owned by this node's epoch: every poll (renew_s) claims those whose owner's lease
+    # ended, and the fair shares follow what tenants used on every server.
+    kernel = Kernel(
+        runner,
+        processes,
+        agents,
+        scheduler,
+        workers=settings.workers,
+        owner=owner,
+        claims=ProcessClaims(engine),
+        poll_s=config.cluster.renew_s,
+        usage=functools.partial(process_usage, engine),
+    )
     inbox = Inbox(InboxStore(engine), agents, processes, owner=owner, sweep_s=lease_s)
     kernel.add_end_listener(inbox.result)
     tools.add_all(SystemCalls(MemoryStore(engine), inbox, processes, kernel).tools())

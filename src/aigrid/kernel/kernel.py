@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,13 +19,21 @@ from aigrid.kernel.runner import BUDGET_REASON, SLEEP_REASON, Runner
 from aigrid.kernel.scheduler import FairScheduler, Runnable, Scheduler
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
-from aigrid.store.processes import ProcessRecord, ProcessStore
+from aigrid.store.cluster import Owner
+from aigrid.store.process_claims import ProcessClaims
+from aigrid.store.processes import NotOwner, ProcessRecord, ProcessStore
 
 logger = logging.getLogger(__name__)
 
 Signal = Literal["pause", "resume", "kill"]
 # Called with every process that ends, after its final state is committed.
 EndListener = Callable[[ProcessRecord], Awaitable[None]]
+# This server's owner (node and epoch) now; None on a kernel outside a cluster (tests, tools).
+OwnerFn = Callable[[], Owner | None]
+# Decayed tokens per tenant that processes used across the cluster (for the fair scheduler).
+UsageFn = Callable[[], Mapping[int, float]]
+# Orphans claimed per statement: a takeover of thousands of processes goes in several batches.
+_CLAIM_BATCH = 100
 # States in which a process waits for a person or a budget rather than for a worker.
 WAITING_FOR_SOMEONE = frozenset({"waiting_approval", "suspended"})
 
@@ -61,6 +69,12 @@ class Kernel:
         scheduler: Scheduler | None = None,
         workers: int = 64,
         revive_s: float = 30.0,
+        *,
+        owner: OwnerFn | None = None,
+        claims: ProcessClaims | None = None,
+        poll_s: float = 5.0,
+        usage: UsageFn | None = None,
+        usage_s: float = 2.0,
     ) -> None:
         if workers < 1:
             raise ValueError("a kernel needs at least one worker")
@@ -81,24 +95,35 @@ class Kernel:
         self._tokens: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._end_listeners: list[EndListener] = []
+        # Every process this kernel has queued, is stepping or will step again: the poll for
+        # processes resumed elsewhere queues only the others.
+        self._held: set[str] = set()
+        self._owner: OwnerFn = owner or (lambda: None)
+        self._claims = claims
+        self._poll_s = poll_s
+        self._usage = usage
+        self._usage_s = usage_s
+        self._loops: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Take up every unfinished runnable process (after a restart: where its journal ends)."""
-        for process in await self._processes.calls(self._processes.unfinished):
-            if process.state in _RESUMED:
-                await self._resume(process.pid, set(_RESUMED))
-            elif process.state in _RUNNABLE:
-                self._queue(process)
+        """Take up the unfinished processes no live server owns (after a restart: this server's
+        earlier epochs' too), where their journals end; then look for more every ``poll_s``."""
+        await self._take_up()
         self._dispatcher = asyncio.create_task(self._dispatch(), name="kernel-dispatcher")
         self._reviver = asyncio.create_task(self._revive(), name="kernel-reviver")
+        if self._claims is not None:
+            self._loops.append(asyncio.create_task(self._poll(), name="kernel-takeover"))
+        if self._usage is not None:
+            self._loops.append(asyncio.create_task(self._share(), name="kernel-shares"))
 
     async def close(self) -> None:
         """Stop dispatching and wait for the steps in flight (their processes resume at restart)."""
-        for loop in (self._dispatcher, self._reviver):
+        for loop in (self._dispatcher, self._reviver, *self._loops):
             if loop is not None:
                 loop.cancel()
                 await asyncio.gather(loop, return_exceptions=True)
         self._dispatcher = self._reviver = None
+        self._loops = []
         for task in list(self._busy):
             task.cancel()
         await asyncio.gather(*self._busy, return_exceptions=True)
@@ -132,7 +157,14 @@ class Kernel:
                     "its spec has no message trigger that accepts it.",
                 )
         process = await self._processes.calls(
-            self._processes.create, tenant_id, stored, input_text, parent_pid, spawn_key, origin
+            self._processes.create,
+            tenant_id,
+            stored,
+            input_text,
+            parent_pid,
+            spawn_key,
+            origin,
+            self._owner(),
         )
         self._queue(process)
         return process
@@ -144,9 +176,9 @@ class Kernel:
             resumed = await self._processes.calls(
                 self._processes.set_state, pid, "running", expect={"suspended"}
             )
-            self._queue(resumed)
+            await self._adopt(resumed)
             return resumed
-        self._scheduler.remove(pid)
+        self._withdraw(pid)
         if signal == "kill":
             killed = await self._processes.calls(
                 self._processes.set_state, pid, "killed", reason="killed by a signal"
@@ -218,7 +250,7 @@ class Kernel:
         running = await self._processes.calls(
             self._processes.set_state, pid, "running", expect={"waiting_approval"}
         )
-        self._queue(running)
+        await self._adopt(running)
         return running
 
     def add_end_listener(self, listener: EndListener) -> None:
@@ -255,8 +287,89 @@ class Kernel:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _mine(self, process: ProcessRecord) -> bool:
+        """Whether this server owns the process (outside a cluster, it owns everything)."""
+        me = self._owner()
+        return me is None or (process.owner_node_id, process.owner_epoch) == (me.node_id, me.epoch)
+
+    async def _adopt(self, process: ProcessRecord) -> None:
+        """Queue a process made runnable here (a resume, a decision, a child that ended).
+
+        Its owner steps it: this server if it is the owner, or if the owner holds no live lease
+        (claimed by compare-and-set); a live owner elsewhere finds it at its next poll.
+        """
+        if self._mine(process):
+            self._queue(process)
+            return
+        me = self._owner()
+        if me is not None and self._claims is not None:
+            claimed = await self._processes.calls(self._claims.claim_one, process.pid, me)
+            if claimed is not None:
+                await self._take(claimed)
+
+    def _withdraw(self, pid: str) -> None:
+        """A queued process leaves the queue (paused, killed)."""
+        self._scheduler.remove(pid)
+        if pid not in self._stepping:
+            self._held.discard(pid)
+            self._again.pop(pid, None)
+
+    async def _take(self, process: ProcessRecord) -> None:
+        """Go on with a process this server has just come to own, where its journal ends."""
+        if process.state in _RESUMED:
+            await self._resume(process.pid, set(_RESUMED))
+        elif process.state in _RUNNABLE:
+            self._queue(process)
+
+    async def _take_up(self) -> None:
+        """Claim every orphan (in batches) and go on with it; outside a cluster, every unfinished process."""
+        me = self._owner()
+        if me is None or self._claims is None:
+            for process in await self._processes.calls(self._processes.unfinished):
+                await self._take(process)
+            return
+        while True:
+            batch = await self._processes.calls(self._claims.claim, me, _CLAIM_BATCH)
+            for process in batch:
+                await self._take(process)
+            if batch:
+                logger.info("took up %d process(es) whose owner holds no lease", len(batch))
+            if len(batch) < _CLAIM_BATCH:
+                return
+
+    async def _poll(self) -> None:
+        # Orphans (a peer died, or this server's previous epoch) and this server's own processes
+        # made runnable elsewhere (a resume or a decision sent to another server).
+        assert self._claims is not None
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self._take_up()
+                me = self._owner()
+                if me is None:
+                    continue
+                for process in await self._processes.calls(self._claims.owned, me, _RUNNABLE):
+                    if process.pid not in self._held:
+                        self._queue(process)
+            except Exception:  # the database is away: the next poll tries again
+                logger.warning("looking for processes to take up failed", exc_info=True)
+
+    async def _share(self) -> None:
+        # What tenants used across the cluster, so that shares hold when several servers step.
+        assert self._usage is not None
+        while True:
+            try:
+                used = await asyncio.to_thread(self._usage)
+                observe = getattr(self._scheduler, "observe", None)
+                if observe is not None:
+                    observe(used, time.monotonic())
+            except Exception:
+                logger.warning("reading the tenants' usage across the cluster failed", exc_info=True)
+            await asyncio.sleep(self._usage_s)
+
     def _queue(self, process: ProcessRecord) -> None:
         # What the process had used when queued: its next step's tokens are the difference.
+        self._held.add(process.pid)
         self._tokens[process.pid] = process.prompt_tokens + process.completion_tokens
         runnable = Runnable(process.pid, process.tenant_id, process.priority, time.monotonic())
         if process.pid in self._stepping:
@@ -266,12 +379,15 @@ class Kernel:
         self._wake.set()
 
     async def _resume(self, pid: str, states: set[str]) -> None:
-        """Move a process from one of ``states`` to running and queue it, unless it moved on."""
+        """Move a process from one of ``states`` to running and queue it, unless it moved on.
+
+        Not checked for an owner: the process waits (nobody steps it), and its owner steps it on.
+        """
         try:
             woken = await self._processes.calls(self._processes.set_state, pid, "running", expect=states)
         except AccountError:
             return
-        self._queue(woken)
+        await self._adopt(woken)
 
     async def _ended(self, process: ProcessRecord) -> None:
         """A process ended: a parent sleeping on it wakes to read its answer; listeners hear of it."""
@@ -289,7 +405,13 @@ class Kernel:
         # suspended for their budget are tried again now and then, and suspend again if still over.
         while True:
             await asyncio.sleep(self._revive_s)
-            waiting = await self._processes.calls(self._processes.find, None, ("suspended", "sleeping"), 1000)
+            me = self._owner()
+            if me is not None and self._claims is not None:  # a peer revives its own
+                waiting = await self._processes.calls(self._claims.owned, me, ("suspended", "sleeping"))
+            else:
+                waiting = await self._processes.calls(
+                    self._processes.find, None, ("suspended", "sleeping"), 1000
+                )
             for process in waiting:
                 if process.state == "sleeping":
                     await self._wake_sleeper(process)
@@ -303,7 +425,7 @@ class Kernel:
                 except AccountError as exc:  # signalled meanwhile
                     logger.info("reviving: %s", exc.message)
                     continue
-                self._queue(revived)
+                await self._adopt(revived)
 
     async def _wake_sleeper(self, process: ProcessRecord) -> None:
         # A parent whose child ended while no kernel ran (a crash between the two) is woken here.
@@ -323,6 +445,8 @@ class Kernel:
                 chosen = self._scheduler.next(time.monotonic())
                 if chosen is None:
                     break
+                # Marked before the task runs: a poll in between must not queue it a second time.
+                self._stepping.add(chosen.pid)
                 task = asyncio.create_task(self._work(chosen), name=f"step:{chosen.pid}")
                 self._busy.add(task)
                 task.add_done_callback(self._finished)
@@ -336,16 +460,19 @@ class Kernel:
         tokens = 0
         self._stepping.add(chosen.pid)
         before = self._tokens.pop(chosen.pid, None)
+        owner = self._owner()  # the step writes as the owner it began under
         try:
-            after = await self._runner.step(chosen.pid)
+            after = await self._runner.step(chosen.pid, owner)
             used = after.prompt_tokens + after.completion_tokens
             tokens = 0 if before is None else used - before
-            if after.state == "running":
+            if after.state == "running" and self._mine(after):
                 self._queue(after)
             elif after.finished:
                 await self._ended(after)
             else:
                 self._settled(after)
+        except NotOwner as exc:  # another server took it up (this epoch's lease ended): it steps on there
+            logger.warning("process %s: a step's write was refused: %s", chosen.pid, exc.message)
         except AccountError as exc:  # the process ended or was signalled while it stepped
             logger.info("process %s: %s", chosen.pid, exc.message)
         except Exception as exc:
@@ -353,7 +480,7 @@ class Kernel:
             reason = f"a step failed: {type(exc).__name__}: {exc}"
             with contextlib.suppress(AccountError):
                 failed = await self._processes.calls(
-                    self._processes.set_state, chosen.pid, "failed", reason=reason
+                    self._processes.set_state, chosen.pid, "failed", reason=reason, owner=owner
                 )
                 await self._ended(failed)
         finally:
@@ -363,3 +490,5 @@ class Kernel:
             if again is not None:
                 self._scheduler.add(again)
                 self._wake.set()
+            else:
+                self._held.discard(chosen.pid)

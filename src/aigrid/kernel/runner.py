@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,7 +27,16 @@ from aigrid.kernel.tools import CallContext, Tool, ToolOutcome, ToolRegistry
 from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
-from aigrid.store.processes import AuditEntry, ProcessRecord, ProcessStore, Step, StepKind, StepUsage
+from aigrid.store.cluster import Owner
+from aigrid.store.processes import (
+    AuditEntry,
+    NotOwner,
+    ProcessRecord,
+    ProcessStore,
+    Step,
+    StepKind,
+    StepUsage,
+)
 
 
 class ModelClient(Protocol):
@@ -95,6 +105,10 @@ APPROVAL_REASON = "approval: "
 SLEEP_REASON = "waiting for process "
 # The longest a step waits before trying a rate-limited or overloaded grid again.
 _MAX_RETRY_WAIT_S = 5.0
+# The owner a step writes as, fixed when the step begins: a step begun under an epoch that has
+# since lost its lease commits nothing, even once its server holds a newer epoch. Store calls run
+# on a copy of the step's context (asyncio.to_thread), so they read it there.
+_OWNER: contextvars.ContextVar[Owner | None] = contextvars.ContextVar("step_owner", default=None)
 
 
 class Runner:
@@ -117,26 +131,50 @@ class Runner:
         # journaled since, and catches up from the journal otherwise.
         self._replays: OrderedDict[str, _Replay] = OrderedDict()
 
-    async def run(self, pid: str) -> ProcessRecord:
+    async def run(self, pid: str, owner: Owner | None = None) -> ProcessRecord:
         """Take steps while the process runs: until it ends, or waits for a person or a budget."""
-        process = await self.step(pid)
+        process = await self.step(pid, owner)
         while process.state == "running":
-            process = await self.step(pid)
+            process = await self.step(pid, owner)
         return process
+
+    def _set_state(self, pid: str, state: Any, **kwargs: Any) -> ProcessRecord:
+        """ProcessStore.set_state as the step's owner (blocking, like it)."""
+        return self._processes.set_state(pid, state, owner=_OWNER.get(), **kwargs)
+
+    def _append(
+        self, pid: str, kind: StepKind, payload: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> ProcessRecord:
+        """ProcessStore.append as the step's owner (blocking, like it)."""
+        return self._processes.append(pid, kind, payload, *args, owner=_OWNER.get(), **kwargs)
 
     async def _spec(self, process: ProcessRecord) -> AgentSpec:
         agents = self._agents
         return (await agents.calls(agents.get, process.tenant_id, process.agent, process.agent_version)).spec
 
-    async def step(self, pid: str) -> ProcessRecord:
+    async def step(self, pid: str, owner: Owner | None = None) -> ProcessRecord:
         """Take the process's next step: its pending tool calls, or a model call and the tool calls
         it asks for, or the final answer.
 
-        A process that is not running (paused or ended since it was queued) is left as it is.
+        A process that is not running (paused or ended since it was queued) is left as it is. With
+        an ``owner``, every write of the step is refused (NotOwner) unless the process is that
+        owner's and its lease runs.
         """
+        token = _OWNER.set(owner)
+        try:
+            return await self._step(pid)
+        finally:
+            _OWNER.reset(token)
+
+    async def _step(self, pid: str) -> ProcessRecord:
         process = await self._processes.calls(self._processes.get, pid)
+        owner = _OWNER.get()
+        if owner is not None and (process.owner_node_id, process.owner_epoch) != (owner.node_id, owner.epoch):
+            # Queued here before another server took it up (or before this one's epoch changed).
+            self._replays.pop(pid, None)
+            raise NotOwner(pid, owner)
         if process.state == "ready":
-            process = await self._processes.calls(self._processes.set_state, pid, "running", expect={"ready"})
+            process = await self._processes.calls(self._set_state, pid, "running", expect={"ready"})
         if process.state != "running":  # paused, waiting or ended since it was queued
             self._replays.pop(pid, None)
             return process
@@ -145,12 +183,12 @@ class Runner:
         if state.pending:
             return await self._tool_steps(process, spec, state)
         if state.answer is not None:
-            process = await self._processes.calls(self._processes.set_state, pid, "done", result=state.answer)
+            process = await self._processes.calls(self._set_state, pid, "done", result=state.answer)
         elif state.model_turns >= spec.max_steps:
             reason = f"the agent took its {spec.max_steps} steps without a final answer"
-            process = await self._processes.calls(self._processes.set_state, pid, "failed", reason=reason)
+            process = await self._processes.calls(self._set_state, pid, "failed", reason=reason)
         elif (over := await self._over_budget(process, spec)) is not None:
-            process = await self._processes.calls(self._processes.set_state, pid, "suspended", reason=over)
+            process = await self._processes.calls(self._set_state, pid, "suspended", reason=over)
         else:
             try:
                 process = await self._model_step(process, spec, state)
@@ -186,7 +224,7 @@ class Runner:
         """Journal steps in one commit and take them into the process's replay."""
         (kind, payload), *after = entries
         record = await self._processes.calls(
-            self._processes.append,
+            self._append,
             process.pid,
             kind,
             payload,
@@ -227,14 +265,12 @@ class Runner:
         """A refused model call: a spent tenant budget suspends, load waits, anything else fails."""
         if exc.code == "insufficient_quota":
             reason = f"{BUDGET_REASON}{exc.message}"
-            return await self._processes.calls(
-                self._processes.set_state, process.pid, "suspended", reason=reason
-            )
+            return await self._processes.calls(self._set_state, process.pid, "suspended", reason=reason)
         if exc.status == 429 or exc.status >= 500:
             await asyncio.sleep(_retry_wait(exc.headers))
             return process
         reason = f"the model call was refused ({exc.status}): {exc.message}"
-        return await self._processes.calls(self._processes.set_state, process.pid, "failed", reason=reason)
+        return await self._processes.calls(self._set_state, process.pid, "failed", reason=reason)
 
     async def _model_step(self, process: ProcessRecord, spec: AgentSpec, state: _Replay) -> ProcessRecord:
         """Call the model; journal the request, its answer, and the first tool call it asks for."""
@@ -328,7 +364,7 @@ class Runner:
         """Sleep until ``until_pid`` ends; the call runs again then, with the same key, and answers."""
         try:
             asleep = await self._processes.calls(
-                self._processes.set_state,
+                self._set_state,
                 pid,
                 "sleeping",
                 reason=f"{SLEEP_REASON}{until_pid}",
@@ -340,9 +376,7 @@ class Runner:
         awaited = await self._processes.calls(self._processes.get, until_pid)
         if awaited.finished:
             with contextlib.suppress(AccountError):
-                return await self._processes.calls(
-                    self._processes.set_state, pid, "running", expect={"sleeping"}
-                )
+                return await self._processes.calls(self._set_state, pid, "running", expect={"sleeping"})
         return asleep
 
     async def _await_approval(
@@ -368,7 +402,7 @@ class Runner:
             request = {"id": call_id, "tool": name, "arguments": arguments, "status": "pending"}
             await self._journal(process, state, [("approval", request)])
         return await self._processes.calls(
-            self._processes.set_state, process.pid, "waiting_approval", reason=f"{APPROVAL_REASON}{name}"
+            self._set_state, process.pid, "waiting_approval", reason=f"{APPROVAL_REASON}{name}"
         )
 
     async def _call(

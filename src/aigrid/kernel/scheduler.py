@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -145,6 +146,18 @@ class FairScheduler:
         self._running[runnable.tenant_id] = max(0, self._running[runnable.tenant_id] - 1)
         self._last_seen[runnable.tenant_id] = now
         self._used[runnable.tenant_id] = self._used.get(runnable.tenant_id, 0.0) + tokens
+
+    def observe(self, used: Mapping[int, float], now: float) -> None:
+        """Take in what each tenant's processes used across the cluster (decayed tokens, as here).
+
+        Each tenant's count rises to the cluster's figure (never falls: this server's latest steps
+        and a returning tenant's level may not be in it yet), so servers sharing a database give
+        the tenants the same shares between them as one server would.
+        """
+        self._age_to(now)
+        for tenant, tokens in used.items():
+            if tokens > self._used.get(tenant, 0.0):
+                self._used[tenant] = tokens
 
     def share(self, tenant_id: int) -> float:
         """The tenant's decayed tokens per unit of weight: what the choice compares."""

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
+from aigrid.store.cluster import Owner
 from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls
 from aigrid.store.schema import ProcessRow, ToolAudit
 
@@ -62,11 +63,24 @@ class ProcessRecord:
     created_at_us: int
     updated_at_us: int
     origin: str = "api"  # what started it: api, trigger, webhook, message, spawn or chat
+    owner_node_id: int | None = None  # the node that steps it, and the epoch it did so under
+    owner_epoch: int | None = None
 
     @property
     def finished(self) -> bool:
         """Whether the process has ended (done, failed or killed) and can change no more."""
         return self.state in FINAL_STATES
+
+
+class NotOwner(AccountError):
+    """A step's write refused: the process is not owned by the writer's node and epoch, or that
+    epoch's lease has ended (another server may have taken the process up)."""
+
+    def __init__(self, pid: str, owner: Owner) -> None:
+        super().__init__(
+            409, f"Process {pid} is not owned by node {owner.node_id} epoch {owner.epoch} with a live lease."
+        )
+        self.owner = owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,25 +128,43 @@ class AuditRecord:
 # Every step of every process runs these, so they go to the driver (DriverStatement), compiled once.
 _COLUMNS = (
     "pid, tenant_id, agent, agent_version, parent_pid, input, state, reason, priority, steps, "
-    "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us, origin"
+    "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us, origin, "
+    "owner_node_id, owner_epoch"
 )
 _FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
 _LIVE = "'running', 'waiting_tool'"
 _STEP_SET = (
     "UPDATE processes SET steps = steps + :entries, prompt_tokens = prompt_tokens + :prompt, "
     "completion_tokens = completion_tokens + :completion, cost_micro = cost_micro + :cost, "
-    "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ({final}) "
+    "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ({final}){fence} "
     f"RETURNING {_COLUMNS}"
 )
-_STEP = text(_STEP_SET.format(moves="", final=_FINAL_SQL))
 # A signal's state (suspended, killed) stands over the step's: SET sees the row as it was.
-_STEP_MOVES = text(
-    _STEP_SET.format(
-        moves=f", state = CASE WHEN state IN ({_LIVE}) THEN :state ELSE state END"
-        f", result = CASE WHEN state IN ({_LIVE}) THEN COALESCE(:result, result) ELSE result END",
-        final=_FINAL_SQL,
-    )
+_MOVES = (
+    f", state = CASE WHEN state IN ({_LIVE}) THEN :state ELSE state END"
+    f", result = CASE WHEN state IN ({_LIVE}) THEN COALESCE(:result, result) ELSE result END"
 )
+# The owner's check, in the statement that writes: the row must name the writer's node and epoch,
+# and that epoch's lease must still run on the database's clock. An epoch whose lease ended never
+# runs again (a renewal needs a running lease), so a zombie's write is refused for good. The
+# processes row stays locked to the commit, so a takeover (which locks it too) comes before or after.
+_FENCE = (
+    " AND owner_node_id = :node AND owner_epoch = :epoch AND EXISTS (SELECT 1 FROM cluster_nodes n "
+    "WHERE n.id = :node AND n.epoch = :epoch AND n.lease_until_us > {now})"
+)
+# The database's clock in microseconds; SQLite (one machine) takes the Python clock as :now.
+PG_NOW = "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)"
+
+
+def now_sql(engine: Engine) -> str:
+    """The database's "now" in microseconds, as SQL text (``:now`` on SQLite: pass ``now_us()``)."""
+    return PG_NOW if engine.dialect.name == "postgresql" else ":now"
+
+
+def _step_sql(moves: bool, fence: str) -> Any:
+    return text(_STEP_SET.format(moves=_MOVES if moves else "", final=_FINAL_SQL, fence=fence))
+
+
 _JOURNAL = text(
     "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
     "VALUES (:pid, :seq, :kind, :payload, :at)"
@@ -144,9 +176,9 @@ _AUDIT = text(
 # The states a move may start from, one parameter each (repeated to fill), so the statement is
 # compiled once rather than per list.
 _FROM = tuple(f"from{i}" for i in range(len(STATES)))
-_MOVE = text(
+_MOVE = (
     "UPDATE processes SET state = :state, reason = :reason, result = COALESCE(:result, result), "
-    f"updated_at_us = :at WHERE pid = :pid AND state IN ({', '.join(':' + p for p in _FROM)}) "
+    f"updated_at_us = :at WHERE pid = :pid AND state IN ({', '.join(':' + p for p in _FROM)}){{fence}} "
     f"RETURNING {_COLUMNS}"
 )
 _PROCESS = text(f"SELECT {_COLUMNS} FROM processes WHERE pid = :pid")
@@ -162,6 +194,13 @@ def _record(row: Any) -> ProcessRecord:
     return ProcessRecord(*row)
 
 
+def _fence_values(owner: Owner | None) -> dict[str, Any]:
+    """The parameters of the owner's check (the Python clock stands for SQLite's)."""
+    if owner is None:
+        return {}
+    return {"node": owner.node_id, "epoch": owner.epoch, "now": now_us()}
+
+
 def _step(row: Any) -> Step:
     return Step(row[0], row[1], row[2], orjson.loads(row[3]), row[4])
 
@@ -172,11 +211,13 @@ class _Statements:
     def __init__(self, engine: Engine) -> None:
         self.process = DriverStatement(engine, _PROCESS)
         self.steps = DriverStatement(engine, _STEPS)
-        self.step = DriverStatement(engine, _STEP)
-        self.step_moves = DriverStatement(engine, _STEP_MOVES)
+        fence = _FENCE.format(now=now_sql(engine))
+        # [unchecked, checked for an owner]: a server's own steps are checked, a person's signal not.
+        self.step = [DriverStatement(engine, _step_sql(False, f)) for f in ("", fence)]
+        self.step_moves = [DriverStatement(engine, _step_sql(True, f)) for f in ("", fence)]
         self.journal = DriverStatement(engine, _JOURNAL)
         self.audit = DriverStatement(engine, _AUDIT)
-        self.move = DriverStatement(engine, _MOVE)
+        self.move = [DriverStatement(engine, text(_MOVE.format(fence=f))) for f in ("", fence)]
         self.create = DriverStatement(engine, insert(ProcessRow))
 
 
@@ -199,8 +240,9 @@ class ProcessStore:
         parent_pid: str | None = None,
         spawn_key: str | None = None,
         origin: str = "api",
+        owner: Owner | None = None,
     ) -> ProcessRecord:
-        """A new process of ``agent`` on ``input_text``, ready to run.
+        """A new process of ``agent`` on ``input_text``, ready to run, owned by ``owner`` if given.
 
         With a ``spawn_key`` (the idempotency key of the tool call that asked for it), a process
         already started under that key is returned instead of a second one.
@@ -224,6 +266,8 @@ class ProcessStore:
             created_at_us=now,
             updated_at_us=now,
             origin=origin,
+            owner_node_id=None if owner is None else owner.node_id,
+            owner_epoch=None if owner is None else owner.epoch,
         )
         try:
             with self._driver.cursor(write=True) as cursor:
@@ -297,6 +341,7 @@ class ProcessStore:
         state: Literal["running", "waiting_tool", "done"] | None = None,
         result: str | None = None,
         after: Sequence[tuple[StepKind, dict[str, Any]]] = (),
+        owner: Owner | None = None,
     ) -> ProcessRecord:
         """Journal the next step of a live process, with the tokens and cost it used and, for a
         tool call's result, its audit record, in one commit; the process after it, whose
@@ -305,7 +350,8 @@ class ProcessStore:
         ``state`` moves a live process (running or waiting_tool) in the same commit, to done with
         its ``result``; a process a signal moved elsewhere meanwhile stays where the signal put
         it. ``after`` journals more steps right after this one, in the same commit (a model's
-        request, its answer, and the tool call it asked for).
+        request, its answer, and the tool call it asked for). With an ``owner``, the write is
+        refused (NotOwner) unless the process is that owner's and its lease runs.
         """
         entries = [(kind, payload), *after]
         if any(k not in STEP_KINDS for k, _ in entries):
@@ -321,13 +367,17 @@ class ProcessStore:
             "cost": used.cost_micro,
             "at": at,
             "entries": len(entries),
+            **_fence_values(owner),
         }
+        checked = owner is not None
         try:
             with self._driver.cursor(write=True) as cursor:
-                (self._sql.step if state is None else self._sql.step_moves).run(cursor, values)
+                (self._sql.step if state is None else self._sql.step_moves)[checked].run(cursor, values)
                 row = cursor.fetchone()
-                if row is None:  # no such process (404), or it has ended
+                if row is None:  # no such process (404), it has ended, or it is not the owner's
                     current = self._read(cursor, pid, None).state
+                    if owner is not None and current not in FINAL_STATES:
+                        raise NotOwner(pid, owner)
                     raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
                 record = _record(row)
                 # steps counts journal entries, so it is the newest seq; (pid, seq) is unique, so
@@ -393,8 +443,13 @@ class ProcessStore:
         reason: str | None = None,
         result: str | None = None,
         expect: Collection[str] | None = None,
+        owner: Owner | None = None,
     ) -> ProcessRecord:
-        """Move a process to ``state``; 409 if it has ended, or is not in one of the ``expect`` states."""
+        """Move a process to ``state``; 409 if it has ended, or is not in one of the ``expect`` states.
+
+        With an ``owner`` (a server's own step), NotOwner unless the process is that owner's and its
+        lease runs; without one (a person's signal), whoever owns the process notices the new state.
+        """
         if state not in STATES:
             raise ValueError(f"unknown process state {state!r}")
         allowed = [s for s in (STATES if expect is None else expect) if s not in FINAL_STATES] or [""]
@@ -405,13 +460,16 @@ class ProcessStore:
             "result": result,
             "at": now_us(),
             **{name: allowed[i % len(allowed)] for i, name in enumerate(_FROM)},
+            **_fence_values(owner),
         }
         with self._driver.cursor(write=True) as cursor:
-            self._sql.move.run(cursor, values)
+            self._sql.move[owner is not None].run(cursor, values)
             row = cursor.fetchone()
             if row is not None:
                 return _record(row)
             current = self._read(cursor, pid, None).state  # 404 if there is no such process
+        if owner is not None and current not in FINAL_STATES and current in (expect or STATES):
+            raise NotOwner(pid, owner)
         if current in FINAL_STATES:
             raise AccountError(409, f"Process {pid} has ended ({current}).")
         raise AccountError(409, f"Process {pid} is {current}, not {' or '.join(sorted(expect or ()))}.")

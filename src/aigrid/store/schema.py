@@ -193,6 +193,9 @@ class ProcessRow(Base):
     updated_at_us: Mapped[int] = mapped_column(BigInteger)
     # What started it: api, trigger, webhook, message, spawn or chat.
     origin: Mapped[str] = mapped_column(String(16), server_default="api")
+    # The node (cluster_nodes.id) and epoch that steps it; its lease is the process's lease.
+    owner_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class JournalEntry(Base):
