@@ -169,7 +169,11 @@ class Leases:
             return False
         g = self._grants.get(key)
         if g is None or g.start_us != grant.start_us:
-            g = self._grants[key] = LocalGrant(want.tenant_id, want.resource, grant.start_us)
+            # What this owner spent in the period before it held the grant (requests admitted
+            # before the budget existed) counts against the grant, as the database counts it.
+            g = self._grants[key] = LocalGrant(
+                want.tenant_id, want.resource, grant.start_us, used=grant.owner_spent
+            )
         grew = grant.granted > g.granted
         g.granted = grant.granted
         g.exhausted = grant.remaining <= 0

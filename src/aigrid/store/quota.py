@@ -50,6 +50,8 @@ class Grant:
     now_us: int
     remaining: int
     limit: int
+    # What the ledger already records of the owner's use in the period (budgets; 0 for rates).
+    owner_spent: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,8 @@ class QuotaStore:
             free = limit - spent - counted
             give = max(0, min(want, free, cap - mine))
             total = self._upsert(conn, owner, tenant_id, resource, start, give, now)
-            return Grant(total, start, 0, now, max(0, free - give), int(limit))
+            spent_here = by_owner.get((owner.node_id, owner.epoch), 0)
+            return Grant(total, start, 0, now, max(0, free - give), int(limit), spent_here)
 
     def acquire_rate(self, owner: Owner, tenant_id: int, which: str, want: int) -> Grant | None:
         """Raise ``owner``'s slice of the current window of a rate (``rpm`` or ``tpm``) by up to ``want``.
