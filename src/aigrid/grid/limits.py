@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from aigrid.clock import now_us, period_start_us
 from aigrid.errors import APIError, insufficient_quota, rate_limited, retry_after
@@ -77,6 +78,11 @@ class BudgetState:
     spent: int = 0
     reserved: int = 0
     period_start: int = 0
+    # Its quota grant's name, e.g. "tokens:day" (made once: the request path only looks it up).
+    resource: str = ""
+
+    def __post_init__(self) -> None:
+        self.resource = budget_resource(self.kind, self.period)
 
     def roll(self, now: int) -> None:
         """Start a new period's count when the period has turned."""
@@ -264,6 +270,36 @@ class Admission:
                 code="not_live",
                 headers=retry_after(1),
             )
+        # The common case, kept lean: every grant is held and covers the request.
+        grants = leases.grants
+        takes: list[tuple[LocalGrant, int, str]] = []
+        for b in lim.budgets:
+            need = tokens if b.kind == "tokens" else cost
+            if need <= 0:
+                continue
+            g = grants.get((tenant_id, b.resource))
+            if g is None or g.start_us != b.period_start or g.granted - g.used < need:
+                self._refuse(leases, tenant_id, lim, tokens, cost)
+            takes.append((g, need, b.kind))
+        if lim.rpm is not None or lim.tpm is not None:
+            now = leases.clock()
+            for which, bucket, need in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)):
+                if bucket is None:
+                    continue
+                g = grants.get((tenant_id, which))
+                if g is None or now >= g.ends or need > g.limit or g.granted - g.used < need:
+                    self._refuse(leases, tenant_id, lim, tokens, cost)
+                takes.append((g, need, which))
+        for g, need, _unit in takes:
+            g.used += need
+            if g.granted - g.used < g.low:
+                leases.low(g)
+        for b in lim.budgets:
+            b.reserved += tokens if b.kind == "tokens" else cost
+        return Reservation(tenant_id, tokens, cost, list(lim.budgets), None, grants=takes)
+
+    def _refuse(self, leases: Leases, tenant_id: int, lim: TenantLimits, tokens: int, cost: int) -> NoReturn:
+        """Raise why the grants fall short: a Short (what to acquire), or a 429 when the pools are empty."""
         takes: list[tuple[LocalGrant, int, str, Want]] = []
         short: list[tuple[Want, APIError]] = []
         for b in lim.budgets:
@@ -315,14 +351,7 @@ class Admission:
             if open_ and len(open_) == len(short):
                 raise Short(refusal, open_)
             raise refusal
-        for g, need, _unit, want in takes:
-            g.used += need
-            leases.taken(g, want)
-        for b in lim.budgets:
-            b.reserved += tokens if b.kind == "tokens" else cost
-        return Reservation(
-            tenant_id, tokens, cost, list(lim.budgets), None, grants=[(g, n, u) for g, n, u, _ in takes]
-        )
+        raise AssertionError("every grant was found to cover the request after all")
 
     async def admit(self, tenant_id: int, tokens: int, cost: int) -> Reservation:
         """``reserve``, waiting (at most the leases' ``wait_s``) for more grant when it falls short."""

@@ -42,6 +42,10 @@ class LocalGrant:
     asked_at: float = 0.0
     used_at_ask: int = 0
     size: int = 0
+    # Below this much left, a refill starts in the background.
+    low: int = 0
+    # The limit it is a slice of (a rate's allowance per window; a budget's limit).
+    limit: int = 0
 
     @property
     def left(self) -> int:
@@ -80,50 +84,51 @@ class Leases:
         self._owner = owner
         self.holds = holds
         self._clock = clock
-        self._grants: dict[tuple[int, str], LocalGrant] = {}
+        self.clock = clock
+        # By (tenant id, resource): read directly by Admission's request path.
+        self.grants: dict[tuple[int, str], LocalGrant] = {}
         self._pending: dict[tuple[int, str], asyncio.Task[bool]] = {}
         self._closed = False
 
     def budget(self, tenant_id: int, kind: str, period: str, period_start_us: int) -> LocalGrant | None:
         """The grant of a budget for the current period, if one is held."""
-        g = self._grants.get((tenant_id, budget_resource(kind, period)))
+        g = self.grants.get((tenant_id, budget_resource(kind, period)))
         if g is None or g.start_us != period_start_us:
             return None
         return g
 
     def rate(self, tenant_id: int, which: str) -> LocalGrant | None:
         """The slice of a rate for the current window, if one is held."""
-        g = self._grants.get((tenant_id, which))
+        g = self.grants.get((tenant_id, which))
         if g is None or self._clock() >= g.ends:
             return None
         return g
 
     def window_left_s(self, tenant_id: int, which: str) -> float:
         """Seconds until the current rate window ends (a whole window when none is held)."""
-        g = self._grants.get((tenant_id, which))
+        g = self.grants.get((tenant_id, which))
         if g is None or g.ends == math.inf:
             return self.window_s
         return max(0.0, g.ends - self._clock())
 
     def exhausted(self, want: Want) -> bool:
         """Whether the last acquire found the pool of ``want`` empty (for this period or window)."""
-        g = self._grants.get((want.tenant_id, want.resource))
+        g = self.grants.get((want.tenant_id, want.resource))
         if g is None or not g.exhausted:
             return False
         if want.resource in ("rpm", "tpm"):
             return self._clock() < g.ends
         return g.start_us == want.period_start_us
 
-    def taken(self, g: LocalGrant, want: Want) -> None:
-        """After a request took from ``g``: start a refill in the background when it runs low."""
+    def low(self, g: LocalGrant) -> None:
+        """``g`` fell below its low-water mark: refill it in the background (unless its pool is empty)."""
         if g.exhausted or self._closed or (g.tenant_id, g.resource) in self._pending:
             return
-        if g.left < max(1, g.size // 2):
-            self._start(want)
+        self._start(Want(g.tenant_id, g.resource, 1, g.limit, g.start_us))
 
     def new_epoch(self, _owner: Owner) -> None:
         """Drop every grant: those of the old epoch count as abandoned (and may have been reclaimed)."""
-        self._grants.clear()
+        self.grants.clear()
 
     async def fill(self, wants: list[Want], deadline: float) -> bool:
         """Acquire more for each of ``wants``, waiting until ``deadline`` at most; whether any grew."""
@@ -162,16 +167,16 @@ class Leases:
             return False
         key = (want.tenant_id, want.resource)
         sent = self._clock()
-        g = self._grants.get(key)
+        g = self.grants.get(key)
         size = self._size(want, g, sent)
         grant = await asyncio.to_thread(self._call, owner, want, size)
         if grant is None or self._owner() != owner:
             return False
-        g = self._grants.get(key)
+        g = self.grants.get(key)
         if g is None or g.start_us != grant.start_us:
             # What this owner spent in the period before it held the grant (requests admitted
             # before the budget existed) counts against the grant, as the database counts it.
-            g = self._grants[key] = LocalGrant(
+            g = self.grants[key] = LocalGrant(
                 want.tenant_id, want.resource, grant.start_us, used=grant.owner_spent
             )
         grew = grant.granted > g.granted
@@ -181,6 +186,7 @@ class Leases:
             # Counted from before the request left, so the slice ends here no later than in the database.
             g.ends = sent + (grant.end_us - grant.now_us) / 1e6
         g.asked_at, g.used_at_ask, g.size = sent, g.used, size
+        g.limit, g.low = grant.limit, max(1, size // 2)
         return grew
 
     def _call(self, owner: Owner, want: Want, size: int) -> Grant | None:
@@ -204,8 +210,8 @@ class Leases:
         owner = self._owner()
         if owner is None:
             return
-        grants = list(self._grants.values())
-        self._grants.clear()
+        grants = list(self.grants.values())
+        self.grants.clear()
         try:
             await asyncio.to_thread(self._release_all, owner, grants)
         except Exception:  # a dead owner's grants are reclaimed or frozen by the others anyway
