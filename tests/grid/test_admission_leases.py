@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,13 +41,20 @@ class _Node:
 
 
 def _setup(
-    engine: Engine, *, budget: int | None = None, rpm: int | None = None, tpm: int | None = None
+    engine: Engine,
+    *,
+    budget: int | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    fraction: float = 0.1,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[Admission, Leases, _Node, int]:
     accounts = AccountStore(engine)
     accounts.create_tenant("acme")
     tid = accounts.tenant_id("acme")
     node = _Node(engine)
-    leases = Leases(QuotaStore(engine, window_s=60), node.current, node.holds, fraction=0.1, wait_s=0.5)
+    store = QuotaStore(engine, window_s=60)
+    leases = Leases(store, node.current, node.holds, fraction=fraction, wait_s=0.5, clock=clock)
     admission = Admission(leases=leases)
     if budget is not None:
         _, spent = accounts.set_budget("acme", "tokens", "day", budget)
@@ -116,4 +124,22 @@ async def test_no_lease_no_admission_and_a_new_epoch_drops_the_grants(engine: En
     leases.new_epoch(node.owner)
     with pytest.raises(Short):
         admission.reserve(tid, 10, 0)
+    await leases.aclose()
+
+
+async def test_an_empty_budget_pool_is_asked_again_after_a_while(engine: Engine) -> None:
+    accounts = AccountStore(engine)
+    now = [1000.0]
+    # One grant takes the whole budget, so the pool is found empty.
+    admission, leases, _, tid = _setup(engine, budget=100, fraction=1.0, clock=lambda: now[0])
+    admission.settle(await admission.admit(tid, 60, 0), 60, 0)
+    with pytest.raises(APIError, match="budget is spent"):
+        await admission.admit(tid, 60, 0)
+    # Raised in the database (as by another server): refused from memory until the recheck is due.
+    accounts.set_budget("acme", "tokens", "day", 1_000)
+    admission.set_budget(tid, "tokens", "day", 1_000, 60)
+    with pytest.raises(APIError, match="budget is spent"):
+        admission.reserve(tid, 60, 0)
+    now[0] += 1.5
+    admission.settle(await admission.admit(tid, 60, 0), 60, 0)
     await leases.aclose()

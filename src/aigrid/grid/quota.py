@@ -23,6 +23,9 @@ from aigrid.store.quota import Grant, QuotaStore, budget_resource, window_allowa
 log = logging.getLogger(__name__)
 # A refill asks for what recent use would consume in this many seconds.
 HORIZON_S = 1.0
+# An empty budget pool is asked again after this long: a lost server's grant may have come back,
+# or an admin raised the limit or reset frozen grants. Until then refusals cost no database call.
+RECHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -112,13 +115,14 @@ class Leases:
         return max(0.0, g.ends - self._clock())
 
     def exhausted(self, want: Want) -> bool:
-        """Whether the last acquire found the pool of ``want`` empty (for this period or window)."""
+        """Whether the pool of ``want`` is known to be empty: for a rate, until its window ends; for a
+        budget, for ``RECHECK_S`` after the acquire that found it so."""
         g = self.grants.get((want.tenant_id, want.resource))
         if g is None or not g.exhausted:
             return False
         if want.resource in ("rpm", "tpm"):
             return self._clock() < g.ends
-        return g.start_us == want.period_start_us
+        return g.start_us == want.period_start_us and self._clock() < g.asked_at + RECHECK_S
 
     def low(self, g: LocalGrant) -> None:
         """``g`` fell below its low-water mark: refill it in the background (unless its pool is empty)."""
