@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from aigrid.clock import period_end_us, period_start_us
 from aigrid.errors import APIError
 from aigrid.grid.limits import Admission, Short
 from aigrid.grid.quota import Leases
@@ -143,3 +145,13 @@ async def test_an_empty_budget_pool_is_asked_again_after_a_while(engine: Engine)
     now[0] += 1.5
     admission.settle(await admission.admit(tid, 60, 0), 60, 0)
     await leases.aclose()
+
+
+@pytest.mark.parametrize("iso", ["2026-12-31T23:59:59", "2026-01-15T00:00:00", "2028-02-28T12:00:00"])
+@pytest.mark.parametrize("period", ["day", "month"])
+def test_a_period_ends_where_the_next_one_starts(iso: str, period: str) -> None:
+    at = int(datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp() * 1_000_000)
+    start = period_start_us(period, at)
+    end = period_end_us(period, start)
+    assert start <= at < end
+    assert period_start_us(period, end) == end and period_start_us(period, end - 1) == start

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from aigrid.clock import now_us, period_start_us
+from aigrid.clock import now_us, period_end_us, period_start_us
 from aigrid.errors import APIError, insufficient_quota, rate_limited, retry_after
 from aigrid.grid.quota import Leases, LocalGrant, Want
 from aigrid.store.quota import budget_resource
@@ -84,12 +84,20 @@ class BudgetState:
     def __post_init__(self) -> None:
         self.resource = budget_resource(self.kind, self.period)
 
+    # The end of the period that starts at ``_rolled_for`` (cached: working it out from the date on
+    # every request cost more than the rest of admission together).
+    _rolled_for: int = field(default=-1, repr=False, compare=False)
+    _until: int = field(default=0, repr=False, compare=False)
+
     def roll(self, now: int) -> None:
         """Start a new period's count when the period has turned."""
+        if self._rolled_for == self.period_start and self.period_start <= now < self._until:
+            return
         start = period_start_us(self.period, now)
         if start != self.period_start:
             self.period_start = start
             self.spent = 0
+        self._rolled_for, self._until = start, period_end_us(self.period, start)
 
     def view(self) -> dict[str, object]:
         """The budget as the API shows it."""
