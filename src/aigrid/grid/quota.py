@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aigrid.store.cluster import Owner
+from aigrid.store.cluster import Fenced, Owner
 from aigrid.store.quota import Grant, QuotaStore, budget_resource, window_allowance
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class Leases:
         self.grants: dict[tuple[int, str], LocalGrant] = {}
         self._pending: dict[tuple[int, str], asyncio.Task[bool]] = {}
         self._closed = False
+        self._failing = False
 
     def budget(self, tenant_id: int, kind: str, period: str, period_start_us: int) -> LocalGrant | None:
         """The grant of a budget for the current period, if one is held."""
@@ -173,7 +174,18 @@ class Leases:
         sent = self._clock()
         g = self.grants.get(key)
         size = self._size(want, g, sent)
-        grant = await asyncio.to_thread(self._call, owner, want, size)
+        try:
+            grant = await asyncio.to_thread(self._call, owner, want, size)
+        except Fenced:
+            return False  # the membership takes a new epoch (or stays out); the grants go with the old
+        except Exception:  # the database may be away: admit from what is held, ask again later
+            if not self._failing:
+                log.warning("taking a quota grant failed; admitting from the grants held", exc_info=True)
+            self._failing = True
+            return False
+        if self._failing:
+            log.warning("taking quota grants works again")
+            self._failing = False
         if grant is None or self._owner() != owner:
             return False
         g = self.grants.get(key)
