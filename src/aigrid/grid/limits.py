@@ -80,14 +80,13 @@ class BudgetState:
     period_start: int = 0
     # Its quota grant's name, e.g. "tokens:day" (made once: the request path only looks it up).
     resource: str = ""
-
-    def __post_init__(self) -> None:
-        self.resource = budget_resource(self.kind, self.period)
-
     # The end of the period that starts at ``_rolled_for`` (cached: working it out from the date on
     # every request cost more than the rest of admission together).
     _rolled_for: int = field(default=-1, repr=False, compare=False)
     _until: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.resource = budget_resource(self.kind, self.period)
 
     def roll(self, now: int) -> None:
         """Start a new period's count when the period has turned."""
