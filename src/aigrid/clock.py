@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def period_start_us(period: str, now_us: int) -> int:
@@ -18,6 +18,20 @@ def period_start_us(period: str, now_us: int) -> int:
     else:
         raise ValueError(f"unknown period {period!r}")
     return int(start.timestamp() * 1_000_000)
+
+
+def period_end_us(period: str, start_us: int) -> int:
+    """The end (exclusive) of the budget period that starts at ``start_us``."""
+    if period == "total":
+        return 2**63 - 1
+    start = datetime.fromtimestamp(start_us / 1e6, tz=UTC)
+    if period == "day":
+        end = start + timedelta(days=1)
+    elif period == "month":
+        end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    else:
+        raise ValueError(f"unknown period {period!r}")
+    return int(end.timestamp() * 1_000_000)
 
 
 def now_us() -> int:

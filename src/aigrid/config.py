@@ -151,6 +151,18 @@ class ClusterConfig(_Strict):
     renew_s: float = Field(default=5.0, gt=0, le=3600)
     # How often a server polls for keys, budgets and limits changed through another server.
     sync_s: float = Field(default=1.0, gt=0, le=3600)
+    # Admission from quota leases (docs/cluster.md): "auto" uses them on PostgreSQL, where
+    # servers may share the database; a lone server on SQLite admits from its own counts.
+    quota: Literal["auto", "on", "off"] = "auto"
+    # Strict: a lost server's unused grant stays counted as spent until the period ends or an admin
+    # resets the budget (overspend 0); else it returns to the pool once its lease has ended.
+    strict_budgets: bool = False
+    # A budget grant's size, as a fraction of the limit: at most this much per lost server is overspent.
+    grant_fraction: float = Field(default=0.01, gt=0, le=1)
+    # Rate windows: rpm and tpm admit at most their allowance per fixed window of this length.
+    rate_window_s: float = Field(default=60.0, ge=1, le=3600)
+    # How long a request the local grant cannot cover waits for the database to grant more.
+    acquire_wait_s: float = Field(default=1.0, gt=0, le=30)
 
     @model_validator(mode="after")
     def _renews_in_time(self) -> ClusterConfig:

@@ -14,6 +14,7 @@ from aigrid.api.openai import json_response
 from aigrid.api.scope import call_store, tenant_scope
 from aigrid.api.state import AppState, state_of
 from aigrid.store.accounts import Principal, digest
+from aigrid.store.quota import budget_resource
 
 Kind = Literal["tokens", "cost"]
 Period = Literal["day", "month", "total"]
@@ -154,6 +155,10 @@ async def set_budget(body: BudgetIn, state: Admin) -> Response:
     async with state.config_sync.changes:
         tenant_id, spent = await call_store(state.accounts.set_budget, body.tenant, kind, body.period, limit)
         budget = state.grid.admission.set_budget(tenant_id, kind, body.period, limit, spent)
+        leases = state.grid.admission.leases
+        if leases is not None:
+            # Setting a budget again is the admin's reset of the grants that lost servers left frozen.
+            await call_store(leases.store.forget_dead, tenant_id, budget_resource(kind, body.period))
     return json_response(_budget_view(body.tenant, budget.view()))
 
 

@@ -52,6 +52,7 @@ from aigrid.grid.backends.base import Backend
 from aigrid.grid.limits import Admission
 from aigrid.grid.meter import Metrics
 from aigrid.grid.plants import build_routes
+from aigrid.grid.quota import Leases
 from aigrid.grid.router import Router
 from aigrid.grid.service import Grid
 from aigrid.kernel.builtins import SystemCalls
@@ -98,6 +99,7 @@ from aigrid.store.payers import PayerStore
 from aigrid.store.process_claims import ProcessClaims
 from aigrid.store.processes import ProcessStore
 from aigrid.store.providers import ProviderStore
+from aigrid.store.quota import QuotaStore
 from aigrid.store.shares import process_usage
 from aigrid.store.traces import TraceStore
 from aigrid.store.triggers import TriggerStore
@@ -233,6 +235,23 @@ def _membership(engine: Engine, config: ServerConfig, data_dir: Path) -> Members
     )
 
 
+def _leases(engine: Engine, config: ServerConfig, membership: Membership) -> Leases | None:
+    """Quota leases where servers may share the database (see docs/cluster.md); None for a lone server."""
+    cluster = config.cluster
+    if cluster.quota == "off" or (cluster.quota == "auto" and engine.dialect.name != "postgresql"):
+        return None
+    store = QuotaStore(engine, strict=cluster.strict_budgets, window_s=cluster.rate_window_s)
+    leases = Leases(
+        store,
+        membership.current,
+        membership.holds,
+        fraction=cluster.grant_fraction,
+        wait_s=cluster.acquire_wait_s,
+    )
+    membership.on_new_epoch(leases.new_epoch)
+    return leases
+
+
 def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     """Migrate the database, close what a killed server left open, and load accounts and limits."""
     key = admin_key(data_dir)
@@ -254,7 +273,7 @@ def _open_store(config: ServerConfig, data_dir: Path) -> _Store:
     # Read before what they count: a change committed meanwhile shows as moved at the first poll.
     versions = read_versions(engine)
     keyring.load(accounts.active_keys())
-    admission = Admission()
+    admission = Admission(leases=_leases(engine, config, membership))
     for tenant_id, kind, period, limit, spent in accounts.all_budgets():
         admission.set_budget(tenant_id, kind, period, limit, spent)
     for tenant_id, rpm, tpm in accounts.all_rate_limits():
@@ -468,6 +487,9 @@ def create_app(
             for backend in started:
                 await backend.close()
             await store.sync.aclose()
+            if store.admission.leases is not None:
+                # Before the lease ends: what this server did not use returns to the pool at once.
+                await store.admission.leases.aclose()
             await sweep.aclose()
             await ledger.aclose()
             await membership.aclose()

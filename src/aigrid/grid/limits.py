@@ -3,16 +3,24 @@
 A request reserves its worst case (prompt plus answer cap) before it is forwarded and settles to
 the real count when it ends. Everything here runs on the event loop thread, so a check and its
 reservation happen without another request in between.
+
+A lone server admits from its own counts (token buckets and budget states). Servers sharing a
+database also admit from quota leases (``aigrid.grid.quota``): slices of each budget and rate that
+the database grants, so that the cluster as a whole keeps to the limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
-from aigrid.clock import now_us, period_start_us
-from aigrid.errors import insufficient_quota, rate_limited
+from aigrid.clock import now_us, period_end_us, period_start_us
+from aigrid.errors import APIError, insufficient_quota, rate_limited, retry_after
+from aigrid.grid.quota import Leases, LocalGrant, Want
+from aigrid.store.quota import budget_resource
 
 PERIODS = ("day", "month", "total")
 KINDS = ("tokens", "cost")
@@ -70,13 +78,25 @@ class BudgetState:
     spent: int = 0
     reserved: int = 0
     period_start: int = 0
+    # Its quota grant's name, e.g. "tokens:day" (made once: the request path only looks it up).
+    resource: str = ""
+    # The end of the period that starts at ``_rolled_for`` (cached: working it out from the date on
+    # every request cost more than the rest of admission together).
+    _rolled_for: int = field(default=-1, repr=False, compare=False)
+    _until: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.resource = budget_resource(self.kind, self.period)
 
     def roll(self, now: int) -> None:
         """Start a new period's count when the period has turned."""
+        if self._rolled_for == self.period_start and self.period_start <= now < self._until:
+            return
         start = period_start_us(self.period, now)
         if start != self.period_start:
             self.period_start = start
             self.spent = 0
+        self._rolled_for, self._until = start, period_end_us(self.period, start)
 
     def view(self) -> dict[str, object]:
         """The budget as the API shows it."""
@@ -110,14 +130,25 @@ class Reservation:
     budgets: list[BudgetState]
     tpm: TokenBucket | None
     settled: bool = False
+    # With quota leases: each grant taken from, what was taken, and the unit it settles in.
+    grants: list[tuple[LocalGrant, int, str]] | None = None
+
+
+class Short(APIError):
+    """A 429 that more grant might lift: what to acquire before trying again."""
+
+    def __init__(self, error: APIError, wants: list[Want]) -> None:
+        super().__init__(error.status, error.message, type=error.type, code=error.code, headers=error.headers)
+        self.wants = wants
 
 
 class Admission:
     """Checks and reserves rate limits and budgets per tenant."""
 
-    def __init__(self, clock: Callable[[], int] = now_us) -> None:
+    def __init__(self, clock: Callable[[], int] = now_us, leases: Leases | None = None) -> None:
         self._tenants: dict[int, TenantLimits] = {}
         self._clock = clock
+        self.leases = leases
 
     def limits(self, tenant_id: int) -> TenantLimits:
         """The tenant's enforced limits (created empty on first use)."""
@@ -206,6 +237,8 @@ class Admission:
                     f"The tenant's {b.period} {b.kind} budget is spent: {b.spent} of {b.limit} {unit} "
                     f"used, {b.reserved} reserved by requests in flight, and this request may need {need}."
                 )
+        if self.leases is not None:
+            return self._reserve_leased(self.leases, tenant_id, lim, tokens, cost)
         if lim.rpm is not None:
             wait = lim.rpm.wait_for(1)
             if wait > 0:
@@ -232,11 +265,134 @@ class Admission:
             b.reserved += tokens if b.kind == "tokens" else cost
         return Reservation(tenant_id, tokens, cost, list(lim.budgets), lim.tpm)
 
+    def _reserve_leased(
+        self, leases: Leases, tenant_id: int, lim: TenantLimits, tokens: int, cost: int
+    ) -> Reservation:
+        """Admit from the grants this server holds; a Short names what to acquire when they fall short."""
+        if not leases.holds():
+            raise APIError(
+                503,
+                "This server does not hold a live lease in the cluster right now; try another server.",
+                type="api_error",
+                code="not_live",
+                headers=retry_after(1),
+            )
+        # The common case, kept lean: every grant is held and covers the request.
+        grants = leases.grants
+        takes: list[tuple[LocalGrant, int, str]] = []
+        for b in lim.budgets:
+            need = tokens if b.kind == "tokens" else cost
+            if need <= 0:
+                continue
+            g = grants.get((tenant_id, b.resource))
+            if g is None or g.start_us != b.period_start or g.granted - g.used < need:
+                self._refuse(leases, tenant_id, lim, tokens, cost)
+            takes.append((g, need, b.kind))
+        if lim.rpm is not None or lim.tpm is not None:
+            now = leases.clock()
+            for which, bucket, need in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)):
+                if bucket is None:
+                    continue
+                g = grants.get((tenant_id, which))
+                if g is None or now >= g.ends or need > g.limit or g.granted - g.used < need:
+                    self._refuse(leases, tenant_id, lim, tokens, cost)
+                takes.append((g, need, which))
+        for g, need, _unit in takes:
+            g.used += need
+            if g.granted - g.used < g.low:
+                leases.low(g)
+        for b in lim.budgets:
+            b.reserved += tokens if b.kind == "tokens" else cost
+        return Reservation(tenant_id, tokens, cost, list(lim.budgets), None, grants=takes)
+
+    def _refuse(self, leases: Leases, tenant_id: int, lim: TenantLimits, tokens: int, cost: int) -> NoReturn:
+        """Raise why the grants fall short: a Short (what to acquire), or a 429 when the pools are empty."""
+        takes: list[tuple[LocalGrant, int, str, Want]] = []
+        short: list[tuple[Want, APIError]] = []
+        for b in lim.budgets:
+            need = tokens if b.kind == "tokens" else cost
+            if need <= 0:
+                continue
+            want = Want(tenant_id, budget_resource(b.kind, b.period), need, b.limit, b.period_start)
+            g = leases.budget(tenant_id, b.kind, b.period, b.period_start)
+            if g is not None and g.left >= need:
+                takes.append((g, need, b.kind, want))
+                continue
+            unit = "tokens" if b.kind == "tokens" else "micro-CNY"
+            short.append(
+                (
+                    want,
+                    insufficient_quota(
+                        f"The tenant's {b.period} {b.kind} budget is spent across the cluster: {b.limit} "
+                        f"{unit}, all spent or granted to servers, and this request may need {need}."
+                    ),
+                )
+            )
+        for which, bucket, need in (("rpm", lim.rpm, 1), ("tpm", lim.tpm, tokens)):
+            if bucket is None:
+                continue
+            per_minute = int(bucket.capacity)
+            allowance = leases.rate_allowance(per_minute)
+            if need > allowance:
+                raise rate_limited(
+                    f"Request too large: it may use {need} tokens, more than the {allowance} tokens "
+                    f"allowed per {leases.window_s:g} s ({per_minute} per minute). "
+                    "Lower max_tokens or the prompt.",
+                    60,
+                )
+            want = Want(tenant_id, which, need, allowance)
+            g = leases.rate(tenant_id, which)
+            if g is not None and g.left >= need:
+                takes.append((g, need, which, want))
+                continue
+            what = "requests" if which == "rpm" else "tokens"
+            extra = "" if which == "rpm" else f" (this request may use {need})"
+            wait = leases.window_left_s(tenant_id, which)
+            short.append(
+                (want, rate_limited(f"Rate limit reached: {per_minute} {what} per minute{extra}.", wait))
+            )
+        if short:
+            open_ = [w for w, _ in short if not leases.exhausted(w)]
+            # Only pools with something left are worth a wait; else the first refusal stands.
+            refusal = next((e for w, e in short if leases.exhausted(w)), short[0][1])
+            if open_ and len(open_) == len(short):
+                raise Short(refusal, open_)
+            raise refusal
+        raise AssertionError("every grant was found to cover the request after all")
+
+    async def admit(self, tenant_id: int, tokens: int, cost: int) -> Reservation:
+        """``reserve``, waiting (at most the leases' ``wait_s``) for more grant when it falls short."""
+        try:
+            return self.reserve(tenant_id, tokens, cost)
+        except Short as first:
+            leases = self.leases
+            assert leases is not None
+            short = first
+        deadline = time.monotonic() + leases.wait_s
+        while True:
+            grew = await leases.fill(short.wants, deadline)
+            try:
+                return self.reserve(tenant_id, tokens, cost)
+            except Short as again:
+                if time.monotonic() >= deadline:
+                    raise
+                short = again
+            if not grew:
+                # Nothing granted though the pool has some left: what this server spent has not
+                # reached the ledger yet. Ask again shortly.
+                await asyncio.sleep(0.02)
+
     def settle(self, reservation: Reservation, tokens: int, cost: int) -> None:
         """Replace a reservation with what the request really used."""
         if reservation.settled:
             return
         reservation.settled = True
+        if reservation.grants is not None:
+            for g, held, unit in reservation.grants:
+                if unit in {"tokens", "tpm"}:
+                    g.used += tokens - held
+                elif unit == "cost":
+                    g.used += cost - held
         now = self._clock()
         for b in reservation.budgets:
             b.reserved -= reservation.tokens if b.kind == "tokens" else reservation.cost

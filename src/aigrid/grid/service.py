@@ -140,7 +140,7 @@ class Grid:
             raise context_length_exceeded(floor + (asked or 0), limit)
         output = 0 if endpoint == "embeddings" else asked or max(c.output_reservation for c in configs)
         cost = worst_cost_micro(configs, prompt, output)
-        return self.admission.reserve(principal.tenant_id, prompt + output, cost)
+        return await self.admission.admit(principal.tenant_id, prompt + output, cost)
 
 
 class _Call:

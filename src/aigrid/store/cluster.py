@@ -342,6 +342,14 @@ class Membership:
                 log.warning("could not end this node's lease; it runs out by itself", exc_info=True)
         self._set_live(False)
 
+    def holds(self) -> bool:
+        """Whether the lease surely holds now: live, and its local deadline not yet passed.
+
+        Cheaper than a database call and never later than the database's end of the lease, so
+        work admitted under it (quota grants) stops before peers may reclaim what it holds.
+        """
+        return self.live and time.monotonic() < self._deadline
+
     async def wait_live(self) -> None:
         """Wait until this server holds a live lease."""
         await self.live_event.wait()

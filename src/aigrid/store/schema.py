@@ -138,6 +138,24 @@ class ClusterNode(Base):
     stats: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class QuotaGrant(Base):
+    """A slice of a tenant's budget or rate, leased by one node (and epoch) for a period or window."""
+
+    __tablename__ = "quota_grants"
+
+    tenant_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # "tokens:day", "cost:month"... for budgets; "rpm" or "tpm" for rates.
+    resource: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # The budget period's start, or the rate window's start, on the database's clock.
+    window_start_us: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    node_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # What the owner may consume in the window, all its grants together (only rises, except when
+    # the owner hands back what it did not use).
+    granted: Mapped[int] = mapped_column(BigInteger)
+    updated_at_us: Mapped[int] = mapped_column(BigInteger)
+
+
 class ConfigVersion(Base):
     """A change counter per kind of configuration (keys, budgets, providers...): servers poll it to reload."""
 
