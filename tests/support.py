@@ -297,6 +297,15 @@ def aigrid(
     )
 
 
+def until(check: Callable[[], bool], what: str, timeout_s: float = 60.0, every_s: float = 0.1) -> None:
+    """Wait until ``check()`` holds (a state servers change in their own time); fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(every_s)
+
+
 async def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
     """Wait until ``check()`` holds: for state another process changes, with no event to wait on."""
     async with asyncio.timeout(timeout_s):

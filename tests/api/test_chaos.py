@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from tests.api.test_cluster_entries import PEN, pen
 from tests.api.test_entry_api import balance, consistent, ledger, register
 from tests.examples.test_services import Service, running_services
 from tests.postgres import Postgres
-from tests.support import LiveServer, mock_config
+from tests.support import LiveServer, mock_config, until
 
 from aigrid.store.db import make_engine
 from aigrid.store.schema import EntryRow, JournalEntry, LedgerEntry, ProcessRow, Tenant
@@ -55,14 +55,6 @@ def _config(upstream: str, database_url: str, node: str) -> str:
         "strict_budgets = true\n"
     )
     return mock_config(upstream, extra=f'database_url = "{database_url}"\n{cluster}')
-
-
-def _until(check: Callable[[], bool], what: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -200,7 +192,7 @@ def test_servers_killed_again_and_again_lose_nothing_and_do_nothing_twice(cluste
     for agent in (WRITER, TICKER):
         saved = _post(admin.url, key, "/v1/agents", agent)
         assert saved is not None and saved.status_code in (200, 201), saved and saved.text
-    _until(
+    until(
         lambda: all(len(s.admin("GET", "/v1/services").json()["data"]) == 5 for s in cluster.servers),
         "every server opens the services",
     )
@@ -252,7 +244,7 @@ def test_servers_killed_again_and_again_lose_nothing_and_do_nothing_twice(cluste
             for r in cluster.rows(ProcessRow.pid, ProcessRow.state, where=ProcessRow.pid.in_(work.pids))
         }
 
-    _until(lambda: set(processes().values()) == {"done"}, "every process is done")
+    until(lambda: set(processes().values()) == {"done"}, "every process is done", timeout_s=120)
     journals: dict[str, list[tuple[int, str]]] = {pid: [] for pid in work.pids}
     for pid, seq, kind in cluster.rows(
         JournalEntry.pid, JournalEntry.seq, JournalEntry.kind, where=JournalEntry.pid.in_(work.pids)
@@ -269,7 +261,11 @@ def test_servers_killed_again_and_again_lose_nothing_and_do_nothing_twice(cluste
             for r in cluster.rows(EntryRow.id, EntryRow.state, where=EntryRow.id.in_(work.confirmed))
         }
 
-    _until(lambda: set(purchases().values()) <= SETTLED | {"awaiting_confirmation"}, "every purchase settles")
+    until(
+        lambda: set(purchases().values()) <= SETTLED | {"awaiting_confirmation"},
+        "every purchase settles",
+        timeout_s=120,
+    )
     new_orders = {shop: ledger(cluster.services, shop)[orders_before[shop] :] for shop in PEN}
     paid = sum(o["amount_cents"] for orders in new_orders.values() for o in orders)
     done = sum(1 for state in purchases().values() if state == "done")

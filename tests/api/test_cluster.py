@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import insert, select
 from tests.postgres import Postgres
-from tests.support import LiveServer, aigrid, mock_config
+from tests.support import LiveServer, aigrid, mock_config, until
 
 from aigrid.store.cluster import ClusterStore, Owner
 from aigrid.store.db import make_engine
@@ -41,14 +40,6 @@ def _nodes(server: LiveServer) -> dict[str, dict[str, Any]]:
     answer = server.admin("GET", "/admin/cluster")
     assert answer.status_code == 200, answer.text
     return {n["name"]: n for n in answer.json()["data"]}
-
-
-def _until(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.1)
 
 
 def _health(server: LiveServer) -> httpx.Response:
@@ -91,18 +82,18 @@ def test_two_servers_see_each_other_and_one_paused_past_its_lease_is_fenced(
         assert beta.proc is not None
         os.kill(beta.proc.pid, signal.SIGSTOP)
         try:
-            _until(lambda: not _nodes(alpha)["beta"]["live"], "alpha sees beta's lease run out")
+            until(lambda: not _nodes(alpha)["beta"]["live"], "alpha sees beta's lease run out")
             time.sleep(LEASE_S)  # paused well past its lease, as a zombie would be
         finally:
             os.kill(beta.proc.pid, signal.SIGCONT)
         # Woken, beta finds its epoch fenced and rejoins with the next one.
-        _until(
+        until(
             lambda: _health(beta).json().get("epoch") == before["epoch"] + 1, "beta rejoins with a new epoch"
         )
         after = _health(beta)
         assert after.status_code == 200 and after.json()["fenced"] == 1
         assert "is fenced: its lease ended" in beta.log()
-        _until(lambda: _nodes(alpha)["beta"]["live"], "alpha sees beta live again")
+        until(lambda: _nodes(alpha)["beta"]["live"], "alpha sees beta live again")
         assert _nodes(alpha)["beta"]["epoch"] == before["epoch"] + 1
         # Nothing can be written as the old epoch any more.
         engine = make_engine(url)
@@ -169,7 +160,7 @@ def test_recovery_leaves_a_live_peers_stream_alone_and_marks_a_dead_ones(
         # Killed, alpha never comes back: once its lease ends, beta's sweep marks its stream.
         alpha.kill()
         assert _statuses(url)["alpha-stream"] == "in_progress", "alpha's lease still runs"
-        _until(lambda: _statuses(url)["alpha-stream"] == "interrupted", "beta marks alpha's stream")
+        until(lambda: _statuses(url)["alpha-stream"] == "interrupted", "beta marks alpha's stream")
         assert not _nodes(beta)["alpha"]["live"]
         assert "of servers whose lease ended as interrupted" in beta.log()
     finally:

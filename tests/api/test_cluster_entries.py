@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from tests.api.test_entry_api import balance, call, consistent, ledger, register
 from tests.examples.test_services import Service, running_services
 from tests.postgres import Postgres
-from tests.support import LiveServer, mock_config
+from tests.support import LiveServer, mock_config, until
 
 from aigrid.store.cluster import ClusterStore, Owner
 from aigrid.store.db import make_engine
@@ -43,14 +43,6 @@ def pen(shop: str) -> dict[str, Any]:
             {"id": "buy", "call": f"{shop}.create_order", "args": {"sku": "$pick.sku", "quantity": 1}},
         ]
     }
-
-
-def _until(check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.2)
 
 
 @dataclass
@@ -98,7 +90,7 @@ class Cluster:
         entry_id = str(asked.json()["id"])
         confirmed = call(self.alpha, self.key, "POST", f"/v1/entry/{entry_id}/confirm", json={"wait": 1})
         assert confirmed.status_code == 200 and confirmed.json()["state"] == "running", confirmed.text
-        _until(lambda: self.row(entry_id)[2] >= 3, "the authorisation is journaled and the order begun")
+        until(lambda: self.row(entry_id)[2] >= 3, "the authorisation is journaled and the order begun")
         return entry_id
 
 
@@ -119,7 +111,7 @@ def cluster(
         try:
             beta.start()
             register(alpha, services)
-            _until(lambda: _services_up(beta), "beta opens the services registered through alpha")
+            until(lambda: _services_up(beta), "beta opens the services registered through alpha")
             key = alpha.new_tenant_key("shoppers", users=("alice",))
             yield Cluster(url, alpha, beta, services, key)
         finally:
@@ -146,7 +138,7 @@ def test_a_restarted_peer_leaves_a_live_servers_saga_alone(cluster: Cluster) -> 
     assert cluster.row(entry_id)[:2] == ("running", alpha), "alpha's saga is alpha's"
     assert "carrying on the saga" not in cluster.beta.log()
     cluster.services["lakeside"].start().ready()
-    _until(lambda: cluster.row(entry_id)[0] == "done", "alpha finishes its saga", timeout_s=120)
+    until(lambda: cluster.row(entry_id)[0] == "done", "alpha finishes its saga", timeout_s=120)
     assert cluster.row(entry_id)[1] == alpha
     _paid_for(cluster, "lakeside", orders)
     assert balance(cluster.services, "alice") == before - PEN["lakeside"]
@@ -158,7 +150,7 @@ def test_a_killed_servers_saga_is_finished_by_the_other_exactly_once(cluster: Cl
     entry_id = cluster.running("northwind")
     cluster.alpha.kill()  # mid-saga: authorised, the order begun and not answered
     cluster.services["northwind"].start().ready()
-    _until(lambda: cluster.row(entry_id)[0] == "done", "beta finishes alpha's saga", timeout_s=120)
+    until(lambda: cluster.row(entry_id)[0] == "done", "beta finishes alpha's saga", timeout_s=120)
     assert cluster.row(entry_id)[1] == cluster.node("beta")
     assert f"entry {entry_id}: carrying on the saga" in cluster.beta.log()
     _paid_for(cluster, "northwind", orders)
@@ -177,13 +169,13 @@ def test_a_zombie_server_commits_nothing(cluster: Cluster) -> None:
     paused = time.monotonic()
     try:
         cluster.services["northwind"].start().ready()
-        _until(lambda: cluster.row(entry_id)[0] == "done", "beta finishes the paused server's saga")
+        until(lambda: cluster.row(entry_id)[0] == "done", "beta finishes the paused server's saga")
         time.sleep(max(0.0, 3 * LEASE_S - (time.monotonic() - paused)))
         finished = cluster.row(entry_id)
     finally:
         os.kill(proc.pid, signal.SIGCONT)
-    _until(lambda: cluster.node("alpha").epoch == epoch + 1, "alpha wakes, is fenced and rejoins")
-    _until(lambda: httpx.get(cluster.alpha.url + "/healthz", timeout=5).status_code == 200, "alpha is live")
+    until(lambda: cluster.node("alpha").epoch == epoch + 1, "alpha wakes, is fenced and rejoins")
+    until(lambda: httpx.get(cluster.alpha.url + "/healthz", timeout=5).status_code == 200, "alpha is live")
     time.sleep(LEASE_S)  # what the woken saga would have written, it would have by now
     assert cluster.row(entry_id) == finished, "the zombie wrote nothing: not a step, not a state"
     assert finished[1] == cluster.node("beta")

@@ -9,7 +9,7 @@ import os
 import signal
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 from tests.postgres import Postgres
-from tests.support import LiveServer, RecordingUpstream, mock_config
+from tests.support import LiveServer, RecordingUpstream, mock_config, until
 
 from aigrid.store.db import make_engine
 from aigrid.store.schema import ClusterNode, JournalEntry, ProcessRow
@@ -36,14 +36,6 @@ FIGURES = Path(os.environ.get("AIGRID_TAKEOVER_FIGURES", "/tmp/aigrid-takeover.j
 def _config(upstream: str, database_url: str, node: str) -> str:
     cluster = f'[cluster]\nnode = "{node}"\nlease_s = {LEASE_S}\nrenew_s = {RENEW_S}\n'
     return mock_config(upstream, extra=f'database_url = "{database_url}"\n{cluster}')
-
-
-def _until(check: Callable[[], bool], what: str, timeout_s: float = 30.0, every_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(every_s)
 
 
 @pytest.fixture
@@ -119,17 +111,17 @@ def test_a_killed_servers_processes_are_taken_up_within_the_lease_and_stepped_on
             asked = len(upstream.requests) + 6
             pids = _spawn(alpha, key, 6)
             every += pids
-            _until(lambda: len(upstream.requests) >= asked, "alpha calls the model for each")  # noqa: B023
+            until(lambda: len(upstream.requests) >= asked, "alpha calls the model for each")  # noqa: B023
             alpha.kill()
             killed = time.monotonic()
             upstream.delay_s = 0.0
-            _until(
+            until(
                 lambda: {r.owner_node_id for r in _rows(engine, pids).values()} == {beta_id},  # noqa: B023
                 "beta owns every process",
                 every_s=0.02,
             )
             takeovers.append(time.monotonic() - killed)
-            _until(lambda: {r.state for r in _rows(engine, pids).values()} == {"done"}, "all done")  # noqa: B023
+            until(lambda: {r.state for r in _rows(engine, pids).values()} == {"done"}, "all done")  # noqa: B023
             alpha.start()  # back, with a new epoch, for the next round
         _each_step_once(engine, every, beta_id)
     finally:
@@ -165,24 +157,24 @@ def test_a_server_paused_past_three_leases_commits_nothing_once_woken(
         beta_id = _node_id(engine, "beta")
         upstream.delay_s = 1.0
         pids = _spawn(alpha, key, 5)
-        _until(lambda: len(upstream.requests) >= len(pids), "alpha calls the model for each")
+        until(lambda: len(upstream.requests) >= len(pids), "alpha calls the model for each")
         assert alpha.proc is not None
         os.kill(alpha.proc.pid, signal.SIGSTOP)
         try:
             # Beta's own calls take long: they are still in flight when alpha wakes, so alpha's
             # late answers meet processes that run on, owned by beta.
             upstream.delay_s = 3 * LEASE_S + 6.0
-            _until(
+            until(
                 lambda: {r.owner_node_id for r in _rows(engine, pids).values()} == {beta_id},
                 "beta takes the processes up",
             )
             time.sleep(3 * LEASE_S)
         finally:
             os.kill(alpha.proc.pid, signal.SIGCONT)
-        _until(lambda: alpha.log().count("a step's write was refused") >= len(pids), "alpha's writes refused")
+        until(lambda: alpha.log().count("a step's write was refused") >= len(pids), "alpha's writes refused")
         assert {r.state for r in _rows(engine, pids).values()} == {"running"}, "beta's calls still run"
         assert all(j == [] for j in _journals(engine, pids).values()), "alpha journaled nothing"
-        _until(lambda: {r.state for r in _rows(engine, pids).values()} == {"done"}, "beta finishes them")
+        until(lambda: {r.state for r in _rows(engine, pids).values()} == {"done"}, "beta finishes them")
         _each_step_once(engine, pids, beta_id)
         assert "is fenced: its lease ended" in alpha.log()
     finally:

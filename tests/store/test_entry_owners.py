@@ -5,35 +5,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
 from sqlalchemy import Engine
-from tests.postgres import Postgres
 
 from aigrid.store.accounts import AccountStore
 from aigrid.store.cluster import ClusterStore, Fenced, Owner
-from aigrid.store.db import make_engine, migrate
 from aigrid.store.entries import EntryRecord, EntryStore
 from aigrid.store.inbox import InboxStore
 
 T = TypeVar("T")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'o.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.new_database()
-    made = make_engine(url)
-    migrate(made)
-    AccountStore(made).ensure_tenant("t")
-    yield made
-    made.dispose()
+@pytest.fixture(autouse=True)
+def tenant(engine: Engine) -> None:
+    """The tenant (id 1) whose entries the tests make."""
+    AccountStore(engine).ensure_tenant("t")
 
 
 def _left_by_dead(store: EntryStore, nodes: ClusterStore, name: str, *states: str) -> list[EntryRecord]:

@@ -4,33 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import OperationalError
-from tests.postgres import Postgres
 
 from aigrid.config import ClusterConfig, ConfigError, load_config
 from aigrid.store.cluster import ClusterStore, Fenced, Membership, Owner, fence_check
 from aigrid.store.db import make_engine, migrate
 from aigrid.store.ledger import InterruptedSweep, Ledger, recover_interrupted
 from aigrid.store.schema import LedgerEntry
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'c.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.new_database()
-    made = make_engine(url)
-    migrate(made)
-    yield made
-    made.dispose()
 
 
 def _row(engine: Engine, row_id: str, owner: Owner | None, status: str = "in_progress") -> None:

@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, text
-from tests.postgres import Postgres
 
 from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountStore
 from aigrid.store.agents import AgentStore, StoredSpec
 from aigrid.store.cluster import ClusterStore, Owner
-from aigrid.store.db import make_engine, migrate
 from aigrid.store.process_claims import ProcessClaims
 from aigrid.store.processes import NotOwner, ProcessStore, StepUsage
 from aigrid.store.schema import LedgerEntry
 from aigrid.store.shares import process_usage
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'claims.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.new_database()
-    made = make_engine(url)
-    migrate(made)
-    yield made
-    made.dispose()
 
 
 def _agent(engine: Engine) -> tuple[int, StoredSpec]:

@@ -5,32 +5,15 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert
-from tests.postgres import Postgres
 
 from aigrid.clock import now_us
 from aigrid.store.accounts import AccountStore
 from aigrid.store.cluster import ClusterStore, Fenced, Owner
-from aigrid.store.db import make_engine, migrate
 from aigrid.store.quota import QuotaStore, window_allowance
 from aigrid.store.schema import LedgerEntry
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'q.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.new_database()
-    made = make_engine(url)
-    migrate(made)
-    yield made
-    made.dispose()
 
 
 def _spend(engine: Engine, tenant_id: int, owner: Owner, tokens: int) -> None:
