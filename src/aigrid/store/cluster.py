@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -35,9 +35,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy import exists as sql_exists
+from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from aigrid.store.schema import ClusterNode
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _NODES: Table = ClusterNode.__table__  # type: ignore[assignment]
@@ -139,6 +143,36 @@ def fence_check(conn: Connection, owner: Owner) -> None:
         raise Fenced(owner, f"superseded by epoch {row.epoch}")
     if row.lease_until_us <= row.now:
         raise Fenced(owner, "its lease ended")
+
+
+def claim_rows(
+    engine: Engine,
+    owner: Owner,
+    key: InstrumentedAttribute[Any],
+    claimable: ColumnElement[bool],
+    order_by: ColumnElement[Any] | InstrumentedAttribute[Any],
+    limit: int,
+    values: dict[str, Any],
+    read: Callable[[Any], T],
+) -> list[T]:
+    """Move up to ``limit`` rows that are ``claimable`` to ``owner`` (setting ``values``); the rows
+    taken, each as ``read`` makes it of its row (while the row is still bound to the session).
+
+    The claimer must itself be live (Fenced if not). On PostgreSQL the candidates are locked
+    ``FOR UPDATE SKIP LOCKED``, so claimers never wait on each other; the UPDATE repeats
+    ``claimable``, the compare-and-set that is all SQLite needs: two claimers never get one row.
+    """
+    table = key.class_
+    with Session(engine) as session, session.begin():
+        fence_check(session.connection(), owner)
+        picked = (
+            select(key).where(claimable).order_by(order_by).limit(limit).with_for_update(skip_locked=True)
+        )
+        keys = list(session.scalars(picked))
+        if not keys:
+            return []
+        moved = sql_update(table).where(key.in_(keys), claimable).values(**values).returning(table)
+        return [read(row) for row in session.scalars(moved).all()]
 
 
 class ClusterStore:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
-from aigrid.store.cluster import Fenced, Owner, fence_check, owner_is_live
+from aigrid.store.cluster import Fenced, Owner, claim_rows, fence_check, owner_is_live
 from aigrid.store.schema import EntryJournalRow, EntryRow
 
 EntryState = Literal[
@@ -204,26 +204,11 @@ class EntryStore:
                 not_(owner_is_live(self._engine, EntryRow.owner_node_id, EntryRow.owner_epoch)),
             ),
         )
-        with Session(self._engine) as session, session.begin():
-            fence_check(session.connection(), owner)
-            ids = list(
-                session.scalars(
-                    select(EntryRow.id)
-                    .where(orphaned)
-                    .order_by(EntryRow.created_at_us)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return []
-            taken = session.scalars(
-                update(EntryRow)
-                .where(EntryRow.id.in_(ids), orphaned)
-                .values(owner_node_id=owner.node_id, owner_epoch=owner.epoch)
-                .returning(EntryRow)
-            ).all()
-            return sorted((_record(r) for r in taken), key=lambda e: e.created_at_us)
+        moved = {"owner_node_id": owner.node_id, "owner_epoch": owner.epoch}
+        taken = claim_rows(
+            self._engine, owner, EntryRow.id, orphaned, EntryRow.created_at_us, limit, moved, _record
+        )
+        return sorted(taken, key=lambda e: e.created_at_us)
 
     def append(
         self, entry_id: str, kind: JournalKind, payload: dict[str, Any], owner: Owner | None = None

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
-from aigrid.store.cluster import Owner, db_now_us, fence_check, owner_is_live
+from aigrid.store.cluster import Owner, claim_rows, db_now_us, owner_is_live
 from aigrid.store.schema import InboxRow, ProcessRow
 
 MAX_MESSAGE_CHARS = 4000
@@ -157,30 +157,15 @@ class InboxStore:
                 not_(owner_is_live(self._engine, InboxRow.owner_node_id, InboxRow.owner_epoch)),
             ),
         )
-        with Session(self._engine) as session, session.begin():
-            fence_check(session.connection(), owner)
-            ids = list(
-                session.scalars(
-                    select(InboxRow.id)
-                    .where(claimable)
-                    .order_by(InboxRow.next_try_at_us)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return []
-            taken = session.scalars(
-                update(InboxRow)
-                .where(InboxRow.id.in_(ids), claimable)
-                .values(
-                    owner_node_id=owner.node_id,
-                    owner_epoch=owner.epoch,
-                    claimed_until_us=db_now + int(claim_s * 1_000_000),
-                )
-                .returning(InboxRow)
-            ).all()
-            return sorted((_message(r) for r in taken), key=lambda m: (m.created_at_us, m.id))
+        moved = {
+            "owner_node_id": owner.node_id,
+            "owner_epoch": owner.epoch,
+            "claimed_until_us": db_now + int(claim_s * 1_000_000),
+        }
+        taken = claim_rows(
+            self._engine, owner, InboxRow.id, claimable, InboxRow.next_try_at_us, limit, moved, _message
+        )
+        return sorted(taken, key=lambda m: (m.created_at_us, m.id))
 
     def delivered(self, message_id: int, owner: Owner | None = None) -> bool:
         """The webhook took the message; False if ``owner``'s claim was taken over (nothing written)."""
