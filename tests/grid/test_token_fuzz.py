@@ -20,7 +20,12 @@ pytestmark = pytest.mark.slow
 # A 4xx must come back within this (generous for a loaded 2-core CI machine; the figure is printed).
 REFUSAL_S = 3.0
 # The module's server (tests/conftest.py) serves this model beside the upstream one, "mock".
-SERVER_CONFIG = '[[models]]\nname = "smollm2-135m"\n[[models.deployments]]\nbackend = "embedded"\n'
+# Answers are capped: a case that drops max_tokens (null, absent) would otherwise let the model
+# write up to its whole context, minutes on a busy CPU, and the case's read would time out.
+SERVER_CONFIG = (
+    '[[models]]\nname = "smollm2-135m"\n'
+    '[[models.deployments]]\nbackend = "embedded"\nmax_output_tokens = 64\n'
+)
 TEN_MB = 10 * 1024 * 1024
 SENTINEL = "__fuzzed__"
 BASES = {
