@@ -182,8 +182,12 @@ def start_mock(procs: Processes, shared: Path, chunks: int, delay_ms: float) -> 
     return Target("mock", base)
 
 
-def aigrid_config(mock_base: str) -> str:
-    return f"""\
+def aigrid_config(mock_base: str, database_url: str | None = None) -> str:
+    # A database URL makes the server one node of a cluster: admission from quota leases.
+    database = f'database_url = "{database_url}"\n' if database_url else ""
+    return (
+        database
+        + f"""\
 [[models]]
 name = "{MODEL}"
 policy = "failover"
@@ -196,6 +200,7 @@ output_price_per_mtok = 2.0
 context_length = 131072
 tier = "cloud"
 """
+    )
 
 
 @dataclass
@@ -205,12 +210,12 @@ class Aigrid:
     data_dir: Path
 
 
-def start_aigrid(procs: Processes, mock_base: str) -> Aigrid:
+def start_aigrid(procs: Processes, mock_base: str, database_url: str | None = None) -> Aigrid:
     exe = REPO / ".venv" / "bin" / "aigrid"
     (WORK / "data").mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="aigrid-gateway-", dir=WORK / "data"))
     config = data_dir / "aigrid.toml"
-    config.write_text(aigrid_config(mock_base), encoding="utf-8")
+    config.write_text(aigrid_config(mock_base, database_url), encoding="utf-8")
     admin_key = "sk-admin-" + secrets.token_hex(16)
     port = free_port()
     env = {**os.environ, "AIGRID_ADMIN_KEY": admin_key}
@@ -230,6 +235,15 @@ def start_aigrid(procs: Processes, mock_base: str) -> Aigrid:
     key = r.json().get("key")
     if not isinstance(key, str) or not key:
         raise RuntimeError(f"POST /admin/keys returned no 'key': {r.text[:500]}")
+    if database_url:
+        # Limits far above the load, so that every request is admitted from quota grants.
+        for path, body in (
+            ("/admin/budgets", {"tenant": "bench", "period": "day", "tokens": 10**12}),
+            ("/admin/limits", {"tenant": "bench", "rpm": 10**8, "tpm": 10**12}),
+        ):
+            r = httpx.put(f"{base}{path}", json=body, headers=admin, timeout=10.0)
+            if r.status_code != 200:
+                raise RuntimeError(f"PUT {path} answered {r.status_code}: {r.text[:500]}")
     target = Target("aigrid", base, key)
     check_chat(base, key, stream=False)
     check_chat(base, key, stream=True)
@@ -518,6 +532,10 @@ def measure(args: argparse.Namespace, targets: dict[str, Target], shared: Path, 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--seconds", type=float, default=10.0, help="length of each measured wrk run (10)")
+    p.add_argument(
+        "--database-url",
+        help="aigrid on this database (e.g. a PostgreSQL: a cluster node, admitting from quota leases)",
+    )
     p.add_argument("--connections", type=int, default=32, help="connections for the loaded runs (32)")
     p.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of unmeasured load before each run (2; 0=off)"
@@ -575,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             mock = start_mock(procs, shared, args.chunks, args.delay_ms)
             targets: dict[str, Target] = {"mock": mock}
             if "aigrid" in args.targets:
-                aigrid = start_aigrid(procs, mock.base)
+                aigrid = start_aigrid(procs, mock.base, args.database_url)
                 targets["aigrid"] = aigrid.target
             if "litellm" in args.targets:
                 targets["litellm"] = start_litellm(procs, mock.base)
