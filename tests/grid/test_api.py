@@ -349,6 +349,16 @@ def test_admin_api_rejects_bad_bodies_in_the_openai_shape(server: LiveServer) ->
         "PUT", "/admin/budgets", json={"tenant": "acme", "period": "day", "tokens": 5, "cost": "1"}
     )
     assert both.status_code == 400
+    # Past what the database's columns hold: a clear 400 (PostgreSQL answered a 500 before).
+    for path, body, param in [
+        ("/admin/limits", {"tenant": "acme", "tpm": 10**12}, "tpm"),
+        ("/admin/limits", {"tenant": "acme", "rpm": 2**31}, "rpm"),
+        ("/admin/budgets", {"tenant": "acme", "period": "day", "tokens": 2**63}, "tokens"),
+        ("/admin/budgets", {"tenant": "acme", "period": "day", "cost": "9" * 20}, None),
+    ]:
+        huge = server.admin("PUT", path, json=body)
+        assert huge.status_code == 400, (body, huge.text)
+        assert huge.json()["error"]["param"] == param, huge.text
     dup = server.admin("POST", "/admin/tenants", json={"name": "acme"})
     assert dup.status_code == 409
     missing = server.admin("GET", "/admin/nothing-here")

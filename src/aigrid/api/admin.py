@@ -55,6 +55,11 @@ _ONE_AMOUNT: list[JsonValue] = [
 ]
 
 
+# What the database columns hold: rates are 32-bit integers, budgets and their micro-units 64-bit.
+MAX_RATE = 2**31 - 1
+MAX_BUDGET = 2**62
+
+
 class BudgetIn(_Body):
     """A budget: tokens, or a cost in currency units as a decimal string; exactly one of the two."""
 
@@ -62,13 +67,15 @@ class BudgetIn(_Body):
 
     tenant: str
     period: Period
-    tokens: int | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0, le=MAX_BUDGET)
     cost: str | None = Field(default=None, pattern=_COST, description="A positive decimal amount.")
 
     @model_validator(mode="after")
     def _one_amount(self) -> BudgetIn:
         if (self.tokens is None) == (self.cost is None):
             raise ValueError("Give exactly one of 'tokens' or 'cost'.")
+        if self.cost is not None and _micro(self.cost) > MAX_BUDGET:
+            raise ValueError(f"'cost' may be at most {MAX_BUDGET // 1_000_000} currency units.")
         return self
 
 
@@ -76,8 +83,8 @@ class LimitsIn(_Body):
     """Rate limits; null removes one."""
 
     tenant: str
-    rpm: int | None = Field(default=None, gt=0)
-    tpm: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0, le=MAX_RATE)
+    tpm: int | None = Field(default=None, gt=0, le=MAX_RATE)
 
 
 @router.post("/tenants", status_code=201)
