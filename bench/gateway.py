@@ -239,7 +239,7 @@ def start_aigrid(procs: Processes, mock_base: str, database_url: str | None = No
         # Limits far above the load, so that every request is admitted from quota grants.
         for path, body in (
             ("/admin/budgets", {"tenant": "bench", "period": "day", "tokens": 10**12}),
-            ("/admin/limits", {"tenant": "bench", "rpm": 10**8, "tpm": 10**12}),
+            ("/admin/limits", {"tenant": "bench", "rpm": 10**8, "tpm": 2 * 10**9}),
         ):
             r = httpx.put(f"{base}{path}", json=body, headers=admin, timeout=10.0)
             if r.status_code != 200:
