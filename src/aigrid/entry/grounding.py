@@ -108,6 +108,11 @@ class Said:
     arguments: frozenset[str]
 
 
+def asking_word(word: str) -> bool:
+    """Whether ``word`` is one a request says around its names and places ("the", "buy", "with")."""
+    return word.lower() in _ASKING_WORDS
+
+
 def said_in(text: str, examples: list[PlanExample]) -> Said:
     """What of ``text`` the plan's arguments may be written in, learned from ``examples``."""
     words = [w.strip(_EDGE) for w in text.split()]
@@ -144,7 +149,7 @@ def copied_arguments(examples: list[PlanExample]) -> frozenset[str]:
 # A number standing alone ("3 Egg Tarts", "December 6, 2026"), not one inside a name or a date
 # written with hyphens ("30L", "6th", "4-star", "2026-12-06"); and numbers said in words.
 _NUMBER = re.compile(r"(?<![\w.-])\d+(?![\w-])")
-_NUMBER_WORDS = {
+NUMBER_WORDS = {
     "one": 1,
     "two": 2,
     "three": 3,
@@ -167,7 +172,7 @@ _WORD = re.compile(r"[a-z0-9]+")
 def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample]) -> list[str]:
     """What ``plan`` leaves out of ``text`` or adds to it, in words for the model (empty: nothing)."""
     problems: list[str] = []
-    acts = any(isinstance(s, CallStep) and _changes_world(s.call, catalog) for s in plan.steps)
+    acts = any(isinstance(s, CallStep) and changes_world(s.call, catalog) for s in plan.steps)
     shown = [_acts(e.plan, catalog) for e in examples]
     if shown and all(shown) and not acts:
         problems.append("it stops at a choice, while requests like this one go on to order or book it")
@@ -178,7 +183,7 @@ def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample])
         said = {int(n) for n in _NUMBER.findall(text)}
         used = _numbers_in(calls) | _numbers_in([s.match for s in plan.steps if isinstance(s, ChooseStep)])
         problems += [f"the request says {n}, and no step uses it" for n in sorted(said - used)]
-        said |= {_NUMBER_WORDS[w] for w in _WORD.findall(text.lower()) if w in _NUMBER_WORDS}
+        said |= {NUMBER_WORDS[w] for w in _WORD.findall(text.lower()) if w in NUMBER_WORDS}
         written = {n for n in _integers_in(calls) if n > 1}
         problems += [f"it writes {n}, a number the request never says" for n in sorted(written - said)]
     known = _forms(text) | _choice_vocabulary(examples)
@@ -193,10 +198,10 @@ def unkept(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample])
 def _acts(plan: dict[str, Any], catalog: Catalog) -> bool:
     """Whether a plan (in its own form) calls an operation that changes the world."""
     steps = plan.get("steps", [])
-    return any(isinstance(s, dict) and _changes_world(str(s.get("call")), catalog) for s in steps)
+    return any(isinstance(s, dict) and changes_world(str(s.get("call")), catalog) for s in steps)
 
 
-def _changes_world(call: str, catalog: Catalog) -> bool:
+def changes_world(call: str, catalog: Catalog) -> bool:
     """Whether ``call`` names an operation that changes the world."""
     operation = catalog.get(call)
     return operation is not None and operation.changes_world

@@ -29,7 +29,9 @@ RULES: tuple[str, ...] = ("cheapest", "nearest", "earliest", "best", "first")
 _AVAILABILITY_COUNTS = ("stock", "seats", "rooms", "available")
 _AVAILABILITY_FLAGS = ("open", "available")
 _TIME_FIELDS = ("depart", "start", "time", "date")
-_RATING_FIELDS = ("stars", "rating")
+RATING_FIELDS = ("stars", "rating")
+# A rating asked for in words: "4-star", "4 star", "5 stars" (one to five).
+_RATING = re.compile(r"(?<![\w.])([1-5])\s*-?\s*stars?\b")
 _NAME_FIELDS = ("name", "item", "title")
 _CODE_FIELDS = ("airline", "id", "sku")
 
@@ -176,9 +178,26 @@ def available(item: Item, needed: int = 1) -> bool:
 
 
 def matches(item: Item, words: str) -> bool:
-    """Whether every word of ``words`` is in the item's text fields, singular or plural (case-insensitive)."""
+    """Whether every word of ``words`` is in the item's text fields, singular or plural (case-insensitive),
+    and a rating they ask for ("4-star", "5 stars") is the item's ``stars`` or ``rating``."""
+    asked = rating_asked(words)
+    if asked is not None:
+        rating = next((item.fields[f] for f in RATING_FIELDS if _is_number(item.fields.get(f))), None)
+        if rating is None or float(rating) != asked:
+            return False
+        words = _RATING.sub(" ", words.lower())
     text = " ".join(str(v) for v in item.fields.values() if isinstance(v, str)).lower()
     return all(singular(w) in text for w in re.findall(r"[a-z0-9]+", words.lower()))
+
+
+def rating_asked(text: str) -> int | None:
+    """The number of stars ``text`` asks for ("a 4-star hotel", "5 stars"), if it says one."""
+    found = _RATING.search(text.lower())
+    return int(found[1]) if found else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def singular(word: str) -> str:
@@ -227,7 +246,7 @@ def _time(item: Item) -> str | None:
 
 
 def _negated_rating(item: Item) -> float | None:
-    for name in _RATING_FIELDS:
+    for name in RATING_FIELDS:
         value = item.fields.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return -float(value)

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from aigrid.entry.catalog import Catalog, Operation
 from aigrid.entry.grounding import MAX_STRING, Said, said_in, unkept
+from aigrid.entry.mending import mended, ordered, rated, relaxed
 from aigrid.entry.plan import RULES, CallStep, ChooseStep, Plan, PlanError, PlanFault, map_strings, references
 from aigrid.entry.reading import Reading
 from aigrid.kernel.tool_search import search_tools, strong
@@ -259,15 +260,47 @@ class _Trial:
         tried = _Tried(messages, answer)
         rehearse = self.rehearse
         try:
-            tried.plan = checked_written(answer, self.catalog, self.asked.shown)
+            written = checked_written(answer, self.catalog, self.asked.shown)
+            tried.plan = written
+            reading = None
             if rehearse is not None:
-                tried.problems = unkept(self.text, tried.plan, self.catalog, self.asked.examples)
-            reading = await rehearse(tried.plan) if rehearse is not None and tried.plan.steps else None
+                if written.steps:
+                    tried.plan = mended(self.text, written, self.catalog, self.asked.examples)
+                tried.problems = self._unkept(tried.plan)
+                if tried.plan.steps:
+                    reading = await self._read(tried)
+                    read = tried.plan
+                    tried.plan = ordered(self.text, rated(self.text, read, reading), reading, self.catalog)
+                    tried.problems = self._unkept(tried.plan)
+                    if tried.plan is not read:
+                        reading = await rehearse(tried.plan)
         except PlanError as exc:
             tried.error = exc
             return tried
-        tried.planned = Planned(tried.plan, messages, answer, reading)
+        shown = answer if tried.plan is written else canonical(tried.plan)
+        tried.planned = Planned(tried.plan, messages, shown, reading)
         return tried
+
+    def _unkept(self, plan: Plan) -> list[str]:
+        return unkept(self.text, plan, self.catalog, self.asked.examples)
+
+    async def _read(self, tried: _Tried) -> Reading:
+        """The plan's reading; where its searches found nothing, the first shorter search that finds
+        something (the tried plan becomes that one)."""
+        assert self.rehearse is not None and tried.plan is not None
+        try:
+            return await self.rehearse(tried.plan)
+        except PlanError as exc:
+            if isinstance(exc, PlanFault) or "nothing" not in str(exc):
+                raise
+            for shorter in relaxed(tried.plan):
+                try:
+                    reading = await self.rehearse(shorter)
+                except PlanError:
+                    continue
+                tried.plan = shorter
+                return reading
+            raise
 
 
 def _repaired(messages: list[dict[str, Any]], answer: str, why: str) -> list[dict[str, Any]]:
@@ -496,6 +529,13 @@ def from_written(raw: Any) -> dict[str, Any]:
             own["args"] = map_strings(step["args"], renamed)
         converted.append(own)
     return {"steps": converted}
+
+
+def canonical(plan: Plan) -> str:
+    """A plan in the written form the planner asks for, as compact JSON."""
+    return orjson.dumps(
+        to_written(plan.model_dump(mode="json", by_alias=True, exclude_defaults=True))
+    ).decode()
 
 
 def checked_written(answer: str, catalog: Catalog, shown: list[Operation] | None = None) -> Plan:

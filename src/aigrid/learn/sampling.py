@@ -24,15 +24,15 @@ import orjson
 
 from aigrid.entry.calls import Caller
 from aigrid.entry.catalog import Catalog
-from aigrid.entry.plan import Plan, PlanError
+from aigrid.entry.plan import PlanError
 from aigrid.entry.planner import (
     PlanExample,
     Planner,
     Prompted,
     Recall,
     WriteFn,
+    canonical,
     checked_written,
-    to_written,
 )
 from aigrid.learn.datasets import Example
 from aigrid.learn.judges import ENTRY_TODAY, plan_verdict
@@ -212,13 +212,6 @@ def _others(recall: Recall) -> Recall:
 def _writable(written: str, schema: dict[str, Any]) -> bool:
     """Whether the answer's grammar (its JSON schema) admits the written plan."""
     return jsonschema.Draft202012Validator(schema).is_valid(orjson.loads(written))
-
-
-def canonical(plan: Plan) -> str:
-    """A plan in the written form the planner asks for, as compact JSON."""
-    return orjson.dumps(
-        to_written(plan.model_dump(mode="json", by_alias=True, exclude_defaults=True))
-    ).decode()
 
 
 def _reference(task: dict[str, Any], found: Catalog) -> str | None:

@@ -92,8 +92,7 @@ def _part(part: dict[str, Any], catalog: Catalog, p: str, buys: bool) -> list[St
             ),
         ]
     if "hotel" in part:
-        if part.get("stars") is not None:
-            raise NoReference("a choice cannot ask for a number of stars")
+        stars = part.get("stars")
         (travel,) = _services(catalog, "travel", "search_hotels")[:1]
         book = {
             "id": f"{p}buy",
@@ -102,7 +101,13 @@ def _part(part: dict[str, Any], catalog: Catalog, p: str, buys: bool) -> list[St
         }
         return [
             {"id": f"{p}h", "call": f"{travel}.search_hotels", "args": {"city": part["hotel"]}},
-            {"id": f"{p}pick", "choose": part["pick"], "from": [f"{p}h"], "where": "available", "match": ""},
+            {
+                "id": f"{p}pick",
+                "choose": part["pick"],
+                "from": [f"{p}h"],
+                "where": "available",
+                "match": "" if stars is None else f"{int(stars)}-star",
+            },
             *([book] if buys else []),
         ]
     if "food" in part:

@@ -1,0 +1,335 @@
+"""What code can put right in a small model's plan from the request alone.
+
+A 135M planner gets the shape of a plan from its worked example and often the details wrong in
+ways that need no model to see: it takes the ``sku`` from a search instead of the item it chose,
+stops at the choice of a request that says "buy it", writes the example's quantity, or searches
+for "mice" where the shops sell a "mouse". The planner mends these before it judges the plan:
+
+- ``mended``: a reference to a search whose results a later choice picks from is a reference to
+  that choice; a request that asks to buy (and does not say not to) gets the ordering steps of
+  the nearest example that orders after the same searches and choices; each quantity and each
+  number of nights is the one the request says for that item.
+- ``relaxed``: a plan whose searches found nothing is tried again with shorter queries (the
+  request's words without its filler words, then fewer of them), its choices asking no more.
+- ``ordered``: a plan that stops at its choice for a request that asks to buy gets the call that
+  orders the chosen item, where exactly one operation of its service can, from the item's fields.
+- ``rated``: a choice among rated items (a ``stars`` or ``rating`` field) that the request asks
+  a rating of ("a 4-star hotel") asks for it too.
+
+Nothing here knows the right answer: each mend reads the plan, the request and what the plan's
+own read-only steps found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aigrid.entry.catalog import Catalog
+from aigrid.entry.grounding import NUMBER_WORDS, asking_word, changes_world
+from aigrid.entry.plan import (
+    RATING_FIELDS,
+    REFERENCE,
+    Plan,
+    map_strings,
+    rating_asked,
+    references,
+    singular,
+)
+
+if TYPE_CHECKING:
+    from aigrid.entry.planner import PlanExample
+    from aigrid.entry.reading import Reading
+
+# Shorter queries tried, at most, when a plan's searches found nothing.
+MAX_RELAXED = 3
+# Argument names that hold a search's words, as services conventionally call them.
+_QUERY_ARGS = ("query", "q", "keywords", "search", "text")
+# Tokens of a request: words (with inner hyphens or apostrophes) and the marks that end a phrase.
+_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*|[.,;:!?]")
+_PHRASE_ENDS = frozenset(".,;:!?") | {"and", "or", "but", "then", "plus"}
+# How far before an item's name its count may be said ("two bowls of shrimp wonton noodles").
+_COUNT_REACH = 3
+_BUYING = frozenset(["buy", "order", "get", "book", "purchase", "send", "deliver", "reserve", "grab", "pick"])
+# What a request says when it only asks, or asks not to act.
+_ONLY_ASKING = re.compile(
+    r"\?|n't\b|\bnot\b|\bwithout\b|\btell me\b|\basking\b|\bchecking\b|\blooking\b|\bjust (?:see|show)\b"
+)
+
+
+def mended(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample]) -> Plan:
+    """``plan`` with what the request alone shows wrong put right (the same plan when nothing is)."""
+    steps = _dumped(plan)
+    steps = _chosen_references(steps)
+    steps = _acting_as_asked(text, steps, catalog, examples)
+    steps = _said_counts(text, steps)
+    return _rebuilt(plan, steps)
+
+
+def relaxed(plan: Plan) -> Iterator[Plan]:
+    """Plans like ``plan`` with shorter search queries, most words first, for searches that found nothing."""
+    steps = _dumped(plan)
+    queries = {
+        str(v).lower()
+        for s in steps
+        if "call" in s
+        for k, v in s.get("args", {}).items()
+        if k in _QUERY_ARGS and isinstance(v, str) and not v.startswith("$")
+    }
+    tried: set[tuple[str, ...]] = set()
+    for query in sorted(queries):
+        for shorter in _shorter(query)[:MAX_RELAXED]:
+            if shorter in tried:
+                continue
+            tried.add(shorter)
+            yield _rebuilt(plan, _with_query(steps, query, shorter))
+
+
+def rated(text: str, plan: Plan, reading: Reading) -> Plan:
+    """``plan`` whose choices among rated items ask for the rating the request says ("4-star")."""
+    asked = rating_asked(text)
+    if asked is None:
+        return plan
+    steps = _dumped(plan)
+    for step in steps:
+        item = reading.chosen.get(str(step.get("id")))
+        if "choose" not in step or item is None or rating_asked(str(step.get("match", ""))) is not None:
+            continue
+        if any(isinstance(item.fields.get(f), int | float) for f in RATING_FIELDS):
+            step["match"] = f"{step.get('match', '')} {asked}-star".strip()
+    return _rebuilt(plan, steps)
+
+
+def ordered(text: str, plan: Plan, reading: Reading, catalog: Catalog) -> Plan:
+    """``plan`` that stops at its choice for a request that asks to buy, with the call that orders
+    the chosen item: the one operation of the item's service that changes the world and whose every
+    required argument the item's fields (or the count the request says) fill."""
+    steps = _dumped(plan)
+    if any(changes_world(str(s.get("call")), catalog) for s in steps) or not _asks_to_act(text):
+        return plan
+    last = next((s for s in reversed(steps) if "choose" in s), None)
+    item = None if last is None else reading.chosen.get(str(last["id"]))
+    if last is None or item is None:
+        return plan
+    fitting = []
+    for operation in catalog.plannable():
+        if operation.service != item.service or not operation.changes_world:
+            continue
+        args = _filled(operation.parameters, last, item.fields, text)
+        if args is not None:
+            fitting.append((operation, args))
+    if len(fitting) != 1:
+        return plan
+    (operation, args), taken = fitting[0], {str(s["id"]) for s in steps}
+    new_id = next(f"act{m}" for m in range(1, len(taken) + 2) if f"act{m}" not in taken)
+    return _rebuilt(plan, [*steps, {"id": new_id, "call": operation.name, "args": args}])
+
+
+def _filled(parameters: dict[str, Any], choice: dict[str, Any], fields: dict[str, Any], text: str) -> Any:
+    """Arguments for every required parameter, from the chosen item's fields or the count the request
+    says (None where one cannot be filled)."""
+    args: dict[str, Any] = {}
+    for name in parameters.get("required", []):
+        if name in fields:
+            args[name] = f"${choice['id']}.{name}"
+            continue
+        if name != "quantity":
+            return None
+        tokens = _TOKEN.findall(text.lower())
+        match = str(choice.get("match", ""))
+        said = _said_count(tokens, match)
+        if said is None and _says_a_number(tokens, [match]):
+            return None  # a number said, not for this item: not code's to guess
+        args[name] = 1 if said is None else said
+    return args
+
+
+def _dumped(plan: Plan) -> list[dict[str, Any]]:
+    return [s.model_dump(mode="json", by_alias=True) for s in plan.steps]
+
+
+def _rebuilt(plan: Plan, steps: list[dict[str, Any]]) -> Plan:
+    """The plan ``steps`` make, or ``plan`` when they make the same one or none that validates."""
+    if steps == _dumped(plan):
+        return plan
+    try:
+        return Plan.model_validate({"steps": steps})
+    except ValueError:
+        return plan
+
+
+def _chosen_references(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``$search.sku`` is ``$choice.sku`` where a choice before the step picks from that search."""
+    picked_from: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        if "choose" in step:
+            for source in step.get("from", []):
+                picked_from.setdefault(str(source), str(step["id"]))
+            out.append(step)
+        else:
+            out.append({**step, "args": _renamed(step.get("args", {}), dict(picked_from))})
+    return out
+
+
+def _renamed(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with each reference to a step of ``names`` made to the step it is renamed to."""
+
+    def renamed(text: str) -> str:
+        found = REFERENCE.match(text)
+        return f"${names[found[1]]}.{found[2]}" if found and found[1] in names else text
+
+    return map_strings(value, renamed)
+
+
+def _acting_as_asked(
+    text: str, steps: list[dict[str, Any]], catalog: Catalog, examples: list[PlanExample]
+) -> list[dict[str, Any]]:
+    """A plan that stops at its choice for a request that asks to buy gets the ordering steps of the
+    nearest example that orders after the same searches and choices."""
+    if any(changes_world(str(s.get("call")), catalog) for s in steps) or not _asks_to_act(text):
+        return steps
+    shape = [_shape(s) for s in steps]
+    for example in examples:
+        own = [s for s in example.plan.get("steps", []) if isinstance(s, dict)]
+        acting = [s for s in own if changes_world(str(s.get("call")), catalog)]
+        reading = [s for s in own if s not in acting]
+        if not acting or [_shape(s) for s in reading] != shape:
+            continue
+        renamed = {str(e.get("id")): str(s["id"]) for e, s in zip(reading, steps, strict=True)}
+        taken = {str(s["id"]) for s in steps}
+        for step in acting:
+            new_id = next(f"act{m}" for m in range(1, len(taken) + 2) if f"act{m}" not in taken)
+            taken.add(new_id)
+            renamed[str(step.get("id"))] = new_id
+        added = [
+            {
+                "id": renamed[str(s.get("id"))],
+                "call": s["call"],
+                "args": _renamed(s.get("args", {}), renamed),
+                "after": [renamed.get(str(a), str(a)) for a in s.get("after", [])],
+            }
+            for s in acting
+        ]
+        return [*steps, *added]
+    return steps
+
+
+def _asks_to_act(text: str) -> bool:
+    """Whether a request says to buy, order or book, and nowhere that it only asks."""
+    lowered = text.lower()
+    return not _ONLY_ASKING.search(lowered) and bool(_BUYING & set(_TOKEN.findall(lowered)))
+
+
+def _shape(step: dict[str, Any]) -> tuple[str, ...]:
+    """What a step does, whatever it is called: the call it makes, or the choice and what it picks from."""
+    if "choose" in step:
+        return ("choose", str(step.get("choose")), str(len(step.get("from", []))))
+    return ("call", str(step.get("call")))
+
+
+def _said_counts(text: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each quantity the count the request says for its item, and nights the nights it says."""
+    tokens = _TOKEN.findall(text.lower())
+    matches = {str(s["id"]): str(s.get("match", "")) for s in steps if "choose" in s}
+    says_a_number = _says_a_number(tokens, list(matches.values()))
+    nights = _said_nights(tokens)
+
+    def fixed(value: Any) -> Any:
+        if isinstance(value, list):
+            return [fixed(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        value = {k: fixed(v) for k, v in value.items()}
+        if nights is not None and _is_count(value.get("nights")):
+            value["nights"] = nights
+        if _is_count(value.get("quantity")):
+            chosen = [r for r, _ in references(value) if r in matches]
+            said = _said_count(tokens, matches[chosen[-1]]) if chosen else None
+            if said is None and not says_a_number:
+                said = 1
+            if said is not None:
+                value["quantity"] = said
+        return value
+
+    return [{**s, "args": fixed(s["args"])} if "call" in s else s for s in steps]
+
+
+def _says_a_number(tokens: list[str], names: list[str]) -> bool:
+    """Whether the request says a count, not counting numbers in the items' names ("size 42")."""
+    named = {w for name in names for w in re.findall(r"[a-z0-9]+", name.lower())}
+    return any(_count_word(t) is not None for t in tokens if t not in ("a", "an") and t not in named)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _said_count(tokens: list[str], match: str) -> int | None:
+    """The count said just before the first mention of ``match``'s words in the request, if any."""
+    words = [singular(w) for w in re.findall(r"[a-z0-9]+", match.lower()) if not asking_word(w)]
+    if not words:
+        return None
+    for at, token in enumerate(tokens):
+        if singular(token) != words[0]:
+            continue
+        for back in range(1, _COUNT_REACH + 1):
+            before = tokens[at - back] if at - back >= 0 else None
+            if before is None or before in _PHRASE_ENDS:
+                break
+            count = _count_word(before)
+            if count is not None:
+                return count
+        return None
+    return None
+
+
+def _said_nights(tokens: list[str]) -> int | None:
+    """The nights a request says ("for 3 nights", "one night"), if it says them once."""
+    said = {
+        count
+        for at, token in enumerate(tokens)
+        if token in ("night", "nights") and at > 0 and (count := _count_word(tokens[at - 1])) is not None
+    }
+    return said.pop() if len(said) == 1 else None
+
+
+def _count_word(token: str) -> int | None:
+    """The count a word says: "3", "three", "a"; None for anything else."""
+    if token.isdigit() and 0 < len(token) <= 3:
+        return int(token)
+    if token in ("a", "an"):
+        return 1
+    return NUMBER_WORDS.get(token)
+
+
+def _shorter(query: str) -> list[tuple[str, ...]]:
+    """Shorter forms of a query: without filler words, then without its last words, two at least."""
+    words = tuple(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", query))
+    meaningful = tuple(w for w in words if not asking_word(w))
+    found: list[tuple[str, ...]] = []
+    if meaningful and meaningful != words:
+        found.append(meaningful)
+    for end in range(len(meaningful) - 1, 1, -1):
+        found.append(meaningful[:end])
+    return found
+
+
+def _with_query(steps: list[dict[str, Any]], query: str, shorter: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``steps`` searching for ``shorter`` instead of ``query``, and choosing by no word it dropped."""
+    dropped = set(re.findall(r"[a-z0-9]+", query)) - {p for w in shorter for p in re.findall(r"[a-z0-9]+", w)}
+    out: list[dict[str, Any]] = []
+    for step in steps:
+        if "call" in step:
+            args = {
+                k: " ".join(shorter) if k in _QUERY_ARGS and isinstance(v, str) and v.lower() == query else v
+                for k, v in step.get("args", {}).items()
+            }
+            out.append({**step, "args": args})
+        elif "choose" in step and dropped:
+            kept = [w for w in str(step.get("match", "")).split() if w.lower().strip(".,") not in dropped]
+            out.append({**step, "match": " ".join(kept)})
+        else:
+            out.append(step)
+    return out
