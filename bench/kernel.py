@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/kernel.py              # every scenario, fair scheduler beside FIFO
     .venv/bin/python bench/kernel.py --quick      # smaller figures, for a smoke run
+    .venv/bin/python bench/kernel.py --postgres --only overhead   # as a cluster node on PostgreSQL
+
+With ``--postgres`` each scenario gets a fresh database on a throwaway PostgreSQL server that syncs
+its commits to disk (fsync on, as in production; tests/postgres.py), and the kernel runs as a
+cluster node would: a member of the cluster with a lease, every step's writes fenced by its owner.
 
 Everything runs in one process, as the server runs it: the kernel, its workers and scheduler, the
 grid (admission, routing, the ledger) and a SQLite database, with one deployment on the shared mock
@@ -25,12 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -51,6 +57,7 @@ from aigrid.kernel.tools import CallContext, Tool, ToolRegistry
 from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountStore, Principal
 from aigrid.store.agents import AgentStore
+from aigrid.store.cluster import ClusterStore
 from aigrid.store.db import WalCheckpointer, make_engine, migrate
 from aigrid.store.ledger import Ledger
 from aigrid.store.processes import ProcessRecord, ProcessStore, StepUsage
@@ -58,6 +65,16 @@ from aigrid.store.schema import ProcessRow
 from processes import signals_raise, stop_process_group
 
 CAP = 64
+SCENARIOS = ("overhead", "capacity", "fairness", "latency")
+# Where each rig's fresh database is: SQLite in the rig's folder, or a new PostgreSQL database.
+DatabaseFor = Callable[[Path], str]
+
+
+def _sqlite_in(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'kernel.db'}"
+
+
+DATABASE_FOR: list[DatabaseFor] = [_sqlite_in]  # set by databases()
 ROOT = Path(__file__).resolve().parents[1]
 NOOP = "bench.noop"
 
@@ -184,8 +201,10 @@ async def make_rig(
     tenants: list[str],
 ) -> Rig:
     """``agents``: name -> (model calls per process, priority)."""
-    engine = make_engine(f"sqlite:///{workdir / 'kernel.db'}")
+    engine = make_engine(DATABASE_FOR[0](workdir))
     migrate(engine)
+    # On a database server the kernel is a cluster node: it owns what it spawns, under a lease.
+    node = None if engine.dialect.name == "sqlite" else ClusterStore(engine).register("bench", 3600, None, {})
     accounts = AccountStore(engine)
     ids = {t: accounts.ensure_tenant(t) for t in tenants}
     store = AgentStore(engine)
@@ -219,7 +238,8 @@ async def make_rig(
     model = ToolCallScript(
         GridModelClient(grid, TenantNames(accounts.tenant_names)), {a: s for a, (s, _) in agents.items()}
     )
-    kernel = Kernel(Runner(model, processes, store, tools), processes, store, scheduler, workers=workers)
+    runner = Runner(model, processes, store, tools)
+    kernel = Kernel(runner, processes, store, scheduler, workers=workers, owner=lambda: node)
     await kernel.start()
     return Rig(kernel, model, processes, engine, deployment, ledger, checkpointer, ids)
 
@@ -370,6 +390,23 @@ async def latency(upstream: str, kind: str, background: int, steps: int) -> list
     return latencies
 
 
+@contextmanager
+def databases(postgres: bool) -> Iterator[None]:
+    """With ``postgres``, each rig's database a fresh one on a durable throwaway PostgreSQL server."""
+    if not postgres:
+        yield
+        return
+    from tests.postgres import Postgres
+
+    server = Postgres(durable=True)
+    DATABASE_FOR[0] = lambda _workdir: server.new_database()
+    try:
+        yield
+    finally:
+        DATABASE_FOR[0] = _sqlite_in
+        server.stop()
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
@@ -378,22 +415,31 @@ def p95(values: list[float]) -> float:
 async def main(args: argparse.Namespace) -> None:
     (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
     n, steps = args.processes, args.steps
-    print(f"# aigrid kernel bench: {n} processes x {steps} model steps; upstream cap {CAP}")
+    where = "PostgreSQL (fsync on), as a cluster node" if args.postgres else "SQLite"
+    print(f"# aigrid kernel bench: {n} processes x {steps} model steps; upstream cap {CAP}; {where}")
 
-    with mock_upstream(0) as fast:
-        direct = await direct_grid(fast, n * steps)
-        overhead_runs = {kind: await capacity(fast, kind, n, steps) for kind in ("fair", "fifo")}
-    print("\n## overhead (mock --delay-ms 0)")
-    print(f"grid alone: {n * steps} calls in {direct:.2f} s = {direct / (n * steps) * 1000:.3f} ms/call")
-    for kind, run in overhead_runs.items():
-        per_step = (run["wall_s"] - direct) / run["model_calls"] * 1000
-        done = f"{int(run['done'])}/{n} done, {run['model_calls']} model steps in {run['wall_s']:.2f} s"
-        print(
-            f"kernel {kind:<4}: {done}; kernel overhead {per_step:.3f} ms per model step "
-            f"({per_step / 2:.3f} ms per step, tool steps counted)"
-        )
+    if "overhead" in args.only:
+        with mock_upstream(0) as fast:
+            direct = await direct_grid(fast, n * steps)
+            overhead_runs = {kind: await capacity(fast, kind, n, steps) for kind in ("fair", "fifo")}
+        print("\n## overhead (mock --delay-ms 0)")
+        print(f"grid alone: {n * steps} calls in {direct:.2f} s = {direct / (n * steps) * 1000:.3f} ms/call")
+        for kind, run in overhead_runs.items():
+            per_step = (run["wall_s"] - direct) / run["model_calls"] * 1000
+            done = f"{int(run['done'])}/{n} done, {run['model_calls']} model steps in {run['wall_s']:.2f} s"
+            print(
+                f"kernel {kind:<4}: {done}; kernel overhead {per_step:.3f} ms per model step "
+                f"({per_step / 2:.3f} ms per step, tool steps counted)"
+            )
+    if set(args.only) - {"overhead"}:
+        with mock_upstream(50) as slow:
+            await _loaded(args, slow)
 
-    with mock_upstream(50) as slow:
+
+async def _loaded(args: argparse.Namespace, slow: str) -> None:
+    """The scenarios on the slow upstream: capacity, fairness, interactive latency."""
+    n, steps = args.processes, args.steps
+    if "capacity" in args.only:
         cap_runs = {kind: await capacity(slow, kind, n, steps) for kind in ("fair", "fifo")}
         print("\n## capacity (mock --delay-ms 50)")
         ideal = n * steps * 0.050 / CAP
@@ -402,7 +448,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"{kind:<4}: {int(run['done'])}/{n} done in {run['wall_s']:.2f} s (ideal {ideal:.2f} s); "
                 f"upstream busy {run['busy'] * 100:.1f}%"
             )
-
+    if "fairness" in args.only:
         print(f"\n## fairness: tenant a 10 processes, tenant b 500, equal weights, {args.window:g} s window")
         for kind in ("fair", "fifo"):
             f = await fairness(slow, kind, args.window)
@@ -410,7 +456,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"{kind:<4}: a {int(f['a_tokens'])} tokens, b {int(f['b_tokens'])} tokens; "
                 f"a's share {f['a_share'] * 100:.1f}%; Jain's index {f['jain']:.3f}"
             )
-
+    if "latency" in args.only:
         print(f"\n## interactive latency with {args.background} background processes")
         idle = await latency(slow, "fair", 0, args.chat_steps)
         print(f"idle      : p50 {statistics.median(idle):.1f} ms, p95 {p95(idle):.1f} ms")
@@ -432,11 +478,15 @@ def cli() -> None:
     parser.add_argument("--background", type=int, default=500)
     parser.add_argument("--chat-steps", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="100 processes, 2 s windows")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="(all)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="a throwaway PostgreSQL (fsync on), the kernel a cluster node"
+    )
     args = parser.parse_args()
     if args.quick:
         args.processes, args.window, args.background, args.chat_steps = 100, 2.0, 100, 10
     logging.basicConfig(level=logging.WARNING)
-    with signals_raise():
+    with signals_raise(), databases(args.postgres):
         try:
             asyncio.run(main(args))
         except KeyboardInterrupt:

@@ -58,7 +58,8 @@ def unavailable(reason: str) -> None:
 class Postgres:
     """A PostgreSQL server of our own on a free port, trusting local connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, durable: bool = False) -> None:
+        """Start one; ``durable`` keeps fsync on, as a production server runs (tests run without it)."""
         bin_dir = _bin_dir()
         if bin_dir is None:
             unavailable("PostgreSQL server binaries are not installed (apt-get install postgresql)")
@@ -74,7 +75,9 @@ class Postgres:
         if self._as_root:
             shutil.chown(self.root, "postgres")
         self._run("initdb", "-D", str(self.data), "-U", "aigrid", "--auth=trust", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        if not durable:
+            options += " -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.root / "log"), "-o", options, "start")
         self._databases = 0
 

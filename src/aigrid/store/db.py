@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -70,11 +71,14 @@ class DriverStatement:
 
 
 class DriverConnection:
-    """Where a store's hot statements run: one driver connection kept open on SQLite, the pool elsewhere.
+    """Where a store's hot statements run: one driver connection kept open on SQLite, one per thread
+    on a database server.
 
     SQLite's calls run inline on the event loop (see StoreCalls), so one connection serves them
     without the pool's checkout and return on every statement; a lock keeps other threads' calls
-    apart. A database server's calls run on threads, each with a pooled connection of its own.
+    apart. A database server's calls run on threads, each on a connection of its own thread's,
+    kept in autocommit (``ServerConnections``): the pool's checkout and its rollback on return
+    cost 0.3 ms a statement, more than the statement.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -82,17 +86,14 @@ class DriverConnection:
         self._keep = engine.dialect.name == "sqlite"
         self._kept: Any = None
         self._lock = threading.Lock()
+        self._server = None if self._keep else server_connections(engine)
 
     @contextmanager
     def cursor(self, *, write: bool = False) -> Iterator[Any]:
         """A driver cursor; a writer's statements commit together at the end, under the write lock."""
-        if not self._keep:
-            conn = self._engine.raw_connection()
-            try:
-                with self._transaction(conn, write) as cursor:
-                    yield cursor
-            finally:
-                conn.close()
+        if self._server is not None:
+            with self._server.cursor(write=write) as cursor:
+                yield cursor
             return
         with self._lock:
             if self._kept is None:
@@ -116,6 +117,104 @@ class DriverConnection:
                 raise
             finally:
                 cursor.close()
+
+
+class ServerConnections:
+    """One driver connection per thread to a database server, in autocommit, for the hot statements.
+
+    A read is then one round trip; a write is its statements between BEGIN and COMMIT. A connection
+    idle for longer than ``IDLE_PING_S`` is pinged before use (as the pool's pre-ping does), and one
+    that fails is closed and replaced at the next call. All of them close when the engine is disposed.
+    """
+
+    IDLE_PING_S = 10.0
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._local = threading.local()
+        self._open: set[Any] = set()
+        self._lock = threading.Lock()
+        dbapi = engine.dialect.loaded_dbapi
+        self._broken: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
+        event.listen(engine, "engine_disposed", lambda _engine: self.close())
+
+    @contextmanager
+    def cursor(self, *, write: bool) -> Iterator[Any]:
+        """A cursor on this thread's connection; a writer's statements form one transaction."""
+        conn = self._connection()
+        cursor = conn.cursor()
+        try:
+            if write:
+                cursor.execute("BEGIN")
+            yield cursor
+            if write:
+                conn.commit()
+        except BaseException as exc:
+            if isinstance(exc, self._broken) or getattr(conn, "broken", False):
+                self._drop(conn)
+            elif write:
+                conn.rollback()
+            raise
+        finally:
+            if not conn.closed:
+                cursor.close()
+            self._local.used = time.monotonic()
+
+    def _connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed:
+            if time.monotonic() - self._local.used < self.IDLE_PING_S:
+                return conn
+            try:
+                ping = conn.cursor()
+                ping.execute("SELECT 1")
+                ping.close()
+                self._local.used = time.monotonic()
+                return conn
+            except self._broken:
+                self._drop(conn)
+        proxy = self._engine.raw_connection()
+        proxy.detach()  # the pool neither counts it as checked out nor hands it to anyone else
+        conn = proxy.dbapi_connection
+        assert conn is not None
+        conn.autocommit = True
+        self._local.conn, self._local.used = conn, time.monotonic()
+        with self._lock:
+            self._open.add(conn)
+        return conn
+
+    def _drop(self, conn: Any) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
+        try:
+            conn.close()
+        except Exception:
+            logger.debug("closing a broken connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Close every thread's connection (the engine is being disposed)."""
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:
+                logger.debug("closing a kept connection failed", exc_info=True)
+
+
+_SERVER_CONNECTIONS: weakref.WeakKeyDictionary[Engine, ServerConnections] = weakref.WeakKeyDictionary()
+_SERVER_LOCK = threading.Lock()
+
+
+def server_connections(engine: Engine) -> ServerConnections:
+    """The engine's per-thread connections, shared by every store on it."""
+    with _SERVER_LOCK:
+        found = _SERVER_CONNECTIONS.get(engine)
+        if found is None:
+            found = _SERVER_CONNECTIONS[engine] = ServerConnections(engine)
+        return found
 
 
 def sqlite_url(data_dir: Path) -> str:

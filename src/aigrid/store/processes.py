@@ -162,9 +162,30 @@ def now_sql(engine: Engine) -> str:
 
 
 def _step_sql(moves: bool, fence: str) -> Any:
-    return text(_STEP_SET.format(moves=_MOVES if moves else "", final=_FINAL_SQL, fence=fence))
+    return text(_step_set(moves, fence))
 
 
+def _step_set(moves: bool, fence: str) -> str:
+    return _STEP_SET.format(moves=_MOVES if moves else "", final=_FINAL_SQL, fence=fence)
+
+
+def _pg_step_sql(moves: bool, fence: str) -> Any:
+    return text(_PG_STEP.format(step=_step_set(moves, fence)))
+
+
+# On PostgreSQL a step is one statement, in autocommit: the process's UPDATE, its journal entries
+# (the arrays' elements, numbered) and its audit record as data-modifying CTEs, so a step is one
+# round trip and one commit instead of five; a unique violation undoes all of it.
+_PG_STEP = (
+    "WITH moved AS ({step}), "
+    "journal AS (INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
+    "SELECT moved.pid, moved.steps - :entries + e.n, e.kind, e.payload, :at FROM moved, "
+    "unnest(CAST(:kinds AS VARCHAR[]), CAST(:payloads AS TEXT[])) WITH ORDINALITY AS e(kind, payload, n)), "
+    "audit AS (INSERT INTO tool_audit (at_us, tenant_id, pid, agent, tool, arguments_sha256, outcome) "
+    "SELECT :at, moved.tenant_id, moved.pid, moved.agent, :tool, :digest, :outcome FROM moved "
+    "WHERE CAST(:audited AS BOOLEAN)) "
+    f"SELECT {_COLUMNS} FROM moved"
+)
 _JOURNAL = text(
     "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
     "VALUES (:pid, :seq, :kind, :payload, :at)"
@@ -215,6 +236,12 @@ class _Statements:
         # [unchecked, checked for an owner]: a server's own steps are checked, a person's signal not.
         self.step = [DriverStatement(engine, _step_sql(False, f)) for f in ("", fence)]
         self.step_moves = [DriverStatement(engine, _step_sql(True, f)) for f in ("", fence)]
+        # [moves][checked]: the whole step in one statement, on PostgreSQL only.
+        self.pg_step = (
+            [[DriverStatement(engine, _pg_step_sql(m, f)) for f in ("", fence)] for m in (False, True)]
+            if engine.dialect.name == "postgresql"
+            else None
+        )
         self.journal = DriverStatement(engine, _JOURNAL)
         self.audit = DriverStatement(engine, _AUDIT)
         self.move = [DriverStatement(engine, text(_MOVE.format(fence=f))) for f in ("", fence)]
@@ -370,6 +397,8 @@ class ProcessStore:
             **_fence_values(owner),
         }
         checked = owner is not None
+        if self._sql.pg_step is not None:
+            return self._pg_append(values, entries, audit, moves=state is not None, owner=owner)
         try:
             with self._driver.cursor(write=True) as cursor:
                 (self._sql.step if state is None else self._sql.step_moves)[checked].run(cursor, values)
@@ -412,6 +441,40 @@ class ProcessStore:
                 return record
         except self._integrity as exc:  # another worker journaled this process's step first
             raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
+
+    def _pg_append(
+        self,
+        values: dict[str, Any],
+        entries: list[tuple[StepKind, dict[str, Any]]],
+        audit: AuditEntry | None,
+        *,
+        moves: bool,
+        owner: Owner | None,
+    ) -> ProcessRecord:
+        """``append`` on PostgreSQL: the whole step in one statement (``_PG_STEP``)."""
+        assert self._sql.pg_step is not None
+        pid = str(values["pid"])
+        values = {
+            **values,
+            "kinds": [k for k, _ in entries],
+            "payloads": [orjson.dumps(p).decode() for _, p in entries],
+            "audited": audit is not None,
+            "tool": None if audit is None else audit.tool[:128],
+            "digest": None if audit is None else audit.arguments_sha256,
+            "outcome": None if audit is None else audit.outcome,
+        }
+        try:
+            with self._driver.cursor() as cursor:  # one statement: its own transaction
+                self._sql.pg_step[moves][owner is not None].run(cursor, values)
+                row = cursor.fetchone()
+                if row is not None:
+                    return _record(row)
+                current = self._read(cursor, pid, None).state
+        except self._integrity as exc:  # another worker journaled this process's step first
+            raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
+        if owner is not None and current not in FINAL_STATES:
+            raise NotOwner(pid, owner)
+        raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
 
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
