@@ -236,7 +236,7 @@ def start_node(node: Node, config: str, admin_key: str) -> None:
     path = node.data_dir / "aigrid.toml"
     path.write_text(config, encoding="utf-8")
     argv = [sys.executable, "-m", "aigrid", "serve", "--config", str(path), "--host", HOST]
-    argv += ["--port", str(node.port), "--data-dir", str(node.data_dir), "--node", node.name]
+    argv += ["--port", str(node.port), "--data-dir", str(node.data_dir), "--cluster", node.name]
     env = {**os.environ, "AIGRID_ADMIN_KEY": admin_key}
     node.child = spawn(node.name, argv, node.data_dir / "server.log", env)
 

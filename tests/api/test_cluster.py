@@ -31,9 +31,9 @@ def _config(upstream: str, database_url: str, node: str) -> str:
 
 
 def _beta(tmp_path: Path, upstream: str, database_url: str) -> LiveServer:
-    """The second server: its config names it "ignored", and --node (which wins) "beta"."""
+    """The second server: its config names it "ignored", and --cluster (which wins) "beta"."""
     config = _config(upstream, database_url, "ignored").replace("ignored.example", "beta.example")
-    return LiveServer(tmp_path / "b", config, serve_args=("--node", "beta"))
+    return LiveServer(tmp_path / "b", config, serve_args=("--cluster", "beta"))
 
 
 def _nodes(server: LiveServer) -> dict[str, dict[str, Any]]:

@@ -107,8 +107,10 @@ def serve(
     node: Annotated[
         str | None,
         typer.Option(
+            "--cluster",
+            "--node",
             help="This server's node name in a cluster sharing one database (default: the config's "
-            "cluster.node, else host:port)."
+            "cluster.node, else host:port).",
         ),
     ] = None,
 ) -> None:
