@@ -9,8 +9,8 @@ for "mice" where the shops sell a "mouse". The planner mends these before it jud
   that choice; a request that asks to buy (and does not say not to) gets the ordering steps of
   the nearest example that orders after the same searches and choices; each quantity and each
   number of nights is the one the request says for that item.
-- ``relaxed``: a plan whose searches found nothing is tried again with shorter queries (the
-  request's words without its filler words, then fewer of them), its choices asking no more.
+- ``relaxed``: a plan whose searches found nothing is tried again with plainer queries (without
+  filler words, irregular plurals made singular: "mice" finds a mouse), its choices asking the same.
 - ``ordered``: a plan that stops at its choice for a request that asks to buy gets the call that
   orders the chosen item, where exactly one operation of its service can, from the item's fields.
 - ``rated``: a choice among rated items (a ``stars`` or ``rating`` field) that the request asks
@@ -42,8 +42,92 @@ if TYPE_CHECKING:
     from aigrid.entry.planner import PlanExample
     from aigrid.entry.reading import Reading
 
-# Shorter queries tried, at most, when a plan's searches found nothing.
-MAX_RELAXED = 3
+# Plurals that no ending rule makes singular, as shops name their products.
+_IRREGULAR = {
+    "mice": "mouse",
+    "geese": "goose",
+    "feet": "foot",
+    "teeth": "tooth",
+    "children": "child",
+    "men": "man",
+    "women": "woman",
+    "people": "person",
+    "knives": "knife",
+    "shelves": "shelf",
+    "leaves": "leaf",
+}
+# Words just before a number that make it no count ("size 42", "under 300", "December 6"), and
+# just after it ("300 yuan", "2 nights", "4-star", "16 GB").
+_NOT_COUNT_BEFORE = frozenset(
+    [
+        "size",
+        "under",
+        "over",
+        "than",
+        "about",
+        "roughly",
+        "around",
+        "below",
+        "above",
+        "max",
+        "at",
+        "no",
+        "number",
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
+)
+_NOT_COUNT_AFTER = frozenset(
+    [
+        "yuan",
+        "rmb",
+        "cny",
+        "dollars",
+        "usd",
+        "cents",
+        "night",
+        "nights",
+        "star",
+        "stars",
+        "gb",
+        "tb",
+        "mah",
+        "l",
+        "kg",
+        "g",
+        "inch",
+        "inches",
+        "percent",
+        "pm",
+        "am",
+        "th",
+        "st",
+        "nd",
+        "rd",
+    ]
+)
 # Argument names that hold a search's words, as services conventionally call them.
 _QUERY_ARGS = ("query", "q", "keywords", "search", "text")
 # Tokens of a request: words (with inner hyphens or apostrophes) and the marks that end a phrase.
@@ -68,7 +152,10 @@ def mended(text: str, plan: Plan, catalog: Catalog, examples: list[PlanExample])
 
 
 def relaxed(plan: Plan) -> Iterator[Plan]:
-    """Plans like ``plan`` with shorter search queries, most words first, for searches that found nothing."""
+    """The plan with its search queries in plainer words (filler words dropped, irregular plurals
+    made singular: "mice" finds a mouse), its choices asking the same, where any query changes;
+    for searches that found nothing. No word that names the thing is dropped: "nimbus 16 laptop"
+    must not become a search for any Nimbus."""
     steps = _dumped(plan)
     queries = {
         str(v).lower()
@@ -77,13 +164,9 @@ def relaxed(plan: Plan) -> Iterator[Plan]:
         for k, v in s.get("args", {}).items()
         if k in _QUERY_ARGS and isinstance(v, str) and not v.startswith("$")
     }
-    tried: set[tuple[str, ...]] = set()
-    for query in sorted(queries):
-        for shorter in _shorter(query)[:MAX_RELAXED]:
-            if shorter in tried:
-                continue
-            tried.add(shorter)
-            yield _rebuilt(plan, _with_query(steps, query, shorter))
+    plainer = {q: " ".join(_plain(q)) for q in queries}
+    if any(q != p and p for q, p in plainer.items()):
+        yield _rebuilt(plan, _with_queries(steps, plainer))
 
 
 def rated(text: str, plan: Plan, reading: Reading) -> Plan:
@@ -257,9 +340,17 @@ def _said_counts(text: str, steps: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def _says_a_number(tokens: list[str], names: list[str]) -> bool:
-    """Whether the request says a count, not counting numbers in the items' names ("size 42")."""
+    """Whether the request says a count anywhere: not "a", and no number in the items' names, a
+    size, a price, a date or nights ("size 42", "under 300 yuan", "December 6", "2 nights")."""
     named = {w for name in names for w in re.findall(r"[a-z0-9]+", name.lower())}
-    return any(_count_word(t) is not None for t in tokens if t not in ("a", "an") and t not in named)
+    for at, token in enumerate(tokens):
+        if token in ("a", "an") or token in named or _count_word(token) is None:
+            continue
+        before = tokens[at - 1] if at > 0 else ""
+        after = tokens[at + 1] if at + 1 < len(tokens) else ""
+        if before not in _NOT_COUNT_BEFORE and after not in _NOT_COUNT_AFTER:
+            return True
+    return False
 
 
 def _is_count(value: Any) -> bool:
@@ -304,32 +395,24 @@ def _count_word(token: str) -> int | None:
     return NUMBER_WORDS.get(token)
 
 
-def _shorter(query: str) -> list[tuple[str, ...]]:
-    """Shorter forms of a query: without filler words, then without its last words, two at least."""
-    words = tuple(re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", query))
-    meaningful = tuple(w for w in words if not asking_word(w))
-    found: list[tuple[str, ...]] = []
-    if meaningful and meaningful != words:
-        found.append(meaningful)
-    for end in range(len(meaningful) - 1, 1, -1):
-        found.append(meaningful[:end])
-    return found
+def _plain(words: str) -> list[str]:
+    """``words`` without filler words, irregular plurals made singular."""
+    found = re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", words.lower())
+    return [_IRREGULAR.get(w, w) for w in found if not asking_word(w)]
 
 
-def _with_query(steps: list[dict[str, Any]], query: str, shorter: tuple[str, ...]) -> list[dict[str, Any]]:
-    """``steps`` searching for ``shorter`` instead of ``query``, and choosing by no word it dropped."""
-    dropped = set(re.findall(r"[a-z0-9]+", query)) - {p for w in shorter for p in re.findall(r"[a-z0-9]+", w)}
+def _with_queries(steps: list[dict[str, Any]], plainer: dict[str, str]) -> list[dict[str, Any]]:
+    """``steps`` searching in plainer words, and choosing by the same plainer words."""
     out: list[dict[str, Any]] = []
     for step in steps:
         if "call" in step:
             args = {
-                k: " ".join(shorter) if k in _QUERY_ARGS and isinstance(v, str) and v.lower() == query else v
+                k: plainer.get(v.lower(), v) if k in _QUERY_ARGS and isinstance(v, str) else v
                 for k, v in step.get("args", {}).items()
             }
             out.append({**step, "args": args})
-        elif "choose" in step and dropped:
-            kept = [w for w in str(step.get("match", "")).split() if w.lower().strip(".,") not in dropped]
-            out.append({**step, "match": " ".join(kept)})
+        elif "choose" in step and step.get("match"):
+            out.append({**step, "match": " ".join(_plain(str(step["match"])))})
         else:
             out.append(step)
     return out
