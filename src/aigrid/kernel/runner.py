@@ -150,6 +150,10 @@ class Runner:
 
     async def _spec(self, process: ProcessRecord) -> AgentSpec:
         agents = self._agents
+        # A version read once never changes: no thread hop to a database server for it.
+        known = agents.cached(process.tenant_id, process.agent, process.agent_version)
+        if known is not None:
+            return known.spec
         return (await agents.calls(agents.get, process.tenant_id, process.agent, process.agent_version)).spec
 
     async def step(self, pid: str, owner: Owner | None = None) -> ProcessRecord:

@@ -94,6 +94,10 @@ class AgentStore:
             self._versions[key] = stored
         return stored
 
+    def cached(self, tenant_id: int, name: str, version: int) -> StoredSpec | None:
+        """A version already read, without going to the database (None if it was not)."""
+        return self._versions.get((tenant_id, name, version))
+
     def versions(self, tenant_id: int, name: str) -> list[StoredSpec]:
         """Every version of an agent, oldest first; 404 if it has none."""
         with Session(self._engine) as session:
