@@ -404,3 +404,14 @@ async def test_a_request_to_buy_gets_the_order_its_chosen_item_can_be_ordered_wi
     for asking in ("Which shop has Summit shoes cheapest?", "Find Summit shoes but don't buy them"):
         only = await plan_for(asking, ScriptedModel(_stops_at_choice("summit shoes")), StockedWorld())
         assert len(only.plan.steps) == 3, asking
+
+
+def test_requests_to_act_are_told_from_questions_on_the_training_sentences() -> None:
+    from aigrid.entry.mending import asks_to_act
+    from aigrid.learn.suites import training
+
+    told = {(str(t["kind"]) == "info", asks_to_act(str(t["input"]))) for t in training("entry")}
+    assert told == {(True, False), (False, True)}, "every question only asks, every other sentence acts"
+    assert asks_to_act("Find the Atlas backpack and buy it. I'd rather not pay more than 320 yuan.")
+    assert not asks_to_act("Don't order it, but tell me where the Kestrel mouse is cheapest.")
+    assert asks_to_act("Can you buy me 2 x Orchid Smartphone 256GB? Whichever shop is cheaper.")
