@@ -162,8 +162,14 @@ def ordered(text: str, plan: Plan, reading: Reading, catalog: Catalog) -> Plan:
     if len(fitting) != 1:
         return plan
     (operation, args), taken = fitting[0], {str(s["id"]) for s in steps}
-    new_id = next(f"act{m}" for m in range(1, len(taken) + 2) if f"act{m}" not in taken)
-    return _rebuilt(plan, [*steps, {"id": new_id, "call": operation.name, "args": args}])
+    return _rebuilt(plan, [*steps, {"id": _free_id(taken), "call": operation.name, "args": args}])
+
+
+def _free_id(taken: set[str]) -> str:
+    """A new step id, ``act1`` and on, that no step has; taken from then on."""
+    found = next(f"act{m}" for m in range(1, len(taken) + 2) if f"act{m}" not in taken)
+    taken.add(found)
+    return found
 
 
 def _filled(parameters: dict[str, Any], choice: dict[str, Any], fields: dict[str, Any], text: str) -> Any:
@@ -240,9 +246,7 @@ def _acting_as_asked(
         renamed = {str(e.get("id")): str(s["id"]) for e, s in zip(reading, steps, strict=True)}
         taken = {str(s["id"]) for s in steps}
         for step in acting:
-            new_id = next(f"act{m}" for m in range(1, len(taken) + 2) if f"act{m}" not in taken)
-            taken.add(new_id)
-            renamed[str(step.get("id"))] = new_id
+            renamed[str(step.get("id"))] = _free_id(taken)
         added = [
             {
                 "id": renamed[str(s.get("id"))],
