@@ -1,7 +1,7 @@
 """What owning processes adds to a kernel step: the same steps with and without the owner's check.
 
     .venv/bin/python bench/kernel_lease.py                     # SQLite
-    .venv/bin/python bench/kernel_lease.py --postgres          # a throwaway PostgreSQL (tests/postgres.py)
+    .venv/bin/python bench/kernel_lease.py --postgres          # a throwaway PostgreSQL, fsync on
     .venv/bin/python bench/kernel_lease.py --src /old/src      # the code of an older checkout
 
 Processes of a no-op agent are stepped by the Runner directly (no grid, no HTTP: a model stand-in
@@ -158,7 +158,7 @@ def main() -> None:
         if args.postgres:
             from tests.postgres import Postgres
 
-            server = Postgres()
+            server = Postgres(durable=True)
             try:
                 url = server.new_database()
                 figures = asyncio.run(run(url, args.processes, args.steps, args.rounds))
