@@ -414,4 +414,5 @@ def test_requests_to_act_are_told_from_questions_on_the_training_sentences() -> 
     assert told == {(True, False), (False, True)}, "every question only asks, every other sentence acts"
     assert asks_to_act("Find the Atlas backpack and buy it. I'd rather not pay more than 320 yuan.")
     assert not asks_to_act("Don't order it, but tell me where the Kestrel mouse is cheapest.")
+    assert not asks_to_act("Before I decide, which shop is cheaper for the Lumen monitor? No order yet.")
     assert asks_to_act("Can you buy me 2 x Orchid Smartphone 256GB? Whichever shop is cheaper.")

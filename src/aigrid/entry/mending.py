@@ -88,12 +88,13 @@ _ACTING = frozenset(
         *("grab", "pick", "need", "want", "like", "please", "put", "plan", "fly"),
     ]
 )
-# What a request says when it only asks: a question that begins with a question word ("can you
-# order ...?" is a request), not to buy, order or book, or that it is only asking. On the entry
+# What a request says when it only asks: a question that begins with a question word, at the start
+# or after a leading clause ("Before I decide, which shop ...?"; "can you order ...?" is a request),
+# not to buy, order or book ("no order yet"), or that it is only asking. On the entry
 # suite's 634 training sentences this tells all 80 questions from the 554 requests to act.
 _ONLY_ASKING = re.compile(
-    r"(?:^|[.!?]\s+)(?:how|what|what's|whats|which|where|where's|when|who|is|are|does|do)\b[^.!?]*\?"
-    r"|(?:n't|\bnot|\bnever|\bwithout|\bno need to)\s+(?:\w+\s+){0,2}"
+    r"(?:^|[.!?,;:]\s+)(?:how|what|what's|whats|which|where|where's|when|who|is|are|does|do)\b[^.!?]*\?"
+    r"|(?:n't|\bnot|\bnever|\bwithout|\bno need to|\bno)\s+(?:\w+\s+){0,2}"
     r"(?:buy|order|book|purchas|plac|reserv)\w*"
     r"|\btell me\b|\b(?:only|just) (?:asking|checking|looking|curious)\b|\bjust checking\b"
 )
