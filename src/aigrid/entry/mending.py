@@ -32,6 +32,7 @@ from aigrid.entry.plan import (
     RATING_FIELDS,
     REFERENCE,
     Plan,
+    is_number,
     map_strings,
     rating_asked,
     references,
@@ -137,7 +138,7 @@ def rated(text: str, plan: Plan, reading: Reading) -> Plan:
         item = reading.chosen.get(str(step.get("id")))
         if "choose" not in step or item is None or rating_asked(str(step.get("match", ""))) is not None:
             continue
-        if any(isinstance(item.fields.get(f), int | float) for f in RATING_FIELDS):
+        if any(is_number(item.fields.get(f)) for f in RATING_FIELDS):
             step["match"] = f"{step.get('match', '')} {asked}-star".strip()
     return _rebuilt(plan, steps)
 

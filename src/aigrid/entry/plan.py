@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -182,7 +182,7 @@ def matches(item: Item, words: str) -> bool:
     and a rating they ask for ("4-star", "5 stars") is the item's ``stars`` or ``rating``."""
     asked = rating_asked(words)
     if asked is not None:
-        rating = next((item.fields[f] for f in RATING_FIELDS if _is_number(item.fields.get(f))), None)
+        rating = next((item.fields[f] for f in RATING_FIELDS if is_number(item.fields.get(f))), None)
         if rating is None or float(rating) != asked:
             return False
         words = _RATING.sub(" ", words.lower())
@@ -196,7 +196,8 @@ def rating_asked(text: str) -> int | None:
     return int(found[1]) if found else None
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
+    """Whether a field holds a number (an int or a float, not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -232,7 +233,7 @@ def choose(step: ChooseStep, found: list[Item], needed: int = 1) -> Item:
 
 def _first_number(item: Item, prefix: str) -> float | None:
     for name, value in item.fields.items():
-        if name.startswith(prefix) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if name.startswith(prefix) and is_number(value):
             return float(value)
     return None
 
@@ -248,7 +249,7 @@ def _time(item: Item) -> str | None:
 def _negated_rating(item: Item) -> float | None:
     for name in RATING_FIELDS:
         value = item.fields.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if is_number(value):
             return -float(value)
     return None
 

@@ -285,8 +285,8 @@ class _Trial:
         return unkept(self.text, plan, self.catalog, self.asked.examples)
 
     async def _read(self, tried: _Tried) -> Reading:
-        """The plan's reading; where its searches found nothing, the first shorter search that finds
-        something (the tried plan becomes that one)."""
+        """The plan's reading; where its searches found nothing, that of the plan searching in
+        plainer words if it finds something (the tried plan becomes that one)."""
         assert self.rehearse is not None and tried.plan is not None
         try:
             return await self.rehearse(tried.plan)

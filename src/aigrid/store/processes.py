@@ -215,6 +215,13 @@ def _record(row: Any) -> ProcessRecord:
     return ProcessRecord(*row)
 
 
+def _not_stepped(pid: str, current: str, owner: Owner | None) -> Exception:
+    """Why a step's write changed no row: the process is another owner's, or it has ended."""
+    if owner is not None and current not in FINAL_STATES:
+        return NotOwner(pid, owner)
+    return AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
+
+
 def _fence_values(owner: Owner | None) -> dict[str, Any]:
     """The parameters of the owner's check (the Python clock stands for SQLite's)."""
     if owner is None:
@@ -404,10 +411,7 @@ class ProcessStore:
                 (self._sql.step if state is None else self._sql.step_moves)[checked].run(cursor, values)
                 row = cursor.fetchone()
                 if row is None:  # no such process (404), it has ended, or it is not the owner's
-                    current = self._read(cursor, pid, None).state
-                    if owner is not None and current not in FINAL_STATES:
-                        raise NotOwner(pid, owner)
-                    raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
+                    raise _not_stepped(pid, self._read(cursor, pid, None).state, owner)
                 record = _record(row)
                 # steps counts journal entries, so it is the newest seq; (pid, seq) is unique, so
                 # two workers stepping one process at once cannot both write.
@@ -472,9 +476,7 @@ class ProcessStore:
                 current = self._read(cursor, pid, None).state
         except self._integrity as exc:  # another worker journaled this process's step first
             raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
-        if owner is not None and current not in FINAL_STATES:
-            raise NotOwner(pid, owner)
-        raise AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
+        raise _not_stepped(pid, current, owner)
 
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
