@@ -25,6 +25,7 @@ import asyncio
 import collections
 import logging
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -75,14 +76,14 @@ def _sqlite_in(workdir: Path) -> str:
 
 
 DATABASE_FOR: list[DatabaseFor] = [_sqlite_in]  # set by databases()
+# The CPU seconds the database server has used so far (SQLite runs in this process: none apart).
+DATABASE_CPU: list[Callable[[], float]] = [lambda: 0.0]
 ROOT = Path(__file__).resolve().parents[1]
 NOOP = "bench.noop"
 
 
 def shared_bench() -> Path:
     """The shared bench folder beside the checkout (or $AIGRID_SHARED/bench)."""
-    import os
-
     base = Path(os.environ.get("AIGRID_SHARED", ROOT.parent / "shared"))
     return base / "bench"
 
@@ -272,8 +273,29 @@ def new_scheduler(kind: str, tenant_cap: int = CAP) -> Scheduler:
     return FairScheduler(tenant_cap=tenant_cap) if kind == "fair" else FifoScheduler()
 
 
+def server_cpu_s(data_dir: Path) -> float:
+    """CPU seconds a local PostgreSQL server has used: its postmaster (with the backends it reaped)
+    and every process it runs now (from /proc; Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # its own time and its reaped children's
+        elif ppid == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 async def capacity(upstream: str, kind: str, processes: int, steps: int) -> dict[str, float]:
-    """``processes`` concurrent processes of ``steps`` model calls: wall time and upstream use."""
+    """``processes`` concurrent processes of ``steps`` model calls: wall time, CPU and upstream use."""
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / ".work") as tmp:
         rig = await make_rig(
             Path(tmp), upstream, new_scheduler(kind), CAP, {"worker": (steps, "interactive")}, ["t"]
@@ -281,12 +303,13 @@ async def capacity(upstream: str, kind: str, processes: int, steps: int) -> dict
         samples: list[int] = []
         stop = asyncio.Event()
         try:
-            started = time.perf_counter()
+            started, cpu, db_cpu = time.perf_counter(), time.process_time(), DATABASE_CPU[0]()
             sampler = asyncio.create_task(sample_busy(rig.deployment, samples, stop))
             for i in range(processes):
                 await rig.kernel.spawn(rig.tenants["t"], "worker", f"job {i}")
             await wait_all(rig.engine, processes, 600)
             wall = time.perf_counter() - started
+            cpu, db_cpu = time.process_time() - cpu, DATABASE_CPU[0]() - db_cpu
             stop.set()
             await sampler
             with Session(rig.engine) as session:
@@ -295,14 +318,17 @@ async def capacity(upstream: str, kind: str, processes: int, steps: int) -> dict
             await rig.close()
     return {
         "wall_s": wall,
+        "cpu_s": cpu,
+        "db_cpu_s": db_cpu,
         "model_calls": rig.model.calls,
         "done": float(done or 0),
         "busy": statistics.fmean(samples) / CAP if samples else 0.0,
     }
 
 
-async def direct_grid(upstream: str, calls: int) -> float:
-    """The same model calls straight through the grid, ``CAP`` at a time: the floor the kernel adds to."""
+async def direct_grid(upstream: str, calls: int) -> tuple[float, float]:
+    """The same model calls straight through the grid, ``CAP`` at a time: the floor the kernel adds
+    to, as wall and CPU seconds."""
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / ".work") as tmp:
         rig = await make_rig(Path(tmp), upstream, FairScheduler(), 1, {"worker": (1, "interactive")}, ["t"])
         grid_client = rig.model._inner
@@ -318,9 +344,9 @@ async def direct_grid(upstream: str, calls: int) -> float:
                 await grid_client._grid.request(principal, "chat", body)
 
         try:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             await asyncio.gather(*(worker() for _ in range(CAP)))
-            return time.perf_counter() - started
+            return time.perf_counter() - started, time.process_time() - cpu
         finally:
             await rig.close()
 
@@ -400,10 +426,11 @@ def databases(postgres: bool) -> Iterator[None]:
 
     server = Postgres(durable=True)
     DATABASE_FOR[0] = lambda _workdir: server.new_database()
+    DATABASE_CPU[0] = lambda: server_cpu_s(server.data)
     try:
         yield
     finally:
-        DATABASE_FOR[0] = _sqlite_in
+        DATABASE_FOR[0], DATABASE_CPU[0] = _sqlite_in, lambda: 0.0
         server.stop()
 
 
@@ -420,17 +447,29 @@ async def main(args: argparse.Namespace) -> None:
 
     if "overhead" in args.only:
         with mock_upstream(0) as fast:
-            direct = await direct_grid(fast, n * steps)
+            direct, direct_cpu = await direct_grid(fast, n * steps)
             overhead_runs = {kind: await capacity(fast, kind, n, steps) for kind in ("fair", "fifo")}
         print("\n## overhead (mock --delay-ms 0)")
-        print(f"grid alone: {n * steps} calls in {direct:.2f} s = {direct / (n * steps) * 1000:.3f} ms/call")
+        per_call_cpu = direct_cpu / (n * steps)
+        print(
+            f"grid alone: {n * steps} calls in {direct:.2f} s = {direct / (n * steps) * 1000:.3f} ms/call, "
+            f"{per_call_cpu * 1000:.3f} ms CPU/call"
+        )
         for kind, run in overhead_runs.items():
-            per_step = (run["wall_s"] - direct) / run["model_calls"] * 1000
-            done = f"{int(run['done'])}/{n} done, {run['model_calls']} model steps in {run['wall_s']:.2f} s"
+            calls = run["model_calls"]
+            per_step = (run["wall_s"] - direct) / calls * 1000
+            done = f"{int(run['done'])}/{n} done, {calls} model steps in {run['wall_s']:.2f} s"
             print(
                 f"kernel {kind:<4}: {done}; kernel overhead {per_step:.3f} ms per model step "
                 f"({per_step / 2:.3f} ms per step, tool steps counted)"
             )
+            # The same in CPU time, the grid's calls taken out: what a step costs the server's
+            # process, whoever else (the database) shares the machine's cores.
+            cpu_step = (run["cpu_s"] - per_call_cpu * calls) / calls / 2 * 1000
+            database = (
+                f"; the database's CPU {run['db_cpu_s'] / calls / 2 * 1000:.3f} ms" if args.postgres else ""
+            )
+            print(f"           CPU per step: the server's kernel {cpu_step:.3f} ms{database}")
     if set(args.only) - {"overhead"}:
         with mock_upstream(50) as slow:
             await _loaded(args, slow)

@@ -1,23 +1,21 @@
-"""The process store: states, the step journal, counters, and what an ended process refuses."""
+"""The process store on SQLite and on a real PostgreSQL: states, the step journal, counters, and
+what an ended process refuses."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 
 from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError, AccountStore
 from aigrid.store.agents import AgentStore, StoredSpec
-from aigrid.store.db import make_engine, migrate
 from aigrid.store.processes import ProcessStore, StepUsage
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> tuple[ProcessStore, int, StoredSpec]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
-    migrate(engine)
+def setup(engine: Engine) -> tuple[ProcessStore, int, StoredSpec]:
     tenant = AccountStore(engine).ensure_tenant("acme")
     spec = AgentSpec.model_validate({"name": "shopper", "instructions": "Buy.", "priority": "background"})
     stored, _ = AgentStore(engine).save(tenant, spec)
@@ -76,9 +74,7 @@ def test_states_move_and_an_ended_process_changes_no_more(
         assert info.value.status == 409
 
 
-def test_listing_unfinished_and_tenants_apart(
-    setup: tuple[ProcessStore, int, StoredSpec], tmp_path: Path
-) -> None:
+def test_listing_unfinished_and_tenants_apart(setup: tuple[ProcessStore, int, StoredSpec]) -> None:
     store, tenant, agent = setup
     first = store.create(tenant, agent, "one").pid
     second = store.create(tenant, agent, "two").pid
@@ -120,17 +116,19 @@ def test_a_step_can_end_the_process_but_a_signal_stands_over_it(
 
 
 def test_a_step_whose_seq_is_taken_is_refused_as_two_workers_at_once(
-    setup: tuple[ProcessStore, int, StoredSpec], tmp_path: Path
+    setup: tuple[ProcessStore, int, StoredSpec], engine: Engine
 ) -> None:
     store, tenant, agent = setup
     pid = store.create(tenant, agent, "x").pid
     store.set_state(pid, "running")
     # What another worker's write looks like to this one: the next seq already journaled.
-    with make_engine(f"sqlite:///{tmp_path / 'p.db'}").begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
-            "VALUES (?, 1, 'note', '{}', 0)",
-            (pid,),
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
+                "VALUES (:pid, 1, 'note', '{}', 0)"
+            ),
+            {"pid": pid},
         )
     with pytest.raises(AccountError) as info:
         store.append(pid, "note", {"n": 1})

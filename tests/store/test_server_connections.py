@@ -1,4 +1,5 @@
-"""The hot statements' connections to PostgreSQL: one per thread, kept, replaced when they break.
+"""The hot statements' connections to PostgreSQL: one per thread and one per event loop, kept,
+replaced when they break.
 
 A step of a process on PostgreSQL is one statement on a kept connection; a connection the server
 dropped must cost one failed call at most, never a wedged store, and disposing of the engine must
@@ -7,6 +8,7 @@ close them all.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -17,7 +19,7 @@ from tests.postgres import Postgres
 from aigrid.spec import AgentSpec
 from aigrid.store.accounts import AccountError, AccountStore
 from aigrid.store.agents import AgentStore
-from aigrid.store.db import make_engine, migrate, server_connections
+from aigrid.store.db import loop_connections, make_engine, migrate, server_connections
 from aigrid.store.processes import ProcessStore
 
 
@@ -70,10 +72,9 @@ def test_a_step_is_one_statement_that_writes_all_of_it_or_nothing(pg: Engine) ->
         store.append(pid, "note", {"n": 4})
 
 
-def test_a_connection_the_server_dropped_is_replaced(pg: Engine) -> None:
-    store, pid = _process(pg)
-    store.get(pid)
-    with pg.connect() as conn:
+def _drop_all(engine: Engine) -> None:
+    """What a restarted or failed-over database does to every connection of this database."""
+    with engine.connect() as conn:
         conn.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -81,6 +82,12 @@ def test_a_connection_the_server_dropped_is_replaced(pg: Engine) -> None:
             )
         )
         conn.commit()
+
+
+def test_a_connection_the_server_dropped_is_replaced(pg: Engine) -> None:
+    store, pid = _process(pg)
+    store.get(pid)
+    _drop_all(pg)
     failures = 0
     for _ in range(2):
         try:
@@ -103,3 +110,39 @@ def test_each_thread_keeps_one_connection_and_disposing_closes_them(pg: Engine) 
     pg.dispose()
     assert _kept(pg) == 0
     assert server_connections(pg) is server_connections(pg), "one set of connections per engine"
+
+
+async def test_a_loop_connection_the_server_dropped_is_replaced(pg: Engine) -> None:
+    store, pid = _process(pg)
+    await store.aget(pid)
+    _drop_all(pg)
+    failures = 0
+    for _ in range(2):
+        try:
+            await store.aget(pid)
+        except Exception:  # the one call on the dropped connection may fail
+            failures += 1
+    assert failures <= 1
+    assert (await store.aget(pid)).pid == pid and (await store.aappend(pid, "note", {})).steps == 1
+
+
+async def test_an_idle_loop_connection_is_checked_before_use(
+    pg: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, pid = _process(pg)
+    await store.aget(pid)
+    kept = loop_connections(pg)
+    assert kept is not None and kept is loop_connections(pg), "one set of connections per engine"
+    monkeypatch.setattr(kept, "IDLE_PING_S", 0.0)  # every use finds it idle for long enough
+    _drop_all(pg)
+    assert (await store.aappend(pid, "note", {})).steps == 1, "no step lost to the dropped connection"
+
+
+async def test_a_loop_keeps_one_connection_and_disposing_closes_it(pg: Engine) -> None:
+    store, pid = _process(pg)
+    pg.dispose()  # the connections the set-up used
+    await asyncio.gather(*(store.aget(pid) for _ in range(20)), store.aappend(pid, "note", {}))
+    assert _kept(pg) == 1, "the loop's own connection, and no thread's"
+    pg.dispose()
+    assert _kept(pg) == 0
+    assert (await store.aget(pid)).steps == 1, "a disposed engine's store connects again when used"

@@ -142,12 +142,6 @@ class Runner:
         """ProcessStore.set_state as the step's owner (blocking, like it)."""
         return self._processes.set_state(pid, state, owner=_OWNER.get(), **kwargs)
 
-    def _append(
-        self, pid: str, kind: StepKind, payload: dict[str, Any], *args: Any, **kwargs: Any
-    ) -> ProcessRecord:
-        """ProcessStore.append as the step's owner (blocking, like it)."""
-        return self._processes.append(pid, kind, payload, *args, owner=_OWNER.get(), **kwargs)
-
     async def _spec(self, process: ProcessRecord) -> AgentSpec:
         agents = self._agents
         # A version read once never changes: no thread hop to a database server for it.
@@ -171,7 +165,7 @@ class Runner:
             _OWNER.reset(token)
 
     async def _step(self, pid: str) -> ProcessRecord:
-        process = await self._processes.calls(self._processes.get, pid)
+        process = await self._processes.aget(pid)
         owner = _OWNER.get()
         if owner is not None and (process.owner_node_id, process.owner_epoch) != (owner.node_id, owner.epoch):
             # Queued here before another server took it up (or before this one's epoch changed).
@@ -227,8 +221,7 @@ class Runner:
     ) -> ProcessRecord:
         """Journal steps in one commit and take them into the process's replay."""
         (kind, payload), *after = entries
-        record = await self._processes.calls(
-            self._append,
+        record = await self._processes.aappend(
             process.pid,
             kind,
             payload,
@@ -237,6 +230,7 @@ class Runner:
             state=move,
             result=result,
             after=after,
+            owner=_OWNER.get(),
         )
         first = record.steps - len(entries) + 1
         if first == state.seq + 1:

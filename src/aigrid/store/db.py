@@ -7,8 +7,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -64,6 +64,10 @@ class DriverStatement:
     def run(self, cursor: Any, params: Mapping[str, Any]) -> Any:
         """Execute on ``cursor`` (whose rows the caller fetches)."""
         return cursor.execute(self.sql, self.args(params))
+
+    async def arun(self, cursor: Any, params: Mapping[str, Any]) -> Any:
+        """Execute on an async ``cursor``."""
+        return await cursor.execute(self.sql, self.args(params))
 
     def run_many(self, cursor: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set."""
@@ -204,6 +208,84 @@ class ServerConnections:
                 logger.debug("closing a kept connection failed", exc_info=True)
 
 
+class LoopConnections:
+    """One asynchronous driver connection per event loop to a PostgreSQL server, in autocommit.
+
+    For the statements the loop sends itself, with no thread hop and no wait for the GIL on the
+    way back (``ProcessStore``'s batched steps): on a busy server a thread's answer waited its
+    turn behind the loop. Like ``ServerConnections``, a connection idle for longer than
+    ``IDLE_PING_S`` is pinged before use, one that fails is replaced at the next call, and all
+    of them close when the engine is disposed.
+    """
+
+    IDLE_PING_S = ServerConnections.IDLE_PING_S
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._kept: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        dbapi = engine.dialect.loaded_dbapi
+        self._broken: tuple[type[Exception], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
+        event.listen(engine, "engine_disposed", lambda _engine: self.close())
+
+    @asynccontextmanager
+    async def cursor(self) -> AsyncIterator[Any]:
+        """A cursor on this loop's connection: each statement is its own transaction."""
+        conn = await self._connection()
+        cursor = conn.cursor()
+        try:
+            yield cursor
+        except BaseException as exc:
+            if (isinstance(exc, self._broken) and getattr(exc, "sqlstate", None) is None) or conn.broken:
+                self._drop(conn)
+            raise
+        finally:
+            if not conn.closed:
+                await cursor.close()
+            if (kept := self._kept.get(asyncio.get_running_loop())) is not None:
+                kept[1] = time.monotonic()
+
+    async def _connection(self) -> Any:
+        loop = asyncio.get_running_loop()
+        conn, used = self._kept.get(loop, (None, 0.0))
+        if conn is not None and not conn.closed:
+            if time.monotonic() - used < self.IDLE_PING_S:
+                return conn
+            try:
+                await conn.execute("SELECT 1")
+                return conn
+            except self._broken:
+                self._drop(conn)
+        import psycopg  # only on PostgreSQL, where it is installed (the postgres extra)
+
+        args, params = self._engine.dialect.create_connect_args(self._engine.url)
+        conn = await psycopg.AsyncConnection.connect(*args, **params, autocommit=True)
+        self._kept[loop] = [conn, time.monotonic()]
+        return conn
+
+    def _drop(self, conn: Any) -> None:
+        for loop, (kept, _) in list(self._kept.items()):
+            if kept is conn:
+                del self._kept[loop]
+        self._finish(conn)
+
+    @staticmethod
+    def _finish(conn: Any) -> None:
+        # Closed without awaiting: the engine's disposal (and a broken connection) may come from
+        # outside any loop, and a connection that is only ended needs no round trip.
+        try:
+            conn.pgconn.finish()
+        except Exception:
+            logger.debug("closing a loop's connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Close every loop's connection (the engine is being disposed)."""
+        kept, self._kept = list(self._kept.values()), weakref.WeakKeyDictionary()
+        for conn, _ in kept:
+            self._finish(conn)
+
+
 _SERVER_CONNECTIONS: weakref.WeakKeyDictionary[Engine, ServerConnections] = weakref.WeakKeyDictionary()
 _SERVER_LOCK = threading.Lock()
 
@@ -214,6 +296,21 @@ def server_connections(engine: Engine) -> ServerConnections:
         found = _SERVER_CONNECTIONS.get(engine)
         if found is None:
             found = _SERVER_CONNECTIONS[engine] = ServerConnections(engine)
+        return found
+
+
+_LOOP_CONNECTIONS: weakref.WeakKeyDictionary[Engine, LoopConnections] = weakref.WeakKeyDictionary()
+
+
+def loop_connections(engine: Engine) -> LoopConnections | None:
+    """The engine's per-loop connections, shared by every store on it; None where the driver has
+    no asynchronous connections (only psycopg's are used)."""
+    if engine.dialect.name != "postgresql" or engine.dialect.driver != "psycopg":
+        return None
+    with _SERVER_LOCK:
+        found = _LOOP_CONNECTIONS.get(engine)
+        if found is None:
+            found = _LOOP_CONNECTIONS[engine] = LoopConnections(engine)
         return found
 
 

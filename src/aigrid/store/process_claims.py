@@ -22,7 +22,8 @@ from sqlalchemy import Engine, text
 from aigrid.clock import now_us
 from aigrid.store.cluster import Owner
 from aigrid.store.db import DriverConnection, DriverStatement
-from aigrid.store.processes import _COLUMNS, FINAL_STATES, STATES, ProcessRecord, _record, now_sql
+from aigrid.store.process_records import COLUMNS, FINAL_STATES, STATES, ProcessRecord, record_of
+from aigrid.store.processes import now_sql
 
 _OPEN = ", ".join(f"'{s}'" for s in STATES if s not in FINAL_STATES)
 # The candidates are picked once, in a CTE (materialised: its locks are taken once, as the queue
@@ -37,10 +38,10 @@ _CLAIM = (
     # The claimer's own lease must run, or a zombie could take work back.
     "AND EXISTS (SELECT 1 FROM cluster_nodes c WHERE c.id = :node AND c.epoch = :epoch "
     "AND c.lease_until_us > {now}) "
-    f"RETURNING {_COLUMNS}"
+    f"RETURNING {COLUMNS}"
 )
 _OWNED = (
-    f"SELECT {_COLUMNS} FROM processes WHERE owner_node_id = :node AND owner_epoch = :epoch "
+    f"SELECT {COLUMNS} FROM processes WHERE owner_node_id = :node AND owner_epoch = :epoch "
     "AND state IN ({states}) ORDER BY created_at_us"
 )
 
@@ -63,7 +64,7 @@ class ProcessClaims:
         values = {"node": owner.node_id, "epoch": owner.epoch, "limit": limit, "now": now_us()}
         with self._driver.cursor(write=True) as cursor:
             self._claim.run(cursor, values)
-            return sorted((_record(r) for r in cursor.fetchall()), key=lambda p: p.created_at_us)
+            return sorted((record_of(r) for r in cursor.fetchall()), key=lambda p: p.created_at_us)
 
     def claim_one(self, pid: str, owner: Owner) -> ProcessRecord | None:
         """The process, now owned by ``owner``, if it was unfinished and orphaned; else None."""
@@ -71,7 +72,7 @@ class ProcessClaims:
         with self._driver.cursor(write=True) as cursor:
             self._claim_one.run(cursor, values)
             row = cursor.fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else record_of(row)
 
     def owned(self, owner: Owner, states: Collection[str]) -> list[ProcessRecord]:
         """The processes ``owner`` owns in ``states``, oldest first."""
@@ -81,4 +82,4 @@ class ProcessClaims:
         query = text(_OWNED.format(states=", ".join(":" + n for n in names)))
         with self._engine.connect() as conn:
             rows = conn.execute(query, {"node": owner.node_id, "epoch": owner.epoch, **names})
-            return [_record(r) for r in rows]
+            return [record_of(r) for r in rows]

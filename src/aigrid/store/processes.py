@@ -7,10 +7,11 @@ journal.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Collection, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from dataclasses import asdict
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Engine, insert, select, text
@@ -19,141 +20,67 @@ from sqlalchemy.orm import Session
 from aigrid.clock import now_us
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import StoredSpec
+from aigrid.store.batches import Batcher
 from aigrid.store.cluster import Owner
-from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls
+from aigrid.store.db import DriverConnection, DriverStatement, StoreCalls, loop_connections
+from aigrid.store.process_batches import (
+    PG_BATCH,
+    BatchItem,
+    Read,
+    StepWrite,
+    batch_outcomes,
+    batch_values,
+    not_stepped,
+    step_write,
+)
+from aigrid.store.process_records import (
+    COLUMNS,
+    FINAL_SQL,
+    FINAL_STATES,
+    LIVE_SQL,
+    OWNED_SQL,
+    PG_NOW,
+    STATES,
+    AuditEntry,
+    AuditRecord,
+    NotOwner,
+    ProcessRecord,
+    ProcessState,
+    Step,
+    StepKind,
+    StepUsage,
+    record_of,
+)
 from aigrid.store.schema import ProcessRow, ToolAudit
 
-ProcessState = Literal[
-    "ready",
-    "running",
-    "waiting_tool",
-    "waiting_approval",
-    "sleeping",
-    "suspended",
-    "done",
-    "failed",
-    "killed",
+__all__ = [
+    "FINAL_STATES",
+    "STATES",
+    "AuditEntry",
+    "AuditRecord",
+    "NotOwner",
+    "ProcessRecord",
+    "ProcessState",
+    "ProcessStore",
+    "Step",
+    "StepKind",
+    "StepUsage",
+    "now_sql",
 ]
-STATES: tuple[str, ...] = get_args(ProcessState)
-FINAL_STATES = frozenset({"done", "failed", "killed"})
-StepKind = Literal[
-    "model_request", "model_response", "tool_call", "tool_result", "approval", "signal", "note"
-]
-STEP_KINDS: tuple[str, ...] = get_args(StepKind)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessRecord:
-    """A process as stored."""
-
-    pid: str
-    tenant_id: int
-    agent: str
-    agent_version: int
-    parent_pid: str | None
-    input: str
-    state: str
-    reason: str | None
-    priority: str
-    steps: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_micro: int
-    result: str | None
-    created_at_us: int
-    updated_at_us: int
-    origin: str = "api"  # what started it: api, trigger, webhook, message, spawn or chat
-    owner_node_id: int | None = None  # the node that steps it, and the epoch it did so under
-    owner_epoch: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Whether the process has ended (done, failed or killed) and can change no more."""
-        return self.state in FINAL_STATES
-
-
-class NotOwner(AccountError):
-    """A step's write refused: the process is not owned by the writer's node and epoch, or that
-    epoch's lease has ended (another server may have taken the process up)."""
-
-    def __init__(self, pid: str, owner: Owner) -> None:
-        super().__init__(
-            409, f"Process {pid} is not owned by node {owner.node_id} epoch {owner.epoch} with a live lease."
-        )
-        self.owner = owner
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One journaled step of a process."""
-
-    pid: str
-    seq: int
-    kind: str
-    payload: dict[str, Any]
-    created_at_us: int
-
-
-@dataclass(frozen=True, slots=True)
-class StepUsage:
-    """Tokens and cost a step used, added to the process's counters with the step."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_micro: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """A tool call for the audit log: the tool, a SHA-256 of its arguments, and how it went."""
-
-    tool: str
-    arguments_sha256: str
-    outcome: Literal["ok", "error", "refused"]
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRecord:
-    """A tool call as the audit log kept it."""
-
-    at_us: int
-    tenant_id: int
-    pid: str
-    agent: str
-    tool: str
-    arguments_sha256: str
-    outcome: str
-
 
 # Every step of every process runs these, so they go to the driver (DriverStatement), compiled once.
-_COLUMNS = (
-    "pid, tenant_id, agent, agent_version, parent_pid, input, state, reason, priority, steps, "
-    "prompt_tokens, completion_tokens, cost_micro, result, created_at_us, updated_at_us, origin, "
-    "owner_node_id, owner_epoch"
-)
-_FINAL_SQL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
-_LIVE = "'running', 'waiting_tool'"
 _STEP_SET = (
     "UPDATE processes SET steps = steps + :entries, prompt_tokens = prompt_tokens + :prompt, "
     "completion_tokens = completion_tokens + :completion, cost_micro = cost_micro + :cost, "
     "updated_at_us = :at{moves} WHERE pid = :pid AND state NOT IN ({final}){fence} "
-    f"RETURNING {_COLUMNS}"
+    f"RETURNING {COLUMNS}"
 )
 # A signal's state (suspended, killed) stands over the step's: SET sees the row as it was.
 _MOVES = (
-    f", state = CASE WHEN state IN ({_LIVE}) THEN :state ELSE state END"
-    f", result = CASE WHEN state IN ({_LIVE}) THEN COALESCE(:result, result) ELSE result END"
+    f", state = CASE WHEN state IN ({LIVE_SQL}) THEN :state ELSE state END"
+    f", result = CASE WHEN state IN ({LIVE_SQL}) THEN COALESCE(:result, result) ELSE result END"
 )
-# The owner's check, in the statement that writes: the row must name the writer's node and epoch,
-# and that epoch's lease must still run on the database's clock. An epoch whose lease ended never
-# runs again (a renewal needs a running lease), so a zombie's write is refused for good. The
-# processes row stays locked to the commit, so a takeover (which locks it too) comes before or after.
-_FENCE = (
-    " AND owner_node_id = :node AND owner_epoch = :epoch AND EXISTS (SELECT 1 FROM cluster_nodes n "
-    "WHERE n.id = :node AND n.epoch = :epoch AND n.lease_until_us > {now})"
-)
-# The database's clock in microseconds; SQLite (one machine) takes the Python clock as :now.
-PG_NOW = "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000) AS BIGINT)"
+_FENCE = " AND " + OWNED_SQL.format(node=":node", epoch=":epoch", now="{now}")
 
 
 def now_sql(engine: Engine) -> str:
@@ -166,26 +93,9 @@ def _step_sql(moves: bool, fence: str) -> Any:
 
 
 def _step_set(moves: bool, fence: str) -> str:
-    return _STEP_SET.format(moves=_MOVES if moves else "", final=_FINAL_SQL, fence=fence)
+    return _STEP_SET.format(moves=_MOVES if moves else "", final=FINAL_SQL, fence=fence)
 
 
-def _pg_step_sql(moves: bool, fence: str) -> Any:
-    return text(_PG_STEP.format(step=_step_set(moves, fence)))
-
-
-# On PostgreSQL a step is one statement, in autocommit: the process's UPDATE, its journal entries
-# (the arrays' elements, numbered) and its audit record as data-modifying CTEs, so a step is one
-# round trip and one commit instead of five; a unique violation undoes all of it.
-_PG_STEP = (
-    "WITH moved AS ({step}), "
-    "journal AS (INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
-    "SELECT moved.pid, moved.steps - :entries + e.n, e.kind, e.payload, :at FROM moved, "
-    "unnest(CAST(:kinds AS VARCHAR[]), CAST(:payloads AS TEXT[])) WITH ORDINALITY AS e(kind, payload, n)), "
-    "audit AS (INSERT INTO tool_audit (at_us, tenant_id, pid, agent, tool, arguments_sha256, outcome) "
-    "SELECT :at, moved.tenant_id, moved.pid, moved.agent, :tool, :digest, :outcome FROM moved "
-    "WHERE CAST(:audited AS BOOLEAN)) "
-    f"SELECT {_COLUMNS} FROM moved"
-)
 _JOURNAL = text(
     "INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
     "VALUES (:pid, :seq, :kind, :payload, :at)"
@@ -200,26 +110,14 @@ _FROM = tuple(f"from{i}" for i in range(len(STATES)))
 _MOVE = (
     "UPDATE processes SET state = :state, reason = :reason, result = COALESCE(:result, result), "
     f"updated_at_us = :at WHERE pid = :pid AND state IN ({', '.join(':' + p for p in _FROM)}){{fence}} "
-    f"RETURNING {_COLUMNS}"
+    f"RETURNING {COLUMNS}"
 )
-_PROCESS = text(f"SELECT {_COLUMNS} FROM processes WHERE pid = :pid")
+_PROCESS = text(f"SELECT {COLUMNS} FROM processes WHERE pid = :pid")
 _STEPS = text(
     "SELECT pid, seq, kind, payload, created_at_us FROM process_journal "
     "WHERE pid = :pid AND seq > :after ORDER BY seq"
 )
-_TABLE_COLUMNS = [ProcessRow.__table__.c[name] for name in _COLUMNS.split(", ")]
-
-
-def _record(row: Any) -> ProcessRecord:
-    """A process from a row of ``_COLUMNS``, in their order."""
-    return ProcessRecord(*row)
-
-
-def _not_stepped(pid: str, current: str, owner: Owner | None) -> Exception:
-    """Why a step's write changed no row: the process is another owner's, or it has ended."""
-    if owner is not None and current not in FINAL_STATES:
-        return NotOwner(pid, owner)
-    return AccountError(409, f"Process {pid} has ended ({current}); it takes no more steps.")
+_TABLE_COLUMNS = [ProcessRow.__table__.c[name] for name in COLUMNS.split(", ")]
 
 
 def _fence_values(owner: Owner | None) -> dict[str, Any]:
@@ -243,11 +141,9 @@ class _Statements:
         # [unchecked, checked for an owner]: a server's own steps are checked, a person's signal not.
         self.step = [DriverStatement(engine, _step_sql(False, f)) for f in ("", fence)]
         self.step_moves = [DriverStatement(engine, _step_sql(True, f)) for f in ("", fence)]
-        # [moves][checked]: the whole step in one statement, on PostgreSQL only.
-        self.pg_step = (
-            [[DriverStatement(engine, _pg_step_sql(m, f)) for f in ("", fence)] for m in (False, True)]
-            if engine.dialect.name == "postgresql"
-            else None
+        # PostgreSQL's: many processes' steps and reads in one statement.
+        self.pg_batch = (
+            DriverStatement(engine, text(PG_BATCH)) if engine.dialect.name == "postgresql" else None
         )
         self.journal = DriverStatement(engine, _JOURNAL)
         self.audit = DriverStatement(engine, _AUDIT)
@@ -262,9 +158,15 @@ class ProcessStore:
         self._engine = engine
         self._sql = _Statements(engine)
         self._driver = DriverConnection(engine)
-        # The driver's own IntegrityError: the hot statements run on its cursor, not SQLAlchemy's.
-        self._integrity: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self.calls = StoreCalls(engine)
+        # The driver's own errors: the hot statements run on its cursor, not SQLAlchemy's.
+        dbapi = engine.dialect.loaded_dbapi
+        self._integrity: type[Exception] = dbapi.IntegrityError
+        self._server_errors: tuple[type[Exception], ...] = (dbapi.IntegrityError, dbapi.OperationalError)
+        # On PostgreSQL, the steps and reads that arrive together go together (group commit),
+        # sent by the event loop itself where the driver can.
+        self._batches = Batcher(self._pg_batch, key=lambda item: item.pid)
+        self._loop_connections = loop_connections(engine)
 
     def create(
         self,
@@ -354,7 +256,7 @@ class ProcessStore:
             select(*_TABLE_COLUMNS).where(*where).order_by(*(order if isinstance(order, tuple) else (order,)))
         )
         with self._engine.connect() as conn:
-            return [_record(r) for r in conn.execute(query.limit(limit))]
+            return [record_of(r) for r in conn.execute(query.limit(limit))]
 
     def _read(self, cursor: Any, pid: str, tenant_id: int | None) -> ProcessRecord:
         """A process; 404 if there is none, or if it belongs to another tenant than ``tenant_id``."""
@@ -362,7 +264,7 @@ class ProcessStore:
         row = cursor.fetchone()
         if row is None or (tenant_id is not None and row[1] != tenant_id):
             raise AccountError(404, f"No process {pid}.")
-        return _record(row)
+        return record_of(row)
 
     def append(
         self,
@@ -387,15 +289,59 @@ class ProcessStore:
         request, its answer, and the tool call it asked for). With an ``owner``, the write is
         refused (NotOwner) unless the process is that owner's and its lease runs.
         """
-        entries = [(kind, payload), *after]
-        if any(k not in STEP_KINDS for k, _ in entries):
-            raise ValueError(f"unknown step kind in {[k for k, _ in entries]!r}")
-        used = usage or StepUsage()
-        at = now_us()
+        write = step_write(pid, kind, payload, usage, audit, state, result, after, owner)
+        if self._sql.pg_batch is None:
+            return self._sqlite_append(write)
+        values = batch_values([write])
+        try:
+            with self._driver.cursor() as cursor:  # one statement: its own transaction
+                self._sql.pg_batch.run(cursor, values)
+                (outcome,) = batch_outcomes([write], cursor.fetchall())
+        except self._integrity as exc:
+            raise self._stepped_twice(pid) from exc
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def aappend(
+        self,
+        pid: str,
+        kind: StepKind,
+        payload: dict[str, Any],
+        usage: StepUsage | None = None,
+        audit: AuditEntry | None = None,
+        *,
+        state: Literal["running", "waiting_tool", "done"] | None = None,
+        result: str | None = None,
+        after: Sequence[tuple[StepKind, dict[str, Any]]] = (),
+        owner: Owner | None = None,
+    ) -> ProcessRecord:
+        """``append`` from the event loop: inline on SQLite; on PostgreSQL in one statement with
+        the steps and reads of other processes that arrive meanwhile, each refused or written as
+        it would be alone."""
+        write = step_write(pid, kind, payload, usage, audit, state, result, after, owner)
+        if self._sql.pg_batch is None:
+            return self._sqlite_append(write)
+        return await self._batches(write)
+
+    async def aget(self, pid: str) -> ProcessRecord:
+        """``get`` from the event loop: inline on SQLite; on PostgreSQL in one statement with the
+        steps and reads of other processes that arrive meanwhile."""
+        if self._sql.pg_batch is None:
+            return self.get(pid)
+        return await self._batches(Read(pid))
+
+    def _stepped_twice(self, pid: str) -> AccountError:
+        # (pid, seq) is unique: the journal had this step already, from another worker.
+        return AccountError(409, f"Process {pid} was stepped by two workers at once.")
+
+    def _sqlite_append(self, write: StepWrite) -> ProcessRecord:
+        """``append`` on SQLite: the process's UPDATE, then its journal entries and audit record."""
+        pid, entries, used, owner, at = write.pid, write.entries, write.usage, write.owner, write.at
         values = {
             "pid": pid,
-            "state": state,
-            "result": result,
+            "state": write.state,
+            "result": write.result,
             "prompt": used.prompt_tokens,
             "completion": used.completion_tokens,
             "cost": used.cost_micro,
@@ -403,16 +349,15 @@ class ProcessStore:
             "entries": len(entries),
             **_fence_values(owner),
         }
-        checked = owner is not None
-        if self._sql.pg_step is not None:
-            return self._pg_append(values, entries, audit, moves=state is not None, owner=owner)
         try:
             with self._driver.cursor(write=True) as cursor:
-                (self._sql.step if state is None else self._sql.step_moves)[checked].run(cursor, values)
+                (self._sql.step if write.state is None else self._sql.step_moves)[owner is not None].run(
+                    cursor, values
+                )
                 row = cursor.fetchone()
                 if row is None:  # no such process (404), it has ended, or it is not the owner's
-                    raise _not_stepped(pid, self._read(cursor, pid, None).state, owner)
-                record = _record(row)
+                    raise not_stepped(pid, self._read(cursor, pid, None).state, owner)
+                record = record_of(row)
                 # steps counts journal entries, so it is the newest seq; (pid, seq) is unique, so
                 # two workers stepping one process at once cannot both write.
                 first = record.steps - len(entries) + 1
@@ -424,12 +369,12 @@ class ProcessStore:
                             "seq": first + i,
                             "kind": k,
                             "payload": orjson.dumps(p).decode(),
-                            "at": at,
+                            "at": write.at,
                         }
                         for i, (k, p) in enumerate(entries)
                     ],
                 )
-                if audit is not None:
+                if write.audit is not None:
                     self._sql.audit.run(
                         cursor,
                         {
@@ -437,46 +382,48 @@ class ProcessStore:
                             "tenant": record.tenant_id,
                             "pid": pid,
                             "agent": record.agent,
-                            "tool": audit.tool[:128],
-                            "digest": audit.arguments_sha256,
-                            "outcome": audit.outcome,
+                            "tool": write.audit.tool[:128],
+                            "digest": write.audit.arguments_sha256,
+                            "outcome": write.audit.outcome,
                         },
                     )
                 return record
-        except self._integrity as exc:  # another worker journaled this process's step first
-            raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
+        except self._integrity as exc:
+            raise self._stepped_twice(pid) from exc
 
-    def _pg_append(
-        self,
-        values: dict[str, Any],
-        entries: list[tuple[StepKind, dict[str, Any]]],
-        audit: AuditEntry | None,
-        *,
-        moves: bool,
-        owner: Owner | None,
-    ) -> ProcessRecord:
-        """``append`` on PostgreSQL: the whole step in one statement (``_PG_STEP``)."""
-        assert self._sql.pg_step is not None
-        pid = str(values["pid"])
-        values = {
-            **values,
-            "kinds": [k for k, _ in entries],
-            "payloads": [orjson.dumps(p).decode() for _, p in entries],
-            "audited": audit is not None,
-            "tool": None if audit is None else audit.tool[:128],
-            "digest": None if audit is None else audit.arguments_sha256,
-            "outcome": None if audit is None else audit.outcome,
-        }
+    async def _pg_batch(self, items: list[BatchItem]) -> list[ProcessRecord | Exception]:
+        """The Batcher's batch on PostgreSQL: every item's process, or why it has none.
+
+        A statement the database refused wrote nothing: each item is then tried alone, so one
+        write's error (two workers on one process, a deadlock with a takeover) stays its own. A
+        lost connection is every item's error: whether the commit happened is unknown, and a
+        second try could journal a step twice.
+        """
+        assert self._sql.pg_batch is not None
+        statement, values = self._sql.pg_batch, batch_values(items)
         try:
-            with self._driver.cursor() as cursor:  # one statement: its own transaction
-                self._sql.pg_step[moves][owner is not None].run(cursor, values)
-                row = cursor.fetchone()
-                if row is not None:
-                    return _record(row)
-                current = self._read(cursor, pid, None).state
-        except self._integrity as exc:  # another worker journaled this process's step first
-            raise AccountError(409, f"Process {pid} was stepped by two workers at once.") from exc
-        raise _not_stepped(pid, current, owner)
+            if self._loop_connections is None:
+                rows = await asyncio.to_thread(self._pg_rows, values)
+            else:
+                async with self._loop_connections.cursor() as cursor:
+                    await statement.arun(cursor, values)
+                    rows = await cursor.fetchall()
+        except self._server_errors as exc:
+            if getattr(exc, "sqlstate", None) is None:  # no answer from the server
+                raise
+            if len(items) > 1:
+                return [(await self._pg_batch([item]))[0] for item in items]
+            if isinstance(exc, self._integrity):
+                return [self._stepped_twice(items[0].pid)]
+            raise
+        return batch_outcomes(items, rows)
+
+    def _pg_rows(self, values: dict[str, str]) -> list[Any]:
+        """``PG_BATCH``'s rows, on this thread's connection (a driver without asynchronous connections)."""
+        assert self._sql.pg_batch is not None
+        with self._driver.cursor() as cursor:
+            self._sql.pg_batch.run(cursor, values)
+            return list(cursor.fetchall())
 
     def audit(
         self, tenant_id: int | None = None, pid: str | None = None, limit: int = 100
@@ -531,7 +478,7 @@ class ProcessStore:
             self._sql.move[owner is not None].run(cursor, values)
             row = cursor.fetchone()
             if row is not None:
-                return _record(row)
+                return record_of(row)
             current = self._read(cursor, pid, None).state  # 404 if there is no such process
         if owner is not None and current not in FINAL_STATES and current in (expect or STATES):
             raise NotOwner(pid, owner)
