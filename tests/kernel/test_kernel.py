@@ -126,6 +126,38 @@ async def test_a_failing_step_fails_its_process_and_the_kernel_goes_on(tmp_path:
     assert "a step failed" in (failed.reason or "")
 
 
+async def test_a_step_the_database_did_not_answer_leaves_the_process_to_step_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    db = KernelDB(tmp_path)
+    save(db, tools=["shop.*"])
+    model = ReactiveModelMock(
+        lambda messages: (
+            answer("done") if messages[-1]["role"] == "tool" else call("shop.search", {"q": "lamp"})
+        )
+    )
+    kernel = db.kernel(model, workers=2, poll_s=0.05)
+    written = db.processes.aappend
+    lost: list[str] = []
+
+    async def dropped_once(pid: str, *args: object, **kwargs: object) -> ProcessRecord:
+        if not lost:  # the connection drops as the first step's write goes out
+            lost.append(pid)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await written(pid, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db.processes, "aappend", dropped_once)
+    await kernel.start()
+    try:
+        pid = (await kernel.spawn(db.tenant, "shopper", "a lamp")).pid
+        (record,) = await until_finished(db, [pid])
+    finally:
+        await kernel.close()
+    assert lost == [pid]
+    assert (record.state, record.result) == ("done", "done"), "not failed: it stepped again"
+
+
 async def test_a_restarted_kernel_goes_on_where_the_journal_ends(tmp_path: Path) -> None:
     db = KernelDB(tmp_path)
     save(db, tools=["shop.*"])

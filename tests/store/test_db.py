@@ -36,3 +36,22 @@ async def test_the_checkpointer_puts_committed_writes_into_the_database_file(tmp
     shutil.copy(tmp_path / "aigrid.db", tmp_path / "after.db")
     assert tenants_in(tmp_path / "after.db") == 21
     engine.dispose()
+
+
+def test_unreachable_tells_a_lost_connection_from_a_refused_statement() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError as WrappedOperationalError
+
+    from aigrid.store.db import unreachable
+
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    assert unreachable(lost)
+    assert unreachable(psycopg.errors.AdminShutdown("terminating connection due to administrator command"))
+    assert unreachable(psycopg.errors.ConnectionFailure("connection failure"))
+    assert unreachable(WrappedOperationalError("SELECT 1", {}, lost))
+    assert not unreachable(psycopg.errors.UniqueViolation("duplicate key"))
+    assert not unreachable(psycopg.errors.DeadlockDetected("deadlock detected"))
+    assert not unreachable(sqlite3.OperationalError("database is locked"))
+    assert not unreachable(ValueError("no"))

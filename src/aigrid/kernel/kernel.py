@@ -20,6 +20,7 @@ from aigrid.kernel.scheduler import FairScheduler, Runnable, Scheduler
 from aigrid.store.accounts import AccountError
 from aigrid.store.agents import AgentStore
 from aigrid.store.cluster import Owner
+from aigrid.store.db import unreachable
 from aigrid.store.process_claims import ProcessClaims
 from aigrid.store.processes import NotOwner, ProcessRecord, ProcessStore
 
@@ -104,6 +105,7 @@ class Kernel:
         self._usage = usage
         self._usage_s = usage_s
         self._loops: list[asyncio.Task[None]] = []
+        self._retries: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Take up the unfinished processes no live server owns (after a restart: this server's
@@ -124,9 +126,9 @@ class Kernel:
                 await asyncio.gather(loop, return_exceptions=True)
         self._dispatcher = self._reviver = None
         self._loops = []
-        for task in list(self._busy):
+        for task in [*self._busy, *self._retries]:
             task.cancel()
-        await asyncio.gather(*self._busy, return_exceptions=True)
+        await asyncio.gather(*self._busy, *self._retries, return_exceptions=True)
 
     async def spawn(
         self,
@@ -378,6 +380,27 @@ class Kernel:
         self._scheduler.add(runnable)
         self._wake.set()
 
+    def _step_again_later(self, pid: str) -> None:
+        """Queue the process again once the database answers (it stays held meanwhile)."""
+        retry = asyncio.create_task(self._when_reachable(pid), name=f"step-again:{pid}")
+        self._retries.add(retry)
+        retry.add_done_callback(self._retries.discard)
+
+    async def _when_reachable(self, pid: str) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                process = await self._processes.aget(pid)
+                break
+            except Exception as exc:
+                if not unreachable(exc):
+                    logger.warning("process %s: reading it to step it again failed: %s", pid, exc)
+                    self._held.discard(pid)
+                    return
+        self._held.discard(pid)
+        if process.state in _RUNNABLE and process.pid not in self._stepping:
+            await self._adopt(process)
+
     async def _resume(self, pid: str, states: set[str]) -> None:
         """Move a process from one of ``states`` to running and queue it, unless it moved on.
 
@@ -457,7 +480,7 @@ class Kernel:
         self._wake.set()
 
     async def _work(self, chosen: Runnable) -> None:
-        tokens = 0
+        tokens, retrying = 0, False
         self._stepping.add(chosen.pid)
         before = self._tokens.pop(chosen.pid, None)
         owner = self._owner()  # the step writes as the owner it began under
@@ -476,6 +499,13 @@ class Kernel:
         except AccountError as exc:  # the process ended or was signalled while it stepped
             logger.info("process %s: %s", chosen.pid, exc.message)
         except Exception as exc:
+            if unreachable(exc):
+                # Whether the step's write committed is unknown: the process stays as the database
+                # has it, and steps on from its journal once the database answers again.
+                logger.warning("process %s: the database did not answer a step: %s", chosen.pid, exc)
+                retrying = True
+                self._step_again_later(chosen.pid)
+                return
             logger.exception("process %s failed a step", chosen.pid)
             reason = f"a step failed: {type(exc).__name__}: {exc}"
             with contextlib.suppress(AccountError):
@@ -490,5 +520,5 @@ class Kernel:
             if again is not None:
                 self._scheduler.add(again)
                 self._wake.set()
-            else:
+            elif not retrying:  # a process stepped again later stays held meanwhile
                 self._held.discard(chosen.pid)

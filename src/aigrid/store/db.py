@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import ClauseElement, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,24 @@ def loop_connections(engine: Engine) -> LoopConnections | None:
         if found is None:
             found = _LOOP_CONNECTIONS[engine] = LoopConnections(engine)
         return found
+
+
+# SQLSTATE classes that say the server did not run the statement for want of a connection: a
+# connection exception (08), or the server shutting down, crashed or starting (57P).
+_UNREACHABLE_STATES = ("08", "57P")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an error says the database did not answer (a connection lost, refused or shut down),
+    rather than that it refused a statement: whether a write made then committed is unknown."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or (exc.orig is not None and unreachable(exc.orig))
+    if not hasattr(exc, "sqlstate"):  # psycopg's errors carry the server's SQLSTATE, or None
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return type(exc).__name__ in ("OperationalError", "InterfaceError")
+    return str(state).startswith(_UNREACHABLE_STATES)
 
 
 def sqlite_url(data_dir: Path) -> str:
