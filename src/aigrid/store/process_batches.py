@@ -97,7 +97,8 @@ PG_BATCH = (
     f"updated_at_us = b_at, state = CASE WHEN b_state IS NOT NULL AND state IN ({LIVE_SQL}) THEN b_state "
     f"ELSE state END, result = CASE WHEN b_state IS NOT NULL AND state IN ({LIVE_SQL}) "
     "THEN COALESCE(b_result, result) ELSE result END "
-    f"FROM b WHERE pid = b_pid AND state NOT IN ({FINAL_SQL}) AND (b_node IS NULL OR ("
+    f"FROM b WHERE pid = b_pid AND pid = ANY(ARRAY(SELECT b_pid FROM b)) AND state NOT IN ({FINAL_SQL}) "
+    "AND (b_node IS NULL OR ("
     + OWNED_SQL.format(node="b_node", epoch="b_epoch", now=PG_NOW)
     + f")) RETURNING {COLUMNS}, b_entries, b_at), "
     "journal AS (INSERT INTO process_journal (pid, seq, kind, payload, created_at_us) "
@@ -109,10 +110,10 @@ PG_BATCH = (
     "JOIN json_to_recordset(CAST(:audits AS JSON)) AS a(pid VARCHAR, tool VARCHAR, digest VARCHAR, "
     "outcome VARCHAR) ON a.pid = moved.pid) "
     f"SELECT 'stepped', {COLUMNS} FROM moved "
-    f"UNION ALL SELECT 'found', {COLUMNS} FROM processes "
-    "WHERE pid IN (SELECT json_array_elements_text(CAST(:reads AS JSON))) "
-    f"UNION ALL SELECT 'refused', {COLUMNS} FROM processes "
-    "WHERE pid IN (SELECT b_pid FROM b) AND pid NOT IN (SELECT pid FROM moved)"
+    "UNION ALL SELECT 'found', p.* FROM json_array_elements_text(CAST(:reads AS JSON)) AS r(pid), "
+    f"LATERAL (SELECT {COLUMNS} FROM processes WHERE processes.pid = r.pid OFFSET 0) AS p "
+    f"UNION ALL SELECT 'refused', p.* FROM b, LATERAL (SELECT {COLUMNS} FROM processes "
+    "WHERE processes.pid = b.b_pid OFFSET 0) AS p WHERE b.b_pid NOT IN (SELECT pid FROM moved)"
 )
 
 
