@@ -78,6 +78,18 @@ def _sqlite_in(workdir: Path) -> str:
 DATABASE_FOR: list[DatabaseFor] = [_sqlite_in]  # set by databases()
 # The CPU seconds the database server has used so far (SQLite runs in this process: none apart).
 DATABASE_CPU: list[Callable[[], float]] = [lambda: 0.0]
+# With --pin: the CPUs the kernel runs on, and those the database and the mock upstream run on.
+PINNED: list[tuple[set[int], set[int]] | None] = [None]
+
+
+def pin_apart(pid: int) -> None:
+    """Move a helper process (and the threads it has) to the helpers' CPUs, with --pin."""
+    if PINNED[0] is None:
+        return
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), PINNED[0][1])
+
+
 ROOT = Path(__file__).resolve().parents[1]
 NOOP = "bench.noop"
 
@@ -109,6 +121,7 @@ def mock_upstream(delay_ms: int) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    pin_apart(proc.pid)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -273,6 +286,13 @@ def new_scheduler(kind: str, tenant_cap: int = CAP) -> Scheduler:
     return FairScheduler(tenant_cap=tenant_cap) if kind == "fair" else FifoScheduler()
 
 
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):  # it ended meanwhile
+        return None
+
+
 def server_cpu_s(data_dir: Path) -> float:
     """CPU seconds a local PostgreSQL server has used: its postmaster (with the backends it reaped)
     and every process it runs now (from /proc; Linux)."""
@@ -425,6 +445,11 @@ def databases(postgres: bool) -> Iterator[None]:
     from tests.postgres import Postgres
 
     server = Postgres(durable=True)
+    # The backends it starts from now on inherit the postmaster's CPUs.
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (entry.name == str(postmaster) or _parent(entry) == postmaster):
+            pin_apart(int(entry.name))
     DATABASE_FOR[0] = lambda _workdir: server.new_database()
     DATABASE_CPU[0] = lambda: server_cpu_s(server.data)
     try:
@@ -443,6 +468,8 @@ async def main(args: argparse.Namespace) -> None:
     (ROOT / "bench" / ".work").mkdir(parents=True, exist_ok=True)
     n, steps = args.processes, args.steps
     where = "PostgreSQL (fsync on), as a cluster node" if args.postgres else "SQLite"
+    if PINNED[0] is not None:
+        where += f"; the kernel on CPU {sorted(PINNED[0][0])}, the rest on {sorted(PINNED[0][1])}"
     print(f"# aigrid kernel bench: {n} processes x {steps} model steps; upstream cap {CAP}; {where}")
 
     if "overhead" in args.only:
@@ -521,7 +548,19 @@ def cli() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="a throwaway PostgreSQL (fsync on), the kernel a cluster node"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the kernel on the first CPU, the database and the mock upstream on the others "
+        "(as if they ran on machines of their own)",
+    )
     args = parser.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs at least two CPUs")
+        PINNED[0] = ({cpus[0]}, set(cpus[1:]))
+        os.sched_setaffinity(0, PINNED[0][0])  # before any thread starts: they all inherit it
     if args.quick:
         args.processes, args.window, args.background, args.chat_steps = 100, 2.0, 100, 10
     logging.basicConfig(level=logging.WARNING)
