@@ -3,6 +3,7 @@
     .venv/bin/python bench/kernel.py              # every scenario, fair scheduler beside FIFO
     .venv/bin/python bench/kernel.py --quick      # smaller figures, for a smoke run
     .venv/bin/python bench/kernel.py --postgres --only overhead   # as a cluster node on PostgreSQL
+    .venv/bin/python bench/kernel.py --postgres --pin --only overhead   # the database on other CPUs
 
 With ``--postgres`` each scenario gets a fresh database on a throwaway PostgreSQL server that syncs
 its commits to disk (fsync on, as in production; tests/postgres.py), and the kernel runs as a
