@@ -369,7 +369,7 @@ class ProcessStore:
                             "seq": first + i,
                             "kind": k,
                             "payload": orjson.dumps(p).decode(),
-                            "at": write.at,
+                            "at": at,
                         }
                         for i, (k, p) in enumerate(entries)
                     ],
