@@ -287,19 +287,10 @@ def new_scheduler(kind: str, tenant_cap: int = CAP) -> Scheduler:
     return FairScheduler(tenant_cap=tenant_cap) if kind == "fair" else FifoScheduler()
 
 
-def _parent(proc: Path) -> int | None:
-    try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):  # it ended meanwhile
-        return None
-
-
-def server_cpu_s(data_dir: Path) -> float:
-    """CPU seconds a local PostgreSQL server has used: its postmaster (with the backends it reaped)
-    and every process it runs now (from /proc; Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
+def _server_processes(data_dir: Path) -> Iterator[tuple[bool, int, list[str]]]:
+    """A local PostgreSQL server's processes, from /proc (Linux): whether each is the postmaster,
+    its pid, and the fields of its stat after the command's name."""
     postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    total = 0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -307,12 +298,19 @@ def server_cpu_s(data_dir: Path) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # it ended meanwhile
             continue
-        pid, ppid = int(entry.name), int(fields[1])
-        if pid == postmaster:
-            total += sum(int(f) for f in fields[11:15])  # its own time and its reaped children's
-        elif ppid == postmaster:
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+        pid = int(entry.name)
+        if pid == postmaster or int(fields[1]) == postmaster:
+            yield pid == postmaster, pid, fields
+
+
+def server_cpu_s(data_dir: Path) -> float:
+    """CPU seconds a local PostgreSQL server has used: its postmaster (with the backends it reaped)
+    and every process it runs now."""
+    ticks = 0
+    for is_postmaster, _, fields in _server_processes(data_dir):
+        # utime and stime, and for the postmaster its reaped children's too
+        ticks += sum(int(f) for f in fields[11 : 15 if is_postmaster else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def capacity(upstream: str, kind: str, processes: int, steps: int) -> dict[str, float]:
@@ -447,10 +445,8 @@ def databases(postgres: bool) -> Iterator[None]:
 
     server = Postgres(durable=True)
     # The backends it starts from now on inherit the postmaster's CPUs.
-    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (entry.name == str(postmaster) or _parent(entry) == postmaster):
-            pin_apart(int(entry.name))
+    for _, pid, _ in _server_processes(server.data):
+        pin_apart(pid)
     DATABASE_FOR[0] = lambda _workdir: server.new_database()
     DATABASE_CPU[0] = lambda: server_cpu_s(server.data)
     try:

@@ -238,7 +238,7 @@ class LoopConnections:
         try:
             yield cursor
         except BaseException as exc:
-            if (isinstance(exc, self._broken) and getattr(exc, "sqlstate", None) is None) or conn.broken:
+            if unreachable(exc) or conn.broken:
                 self._drop(conn)
             raise
         finally:

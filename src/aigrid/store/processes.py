@@ -292,13 +292,11 @@ class ProcessStore:
         write = step_write(pid, kind, payload, usage, audit, state, result, after, owner)
         if self._sql.pg_batch is None:
             return self._sqlite_append(write)
-        values = batch_values([write])
         try:
-            with self._driver.cursor() as cursor:  # one statement: its own transaction
-                self._sql.pg_batch.run(cursor, values)
-                (outcome,) = batch_outcomes([write], cursor.fetchall())
+            rows = self._pg_rows(batch_values([write]))
         except self._integrity as exc:
             raise self._stepped_twice(pid) from exc
+        (outcome,) = batch_outcomes([write], rows)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -419,7 +417,7 @@ class ProcessStore:
         return batch_outcomes(items, rows)
 
     def _pg_rows(self, values: dict[str, str]) -> list[Any]:
-        """``PG_BATCH``'s rows, on this thread's connection (a driver without asynchronous connections)."""
+        """``PG_BATCH``'s rows, on this thread's connection: one statement, its own transaction."""
         assert self._sql.pg_batch is not None
         with self._driver.cursor() as cursor:
             self._sql.pg_batch.run(cursor, values)
